@@ -1,0 +1,5 @@
+import sys
+
+from darkraw.cli import main
+
+sys.exit(main())

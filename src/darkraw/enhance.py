@@ -1,0 +1,160 @@
+"""Enhancing dark raw files on disk: one file, or a batch that goes on past bad files."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from darkraw.errors import DarkrawError, OutputError
+from darkraw.fileio import IMAGE_FORMATS, write_image
+from darkraw.pipeline import ClassicOptions, ClassicResult, run_classic
+from darkraw.rawio import BARE_EXTENSIONS, BareMosaicSpec, read_raw
+
+#: File extensions LibRaw reads that a folder given as input is searched for.
+RAW_EXTENSIONS = frozenset(
+    ".3fr .ari .arw .bay .cr2 .cr3 .crw .dcr .dng .erf .fff .iiq .k25 .kdc .mef .mos .mrw .nef "
+    ".nrw .orf .pef .raf .raw .rw2 .rwl .sr2 .srf .srw .x3f".split()
+)
+
+
+@dataclass
+class BatchReport:
+    """What happened to each input of a batch."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> str:
+        return f"{len(self.written)} written, {len(self.skipped)} skipped, {len(self.failed)} failed"
+
+
+def collect_inputs(inputs: Sequence[str | Path], include_bare: bool = False) -> list[Path]:
+    """Expand folders into the raw files they hold (recursively, sorted); keep files as given."""
+    exts = set(RAW_EXTENSIONS) | (set(BARE_EXTENSIONS) if include_bare else set())
+    out: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            out.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in exts))
+        else:
+            out.append(path)
+    return out
+
+
+def plan_outputs(inputs: Sequence[Path], output: str | Path, fmt: str = "png") -> list[Path]:
+    """Where each input's image goes.
+
+    One input and an ``output`` with an image extension: that file. Otherwise ``output`` is a
+    folder and each input becomes ``<folder>/<stem>.<fmt>``.
+
+    Raises:
+        OutputError: two inputs would write the same file, or an unknown format.
+    """
+    output = Path(output)
+    suffix = "." + fmt.lower().lstrip(".")
+    if suffix not in IMAGE_FORMATS:
+        raise OutputError(output, f"unknown image format {fmt!r}; use png, jpg or tiff")
+    if len(inputs) == 1 and output.suffix.lower() in IMAGE_FORMATS and not output.is_dir():
+        return [output]
+    if output.suffix.lower() in IMAGE_FORMATS and not output.is_dir():
+        raise OutputError(output, f"{len(inputs)} inputs need an output folder, not an image file")
+    targets = [output / f"{p.stem}{suffix}" for p in inputs]
+    seen: dict[Path, Path] = {}
+    for src, dst in zip(inputs, targets, strict=True):
+        if dst in seen:
+            raise OutputError(dst, f"both {seen[dst]} and {src} would be written here")
+        seen[dst] = src
+    return targets
+
+
+def enhance_file(
+    path: str | Path,
+    output: str | Path,
+    options: ClassicOptions = ClassicOptions(),
+    bare: BareMosaicSpec | None = None,
+) -> ClassicResult:
+    """Render one raw file with the classic pipeline and write the image atomically."""
+    raw = read_raw(path, bare)
+    result = run_classic(raw.mosaic, raw.meta, options)
+    write_image(output, result.image)
+    return result
+
+
+def enhance_batch(
+    inputs: Iterable[str | Path],
+    output: str | Path,
+    options: ClassicOptions = ClassicOptions(),
+    *,
+    fmt: str = "png",
+    bare: BareMosaicSpec | None = None,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+    progress: bool | None = None,
+) -> BatchReport:
+    """Enhance many files; a bad file is reported and the batch goes on.
+
+    Args:
+        inputs: raw files and folders of raw files.
+        output: an image file (single input) or a folder (created if missing).
+        fmt: image format for outputs in a folder: ``png`` (8-bit), ``jpg`` or ``tiff`` (16-bit).
+        overwrite: replace existing outputs; otherwise they are skipped, so an interrupted batch
+            can simply be run again.
+        log: where per-file messages go.
+        progress: show a progress bar (``None``: only on a terminal).
+    """
+    files = collect_inputs(list(inputs), include_bare=bare is not None)
+    report = BatchReport()
+    if not files:
+        report.failed.append((Path(str(output)), "no input files found"))
+        return report
+    targets = plan_outputs(files, output, fmt)
+    folder = Path(output)
+    if targets[0].parent == folder and not folder.exists():
+        try:
+            folder.mkdir(parents=True)
+        except OSError as err:
+            raise OutputError(folder, f"cannot create output folder ({err.strerror})") from None
+    bar = tqdm(
+        list(zip(files, targets, strict=True)),
+        desc="enhance",
+        unit="file",
+        disable=(not progress) if progress is not None else None,
+    )
+    # Messages go through the bar while it is drawn, so they do not tear it.
+    emit = log if bar.disable else bar.write
+    for src, dst in bar:
+        if dst.exists() and not overwrite:
+            report.skipped.append(dst)
+            emit(f"{dst}: exists, skipped (use --overwrite to replace it)")
+            continue
+        try:
+            result = enhance_file(src, dst, options, bare)
+        except DarkrawError as err:
+            report.failed.append((src, err.problem))
+            tqdm.write(f"error: {err}", file=sys.stderr)
+            continue
+        except (ValueError, MemoryError) as err:
+            report.failed.append((src, str(err) or type(err).__name__))
+            tqdm.write(f"error: {src}: {err}", file=sys.stderr)
+            continue
+        report.written.append(dst)
+        chosen = "auto " if options.ratio is None else ""
+        emit(
+            f"{src} -> {dst}  (ratio {chosen}{result.ratio:.1f}, "
+            f"denoise {result.denoiser.value}, wb {_fmt_gains(result.wb_gains)})"
+        )
+    bar.close()
+    return report
+
+
+def _fmt_gains(gains: tuple[float, float, float]) -> str:
+    return "/".join(f"{g:.2f}" for g in gains)

@@ -1,0 +1,68 @@
+"""Shared test helpers: synthetic scenes, small raw files made on the fly, the shared data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from darkraw.cfa import color_index_map
+from darkraw.metadata import RawMetadata
+
+SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+#: A plausible camera-to-sRGB matrix (rows sum to 1).
+RGB_CAM = ((1.7, -0.5, -0.2), (-0.25, 1.6, -0.35), (0.05, -0.6, 1.55))
+WB = (2.1, 1.0, 1.6)
+
+
+def shared_data(*parts: str) -> Path:
+    """A path under ../shared/data, or skip the test when that folder is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"development data not available: {path}")
+    return path
+
+
+def smooth_scene(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A smooth, colourful linear sRGB image ``(3, H, W)`` in [0.05, 0.75]."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    out = np.empty((3, height, width))
+    for c in range(3):
+        fy, fx, ph = rng.uniform(0.5, 2.0), rng.uniform(0.5, 2.0), rng.uniform(0, 6.28)
+        out[c] = 0.4 + 0.35 * np.sin(2 * np.pi * (fy * yy / height + fx * xx / width) + ph)
+    return out
+
+
+def mosaic_from_rgb(
+    rgb_lin: np.ndarray,
+    pattern: str,
+    *,
+    black: float = 512.0,
+    white: float = 16383.0,
+    wb: tuple[float, float, float] = WB,
+    rgb_cam: tuple[tuple[float, ...], ...] = RGB_CAM,
+) -> tuple[np.ndarray, RawMetadata]:
+    """Invert colour correction and white balance, then mosaic: a raw file's content in DN."""
+    _, h, w = rgb_lin.shape
+    cam = np.linalg.inv(np.asarray(rgb_cam)) @ rgb_lin.reshape(3, -1)
+    cam = cam.reshape(3, h, w) / np.asarray(wb)[:, None, None]
+    idx = color_index_map(pattern, h, w)
+    raw_lin = np.take_along_axis(cam, idx[None], axis=0)[0]
+    dn = np.rint(np.clip(raw_lin, 0, 1) * (white - black) + black).astype(np.uint16)
+    meta = RawMetadata.for_bayer(
+        pattern, h, w, black_level=black, white_level=white, wb_gains=wb, rgb_cam=rgb_cam
+    )
+    return dn, meta
+
+
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 1.0) -> float:
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(peak**2 / mse)
+
+
+@pytest.fixture
+def scene() -> np.ndarray:
+    return smooth_scene(48, 64)
