@@ -96,5 +96,7 @@ def test_padding_keeps_colour_filters(period):
     padded, size = pad_to_multiple(colors, period)
     assert size == colors.shape
     assert padded.shape[0] % period == 0 and padded.shape[1] % period == 0
-    np.testing.assert_array_equal(padded, np.tile(tile, (4, 4))[: padded.shape[0], : padded.shape[1]])
+    np.testing.assert_array_equal(
+        padded, np.tile(tile, (4, 4))[: padded.shape[0], : padded.shape[1]]
+    )
     np.testing.assert_array_equal(padded[: size[0], : size[1]], colors)

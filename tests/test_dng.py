@@ -4,12 +4,13 @@ import subprocess
 import numpy as np
 import pytest
 import rawpy
-from conftest import mosaic_from_rgb, smooth_scene
 
 from darkraw.cfa import BayerPattern
 from darkraw.dng import write_dng
 from darkraw.metadata import RawMetadata
 from darkraw.rawio import read_raw
+
+from conftest import mosaic_from_rgb, smooth_scene
 
 
 @pytest.mark.parametrize("pattern", [p.value for p in BayerPattern])
@@ -17,8 +18,12 @@ def test_dng_round_trip_mosaic_and_metadata(tmp_path, pattern):
     rgb = smooth_scene(24, 32)
     mosaic, meta = mosaic_from_rgb(rgb, pattern)
     meta = meta.replace(
-        black_tile=((500.0, 510.0), (520.0, 530.0)), exposure_time=0.04, iso=800, flip=6,
-        make="Acme", model="Nightcam",
+        black_tile=((500.0, 510.0), (520.0, 530.0)),
+        exposure_time=0.04,
+        iso=800,
+        flip=6,
+        make="Acme",
+        model="Nightcam",
     )
     path = write_dng(tmp_path / "x.dng", mosaic, meta)
     back = read_raw(path)

@@ -1,7 +1,5 @@
 import numpy as np
 import pytest
-from conftest import WB, mosaic_from_rgb, psnr, shared_data, smooth_scene
-from test_cfa import XTRANS
 
 from darkraw.cfa import BayerPattern, color_index_map
 from darkraw.denoise import Denoiser
@@ -19,12 +17,14 @@ from darkraw.pipeline import (
     gamma_decode,
     gamma_encode,
     gray_world_gains,
-    orient,
     run_classic,
     subtract_black_level,
     white_balance,
 )
 from darkraw.rawio import read_raw, render_with_libraw
+
+from conftest import WB, mosaic_from_rgb, psnr, shared_data, smooth_scene
+from test_cfa import XTRANS
 
 NO_DENOISE = ClassicOptions(ratio=1.0, denoiser=Denoiser.NONE)
 
@@ -149,9 +149,7 @@ def test_classic_gray_world_when_file_has_no_white_balance():
     meta = meta.replace(wb_gains=None)
     result = run_classic(mosaic, meta, ClassicOptions(ratio=1.0, denoiser=Denoiser.NONE))
     assert result.wb_gains == pytest.approx(WB, rel=1e-2)
-    none = run_classic(
-        mosaic, meta, ClassicOptions(1.0, Denoiser.NONE, WhiteBalance.NONE)
-    )
+    none = run_classic(mosaic, meta, ClassicOptions(1.0, Denoiser.NONE, WhiteBalance.NONE))
     assert none.wb_gains == (1.0, 1.0, 1.0)
 
 

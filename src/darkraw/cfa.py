@@ -46,8 +46,8 @@ class BayerPattern(enum.Enum):
     def offsets(self) -> tuple[tuple[int, int], ...]:
         """(row, col) inside the 2x2 tile of the packed planes R, G1, B, G2."""
         tile = self.tile
-        (r_row, r_col), = np.argwhere(tile == 0)
-        (b_row, b_col), = np.argwhere(tile == 2)
+        ((r_row, r_col),) = np.argwhere(tile == 0)
+        ((b_row, b_col),) = np.argwhere(tile == 2)
         return (
             (int(r_row), int(r_col)),
             (int(r_row), int(1 - r_col)),

@@ -33,7 +33,8 @@ def _black_level(text: str) -> float | tuple[float, float, float, float]:
     try:
         parts = [float(p) for p in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or four numbers, got {text!r}") from None
+        problem = f"expected a number or four comma-separated numbers, got {text!r}"
+        raise argparse.ArgumentTypeError(problem) from None
     if len(parts) == 1:
         return parts[0]
     if len(parts) == 4:
@@ -80,9 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     enh.add_argument(
         "-o", "--output", required=True, help="output image (one input) or folder (several)"
     )
-    enh.add_argument(
-        "--method", choices=["classic"], default="classic", help="rendering method (default: classic)"
-    )
+    enh.add_argument("--method", choices=["classic"], default="classic", help="rendering method")
     enh.add_argument(
         "--ratio",
         type=_ratio,
@@ -197,8 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"darkraw: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("darkraw: interrupted; finished outputs are complete, run again to do the rest",
-              file=sys.stderr)
+        print(
+            "darkraw: interrupted; finished outputs are complete, run again to do the rest",
+            file=sys.stderr,
+        )
         return 130
 
 

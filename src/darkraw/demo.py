@@ -6,8 +6,8 @@ from importlib import resources
 from pathlib import Path
 
 from darkraw.denoise import Denoiser
-from darkraw.fileio import write_image
 from darkraw.figures import side_by_side
+from darkraw.fileio import write_image
 from darkraw.pipeline import ClassicOptions, run_classic
 from darkraw.rawio import read_raw
 
@@ -30,7 +30,8 @@ def run_demo(out_dir: str | Path, denoiser: Denoiser | str = Denoiser.AUTO) -> d
     out.mkdir(parents=True, exist_ok=True)
     raw = read_raw(sample_path())
     before = run_classic(raw.mosaic, raw.meta, ClassicOptions(ratio=1.0, denoiser=Denoiser.NONE))
-    classic = run_classic(raw.mosaic, raw.meta, ClassicOptions(ratio=SAMPLE_RATIO, denoiser=Denoiser.parse(denoiser)))
+    options = ClassicOptions(ratio=SAMPLE_RATIO, denoiser=Denoiser.parse(denoiser))
+    classic = run_classic(raw.mosaic, raw.meta, options)
     paths = {
         "classic": write_image(out / "sample_classic.png", classic.image),
         "comparison": write_image(
@@ -38,7 +39,7 @@ def run_demo(out_dir: str | Path, denoiser: Denoiser | str = Denoiser.AUTO) -> d
             side_by_side(
                 [
                     ("as shot (dark raw, x1)", before.image),
-                    (f"classic pipeline (x{SAMPLE_RATIO:g}, {classic.denoiser.value})", classic.image),
+                    (f"classic (x{SAMPLE_RATIO:g}, {classic.denoiser.value})", classic.image),
                 ]
             ),
         ),

@@ -135,7 +135,7 @@ def _fit_nonnegative_line(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> NoiseL
 def anscombe(x: np.ndarray, noise: NoiseLevel) -> np.ndarray:
     """Generalized Anscombe transform: Poisson-Gaussian ``x`` to unit-variance Gaussian."""
     if noise.shot <= 0:
-        return x / np.sqrt(max(noise.read, 1e-20))
+        return np.asarray(x / np.sqrt(max(noise.read, 1e-20)))
     sigma2 = noise.read / noise.shot**2
     return 2.0 * np.sqrt(np.maximum(x / noise.shot + 0.375 + sigma2, 0.0))
 
@@ -143,12 +143,12 @@ def anscombe(x: np.ndarray, noise: NoiseLevel) -> np.ndarray:
 def inverse_anscombe(d: np.ndarray, noise: NoiseLevel) -> np.ndarray:
     """Closed-form approximation of the exact unbiased inverse of :func:`anscombe`."""
     if noise.shot <= 0:
-        return d * np.sqrt(max(noise.read, 1e-20))
+        return np.asarray(d * np.sqrt(max(noise.read, 1e-20)))
     sigma2 = noise.read / noise.shot**2
     d = np.maximum(d, 0.8)
     s32 = np.sqrt(1.5)
     y = 0.25 * d**2 + 0.25 * s32 / d - 1.375 / d**2 + 0.625 * s32 / d**3 - 0.125 - sigma2
-    return np.maximum(y, 0.0) * noise.shot
+    return np.asarray(np.maximum(y, 0.0) * noise.shot)
 
 
 #: Scale of the stabilized (unit-noise) signal when quantized to 16 bits for OpenCV's NLM.

@@ -76,7 +76,7 @@ def _append_exif_ifd(path: Path, entries: list[tuple[int, int, bytes]]) -> None:
     with tifffile.TiffFile(path) as tif:
         if tif.byteorder != "<":
             raise ValueError("expected a little-endian TIFF")
-        pointer_at = tif.pages[0].tags[_EXIF_IFD - 1].valueoffset
+        pointer_at = tif.pages.first.tags[_EXIF_IFD - 1].valueoffset
     with open(path, "r+b") as fh:
         fh.seek(0, 2)
         ifd_at = fh.tell() + (fh.tell() % 2)
@@ -138,7 +138,7 @@ def write_dng(path: str | Path, mosaic: np.ndarray, meta: RawMetadata) -> Path:
         (_CFA_LAYOUT, "H", 1, 1, True),
         (_BLACK_LEVEL_REPEAT_DIM, "H", 2, (2, 2), True),
         (_BLACK_LEVEL, "2I", 4, _rationals(black), True),
-        (_WHITE_LEVEL, "I", 1, int(round(meta.white_level)), True),
+        (_WHITE_LEVEL, "I", 1, round(meta.white_level), True),
         (_COLOR_MATRIX_1, "2i", 9, _rationals(cam_xyz), True),
         (_CALIBRATION_ILLUMINANT_1, "H", 1, _D65, True),
         (_AS_SHOT_NEUTRAL, "2I", 3, _rationals(1.0 / wb), True),

@@ -15,10 +15,11 @@ from darkraw.pipeline import ClassicOptions, ClassicResult, run_classic
 from darkraw.rawio import BARE_EXTENSIONS, BareMosaicSpec, read_raw
 
 #: File extensions LibRaw reads that a folder given as input is searched for.
-RAW_EXTENSIONS = frozenset(
+_RAW_EXTENSIONS_TEXT = (
     ".3fr .ari .arw .bay .cr2 .cr3 .crw .dcr .dng .erf .fff .iiq .k25 .kdc .mef .mos .mrw .nef "
-    ".nrw .orf .pef .raf .raw .rw2 .rwl .sr2 .srf .srw .x3f".split()
+    ".nrw .orf .pef .raf .raw .rw2 .rwl .sr2 .srf .srw .x3f"
 )
+RAW_EXTENSIONS = frozenset(_RAW_EXTENSIONS_TEXT.split())
 
 
 @dataclass
@@ -34,7 +35,8 @@ class BatchReport:
         return not self.failed
 
     def summary(self) -> str:
-        return f"{len(self.written)} written, {len(self.skipped)} skipped, {len(self.failed)} failed"
+        counts = (len(self.written), len(self.skipped), len(self.failed))
+        return "{} written, {} skipped, {} failed".format(*counts)
 
 
 def collect_inputs(inputs: Sequence[str | Path], include_bare: bool = False) -> list[Path]:
@@ -44,7 +46,8 @@ def collect_inputs(inputs: Sequence[str | Path], include_bare: bool = False) -> 
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            out.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in exts))
+            found = (p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+            out.extend(sorted(found))
         else:
             out.append(path)
     return out

@@ -31,7 +31,9 @@ def side_by_side(panels: Sequence[tuple[str, np.ndarray]], max_width: int = 2400
     font = ImageFont.load_default(size=18)
     x = 0
     for (label, img), width in zip(panels, widths, strict=True):
-        pil = Image.fromarray(quantize(to_hwc(img), 8)).resize((width, height), Image.LANCZOS)
+        pil = Image.fromarray(quantize(to_hwc(img), 8)).resize(
+            (width, height), Image.Resampling.LANCZOS
+        )
         canvas.paste(pil, (x, _LABEL_HEIGHT))
         draw.text((x + 6, 4), label, fill=(0, 0, 0), font=font)
         x += width + _GAP

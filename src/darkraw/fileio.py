@@ -28,8 +28,9 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     if not parent.is_dir():
         raise OutputError(path, f"output folder {parent} does not exist")
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}",
-                                        dir=parent)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=parent
+        )
     except OSError as err:
         raise OutputError(path, f"cannot write here ({err.strerror or err})") from None
     os.close(fd)

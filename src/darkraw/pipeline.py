@@ -262,11 +262,11 @@ def color_correct(rgb_cam: np.ndarray, matrix: np.ndarray | None) -> np.ndarray:
     """
     if rgb_cam.ndim != 3 or rgb_cam.shape[0] != 3:
         raise ValueError(f"expected an image of shape (3, H, W), got {rgb_cam.shape}")
-    if matrix is None:
-        return np.clip(rgb_cam, 0.0, 1.0)
-    m = np.asarray(matrix, dtype=np.float32)
-    out = (m @ rgb_cam.reshape(3, -1)).reshape(rgb_cam.shape)
-    return np.clip(out, 0.0, 1.0)
+    out = rgb_cam
+    if matrix is not None:
+        m = np.asarray(matrix, dtype=np.float32)
+        out = (m @ rgb_cam.reshape(3, -1)).reshape(rgb_cam.shape)
+    return np.asarray(np.clip(out, 0.0, 1.0))
 
 
 def gamma_encode(rgb_lin: np.ndarray, curve: GammaCurve | str = GammaCurve.BT709) -> np.ndarray:
@@ -274,10 +274,10 @@ def gamma_encode(rgb_lin: np.ndarray, curve: GammaCurve | str = GammaCurve.BT709
     curve = GammaCurve.parse(curve)
     x = np.clip(rgb_lin, 0.0, 1.0)
     if curve is GammaCurve.SRGB:
-        return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
+        return np.asarray(np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055))
     # BT.709 constants that make the curve and its slope continuous at the toe.
     alpha, beta = 1.09929682680944, 0.018053968510807
-    return np.where(x < beta, 4.5 * x, alpha * np.power(x, 0.45) - (alpha - 1))
+    return np.asarray(np.where(x < beta, 4.5 * x, alpha * np.power(x, 0.45) - (alpha - 1)))
 
 
 def gamma_decode(rgb: np.ndarray, curve: GammaCurve | str = GammaCurve.BT709) -> np.ndarray:
@@ -285,9 +285,11 @@ def gamma_decode(rgb: np.ndarray, curve: GammaCurve | str = GammaCurve.BT709) ->
     curve = GammaCurve.parse(curve)
     v = np.clip(rgb, 0.0, 1.0)
     if curve is GammaCurve.SRGB:
-        return np.where(v <= 0.04045, v / 12.92, np.power((v + 0.055) / 1.055, 2.4))
+        return np.asarray(np.where(v <= 0.04045, v / 12.92, np.power((v + 0.055) / 1.055, 2.4)))
     alpha, beta = 1.09929682680944, 0.018053968510807
-    return np.where(v < 4.5 * beta, v / 4.5, np.power((v + alpha - 1) / alpha, 1 / 0.45))
+    return np.asarray(
+        np.where(v < 4.5 * beta, v / 4.5, np.power((v + alpha - 1) / alpha, 1 / 0.45))
+    )
 
 
 def orient(image: np.ndarray, flip: int) -> np.ndarray:

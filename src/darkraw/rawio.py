@@ -88,11 +88,13 @@ def _read_libraw(path: Path) -> RawImage:
         with _libraw_stderr_captured(), rawpy.imread(str(path)) as raw:
             return _from_rawpy(raw, path)
     except rawpy.LibRawFileUnsupportedError:
-        raise RawReadError(path, "not a raw photo LibRaw can read (unknown or corrupt format)") from None
+        problem = "not a raw photo LibRaw can read (unknown or corrupt format)"
+        raise RawReadError(path, problem) from None
     except (rawpy.LibRawIOError, rawpy.LibRawDataError) as err:
         raise RawReadError(path, f"corrupt or truncated raw data ({type(err).__name__})") from None
     except rawpy.LibRawError as err:
-        raise RawReadError(path, f"LibRaw could not read it ({type(err).__name__}: {err})") from None
+        problem = f"LibRaw could not read it ({type(err).__name__}: {err})"
+        raise RawReadError(path, problem) from None
     except MemoryError:
         raise RawReadError(path, "image size in the header is too large to read") from None
 
@@ -126,7 +128,8 @@ def _from_rawpy(raw: rawpy.RawPy, path: Path) -> RawImage:
     desc = raw.color_desc.decode("ascii", "replace")
     pattern = raw.raw_pattern
     if pattern is None or raw.num_colors < 3:
-        raise UnsupportedSensorError(path, "monochrome sensor (no colour filter array); unsupported")
+        problem = "monochrome sensor (no colour filter array); unsupported"
+        raise UnsupportedSensorError(path, problem)
     if set(desc) - set("RGB"):
         raise UnsupportedSensorError(path, f"colour filters {desc!r} are not RGB; unsupported")
     colors_visible = raw.raw_colors_visible
@@ -190,7 +193,7 @@ def _make_model(path: Path) -> tuple[str | None, str | None]:
 
     try:
         with tifffile.TiffFile(path) as tif:
-            tags = tif.pages[0].tags
+            tags = tif.pages.first.tags
             make = tags.get("Make")
             model = tags.get("Model")
             return (

@@ -1,0 +1,153 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from darkraw.cli import main
+from darkraw.dng import write_dng
+from darkraw.fileio import read_image
+from darkraw.simulate import darken_mosaic
+
+from conftest import mosaic_from_rgb, smooth_scene
+
+
+@pytest.fixture
+def dark_dng(tmp_path):
+    mosaic, meta = mosaic_from_rgb(smooth_scene(64, 96), "RGGB")
+    dark, dark_meta = darken_mosaic(mosaic, meta, 50, np.random.default_rng(0))
+    return write_dng(tmp_path / "dark.dng", dark, dark_meta)
+
+
+def only_files(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_enhance_writes_png_with_auto_ratio(tmp_path, dark_dng, capsys):
+    out = tmp_path / "out.png"
+    assert main(["enhance", str(dark_dng), "-o", str(out), "--denoise", "nlm"]) == 0
+    img = read_image(out)
+    assert img.shape == (3, 64, 96)
+    assert 0.2 < img.mean() < 0.8  # brightened from a near-black frame
+    assert "ratio auto" in capsys.readouterr().out
+
+
+def test_enhance_tiff_is_16_bit(tmp_path, dark_dng):
+    out = tmp_path / "out.tif"
+    assert (
+        main(["enhance", str(dark_dng), "-o", str(out), "--ratio", "50", "--denoise", "none"]) == 0
+    )
+    arr = tifffile.imread(out)
+    assert arr.dtype == np.uint16 and arr.shape == (64, 96, 3)
+    assert len(np.unique(arr)) > 256
+
+
+def test_batch_goes_on_past_bad_files(tmp_path, dark_dng, capsys):
+    fake = tmp_path / "fake.ARW"
+    Image.new("RGB", (32, 32)).save(fake, format="JPEG")
+    missing = tmp_path / "missing.dng"
+    out = tmp_path / "results"
+    code = main(
+        ["enhance", str(fake), str(dark_dng), str(missing), "-o", str(out), "--denoise", "none"]
+    )
+    assert code == 1
+    assert only_files(out) == ["dark.png"]
+    err = capsys.readouterr().err
+    assert "1 written, 0 skipped, 2 failed" in err
+    assert f"{fake}: not a raw photo" in err
+    assert f"{missing}: no such file" in err
+    assert "Traceback" not in err
+
+
+def test_folder_input_and_skip_existing(tmp_path, dark_dng, capsys):
+    out = tmp_path / "results"
+    assert main(["enhance", str(tmp_path), "-o", str(out), "--denoise", "none"]) == 0
+    first = (out / "dark.png").stat().st_mtime_ns
+    assert main(["enhance", str(tmp_path), "-o", str(out), "--denoise", "none"]) == 0
+    assert (out / "dark.png").stat().st_mtime_ns == first
+    assert "skipped" in capsys.readouterr().out
+    assert main(["enhance", str(dark_dng), "-o", str(out), "--overwrite", "--denoise", "none"]) == 0
+
+
+def test_unwritable_output_gives_one_line_and_no_partial_file(tmp_path, dark_dng, capsys):
+    out = tmp_path / "no_such_folder" / "out.png"
+    assert main(["enhance", str(dark_dng), "-o", str(out), "--denoise", "none"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert any(f"{out}: output folder" in line for line in err)
+    assert not out.parent.exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only folders")
+def test_read_only_folder(tmp_path, dark_dng, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        assert main(["enhance", str(dark_dng), "-o", str(ro / "x.png")]) == 1
+        assert only_files(ro) == []
+    finally:
+        ro.chmod(0o700)
+
+
+def test_full_disk_leaves_no_partial_file(tmp_path, dark_dng, monkeypatch, capsys):
+    def half_written_then_full(self, fp, *args, **kwargs):
+        with open(fp, "wb") as fh:
+            fh.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", half_written_then_full)
+    out = tmp_path / "full.png"
+    assert main(["enhance", str(dark_dng), "-o", str(out), "--denoise", "none"]) == 1
+    assert not out.exists()
+    assert only_files(tmp_path) == ["dark.dng"]
+    assert "No space left on device" in capsys.readouterr().err
+
+
+def test_info_table_and_json(tmp_path, dark_dng, capsys):
+    assert main(["info", str(dark_dng)]) == 0
+    table = capsys.readouterr().out
+    assert "CFA pattern" in table and "RGGB" in table
+    assert main(["info", "--json", str(dark_dng)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["cfa"] == "RGGB" and data["width"] == 96 and data["height"] == 64
+    assert data["wb_gains"] == pytest.approx([2.1, 1.0, 1.6], rel=1e-3)
+
+
+def test_info_bad_file_exit_code(tmp_path, capsys):
+    bad = tmp_path / "bad.dng"
+    bad.write_bytes(b"II*\x00garbage")
+    assert main(["info", str(bad)]) == 1
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_bare_mosaic_options(tmp_path, capsys):
+    np.save(tmp_path / "m.npy", np.full((16, 16), 300, np.uint16))
+    assert main(["info", str(tmp_path / "m.npy"), "--pattern", "GBRG"]) == 1
+    assert "--pattern and --white-level" in capsys.readouterr().err
+    args = ["info", str(tmp_path / "m.npy"), "--pattern", "GBRG", "--white-level", "1023"]
+    assert main(args) == 0
+
+
+def test_usage_errors_exit_2(dark_dng):
+    with pytest.raises(SystemExit) as exc:
+        main(["enhance", str(dark_dng), "-o", "x.png", "--ratio", "-3"])
+    assert exc.value.code == 2
+
+
+def test_demo(tmp_path):
+    assert main(["demo", "-o", str(tmp_path / "demo"), "--denoise", "nlm"]) == 0
+    comparison = read_image(tmp_path / "demo" / "comparison.png")
+    classic = read_image(tmp_path / "demo" / "sample_classic.png")
+    assert comparison.shape[2] > classic.shape[2]
+    assert classic.mean() > 0.15
+
+
+def test_module_entry_point_runs():
+    result = subprocess.run(
+        [sys.executable, "-m", "darkraw", "--version"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "darkraw" in result.stdout
