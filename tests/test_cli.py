@@ -151,3 +151,13 @@ def test_module_entry_point_runs():
         [sys.executable, "-m", "darkraw", "--version"], capture_output=True, text=True
     )
     assert result.returncode == 0 and "darkraw" in result.stdout
+
+
+def test_outputs_get_the_usual_permissions(tmp_path, dark_dng):
+    out = tmp_path / "perm.png"
+    old = os.umask(0o022)
+    try:
+        assert main(["enhance", str(dark_dng), "-o", str(out), "--denoise", "none"]) == 0
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o644
