@@ -161,3 +161,14 @@ def test_outputs_get_the_usual_permissions(tmp_path, dark_dng):
     finally:
         os.umask(old)
     assert out.stat().st_mode & 0o777 == 0o644
+
+
+def test_truncated_dng_single_input(tmp_path, dark_dng, capfd):
+    cut = tmp_path / "cut.dng"
+    cut.write_bytes(dark_dng.read_bytes()[:5000])
+    out = tmp_path / "cut.png"
+    assert main(["enhance", str(cut), "-o", str(out)]) == 1
+    err = capfd.readouterr().err  # file-descriptor level: LibRaw's own C messages too
+    assert f"{cut}: corrupt or truncated raw data" in err
+    assert "Traceback" not in err and "Unexpected end of file" not in err
+    assert not out.exists()

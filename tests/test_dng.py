@@ -6,8 +6,10 @@ import pytest
 import rawpy
 
 from darkraw.cfa import BayerPattern
+from darkraw.denoise import Denoiser
 from darkraw.dng import write_dng
 from darkraw.metadata import RawMetadata
+from darkraw.pipeline import ClassicOptions, run_classic
 from darkraw.rawio import read_raw
 
 from conftest import mosaic_from_rgb, smooth_scene
@@ -82,3 +84,25 @@ def test_dcraw_reads_our_dng(tmp_path, pattern):
     pgm = subprocess.run(["dcraw", "-D", "-4", "-c", str(path)], capture_output=True).stdout
     pixels = np.frombuffer(pgm[-24 * 32 * 2 :], dtype=">u2").reshape(24, 32)
     np.testing.assert_array_equal(pixels, mosaic)
+
+
+def test_xtrans_dng_is_read_as_xtrans(tmp_path):
+    from test_cfa import XTRANS
+
+    meta = RawMetadata(
+        cfa_tile=tuple(map(tuple, XTRANS.tolist())),
+        black_tile=tuple(tuple([1024.0] * 6) for _ in range(6)),
+        white_level=16383,
+        height=36,
+        width=48,
+        wb_gains=(1.8, 1.0, 1.5),
+    )
+    mosaic = np.random.default_rng(0).integers(1024, 16383, (36, 48)).astype(np.uint16)
+    back = read_raw(write_dng(tmp_path / "xt.dng", mosaic, meta))
+    assert back.meta.is_xtrans and back.meta.cfa_name == "X-Trans"
+    assert back.meta.cfa_tile == meta.cfa_tile
+    np.testing.assert_array_equal(back.mosaic, mosaic)
+    image = run_classic(back.mosaic, back.meta, ClassicOptions(1.0, Denoiser.NONE)).image
+    assert image.shape == (3, 36, 48)
+    image = run_classic(back.mosaic, back.meta, ClassicOptions(1.0, Denoiser.NONE)).image
+    assert image.shape == (3, 36, 48)

@@ -1,4 +1,4 @@
-"""Writing Bayer mosaics as DNG files that LibRaw and dcraw read back.
+"""Writing Bayer (and X-Trans) mosaics as DNG files that LibRaw and dcraw read back.
 
 A minimal DNG 1.4 (Adobe, "Digital Negative Specification" 1.4): one uncompressed 16-bit CFA
 image in IFD0 with the CFA pattern, per-position black levels, white level, as-shot neutral,
@@ -97,7 +97,7 @@ def _append_exif_ifd(path: Path, entries: list[tuple[int, int, bytes]]) -> None:
 
 
 def write_dng(path: str | Path, mosaic: np.ndarray, meta: RawMetadata) -> Path:
-    """Write a Bayer mosaic in DN and its metadata as an uncompressed DNG, atomically.
+    """Write a Bayer or X-Trans mosaic in DN and its metadata as an uncompressed DNG, atomically.
 
     Args:
         path: the output file; written under a temporary name, then renamed.
@@ -106,12 +106,10 @@ def write_dng(path: str | Path, mosaic: np.ndarray, meta: RawMetadata) -> Path:
             balance as neutral.
 
     Raises:
-        ValueError: X-Trans metadata, or a mosaic that does not match ``meta``.
+        ValueError: a mosaic that does not match ``meta``.
         OutputError: the file cannot be written.
     """
     path = Path(path)
-    if meta.is_xtrans:
-        raise ValueError("DNG writing supports Bayer mosaics only, got X-Trans metadata")
     mosaic = np.asarray(mosaic)
     if mosaic.shape != (meta.height, meta.width):
         raise ValueError(
@@ -129,15 +127,15 @@ def write_dng(path: str | Path, mosaic: np.ndarray, meta: RawMetadata) -> Path:
     black = np.asarray(meta.black_tile, dtype=float).ravel()
     model = " ".join(p for p in (meta.make, meta.model) if p) or "darkraw synthetic"
     extratags: list[tuple[int, int | str, int, object, bool]] = [
-        (_CFA_REPEAT_PATTERN_DIM, "H", 2, (2, 2), True),
-        (_CFA_PATTERN, "B", 4, tuple(cfa), True),
+        (_CFA_REPEAT_PATTERN_DIM, "H", 2, (meta.period, meta.period), True),
+        (_CFA_PATTERN, "B", len(cfa), tuple(cfa), True),
         (_DNG_VERSION, "B", 4, (1, 4, 0, 0), True),
         (_DNG_BACKWARD_VERSION, "B", 4, (1, 1, 0, 0), True),
         (_UNIQUE_CAMERA_MODEL, "s", 0, model, True),
         (_CFA_PLANE_COLOR, "B", 3, (0, 1, 2), True),
         (_CFA_LAYOUT, "H", 1, 1, True),
-        (_BLACK_LEVEL_REPEAT_DIM, "H", 2, (2, 2), True),
-        (_BLACK_LEVEL, "2I", 4, _rationals(black), True),
+        (_BLACK_LEVEL_REPEAT_DIM, "H", 2, (meta.period, meta.period), True),
+        (_BLACK_LEVEL, "2I", len(black), _rationals(black), True),
         (_WHITE_LEVEL, "I", 1, round(meta.white_level), True),
         (_COLOR_MATRIX_1, "2i", 9, _rationals(cam_xyz), True),
         (_CALIBRATION_ILLUMINANT_1, "H", 1, _D65, True),
