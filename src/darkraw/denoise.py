@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 #: Immerkaer's (1996) noise-estimation kernel; its response to unit white noise has std 6.
 _LAPLACE = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
@@ -196,7 +197,10 @@ def denoise_planes(
     if noise.shot <= 0 and noise.read <= 0:
         return planes.astype(np.float32, copy=True)
     out = np.empty_like(planes, dtype=np.float32)
-    for c, plane in enumerate(planes):
+    # BM3D on a large frame takes minutes: show progress plane by plane (on a terminal only).
+    slow = method is Denoiser.BM3D and planes.size > BM3D_AUTO_LIMIT
+    bar = tqdm(planes, desc="bm3d", unit="plane", leave=False, disable=None if slow else True)
+    for c, plane in enumerate(bar):
         stable = anscombe(plane.astype(np.float32), noise).astype(np.float32)
         out[c] = inverse_anscombe(_gaussian_denoise(stable, method), noise)
     return out
