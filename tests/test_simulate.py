@@ -2,7 +2,17 @@ import numpy as np
 import pytest
 
 from darkraw.metadata import RawMetadata
-from darkraw.simulate import darken_mosaic
+from darkraw.simulate import (
+    SeedNoiseConfig,
+    SeedNoiseParams,
+    add_black_level,
+    darken_mosaic,
+    gamma_distort,
+    poisson_noise,
+    sample_seed_params,
+    seed_reverse_pipeline,
+    white_imbalance,
+)
 
 META = RawMetadata.for_bayer("RGGB", 64, 64, black_level=0, white_level=16383, exposure_time=1.0)
 
@@ -32,3 +42,58 @@ def test_same_seed_same_frame():
 def test_bad_ratio_is_rejected():
     with pytest.raises(ValueError, match="ratio must be >= 1"):
         darken_mosaic(np.zeros((64, 64), np.uint16), META, 0.5, np.random.default_rng(0))
+
+
+def test_gamma_distortion_darkens_mid_tones_and_keeps_white():
+    planes = np.array([0.0, 0.25, 0.5, 1.0], dtype=np.float32).reshape(4, 1, 1)
+    out = gamma_distort(planes, 2.0)
+    np.testing.assert_allclose(out.ravel(), [0.0, 0.0625, 0.25, 1.0])
+    with pytest.raises(ValueError, match="gamma must be a positive number, got 0"):
+        gamma_distort(planes, 0)
+
+
+def test_white_imbalance_uses_each_planes_colour():
+    planes = np.ones((4, 2, 2), dtype=np.float32)
+    out = white_imbalance(planes, (0.5, 2.0, 1.5))
+    np.testing.assert_allclose(out[:, 0, 0], [0.5, 2.0, 1.5, 2.0])  # R, G1, B, G2
+
+
+def test_poisson_step_variance_equals_mean():
+    photons = 400.0
+    planes = np.full((4, 200, 200), 0.3, dtype=np.float32)
+    out = poisson_noise(planes, photons, np.random.default_rng(0))
+    counts = out * photons
+    assert counts.mean() == pytest.approx(0.3 * photons, rel=0.01)
+    assert counts.var() == pytest.approx(counts.mean(), rel=0.03)
+
+
+def test_black_level_is_a_positive_shift():
+    planes = np.zeros((4, 2, 2), dtype=np.float32)
+    np.testing.assert_allclose(add_black_level(planes, 0.02), 0.02)
+    with pytest.raises(ValueError, match="black level must be >= 0"):
+        add_black_level(planes, -0.1)
+
+
+def test_sampled_params_stay_in_range_and_repeat_with_the_seed():
+    config = SeedNoiseConfig()
+    draws = [sample_seed_params(config, np.random.default_rng(s)) for s in range(200)]
+    for p in draws:
+        assert config.gamma[0] <= p.gamma <= config.gamma[1]
+        assert all(config.wb_gain[0] <= g <= config.wb_gain[1] for g in p.wb_gains)
+        assert config.photons[0] <= p.photons <= config.photons[1]
+        assert config.black_level[0] <= p.black_level <= config.black_level[1]
+    assert sample_seed_params(config, np.random.default_rng(3)) == draws[3]
+    with pytest.raises(ValueError, match="photons must be"):
+        SeedNoiseConfig(photons=(100.0, 10.0))
+
+
+def test_reverse_pipeline_is_reproducible_and_ordered():
+    planes = np.random.default_rng(1).random((4, 16, 16)).astype(np.float32)
+    params = SeedNoiseParams(gamma=2.0, wb_gains=(0.8, 1.0, 1.2), photons=100.0, black_level=0.03)
+    a = seed_reverse_pipeline(planes, params, np.random.default_rng(9))
+    b = seed_reverse_pipeline(planes, params, np.random.default_rng(9))
+    np.testing.assert_array_equal(a.black_level, b.black_level)
+    np.testing.assert_allclose(a.gamma, planes**2, rtol=1e-6)
+    np.testing.assert_allclose(a.white_imbalance, white_imbalance(a.gamma, params.wb_gains))
+    np.testing.assert_allclose(a.black_level, a.poisson + 0.03)
+    assert a.black_level.mean() < planes.mean()

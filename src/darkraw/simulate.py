@@ -1,14 +1,25 @@
-"""Simulating dark exposures of a clean raw mosaic.
+"""Simulating dark exposures of clean raw data.
 
-The exposure model of See-in-the-Dark (Chen et al., CVPR 2018): a short exposure at ratio ``r``
-collects ``1/r`` of the light of the long one. Photon arrival is Poisson; the sensor adds
-Gaussian read noise and a black-level offset, and the result is quantized to whole DN.
+Two models:
+
+- :func:`darken_mosaic`, the exposure model of See-in-the-Dark (Chen et al., CVPR 2018): a short
+  exposure at ratio ``r`` collects ``1/r`` of the light of the long one. Photon arrival is
+  Poisson; the sensor adds Gaussian read noise and a black-level offset; the result is
+  quantized to whole DN.
+- The seed's reverse pipeline (Gupta, Botica & Brown, "CS 7180 Milestone 1", Figure 1 bottom and
+  Figure 3): the traditional pipeline run backwards on packed ``raw_lin`` planes, each step a
+  pure function: gamma distortion (darker), white imbalance (random per-channel gains),
+  Poisson noise (photon counting at a sampled light level), black level (a positive bias).
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 
+from darkraw.cfa import plane_colors
 from darkraw.metadata import RawMetadata
 from darkraw.pipeline import subtract_black_level
 
@@ -53,3 +64,127 @@ def darken_mosaic(
         exposure_time=exposure,
     )
     return dark, dark_meta
+
+
+def _check_range(name: str, lo_hi: tuple[float, float], minimum: float, strict: bool) -> None:
+    lo, hi = lo_hi
+    ok = math.isfinite(lo) and math.isfinite(hi) and lo <= hi
+    ok = ok and (lo > minimum if strict else lo >= minimum)
+    if not ok:
+        bound = ">" if strict else ">="
+        raise ValueError(
+            f"{name} must be (lo, hi) with {bound} {minimum} and lo <= hi, got {lo_hi}"
+        )
+
+
+@dataclass(frozen=True)
+class SeedNoiseConfig:
+    """Ranges the seed's reverse pipeline samples its parameters from.
+
+    Attributes:
+        gamma: exponent of the gamma distortion, uniform; above 1 darkens the mid-tones.
+        wb_gain: per-channel (R, G, B) white-imbalance weight, uniform.
+        photons: photo-electrons a white pixel collects in the dark frame, log-uniform; the
+            Poisson noise level (fewer photons, more noise).
+        black_level: positive bias as a fraction of white, uniform.
+    """
+
+    gamma: tuple[float, float] = (1.0, 2.5)
+    wb_gain: tuple[float, float] = (0.6, 1.4)
+    photons: tuple[float, float] = (50.0, 5000.0)
+    black_level: tuple[float, float] = (0.0, 0.05)
+
+    def __post_init__(self) -> None:
+        _check_range("gamma", self.gamma, 0.0, strict=True)
+        _check_range("wb_gain", self.wb_gain, 0.0, strict=True)
+        _check_range("photons", self.photons, 0.0, strict=True)
+        _check_range("black_level", self.black_level, 0.0, strict=False)
+
+
+@dataclass(frozen=True)
+class SeedNoiseParams:
+    """One draw of the seed's reverse-pipeline parameters (see :class:`SeedNoiseConfig`)."""
+
+    gamma: float
+    wb_gains: tuple[float, float, float]
+    photons: float
+    black_level: float
+
+
+def sample_seed_params(config: SeedNoiseConfig, rng: np.random.Generator) -> SeedNoiseParams:
+    """Draw reverse-pipeline parameters; the same generator state gives the same draw."""
+    gamma = float(rng.uniform(*config.gamma))
+    gains = rng.uniform(*config.wb_gain, size=3)
+    log_photons = rng.uniform(math.log(config.photons[0]), math.log(config.photons[1]))
+    black = float(rng.uniform(*config.black_level))
+    return SeedNoiseParams(
+        gamma=gamma,
+        wb_gains=(float(gains[0]), float(gains[1]), float(gains[2])),
+        photons=float(math.exp(log_photons)),
+        black_level=black,
+    )
+
+
+def gamma_distort(planes: np.ndarray, gamma: float) -> np.ndarray:
+    """Seed step 1: ``x ** gamma`` on ``(C, h, w)`` planes in [0, 1] (negatives clipped to 0)."""
+    if not gamma > 0 or not math.isfinite(gamma):
+        raise ValueError(f"gamma must be a positive number, got {gamma}")
+    return np.asarray(np.power(np.clip(planes, 0.0, None), np.float32(gamma)), dtype=np.float32)
+
+
+def white_imbalance(planes: np.ndarray, gains: tuple[float, float, float]) -> np.ndarray:
+    """Seed step 2: multiply each packed plane by its colour's (R, G, B) weight.
+
+    Args:
+        planes: ``(C, h, w)`` with C 4 (Bayer, R G1 B G2) or 9 (X-Trans).
+    """
+    if len(gains) != 3 or min(gains) <= 0:
+        raise ValueError(f"expected 3 positive gains (R, G, B), got {gains}")
+    g = np.asarray([gains[c] for c in plane_colors(planes.shape[0])], dtype=np.float32)
+    return np.asarray(planes * g[:, None, None], dtype=np.float32)
+
+
+def poisson_noise(planes: np.ndarray, photons: float, rng: np.random.Generator) -> np.ndarray:
+    """Seed step 3: photon counting, ``Poisson(x * photons) / photons``.
+
+    A pixel at level ``x`` then has mean ``x`` and variance ``x / photons``.
+    """
+    if not photons > 0 or not math.isfinite(photons):
+        raise ValueError(f"photons must be a positive number, got {photons}")
+    counts = rng.poisson(np.clip(planes, 0.0, None).astype(np.float64) * photons)
+    return np.asarray(counts / photons, dtype=np.float32)
+
+
+def add_black_level(planes: np.ndarray, black_level: float) -> np.ndarray:
+    """Seed step 4: add a positive bias (a fraction of white) to every pixel."""
+    if not black_level >= 0 or not math.isfinite(black_level):
+        raise ValueError(f"black level must be >= 0, got {black_level}")
+    return np.asarray(planes + np.float32(black_level), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class SeedStages:
+    """The clean planes and each stage of the seed's reverse pipeline (the seed's Figure 3)."""
+
+    original: np.ndarray
+    gamma: np.ndarray
+    white_imbalance: np.ndarray
+    poisson: np.ndarray
+    black_level: np.ndarray
+
+
+def seed_reverse_pipeline(
+    planes: np.ndarray, params: SeedNoiseParams, rng: np.random.Generator
+) -> SeedStages:
+    """Run the seed's four reverse steps on clean ``(C, h, w)`` ``raw_lin`` planes.
+
+    Returns:
+        Every stage; ``black_level`` is the simulated low-light input.
+    """
+    if planes.ndim != 3:
+        raise ValueError(f"expected packed planes of shape (C, h, w), got {planes.shape}")
+    darker = gamma_distort(planes, params.gamma)
+    imbalanced = white_imbalance(darker, params.wb_gains)
+    noisy = poisson_noise(imbalanced, params.photons, rng)
+    biased = add_black_level(noisy, params.black_level)
+    return SeedStages(planes, darker, imbalanced, noisy, biased)
