@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from darkraw.choices import parse_choice
+
 #: Names of the packed Bayer planes, in order.
 BAYER_CHANNELS: tuple[str, ...] = ("R", "G1", "B", "G2")
 
@@ -69,13 +71,7 @@ class BayerPattern(enum.Enum):
     @classmethod
     def parse(cls, name: str | BayerPattern) -> BayerPattern:
         """Parse a layout name such as ``"rggb"``; raise ``ValueError`` naming the choices."""
-        if isinstance(name, BayerPattern):
-            return name
-        try:
-            return cls(name.upper())
-        except ValueError:
-            choices = ", ".join(p.value for p in cls)
-            raise ValueError(f"unknown Bayer pattern {name!r}; expected one of {choices}") from None
+        return parse_choice(cls, name, "Bayer pattern")
 
 
 def _check_mosaic(mosaic: np.ndarray, period: int) -> None:

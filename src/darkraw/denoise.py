@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from darkraw.choices import parse_choice
+
 #: Immerkaer's (1996) noise-estimation kernel; its response to unit white noise has std 6.
 _LAPLACE = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
 _LAPLACE_GAIN = 6.0
@@ -34,13 +36,7 @@ class Denoiser(enum.Enum):
 
     @classmethod
     def parse(cls, name: str | Denoiser) -> Denoiser:
-        if isinstance(name, Denoiser):
-            return name
-        try:
-            return cls(name.lower())
-        except ValueError:
-            choices = ", ".join(d.value for d in cls)
-            raise ValueError(f"unknown denoiser {name!r}; expected one of {choices}") from None
+        return parse_choice(cls, name, "denoiser")
 
 
 #: ``auto`` uses BM3D up to this many plane pixels in all (about 35 s per megapixel on 2 cores)

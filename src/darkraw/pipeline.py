@@ -26,6 +26,7 @@ from darkraw.cfa import (
     unpack_bayer,
     unpack_xtrans,
 )
+from darkraw.choices import parse_choice
 from darkraw.denoise import Denoiser, denoise_planes, resolve_denoiser
 from darkraw.metadata import RawMetadata
 
@@ -40,13 +41,7 @@ class GammaCurve(enum.Enum):
 
     @classmethod
     def parse(cls, name: str | GammaCurve) -> GammaCurve:
-        if isinstance(name, GammaCurve):
-            return name
-        try:
-            return cls(name.lower())
-        except ValueError:
-            choices = ", ".join(g.value for g in cls)
-            raise ValueError(f"unknown gamma curve {name!r}; expected one of {choices}") from None
+        return parse_choice(cls, name, "gamma curve")
 
 
 class WhiteBalance(enum.Enum):
@@ -58,13 +53,7 @@ class WhiteBalance(enum.Enum):
 
     @classmethod
     def parse(cls, name: str | WhiteBalance) -> WhiteBalance:
-        if isinstance(name, WhiteBalance):
-            return name
-        try:
-            return cls(name.lower())
-        except ValueError:
-            choices = ", ".join(w.value for w in cls)
-            raise ValueError(f"unknown white balance {name!r}; expected one of {choices}") from None
+        return parse_choice(cls, name, "white balance")
 
 
 #: ``--ratio auto`` brings the mean of the black-subtracted raw to this level (a typical
