@@ -172,3 +172,11 @@ def test_truncated_dng_single_input(tmp_path, dark_dng, capfd):
     assert f"{cut}: corrupt or truncated raw data" in err
     assert "Traceback" not in err and "Unexpected end of file" not in err
     assert not out.exists()
+
+
+def test_empty_folder_is_reported_by_name(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["enhance", str(empty), "-o", str(tmp_path / "out")]) == 1
+    assert f"{empty}: no raw files found here" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

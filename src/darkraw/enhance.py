@@ -114,10 +114,12 @@ def enhance_batch(
         log: where per-file messages go.
         progress: show a progress bar (``None``: only on a terminal).
     """
-    files = collect_inputs(list(inputs), include_bare=bare is not None)
+    given = list(inputs)
+    files = collect_inputs(given, include_bare=bare is not None)
     report = BatchReport()
     if not files:
-        report.failed.append((Path(str(output)), "no input files found"))
+        for item in given:
+            report.failed.append((Path(item), "no raw files found here"))
         return report
     targets = plan_outputs(files, output, fmt)
     folder = Path(output)
