@@ -26,6 +26,9 @@ BAYER_CHANNELS: tuple[str, ...] = ("R", "G1", "B", "G2")
 #: Colour index of each packed Bayer plane (0 red, 1 green, 2 blue).
 BAYER_PLANE_COLORS: tuple[int, ...] = (0, 1, 2, 1)
 
+#: Which packed Bayer planes share sensor rows: R and G1 lie on one row, B and G2 on the other.
+BAYER_PLANE_ROWS: tuple[int, ...] = (0, 0, 1, 1)
+
 #: Colour index of each packed X-Trans plane.
 XTRANS_PLANE_COLORS: tuple[int, ...] = (0, 0, 1, 1, 1, 1, 1, 2, 2)
 
