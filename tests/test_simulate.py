@@ -6,6 +6,7 @@ from darkraw.simulate import (
     SeedNoiseConfig,
     SeedNoiseParams,
     add_black_level,
+    darken_calibrated,
     darken_mosaic,
     gamma_distort,
     poisson_noise,
@@ -97,3 +98,34 @@ def test_reverse_pipeline_is_reproducible_and_ordered():
     np.testing.assert_allclose(a.white_imbalance, white_imbalance(a.gamma, params.wb_gains))
     np.testing.assert_allclose(a.black_level, a.poisson + 0.03)
     assert a.black_level.mean() < planes.mean()
+
+
+def test_calibrated_dark_frame_has_the_right_level_and_repeats():
+    from darkraw.noise import load_profile
+
+    sony = load_profile("SonyA7S2")
+    meta = RawMetadata.for_bayer("GRBG", 128, 128, black_level=512, white_level=16383)
+    clean = np.full((128, 128), 512 + 0.5 * (16383 - 512), dtype=np.uint16)
+    dark, dark_meta, params = darken_calibrated(clean, meta, 100, sony, np.random.default_rng(0))
+    again, _, _ = darken_calibrated(clean, meta, 100, sony, np.random.default_rng(0))
+    np.testing.assert_array_equal(dark, again)
+    assert dark.dtype == np.uint16 and dark.shape == (128, 128)
+    assert dark_meta.white_level == 512 + sony.white_level
+    assert sony.k_min <= params.k <= sony.k_max
+    level = dark.astype(np.float64) - 512 - np.mean(params.color_bias)
+    assert level.mean() == pytest.approx(0.5 * sony.white_level / 100, rel=0.05)
+    # Shot noise dominates at this level: variance at least K times the mean.
+    assert level.var() >= 0.9 * params.k * level.mean()
+
+
+def test_calibrated_dark_frame_rejects_a_ratio_below_one():
+    from darkraw.noise import load_profile
+
+    with pytest.raises(ValueError, match="ratio must be >= 1"):
+        darken_calibrated(
+            np.zeros((8, 8), np.uint16),
+            RawMetadata.for_bayer("RGGB", 8, 8),
+            0.5,
+            load_profile(),
+            np.random.default_rng(0),
+        )

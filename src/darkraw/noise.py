@@ -239,12 +239,18 @@ def tukey_lambda_variance(lam: float) -> float:
 
 
 def calibrated_noise(
-    signal_dn: np.ndarray, params: CalibratedNoiseParams, rng: np.random.Generator
+    signal_dn: np.ndarray,
+    params: CalibratedNoiseParams,
+    rng: np.random.Generator,
+    *,
+    quantization: bool = True,
 ) -> np.ndarray:
     """A noisy raw reading of a clean signal, in DN above black.
 
     Args:
         signal_dn: ``(4, h, w)`` packed Bayer planes (R, G1, B, G2), expected DN above black.
+        quantization: add uniform noise of one DN step; leave it out when the caller rounds
+            the result to whole DN itself.
 
     Returns:
         ``(4, h, w)`` float32 DN above black: shot + read + row + quantisation noise and the
@@ -263,6 +269,6 @@ def calibrated_noise(
     # One offset per sensor row: a packed row holds two sensor rows (R/G1 and G2/B).
     rows = rng.normal(0.0, params.row_scale, size=(2, h))
     row = rows[np.asarray(BAYER_PLANE_ROWS)][:, :, None]
-    quant = rng.uniform(-0.5, 0.5, size=signal_dn.shape)
+    quant = rng.uniform(-0.5, 0.5, size=signal_dn.shape) if quantization else 0.0
     bias = np.asarray(params.color_bias)[:, None, None]
     return np.asarray(shot + read + row + quant + bias, dtype=np.float32)

@@ -19,8 +19,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from darkraw.cfa import plane_colors
+from darkraw.cfa import pack_bayer, plane_colors, unpack_bayer
 from darkraw.metadata import RawMetadata
+from darkraw.noise import (
+    CalibratedNoiseParams,
+    NoiseProfile,
+    ReadNoise,
+    calibrated_noise,
+    sample_calibrated_params,
+)
 from darkraw.pipeline import subtract_black_level
 
 
@@ -64,6 +71,54 @@ def darken_mosaic(
         exposure_time=exposure,
     )
     return dark, dark_meta
+
+
+def darken_calibrated(
+    mosaic_dn: np.ndarray,
+    meta: RawMetadata,
+    ratio: float,
+    profile: NoiseProfile,
+    rng: np.random.Generator,
+    *,
+    k: float | None = None,
+    read_model: ReadNoise | str = ReadNoise.TUKEY,
+    black_level: float | None = None,
+) -> tuple[np.ndarray, RawMetadata, CalibratedNoiseParams]:
+    """A dark exposure with ``1/ratio`` of the light and a real camera's calibrated noise.
+
+    The clean mosaic's white maps to the profile's white level, so the dark frame is a raw of the
+    profiled camera: its white level is ``black + profile.white_level``.
+
+    Args:
+        mosaic_dn: ``(H, W)`` clean Bayer mosaic in DN, H and W even.
+        meta: its metadata.
+        ratio: exposure ratio (SID uses 100, 250, 300).
+        profile: the camera's noise profile (:func:`darkraw.noise.load_profile`).
+        rng: the only source of randomness.
+        k: fix the system gain instead of drawing it from the profile's range.
+        read_model: Tukey-lambda (ELD) or Gaussian read noise.
+        black_level: black level of the dark frame in DN; the clean file's when ``None``.
+
+    Returns:
+        The dark mosaic (uint16 DN), its metadata, and the noise parameters drawn.
+    """
+    if ratio < 1 or not np.isfinite(ratio):
+        raise ValueError(f"ratio must be >= 1, got {ratio}")
+    pattern = meta.bayer_pattern
+    raw_lin = np.clip(subtract_black_level(mosaic_dn, meta), 0.0, 1.0)
+    signal = pack_bayer(raw_lin.astype(np.float64), pattern) * (profile.white_level / ratio)
+    params = sample_calibrated_params(profile, rng, k=k, read_model=read_model)
+    noisy = calibrated_noise(signal, params, rng, quantization=False)
+    black = float(np.mean(meta.black_tile)) if black_level is None else float(black_level)
+    white = black + profile.white_level
+    dark = np.clip(np.rint(unpack_bayer(noisy, pattern) + black), 0, min(white, 65535))
+    exposure = None if meta.exposure_time is None else meta.exposure_time / ratio
+    dark_meta = meta.replace(
+        black_tile=tuple(tuple(black for _ in row) for row in meta.black_tile),
+        white_level=white,
+        exposure_time=exposure,
+    )
+    return dark.astype(np.uint16), dark_meta, params
 
 
 def _check_range(name: str, lo_hi: tuple[float, float], minimum: float, strict: bool) -> None:
