@@ -31,6 +31,21 @@ from darkraw.noise import (
 from darkraw.pipeline import subtract_black_level
 
 
+def _check_ratio(ratio: float) -> None:
+    if not ratio >= 1 or not np.isfinite(ratio):
+        raise ValueError(f"ratio must be >= 1, got {ratio}")
+
+
+def _dark_metadata(meta: RawMetadata, ratio: float, black: float, white: float) -> RawMetadata:
+    """The clean frame's metadata with the dark frame's levels and exposure time."""
+    exposure = None if meta.exposure_time is None else meta.exposure_time / ratio
+    return meta.replace(
+        black_tile=tuple(tuple(black for _ in row) for row in meta.black_tile),
+        white_level=white,
+        exposure_time=exposure,
+    )
+
+
 def darken_mosaic(
     mosaic_dn: np.ndarray,
     meta: RawMetadata,
@@ -55,8 +70,7 @@ def darken_mosaic(
     Returns:
         The dark mosaic (uint16 DN) and its metadata (new black level, exposure time / ratio).
     """
-    if ratio < 1 or not np.isfinite(ratio):
-        raise ValueError(f"ratio must be >= 1, got {ratio}")
+    _check_ratio(ratio)
     if gain <= 0 or read_noise_dn < 0:
         raise ValueError(f"gain must be > 0 and read noise >= 0, got {gain}, {read_noise_dn}")
     raw_lin = np.clip(subtract_black_level(mosaic_dn, meta), 0.0, 1.0)
@@ -65,12 +79,7 @@ def darken_mosaic(
     electrons = rng.poisson(raw_lin.astype(np.float64) * span / (gain * ratio))
     signal = electrons * gain + rng.normal(0.0, read_noise_dn, size=raw_lin.shape) + black
     dark = np.clip(np.rint(signal), 0, meta.white_level).astype(np.uint16)
-    exposure = None if meta.exposure_time is None else meta.exposure_time / ratio
-    dark_meta = meta.replace(
-        black_tile=tuple(tuple(black for _ in row) for row in meta.black_tile),
-        exposure_time=exposure,
-    )
-    return dark, dark_meta
+    return dark, _dark_metadata(meta, ratio, black, meta.white_level)
 
 
 def darken_calibrated(
@@ -102,8 +111,7 @@ def darken_calibrated(
     Returns:
         The dark mosaic (uint16 DN), its metadata, and the noise parameters drawn.
     """
-    if ratio < 1 or not np.isfinite(ratio):
-        raise ValueError(f"ratio must be >= 1, got {ratio}")
+    _check_ratio(ratio)
     pattern = meta.bayer_pattern
     raw_lin = np.clip(subtract_black_level(mosaic_dn, meta), 0.0, 1.0)
     signal = pack_bayer(raw_lin.astype(np.float64), pattern) * (profile.white_level / ratio)
@@ -112,13 +120,7 @@ def darken_calibrated(
     black = float(np.mean(meta.black_tile)) if black_level is None else float(black_level)
     white = black + profile.white_level
     dark = np.clip(np.rint(unpack_bayer(noisy, pattern) + black), 0, min(white, 65535))
-    exposure = None if meta.exposure_time is None else meta.exposure_time / ratio
-    dark_meta = meta.replace(
-        black_tile=tuple(tuple(black for _ in row) for row in meta.black_tile),
-        white_level=white,
-        exposure_time=exposure,
-    )
-    return dark.astype(np.uint16), dark_meta, params
+    return dark.astype(np.uint16), _dark_metadata(meta, ratio, black, white), params
 
 
 def _check_range(name: str, lo_hi: tuple[float, float], minimum: float, strict: bool) -> None:
