@@ -1,0 +1,154 @@
+"""Unprocessing ordinary sRGB photos into linear raw mosaics.
+
+After Brooks et al., "Unprocessing Images for Learned Raw Denoising" (CVPR 2019): undo the
+camera pipeline step by step so that plentiful clean photos become clean raw data. Each step
+mirrors one forward step of :mod:`darkraw.pipeline`, so the classic pipeline run on an
+unprocessed photo (ratio ``1 / brightness``, the sampled white balance and colour matrix) gives
+the photo back up to demosaicing error and highlights.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from darkraw.cfa import BayerPattern, color_index_map
+from darkraw.metadata import Matrix3, RawMetadata, as_matrix3
+from darkraw.pipeline import GammaCurve, gamma_decode
+
+#: Camera-to-sRGB matrix of the GoPro HERO7 Black, as LibRaw reads it from the development
+#: data's DNG (and from the bundled sample).
+GOPRO_HERO7_RGB_CAM: Matrix3 = (
+    (1.53305, -0.178851, -0.354197),
+    (-0.284812, 1.67913, -0.39432),
+    (-0.0289078, -0.442044, 1.47095),
+)
+
+#: Above this mean level the inverse white balance fades towards 1, so that inverting it does not
+#: push highlights past white (Brooks et al.'s highlight-preserving inversion).
+_HIGHLIGHT_START = 0.9
+
+
+@dataclass(frozen=True)
+class UnprocessConfig:
+    """Ranges for unprocessing parameters (the red and blue ranges are Brooks et al.'s).
+
+    Attributes:
+        red_gain, blue_gain: white-balance gains to invert, uniform.
+        brightness_mean, brightness_std: global linear scale, normal, clipped to [0.3, 1.2].
+        matrices: camera-to-sRGB matrices of virtual cameras; a random convex blend is used.
+        gamma: the transfer curve to invert.
+    """
+
+    red_gain: tuple[float, float] = (1.9, 2.4)
+    blue_gain: tuple[float, float] = (1.5, 1.9)
+    brightness_mean: float = 0.8
+    brightness_std: float = 0.1
+    matrices: tuple[Matrix3, ...] = (GOPRO_HERO7_RGB_CAM,)
+    gamma: GammaCurve = GammaCurve.SRGB
+
+    def __post_init__(self) -> None:
+        for name, (lo, hi) in (("red_gain", self.red_gain), ("blue_gain", self.blue_gain)):
+            if not 0 < lo <= hi or not math.isfinite(hi):
+                raise ValueError(f"{name} must be (lo, hi) with 0 < lo <= hi, got {(lo, hi)}")
+        if not self.matrices:
+            raise ValueError("matrices must hold at least one camera-to-sRGB matrix")
+        if not self.brightness_mean > 0 or not self.brightness_std >= 0:
+            raise ValueError("brightness_mean must be > 0 and brightness_std >= 0")
+
+
+@dataclass(frozen=True)
+class UnprocessParams:
+    """One draw of unprocessing parameters: the virtual camera a photo is turned into."""
+
+    rgb_cam: Matrix3
+    wb_gains: tuple[float, float, float]
+    brightness: float
+    gamma: GammaCurve = GammaCurve.SRGB
+
+    def metadata(self, pattern: BayerPattern | str, height: int, width: int) -> RawMetadata:
+        """Metadata of the unprocessed mosaic as a raw file in ``raw_lin`` units (white 1)."""
+        return RawMetadata.for_bayer(
+            pattern,
+            height,
+            width,
+            black_level=0.0,
+            white_level=1.0,
+            wb_gains=self.wb_gains,
+            rgb_cam=self.rgb_cam,
+        )
+
+
+def sample_unprocess_params(config: UnprocessConfig, rng: np.random.Generator) -> UnprocessParams:
+    """Draw a virtual camera; the same generator state gives the same draw."""
+    weights = rng.uniform(0.0, 1.0, size=len(config.matrices))
+    weights = weights / weights.sum()
+    blend = np.tensordot(weights, np.asarray(config.matrices, dtype=float), axes=1)
+    # Rows of a camera-to-sRGB matrix sum to one: white stays white after white balance.
+    blend = blend / blend.sum(axis=1, keepdims=True)
+    red = float(rng.uniform(*config.red_gain))
+    blue = float(rng.uniform(*config.blue_gain))
+    brightness = float(np.clip(rng.normal(config.brightness_mean, config.brightness_std), 0.3, 1.2))
+    return UnprocessParams(
+        rgb_cam=as_matrix3(blend),
+        wb_gains=(red, 1.0, blue),
+        brightness=brightness,
+        gamma=config.gamma,
+    )
+
+
+def inverse_color_correct(rgb_lin: np.ndarray, rgb_cam: Matrix3) -> np.ndarray:
+    """Linear sRGB ``(3, H, W)`` to white-balanced camera RGB (inverse of the colour matrix)."""
+    if rgb_lin.ndim != 3 or rgb_lin.shape[0] != 3:
+        raise ValueError(f"expected an image of shape (3, H, W), got {rgb_lin.shape}")
+    cam_from_rgb = np.linalg.inv(np.asarray(rgb_cam, dtype=np.float64)).astype(np.float32)
+    out = (cam_from_rgb @ rgb_lin.reshape(3, -1)).reshape(rgb_lin.shape)
+    return np.asarray(np.clip(out, 0.0, 1.0), dtype=np.float32)
+
+
+def inverse_white_balance(
+    cam: np.ndarray, gains: tuple[float, float, float], brightness: float = 1.0
+) -> np.ndarray:
+    """Divide each channel by its white-balance gain and scale by ``brightness``.
+
+    Near white, the division fades out (quadratically from mean level 0.9 up to 1), so highlights
+    that the forward pipeline clips stay saturated instead of turning coloured.
+    """
+    if min(gains) <= 0 or brightness <= 0:
+        raise ValueError(f"gains and brightness must be positive, got {gains}, {brightness}")
+    inv = (brightness / np.asarray(gains, dtype=np.float32))[:, None, None]
+    gray = cam.mean(axis=0, keepdims=True)
+    mask = (np.clip(gray - _HIGHLIGHT_START, 0.0, None) / (1.0 - _HIGHLIGHT_START)) ** 2
+    safe = np.maximum(mask + (1.0 - mask) * inv, inv)
+    return np.asarray(cam * safe, dtype=np.float32)
+
+
+def mosaic(cam: np.ndarray, pattern: BayerPattern | str) -> np.ndarray:
+    """Sample a ``(3, H, W)`` camera-RGB image through a Bayer filter: ``(H, W)``."""
+    if cam.ndim != 3 or cam.shape[0] != 3:
+        raise ValueError(f"expected an image of shape (3, H, W), got {cam.shape}")
+    idx = color_index_map(pattern, cam.shape[1], cam.shape[2])
+    return np.take_along_axis(cam, idx[None].astype(np.intp), axis=0)[0]
+
+
+def unprocess(
+    rgb_srgb: np.ndarray, params: UnprocessParams, pattern: BayerPattern | str = BayerPattern.RGGB
+) -> tuple[np.ndarray, RawMetadata]:
+    """An sRGB photo to a clean linear raw mosaic and its metadata.
+
+    Args:
+        rgb_srgb: ``(3, H, W)`` float in [0, 1], display-encoded.
+        params: the virtual camera (see :func:`sample_unprocess_params`).
+        pattern: Bayer layout of the result.
+
+    Returns:
+        The ``raw_lin`` mosaic ``(H, W)`` float32 in [0, 1] and metadata (black 0, white 1).
+    """
+    rgb_lin = gamma_decode(rgb_srgb, params.gamma).astype(np.float32)
+    cam = inverse_color_correct(rgb_lin, params.rgb_cam)
+    cam = inverse_white_balance(cam, params.wb_gains, params.brightness)
+    raw_lin = mosaic(cam, pattern)
+    _, h, w = rgb_srgb.shape
+    return raw_lin, params.metadata(pattern, h, w)
