@@ -130,7 +130,7 @@ def mosaic(cam: np.ndarray, pattern: BayerPattern | str) -> np.ndarray:
     if cam.ndim != 3 or cam.shape[0] != 3:
         raise ValueError(f"expected an image of shape (3, H, W), got {cam.shape}")
     idx = color_index_map(pattern, cam.shape[1], cam.shape[2])
-    return np.take_along_axis(cam, idx[None].astype(np.intp), axis=0)[0]
+    return np.asarray(np.take_along_axis(cam, idx[None].astype(np.intp), axis=0)[0])
 
 
 def unprocess(
