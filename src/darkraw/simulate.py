@@ -1,11 +1,13 @@
 """Simulating dark exposures of clean raw data.
 
-Two models:
+Three models:
 
 - :func:`darken_mosaic`, the exposure model of See-in-the-Dark (Chen et al., CVPR 2018): a short
   exposure at ratio ``r`` collects ``1/r`` of the light of the long one. Photon arrival is
   Poisson; the sensor adds Gaussian read noise and a black-level offset; the result is
   quantized to whole DN.
+- :func:`darken_calibrated`, the same exposure model with a real camera's calibrated noise
+  (:mod:`darkraw.noise`, after Wei et al., CVPR 2020).
 - The seed's reverse pipeline (Gupta, Botica & Brown, "CS 7180 Milestone 1", Figure 1 bottom and
   Figure 3): the traditional pipeline run backwards on packed ``raw_lin`` planes, each step a
   pure function: gamma distortion (darker), white imbalance (random per-channel gains),
