@@ -127,3 +127,23 @@ def test_colour_bias_and_reproducibility():
     np.testing.assert_allclose(a.mean(axis=(1, 2)), [1, 2, 3, 4], atol=0.1)
     with pytest.raises(ValueError, match=r"\(4, h, w\), got \(3, 8, 8\)"):
         calibrated_noise(np.zeros((3, 8, 8)), p, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"color_bias": [[0, 0, 0, 0, 0]]}, "rows of 4 values"),
+        ({"fits": [{"tukey_scale": {"slope": 1, "bias": 0, "sigma": 1}}]}, "missing keys"),
+        ({"fits": ["not a fit"]}, r"fits\[0\]: expected an object"),
+        ({"k_min": None}, "wrong type"),
+        ({"tukey_shapes": ["x"]}, "could not convert"),
+    ],
+)
+def test_malformed_user_profile_gives_a_value_error(tmp_path, change, message):
+    body = json.loads(json.dumps(load_profile("SonyA7S2").__dict__, default=lambda o: o.__dict__))
+    body = {k: v for k, v in body.items() if k != "name"}
+    body.update(change)
+    path = tmp_path / "Bad.json"
+    path.write_text(json.dumps(body))
+    with pytest.raises(ValueError, match=message):
+        load_profile(path)

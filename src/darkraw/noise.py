@@ -114,30 +114,37 @@ def _fit(obj: Any, where: str) -> LogLinearFit:
     return LogLinearFit(float(obj["slope"]), float(obj["bias"]), float(obj["sigma"]))
 
 
-def profile_from_dict(name: str, obj: dict[str, Any]) -> NoiseProfile:
-    """Build a profile from darkraw's JSON layout; unknown or missing keys are errors."""
+def profile_from_dict(name: str, obj: Any) -> NoiseProfile:
+    """Build a profile from darkraw's JSON layout.
+
+    Raises:
+        ValueError: naming the profile, for unknown or missing keys and wrong values or types.
+    """
+    if not isinstance(obj, dict):
+        raise ValueError(f"{name}: expected a profile object, got {type(obj).__name__}")
     keys = {f.name for f in fields(NoiseProfile)} - {"name"}
     _check_keys(obj, keys, name)
-    fits = tuple(
-        NoiseFit(
-            **{
-                key: _fit(entry.get(key), f"{name}.fits[{i}].{key}")
-                for key in ("tukey_scale", "gauss_scale", "row_scale")
-            }
+    fit_keys = ("tukey_scale", "gauss_scale", "row_scale")
+    try:
+        fits = []
+        for i, entry in enumerate(obj["fits"]):
+            where = f"{name}.fits[{i}]"
+            if not isinstance(entry, dict):
+                raise ValueError(f"{where}: expected an object with {', '.join(fit_keys)}")
+            _check_keys(entry, set(fit_keys), where)
+            fits.append(NoiseFit(**{key: _fit(entry[key], f"{where}.{key}") for key in fit_keys}))
+        return NoiseProfile(
+            name=name,
+            k_min=float(obj["k_min"]),
+            k_max=float(obj["k_max"]),
+            white_level=float(obj["white_level"]),
+            tukey_shapes=tuple(float(v) for v in obj["tukey_shapes"]),
+            # Rows are kept whole, so that the profile's own check sees a wrong length.
+            color_bias=tuple(tuple(float(v) for v in row) for row in obj["color_bias"]),  # type: ignore[misc]
+            fits=tuple(fits),
         )
-        for i, entry in enumerate(obj["fits"])
-    )
-    return NoiseProfile(
-        name=name,
-        k_min=float(obj["k_min"]),
-        k_max=float(obj["k_max"]),
-        white_level=float(obj["white_level"]),
-        tukey_shapes=tuple(float(v) for v in obj["tukey_shapes"]),
-        color_bias=tuple(
-            (float(r[0]), float(r[1]), float(r[2]), float(r[3])) for r in obj["color_bias"]
-        ),
-        fits=fits,
-    )
+    except TypeError as err:
+        raise ValueError(f"{name}: a value has the wrong type ({err})") from None
 
 
 def _bundled() -> dict[str, Any]:
