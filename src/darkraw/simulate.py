@@ -12,25 +12,31 @@ Three models:
   Figure 3): the traditional pipeline run backwards on packed ``raw_lin`` planes, each step a
   pure function: gamma distortion (darker), white imbalance (random per-channel gains),
   Poisson noise (photon counting at a sampled light level), black level (a positive bias).
+
+:func:`simulate_dark` runs any of the three on a clean ``raw_lin`` mosaic and returns a dark raw
+frame in DN, as a camera would have written it, with the exposure ratio it was made at.
 """
 
 from __future__ import annotations
 
+import enum
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from darkraw.cfa import pack_bayer, plane_colors, unpack_bayer
+from darkraw.choices import parse_choice
 from darkraw.metadata import RawMetadata
 from darkraw.noise import (
     CalibratedNoiseParams,
     NoiseProfile,
     ReadNoise,
     calibrated_noise,
+    load_profile,
     sample_calibrated_params,
 )
-from darkraw.pipeline import subtract_black_level
+from darkraw.pipeline import pack, subtract_black_level, unpack
 
 
 def _check_ratio(ratio: float) -> None:
@@ -143,14 +149,15 @@ class SeedNoiseConfig:
     Attributes:
         gamma: exponent of the gamma distortion, uniform; above 1 darkens the mid-tones.
         wb_gain: per-channel (R, G, B) white-imbalance weight, uniform.
-        photons: photo-electrons a white pixel collects in the dark frame, log-uniform; the
-            Poisson noise level (fewer photons, more noise).
+        photons: photo-electrons a white pixel collects in the reference (long) exposure,
+            log-uniform; a dark frame at ratio ``r`` collects ``photons / r``. The Poisson noise
+            level: fewer photons, more noise.
         black_level: positive bias as a fraction of white, uniform.
     """
 
     gamma: tuple[float, float] = (1.0, 2.5)
     wb_gain: tuple[float, float] = (0.6, 1.4)
-    photons: tuple[float, float] = (50.0, 5000.0)
+    photons: tuple[float, float] = (5000.0, 500000.0)
     black_level: tuple[float, float] = (0.0, 0.05)
 
     def __post_init__(self) -> None:
@@ -233,17 +240,168 @@ class SeedStages:
 
 
 def seed_reverse_pipeline(
-    planes: np.ndarray, params: SeedNoiseParams, rng: np.random.Generator
+    planes: np.ndarray, params: SeedNoiseParams, rng: np.random.Generator, ratio: float = 1.0
 ) -> SeedStages:
     """Run the seed's four reverse steps on clean ``(C, h, w)`` ``raw_lin`` planes.
 
+    Args:
+        ratio: exposure ratio of the dark frame: its photon count is ``params.photons / ratio``.
+            Stages stay in the reference exposure's units (the dark frame times ``ratio``), so
+            that each can be viewed as it is; :func:`simulate_dark` divides by the ratio.
+
     Returns:
-        Every stage; ``black_level`` is the simulated low-light input.
+        Every stage; ``black_level`` is the simulated low-light input, amplified by ``ratio``.
     """
     if planes.ndim != 3:
         raise ValueError(f"expected packed planes of shape (C, h, w), got {planes.shape}")
+    _check_ratio(ratio)
     darker = gamma_distort(planes, params.gamma)
     imbalanced = white_imbalance(darker, params.wb_gains)
-    noisy = poisson_noise(imbalanced, params.photons, rng)
+    noisy = poisson_noise(imbalanced, params.photons / ratio, rng)
     biased = add_black_level(noisy, params.black_level)
     return SeedStages(planes, darker, imbalanced, noisy, biased)
+
+
+class NoiseModel(enum.Enum):
+    """How a dark frame is simulated."""
+
+    #: The seed's reverse pipeline (gamma distortion, white imbalance, Poisson, black level).
+    SEED = "seed"
+    #: A real camera's calibrated noise (ELD): shot, Tukey-lambda read, row, quantisation, bias.
+    CALIBRATED = "calibrated"
+    #: Poisson shot noise and Gaussian read noise at fixed levels (SID's exposure model).
+    SIMPLE = "simple"
+
+    @classmethod
+    def parse(cls, value: NoiseModel | str) -> NoiseModel:
+        return parse_choice(cls, value, "noise model")
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Which noise model makes dark frames, and its settings.
+
+    Attributes:
+        model: the noise model.
+        camera: noise profile for the calibrated model: a bundled name or a JSON file.
+        read_noise: read-noise distribution of the calibrated model.
+        seed: parameter ranges of the seed's reverse pipeline.
+        black_level: black level in DN of dark frames from the calibrated and simple models (the
+            seed model samples its own).
+        white_level: white level in DN of dark frames from the seed and simple models (the
+            calibrated model uses its camera's).
+        gain: system gain K of the simple model, DN per photo-electron.
+        read_noise_dn: Gaussian read-noise std of the simple model, DN.
+    """
+
+    model: NoiseModel = NoiseModel.CALIBRATED
+    camera: str = "SonyA7S2"
+    read_noise: ReadNoise = ReadNoise.TUKEY
+    seed: SeedNoiseConfig = field(default_factory=SeedNoiseConfig)
+    black_level: float = 512.0
+    white_level: float = 16383.0
+    gain: float = 1.0
+    read_noise_dn: float = 2.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model", NoiseModel.parse(self.model))
+        object.__setattr__(self, "read_noise", ReadNoise.parse(self.read_noise))
+        if not 0 <= self.black_level < self.white_level <= 65535:
+            raise ValueError(
+                f"need 0 <= black_level < white_level <= 65535, got "
+                f"{self.black_level}, {self.white_level}"
+            )
+        if not self.gain > 0 or not self.read_noise_dn >= 0:
+            raise ValueError(
+                f"gain must be > 0 and read noise >= 0, got {self.gain}, {self.read_noise_dn}"
+            )
+
+    def profile(self) -> NoiseProfile:
+        """The calibrated model's camera profile."""
+        return load_profile(self.camera)
+
+
+@dataclass(frozen=True)
+class DarkFrame:
+    """A simulated dark raw frame.
+
+    Attributes:
+        mosaic_dn: ``(H, W)`` uint16 in DN, black level included.
+        meta: its metadata (black and white levels of the dark frame, exposure time / ratio).
+        ratio: exposure ratio to the clean frame it was made from.
+        params: the noise parameters drawn.
+    """
+
+    mosaic_dn: np.ndarray
+    meta: RawMetadata
+    ratio: float
+    params: SeedNoiseParams | CalibratedNoiseParams | None
+
+
+def clean_frame_dn(
+    raw_lin: np.ndarray, meta: RawMetadata, black_level: float, white_level: float
+) -> tuple[np.ndarray, RawMetadata]:
+    """A clean ``raw_lin`` mosaic as a noise-free raw frame in DN (uint16), with its metadata."""
+    if not 0 <= black_level < white_level <= 65535:
+        raise ValueError(f"need 0 <= black < white <= 65535, got {black_level}, {white_level}")
+    dn = np.rint(np.clip(raw_lin, 0.0, 1.0) * (white_level - black_level) + black_level)
+    levels = _dark_metadata(meta, 1.0, black_level, white_level)
+    return dn.astype(np.uint16), levels
+
+
+def simulate_dark(
+    raw_lin: np.ndarray,
+    meta: RawMetadata,
+    ratio: float,
+    config: SimulationConfig,
+    rng: np.random.Generator,
+    *,
+    profile: NoiseProfile | None = None,
+) -> DarkFrame:
+    """A dark raw frame with ``1 / ratio`` of the light of a clean mosaic.
+
+    Args:
+        raw_lin: ``(H, W)`` clean mosaic, black subtracted, white 1 (values outside [0, 1] are
+            clipped).
+        meta: its CFA, colour and orientation (its levels are ignored).
+        ratio: exposure ratio, >= 1.
+        config: noise model and settings.
+        rng: the only source of randomness.
+        profile: the calibrated model's camera; ``config.profile()`` when ``None`` (pass it to
+            avoid reloading it for every frame).
+
+    Returns:
+        The dark frame in DN: reading it back, subtracting its black level and multiplying by
+        ``ratio`` gives the clean mosaic plus noise (and, for the seed model, its distortions).
+    """
+    _check_ratio(ratio)
+    clean = np.clip(np.asarray(raw_lin, dtype=np.float32), 0.0, 1.0)
+    unit = meta.replace(
+        black_tile=tuple(tuple(0.0 for _ in row) for row in meta.black_tile), white_level=1.0
+    )
+    if config.model is NoiseModel.CALIBRATED:
+        camera = config.profile() if profile is None else profile
+        dark, dark_meta, params = darken_calibrated(
+            clean,
+            unit,
+            ratio,
+            camera,
+            rng,
+            read_model=config.read_noise,
+            black_level=config.black_level,
+        )
+        return DarkFrame(dark, dark_meta, float(ratio), params)
+    if config.model is NoiseModel.SIMPLE:
+        dn, dn_meta = clean_frame_dn(clean, unit, config.black_level, config.white_level)
+        dark, dark_meta = darken_mosaic(
+            dn, dn_meta, ratio, rng, gain=config.gain, read_noise_dn=config.read_noise_dn
+        )
+        return DarkFrame(dark, dark_meta, float(ratio), None)
+    seed_params = sample_seed_params(config.seed, rng)
+    stages = seed_reverse_pipeline(pack(clean, unit), seed_params, rng, ratio)
+    black = seed_params.black_level * config.white_level
+    span = config.white_level - black
+    dark_lin = unpack(stages.poisson, unit) / np.float32(ratio)
+    dark = np.clip(np.rint(dark_lin * span + black), 0, config.white_level).astype(np.uint16)
+    dark_meta = _dark_metadata(meta, ratio, black, config.white_level)
+    return DarkFrame(dark, dark_meta, float(ratio), seed_params)
