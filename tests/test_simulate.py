@@ -2,16 +2,20 @@ import numpy as np
 import pytest
 
 from darkraw.metadata import RawMetadata
+from darkraw.pipeline import subtract_black_level
 from darkraw.simulate import (
     SeedNoiseConfig,
     SeedNoiseParams,
+    SimulationConfig,
     add_black_level,
+    clean_frame_dn,
     darken_calibrated,
     darken_mosaic,
     gamma_distort,
     poisson_noise,
     sample_seed_params,
     seed_reverse_pipeline,
+    simulate_dark,
     white_imbalance,
 )
 
@@ -129,3 +133,60 @@ def test_calibrated_dark_frame_rejects_a_ratio_below_one():
             load_profile(),
             np.random.default_rng(0),
         )
+
+
+@pytest.mark.parametrize("model", ["seed", "calibrated", "simple"])
+def test_simulate_dark_reads_back_at_the_clean_level(model):
+    """Black subtracted and amplified by the ratio, a dark frame returns to the clean signal.
+
+    The seed model's gamma distortion (exponent >= 1) may only darken it.
+    """
+    clean = np.full((64, 64), 0.4, dtype=np.float32)
+    meta = RawMetadata.for_bayer("GRBG", 64, 64, white_level=1.0, exposure_time=10.0)
+    dark = simulate_dark(clean, meta, 100, SimulationConfig(model=model), np.random.default_rng(1))
+    assert dark.mosaic_dn.dtype == np.uint16 and dark.ratio == 100
+    assert dark.meta.cfa_tile == meta.cfa_tile
+    assert dark.meta.exposure_time == pytest.approx(0.1)
+    back = float(subtract_black_level(dark.mosaic_dn, dark.meta).mean() * 100)
+    if model == "seed":
+        assert 0.4**2.5 * 0.6 * 0.95 < back < 0.4 * 1.4 * 1.05
+        assert isinstance(dark.params, SeedNoiseParams)
+    else:
+        assert back == pytest.approx(0.4, rel=0.05)
+
+
+def test_simulate_dark_is_reproducible():
+    clean = np.random.default_rng(0).uniform(0, 1, (32, 48)).astype(np.float32)
+    meta = RawMetadata.for_bayer("RGGB", 32, 48, white_level=1.0)
+    for model in ("seed", "calibrated", "simple"):
+        config = SimulationConfig(model=model)
+        a = simulate_dark(clean, meta, 250, config, np.random.default_rng(3)).mosaic_dn
+        b = simulate_dark(clean, meta, 250, config, np.random.default_rng(3)).mosaic_dn
+        c = simulate_dark(clean, meta, 250, config, np.random.default_rng(4)).mosaic_dn
+        np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(a, c)
+
+
+def test_seed_photons_are_per_reference_exposure():
+    """At ratio r the dark frame collects photons / r: r times the relative variance."""
+    planes = np.full((4, 64, 64), 0.5, dtype=np.float32)
+    params = SeedNoiseParams(gamma=1.0, wb_gains=(1.0, 1.0, 1.0), photons=1e5, black_level=0.0)
+    stages = seed_reverse_pipeline(planes, params, np.random.default_rng(0), ratio=100)
+    # In reference units: mean 0.5, variance 0.5 / (photons / ratio).
+    assert stages.poisson.mean() == pytest.approx(0.5, rel=0.01)
+    assert stages.poisson.var() == pytest.approx(0.5 * 100 / 1e5, rel=0.1)
+
+
+def test_simulation_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="noise model"):
+        SimulationConfig(model="gaussian")
+    with pytest.raises(ValueError, match="black_level < white_level"):
+        SimulationConfig(black_level=20000)
+
+
+def test_clean_frame_dn_levels():
+    clean = np.array([[0.0, 1.0], [0.5, 2.0]], dtype=np.float32)
+    meta = RawMetadata.for_bayer("RGGB", 2, 2, white_level=1.0)
+    dn, out_meta = clean_frame_dn(clean, meta, 512, 16383)
+    assert dn.tolist() == [[512, 16383], [8448, 16383]]
+    assert out_meta.white_level == 16383 and out_meta.black_tile[0][0] == 512

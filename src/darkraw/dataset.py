@@ -1,0 +1,227 @@
+"""Training pairs made on the fly: random packed crops of (dark input x ratio, clean target).
+
+SID's reference code (Chen et al., CVPR 2018) loads every raw file of the dataset into memory
+before training, which needs 64 GB for its Sony set. Here each item reads one source file, cuts
+one crop, and simulates its dark frame (:mod:`darkraw.simulate`), so memory does not grow with
+the number of files and a folder of any size works.
+
+The network input follows SID exactly: black level subtracted, scaled to white 1, packed, times
+the exposure ratio, clipped to [0, 1]. :func:`network_input` is shared with inference so that the
+two never disagree.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from darkraw.errors import DarkrawError
+from darkraw.fileio import read_image
+from darkraw.metadata import RawMetadata
+from darkraw.noise import NoiseProfile
+from darkraw.pipeline import pack, subtract_black_level
+from darkraw.rawio import read_raw
+from darkraw.simulate import NoiseModel, SimulationConfig, simulate_dark
+from darkraw.sources import (
+    CleanRaw,
+    SourceConfig,
+    SourceKind,
+    clean_from_raw,
+    source_kind,
+    unprocess_photo,
+)
+from darkraw.unprocess import sample_unprocess_params
+
+#: Exposure ratios of SID's test set.
+SID_RATIOS = (100.0, 250.0, 300.0)
+
+
+def network_input(mosaic_dn: np.ndarray, meta: RawMetadata, ratio: float) -> np.ndarray:
+    """A raw mosaic as the network sees it (SID's recipe).
+
+    Args:
+        mosaic_dn: ``(H, W)`` in DN.
+        meta: its metadata.
+        ratio: amplification (exposure ratio).
+
+    Returns:
+        ``(4, h, w)`` (Bayer, R G1 B G2) or ``(9, h, w)`` (X-Trans) float32 in [0, 1].
+    """
+    if not ratio > 0 or not math.isfinite(ratio):
+        raise ValueError(f"ratio must be a positive number, got {ratio}")
+    raw_lin = subtract_black_level(mosaic_dn, meta) * np.float32(ratio)
+    return np.asarray(np.clip(pack(raw_lin, meta), 0.0, 1.0), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class PairConfig:
+    """What a training pair is.
+
+    Attributes:
+        patch: side of the packed crop (the target is twice that for Bayer); SID trains on 512,
+            darkraw's CPU default is 256.
+        ratios: exposure ratios, one drawn uniformly per pair.
+        augment: random flips and transpose, as SID does (training pairs only).
+        simulation: noise model of the dark frames.
+        sources: how photos and raw files become clean raw.
+    """
+
+    patch: int = 256
+    ratios: tuple[float, ...] = SID_RATIOS
+    augment: bool = True
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    sources: SourceConfig = field(default_factory=SourceConfig)
+
+    def __post_init__(self) -> None:
+        if self.patch < 16 or self.patch % 16:
+            raise ValueError(f"patch must be a positive multiple of 16, got {self.patch}")
+        if not self.ratios or any(not r >= 1 or not math.isfinite(r) for r in self.ratios):
+            raise ValueError(f"ratios must be numbers >= 1, got {self.ratios}")
+
+
+class SyntheticPairs(Dataset[dict[str, torch.Tensor]]):
+    """Random crops of simulated (dark, clean) pairs from a list of photos or raw files.
+
+    Item ``i`` reads file ``i % len(files)`` and nothing else. Its randomness comes from a
+    generator seeded with ``(seed, epoch, i)`` for training items and ``(seed, i)`` for
+    validation items (centre crop, ratios in turn, no augmentation), so an item is the same in
+    any worker and any run.
+
+    Items are dictionaries of tensors: ``input`` ``(C, p, p)`` in [0, 1] (already amplified),
+    ``target`` ``(3, s*p, s*p)`` sRGB in [0, 1], ``ratio`` (scalar) and ``index``.
+    """
+
+    def __init__(
+        self,
+        files: Sequence[str | Path],
+        config: PairConfig | None = None,
+        *,
+        seed: int = 0,
+        length: int | None = None,
+        train: bool = True,
+    ) -> None:
+        if not files:
+            raise ValueError("no source files given")
+        self.files = [Path(f) for f in files]
+        self.config = PairConfig() if config is None else config
+        self.seed = int(seed)
+        self.length = len(self.files) if length is None else int(length)
+        self.train = train
+        self.epoch = 0
+        self._profile: NoiseProfile | None = None
+        if self.config.simulation.model is NoiseModel.CALIBRATED:
+            self._profile = self.config.simulation.profile()
+        self._failed: set[Path] = set()
+
+    def __len__(self) -> int:
+        return self.length
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw different crops and noise in each epoch (call it in every worker's copy)."""
+        self.epoch = int(epoch)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for {self.length} items")
+        seeds = [self.seed, self.epoch, index] if self.train else [self.seed, index]
+        rng = np.random.default_rng(seeds)
+        # A file that cannot be read is reported once and replaced by the next one, so that
+        # one bad photo in a folder of thousands does not stop a long training run.
+        for attempt in range(len(self.files)):
+            path = self.files[(index + attempt) % len(self.files)]
+            try:
+                return self._make_pair(path, index, rng)
+            except DarkrawError as err:
+                if path not in self._failed:
+                    self._failed.add(path)
+                    warnings.warn(f"skipping training source {err}", stacklevel=2)
+        raise DarkrawError(self.files[0].parent, "none of the training sources can be read")
+
+    def _make_pair(
+        self, path: Path, index: int, rng: np.random.Generator
+    ) -> dict[str, torch.Tensor]:
+        config = self.config
+        clean = self._clean_crop(path, rng)
+        if self.train:
+            ratio = float(config.ratios[int(rng.integers(len(config.ratios)))])
+        else:
+            ratio = float(config.ratios[index % len(config.ratios)])
+        dark = simulate_dark(
+            clean.raw_lin, clean.meta, ratio, config.simulation, rng, profile=self._profile
+        )
+        planes = network_input(dark.mosaic_dn, dark.meta, ratio)
+        target = clean.reference
+        if self.train and config.augment:
+            planes, target = _augment(planes, target, rng)
+        return {
+            "input": torch.from_numpy(np.ascontiguousarray(planes)),
+            "target": torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32)),
+            "ratio": torch.tensor(ratio, dtype=torch.float32),
+            "index": torch.tensor(index),
+        }
+
+    def _clean_crop(self, path: Path, rng: np.random.Generator) -> CleanRaw:
+        side = 2 * self.config.patch
+        if source_kind(path) is SourceKind.PHOTO:
+            try:
+                rgb = read_image(path)
+            except (OSError, ValueError) as err:
+                raise DarkrawError(path, f"cannot read the photo ({err})") from None
+            crop = _crop(_pad_to(rgb, side), side, 2, rng, centre=not self.train)
+            params = sample_unprocess_params(self.config.sources.unprocess, rng)
+            return unprocess_photo(crop, params, self.config.sources.pattern, source=path)
+        raw = read_raw(path)
+        meta = raw.meta
+        if meta.is_xtrans:
+            raise DarkrawError(path, "X-Trans raw files are not supported as clean sources yet")
+        if min(meta.height, meta.width) < side:
+            raise DarkrawError(path, f"smaller than a {side}x{side} training crop")
+        mosaic = _crop(raw.mosaic[None], side, meta.period, rng, centre=not self.train)[0]
+        clean = clean_from_raw(
+            mosaic, meta.replace(height=side, width=side), self.config.sources.gamma
+        )
+        return CleanRaw(clean.raw_lin, clean.meta, clean.reference, path)
+
+
+def _pad_to(image: np.ndarray, side: int) -> np.ndarray:
+    """Mirror-pad a ``(C, H, W)`` image at its bottom and right to at least ``side`` x ``side``."""
+    # Each round at most doubles a side: mirror padding cannot be wider than the image.
+    while image.shape[1] < side or image.shape[2] < side:
+        _, h, w = image.shape
+        pad = ((0, 0), (0, min(h, max(0, side - h))), (0, min(w, max(0, side - w))))
+        image = np.pad(image, pad, mode="symmetric")
+    return image
+
+
+def _crop(
+    image: np.ndarray, side: int, period: int, rng: np.random.Generator, *, centre: bool
+) -> np.ndarray:
+    """A ``side`` x ``side`` crop of ``(C, H, W)`` at offsets that are multiples of ``period``."""
+    _, h, w = image.shape
+    if centre:
+        top, left = (h - side) // 2, (w - side) // 2
+    else:
+        top, left = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
+    top, left = top - top % period, left - left % period
+    return image[:, top : top + side, left : left + side]
+
+
+def _augment(
+    planes: np.ndarray, target: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """SID's augmentation: random vertical and horizontal flips and transpose, on both."""
+    flip_v, flip_h, transpose = rng.integers(2, size=3)
+    if flip_v:
+        planes, target = planes[:, ::-1], target[:, ::-1]
+    if flip_h:
+        planes, target = planes[:, :, ::-1], target[:, :, ::-1]
+    if transpose:
+        planes, target = planes.transpose(0, 2, 1), target.transpose(0, 2, 1)
+    return planes, target

@@ -1,0 +1,116 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from darkraw.dataset import PairConfig, SyntheticPairs, network_input
+from darkraw.dng import write_dng
+from darkraw.metadata import RawMetadata
+from darkraw.simulate import SimulationConfig
+
+from conftest import mosaic_from_rgb, smooth_scene
+
+
+def write_photo(path, height, width, seed=0):
+    rgb = (smooth_scene(height, width, seed) * 255).round().astype(np.uint8)
+    Image.fromarray(np.moveaxis(rgb, 0, -1)).save(path)
+    return path
+
+
+@pytest.fixture
+def photos(tmp_path):
+    return [write_photo(tmp_path / f"p{i}.png", 70 + 10 * i, 90, seed=i) for i in range(3)]
+
+
+def test_network_input_follows_sid():
+    meta = RawMetadata.for_bayer("BGGR", 4, 4, black_level=512, white_level=16383)
+    dn = np.full((4, 4), 512 + 100, dtype=np.uint16)
+    dn[0, 0] = 16383  # a saturated blue pixel stays at 1 after amplification
+    dn[1, 1] = 500  # below black: clipped to 0
+    planes = network_input(dn, meta, 100)
+    assert planes.shape == (4, 2, 2) and planes.dtype == np.float32
+    # Packed order is R, G1, B, G2; BGGR's top-left pixel is blue and its (1, 1) is red.
+    assert planes[2, 0, 0] == 1.0 and planes[0, 0, 0] == 0.0
+    assert planes[1, 0, 1] == pytest.approx(100 * 100 / (16383 - 512))
+    with pytest.raises(ValueError, match="ratio"):
+        network_input(dn, meta, 0)
+
+
+def test_items_have_the_documented_shapes(photos):
+    ds = SyntheticPairs(photos, PairConfig(patch=32), length=5)
+    assert len(ds) == 5
+    item = ds[4]
+    assert item["input"].shape == (4, 32, 32) and item["target"].shape == (3, 64, 64)
+    assert item["input"].dtype == torch.float32
+    assert float(item["input"].min()) >= 0 and float(item["input"].max()) <= 1
+    assert float(item["ratio"]) in (100.0, 250.0, 300.0) and int(item["index"]) == 4
+    with pytest.raises(IndexError):
+        ds[5]
+
+
+def test_small_photos_are_mirror_padded_to_the_crop(tmp_path):
+    path = write_photo(tmp_path / "tiny.png", 20, 30)
+    item = SyntheticPairs([path], PairConfig(patch=32))[0]
+    assert item["target"].shape == (3, 64, 64)
+
+
+def test_input_is_a_noisy_amplified_clean_target(photos):
+    """Amplified by its ratio the input carries the target's brightness (in linear terms)."""
+    config = PairConfig(patch=32, ratios=(100.0,), simulation=SimulationConfig(model="simple"))
+    item = SyntheticPairs(photos, config, train=False)[0]
+    target_lin = float((item["target"] ** 2.2).mean())
+    # Raw is white-balance-divided (gains 1 to 2.4), so it is somewhat darker than the target.
+    assert 0.25 * target_lin < float(item["input"].mean()) < 1.2 * target_lin
+
+
+def test_items_are_reproducible_and_epochs_differ(photos):
+    ds = SyntheticPairs(photos, PairConfig(patch=32), seed=7)
+    a, b = ds[1], ds[1]
+    assert torch.equal(a["input"], b["input"]) and torch.equal(a["target"], b["target"])
+    ds.set_epoch(1)
+    assert not torch.equal(ds[1]["input"], a["input"])
+    other_seed = SyntheticPairs(photos, PairConfig(patch=32), seed=8)
+    assert not torch.equal(other_seed[1]["input"], a["input"])
+
+
+def test_validation_items_ignore_epoch_and_cycle_ratios(photos):
+    ds = SyntheticPairs(photos, PairConfig(patch=32), train=False)
+    first = ds[0]["input"]
+    ds.set_epoch(3)
+    assert torch.equal(ds[0]["input"], first)
+    assert [float(ds[i]["ratio"]) for i in range(3)] == [100.0, 250.0, 300.0]
+
+
+def test_raw_file_sources(tmp_path):
+    dn, meta = mosaic_from_rgb(smooth_scene(80, 96, seed=3), "GRBG")
+    path = tmp_path / "clean.dng"
+    write_dng(path, dn, meta)
+    item = SyntheticPairs([path], PairConfig(patch=32))[0]
+    assert item["input"].shape == (4, 32, 32) and item["target"].shape == (3, 64, 64)
+
+
+def test_a_bad_file_is_skipped_with_a_warning(photos, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"garbage")
+    ds = SyntheticPairs([bad, *photos], PairConfig(patch=32))
+    with pytest.warns(UserWarning, match="bad.png"):
+        item = ds[0]
+    assert item["input"].shape == (4, 32, 32)
+
+
+def test_loader_with_workers_gives_the_same_items(photos):
+    ds = SyntheticPairs(photos, PairConfig(patch=32), length=4)
+    serial = [batch["input"] for batch in DataLoader(ds, batch_size=2)]
+    parallel = [batch["input"] for batch in DataLoader(ds, batch_size=2, num_workers=2)]
+    for a, b in zip(serial, parallel, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_config_checks():
+    with pytest.raises(ValueError, match="multiple of 16"):
+        PairConfig(patch=30)
+    with pytest.raises(ValueError, match="ratios"):
+        PairConfig(ratios=(0.5,))
+    with pytest.raises(ValueError, match="no source files"):
+        SyntheticPairs([])
