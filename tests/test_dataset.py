@@ -64,22 +64,30 @@ def test_input_is_a_noisy_amplified_clean_target(photos):
     assert 0.25 * target_lin < float(item["input"].mean()) < 1.2 * target_lin
 
 
-def test_items_are_reproducible_and_epochs_differ(photos):
-    ds = SyntheticPairs(photos, PairConfig(patch=32), seed=7)
-    a, b = ds[1], ds[1]
+def test_items_are_reproducible_in_any_order(photos):
+    ds = SyntheticPairs(photos, PairConfig(patch=32), seed=7, length=9)
+    a = ds[4]
+    ds[8], ds[0]
+    b = SyntheticPairs(photos, PairConfig(patch=32), seed=7, length=9)[4]
     assert torch.equal(a["input"], b["input"]) and torch.equal(a["target"], b["target"])
-    ds.set_epoch(1)
-    assert not torch.equal(ds[1]["input"], a["input"])
-    other_seed = SyntheticPairs(photos, PairConfig(patch=32), seed=8)
-    assert not torch.equal(other_seed[1]["input"], a["input"])
+    other_seed = SyntheticPairs(photos, PairConfig(patch=32), seed=8, length=9)
+    assert not torch.equal(other_seed[4]["input"], a["input"])
 
 
-def test_validation_items_ignore_epoch_and_cycle_ratios(photos):
-    ds = SyntheticPairs(photos, PairConfig(patch=32), train=False)
-    first = ds[0]["input"]
-    ds.set_epoch(3)
-    assert torch.equal(ds[0]["input"], first)
-    assert [float(ds[i]["ratio"]) for i in range(3)] == [100.0, 250.0, 300.0]
+def test_each_epoch_visits_every_file_once_in_a_new_order(photos):
+    ds = SyntheticPairs(photos, seed=1, length=300)
+    epochs = [[ds.file_index(e * 3 + k) for k in range(3)] for e in range(100)]
+    assert all(sorted(order) == [0, 1, 2] for order in epochs)
+    assert len({tuple(order) for order in epochs}) > 1
+
+
+def test_validation_items_are_fixed_and_cycle_ratios(photos):
+    ds = SyntheticPairs(photos, PairConfig(patch=32), train=False, classic=True)
+    items = [ds[i] for i in range(3)]
+    assert [float(item["ratio"]) for item in items] == [100.0, 250.0, 300.0]
+    assert [ds.file_index(i) for i in range(4)] == [0, 1, 2, 0]
+    assert torch.equal(ds[1]["input"], items[1]["input"])
+    assert items[0]["classic"].shape == items[0]["target"].shape
 
 
 def test_raw_file_sources(tmp_path):
@@ -93,7 +101,7 @@ def test_raw_file_sources(tmp_path):
 def test_a_bad_file_is_skipped_with_a_warning(photos, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"garbage")
-    ds = SyntheticPairs([bad, *photos], PairConfig(patch=32))
+    ds = SyntheticPairs([bad, *photos], PairConfig(patch=32), train=False)
     with pytest.warns(UserWarning, match="bad.png"):
         item = ds[0]
     assert item["input"].shape == (4, 32, 32)

@@ -22,11 +22,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from darkraw.denoise import Denoiser
 from darkraw.errors import DarkrawError
 from darkraw.fileio import read_image
 from darkraw.metadata import RawMetadata
 from darkraw.noise import NoiseProfile
-from darkraw.pipeline import pack, subtract_black_level
+from darkraw.pipeline import ClassicOptions, pack, run_classic, subtract_black_level
 from darkraw.rawio import read_raw
 from darkraw.simulate import NoiseModel, SimulationConfig, simulate_dark
 from darkraw.sources import (
@@ -89,13 +90,17 @@ class PairConfig:
 class SyntheticPairs(Dataset[dict[str, torch.Tensor]]):
     """Random crops of simulated (dark, clean) pairs from a list of photos or raw files.
 
-    Item ``i`` reads file ``i % len(files)`` and nothing else. Its randomness comes from a
-    generator seeded with ``(seed, epoch, i)`` for training items and ``(seed, i)`` for
-    validation items (centre crop, ratios in turn, no augmentation), so an item is the same in
-    any worker and any run.
+    Training item ``i`` belongs to epoch ``i // len(files)`` and reads one file, in an order
+    shuffled afresh for each epoch; its crop, ratio, noise and flips come from a generator seeded
+    with ``(seed, i)``. An item is therefore the same in any worker, any process and any run,
+    and a training run resumes by asking for items from where it stopped. Validation items
+    (``train=False``) read file ``i % len(files)``, take its centre crop, use the ratios in turn
+    and are not augmented.
 
     Items are dictionaries of tensors: ``input`` ``(C, p, p)`` in [0, 1] (already amplified),
-    ``target`` ``(3, s*p, s*p)`` sRGB in [0, 1], ``ratio`` (scalar) and ``index``.
+    ``target`` ``(3, s*p, s*p)`` sRGB in [0, 1], ``ratio`` (scalar) and ``index``; with
+    ``classic=True`` also ``classic``, the traditional pipeline's rendering of the same dark
+    frame (non-local-means denoising), for comparison.
     """
 
     def __init__(
@@ -106,6 +111,7 @@ class SyntheticPairs(Dataset[dict[str, torch.Tensor]]):
         seed: int = 0,
         length: int | None = None,
         train: bool = True,
+        classic: bool = False,
     ) -> None:
         if not files:
             raise ValueError("no source files given")
@@ -114,28 +120,36 @@ class SyntheticPairs(Dataset[dict[str, torch.Tensor]]):
         self.seed = int(seed)
         self.length = len(self.files) if length is None else int(length)
         self.train = train
-        self.epoch = 0
+        self.classic = classic
         self._profile: NoiseProfile | None = None
         if self.config.simulation.model is NoiseModel.CALIBRATED:
             self._profile = self.config.simulation.profile()
         self._failed: set[Path] = set()
+        self._order: tuple[int, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return self.length
 
-    def set_epoch(self, epoch: int) -> None:
-        """Draw different crops and noise in each epoch (call it in every worker's copy)."""
-        self.epoch = int(epoch)
+    def file_index(self, index: int) -> int:
+        """Which file item ``index`` reads (before any replacement of an unreadable file)."""
+        n = len(self.files)
+        if not self.train:
+            return index % n
+        epoch = index // n
+        if self._order is None or self._order[0] != epoch:
+            perm = np.random.default_rng([self.seed, 1, epoch]).permutation(n)
+            self._order = (epoch, perm)
+        return int(self._order[1][index % n])
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} items")
-        seeds = [self.seed, self.epoch, index] if self.train else [self.seed, index]
-        rng = np.random.default_rng(seeds)
+        rng = np.random.default_rng([self.seed, 0 if self.train else 2, index])
+        first = self.file_index(index)
         # A file that cannot be read is reported once and replaced by the next one, so that
         # one bad photo in a folder of thousands does not stop a long training run.
         for attempt in range(len(self.files)):
-            path = self.files[(index + attempt) % len(self.files)]
+            path = self.files[(first + attempt) % len(self.files)]
             try:
                 return self._make_pair(path, index, rng)
             except DarkrawError as err:
@@ -160,12 +174,17 @@ class SyntheticPairs(Dataset[dict[str, torch.Tensor]]):
         target = clean.reference
         if self.train and config.augment:
             planes, target = _augment(planes, target, rng)
-        return {
+        item = {
             "input": torch.from_numpy(np.ascontiguousarray(planes)),
             "target": torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32)),
             "ratio": torch.tensor(ratio, dtype=torch.float32),
             "index": torch.tensor(index),
         }
+        if self.classic:
+            options = ClassicOptions(ratio=ratio, denoiser=Denoiser.NLM, gamma=config.sources.gamma)
+            rendered = run_classic(dark.mosaic_dn, dark.meta.replace(flip=0), options).image
+            item["classic"] = torch.from_numpy(np.ascontiguousarray(rendered, dtype=np.float32))
+        return item
 
     def _clean_crop(self, path: Path, rng: np.random.Generator) -> CleanRaw:
         side = 2 * self.config.patch
