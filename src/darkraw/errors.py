@@ -27,3 +27,7 @@ class UnsupportedSensorError(RawReadError):
 
 class OutputError(DarkrawError):
     """An output that cannot be written."""
+
+
+class CheckpointError(DarkrawError):
+    """A checkpoint that is missing, truncated, corrupt, or not a darkraw checkpoint."""

@@ -1,0 +1,280 @@
+"""The See-in-the-Dark U-Net (Chen et al., CVPR 2018, "Learning to See in the Dark").
+
+Packed raw planes in, full-resolution sRGB out. The encoder has five levels of ``w, 2w, 4w, 8w,
+16w`` channels (``w = 32`` is SID), each two 3x3 convolutions (padding 1) with LeakyReLU(0.2),
+joined by 2x2 max-pools; the decoder mirrors it with 2x2 stride-2 transposed convolutions, a
+concatenated skip connection and two 3x3 convolutions per level. A 1x1 convolution maps the last
+``w`` channels to ``3 * s * s`` and a depth-to-space (pixel shuffle) by ``s`` gives sRGB at the
+mosaic's full resolution: ``s = 2`` for Bayer (4 packed planes), ``s = 3`` for X-Trans (9 planes).
+
+The seed's addition is "two fully-connected layers at the end" that transfer learning retrains
+on a few real pairs while the rest stays frozen. A dense layer over the whole image would tie
+the network to one input size, so here they are *per-pixel* fully-connected layers, i.e. 1x1
+convolutions: ``fc1`` (``3*s*s -> fc_hidden``, LeakyReLU(0.2)) and ``fc2``
+(``fc_hidden -> 3*s*s``), placed after SID's output convolution and before the pixel shuffle.
+The network stays fully convolutional and runs at any size. Both layers live in the submodule
+``fc`` (parameter names start with :data:`FC_PREFIX`), so a fine-tuning loop can find them by
+name and :func:`reset_fc` can re-draw them.
+
+At width 32 on Bayer input the SID part has 7,760,748 parameters (every layer with a bias,
+transposed convolutions included; the paper quotes 7.76 M) and the two FC layers 1,612 more.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
+from itertools import pairwise
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: Parameter names of the two per-pixel fully-connected layers start with this.
+FC_PREFIX = "fc."
+
+#: Negative slope of every LeakyReLU, as in SID.
+LEAKY_SLOPE = 0.2
+
+#: Number of encoder levels; the input is padded to a multiple of ``2 ** (LEVELS - 1)``.
+LEVELS = 5
+
+#: Height and width of the packed input are padded up to a multiple of this (four 2x2 pools).
+PAD_MULTIPLE = 2 ** (LEVELS - 1)
+
+_UPSCALE = {4: 2, 9: 3}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the network; everything needed to rebuild it from a checkpoint.
+
+    Attributes:
+        in_channels: packed raw planes, 4 (Bayer) or 9 (X-Trans).
+        width: channels of the first encoder level; level ``i`` has ``width * 2**i``.
+            32 is SID.
+        fc_hidden: width of the hidden per-pixel fully-connected layer.
+    """
+
+    in_channels: int = 4
+    width: int = 32
+    fc_hidden: int = 64
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{f.name} must be an int, got {type(value).__name__} {value!r}")
+        if self.in_channels not in _UPSCALE:
+            raise ValueError(
+                f"in_channels must be 4 (Bayer) or 9 (X-Trans), got {self.in_channels}"
+            )
+        if self.width < 1:
+            raise ValueError(f"width must be >= 1, got {self.width}")
+        if self.fc_hidden < 1:
+            raise ValueError(f"fc_hidden must be >= 1, got {self.fc_hidden}")
+
+    @property
+    def upscale(self) -> int:
+        """Depth-to-space factor: 2 for Bayer, 3 for X-Trans."""
+        return _UPSCALE[self.in_channels]
+
+    def to_dict(self) -> dict[str, int]:
+        """The fields as a JSON-able dict; :meth:`from_dict` inverts it."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, object]) -> ModelConfig:
+        """Build a config from a dict that overrides some defaults.
+
+        Raises:
+            ValueError: a key that is not a field, or a value that is not an int (naming the key),
+                or a value out of range.
+        """
+        if not isinstance(d, Mapping):
+            raise TypeError(f"expected a mapping of model settings, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        kwargs: dict[str, int] = {}
+        for key, value in d.items():
+            if key not in known:
+                raise ValueError(
+                    f"unknown model config key {key!r}; known keys: {', '.join(sorted(known))}"
+                )
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(
+                    f"model config key {key!r} must be an int, got {type(value).__name__} {value!r}"
+                )
+            kwargs[key] = value
+        return cls(**kwargs)
+
+
+def _leaky() -> nn.LeakyReLU:
+    return nn.LeakyReLU(LEAKY_SLOPE)
+
+
+def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1),
+        _leaky(),
+        nn.Conv2d(out_channels, out_channels, 3, padding=1),
+        _leaky(),
+    )
+
+
+def _init_layer(
+    layer: nn.Conv2d | nn.ConvTranspose2d, generator: torch.Generator | None, *, leaky: bool
+) -> None:
+    """He-uniform weights for the true fan-in, zero bias."""
+    weight = layer.weight
+    kh, kw = layer.kernel_size
+    if isinstance(layer, nn.ConvTranspose2d):
+        # A 2x2 stride-2 transposed conv feeds each output pixel from one kernel tap per input
+        # channel, so its fan-in is the input channels, not what torch's default assumes.
+        sh, sw = layer.stride
+        fan_in = weight.shape[0] * max(1, (kh * kw) // (sh * sw))
+    else:
+        fan_in = weight.shape[1] * kh * kw
+    gain = math.sqrt(2.0 / (1.0 + LEAKY_SLOPE**2)) if leaky else 1.0
+    bound = gain * math.sqrt(3.0 / fan_in)
+    with torch.no_grad():
+        weight.uniform_(-bound, bound, generator=generator)
+        if layer.bias is not None:
+            layer.bias.zero_()
+
+
+def _conv_layers(module: nn.Module) -> Iterator[nn.Conv2d]:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            yield m
+
+
+class SIDUNet(nn.Module):
+    """SID's U-Net with two per-pixel fully-connected layers before the pixel shuffle.
+
+    The "last two FC layers" of the seed are 1x1 convolutions in :attr:`fc` (``fc.0`` and
+    ``fc.2``): a fully-connected layer applied to every pixel's ``3*s*s`` output vector. A dense
+    layer over the whole image would fix the input size; per-pixel layers keep the network fully
+    convolutional, so it runs on crops during training and on whole frames at inference.
+
+    Input: ``(N, C, h, w)`` packed raw planes, ``C = config.in_channels``, black-subtracted,
+    scaled to [0, 1] and amplified (SID clips the amplified input to 1). Any ``h, w >= 1``: the
+    input is padded at the bottom and right to a multiple of :data:`PAD_MULTIPLE` (reflected, or
+    replicated when the input is too small to reflect) and the output is cropped back.
+
+    Output: ``(N, 3, h * s, w * s)`` sRGB, gamma-encoded, about [0, 1] once trained. It is not
+    clamped so the L1 loss keeps its gradient everywhere; clamp it before display.
+    """
+
+    def __init__(self, config: ModelConfig, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.config = config
+        w, s = config.width, config.upscale
+        widths = [w * 2**i for i in range(LEVELS)]
+        self.encoder = nn.ModuleList(
+            _double_conv(c_in, c_out) for c_in, c_out in pairwise([config.in_channels, *widths])
+        )
+        self.pool = nn.MaxPool2d(2)
+        deep_to_shallow = widths[::-1]
+        self.upsample = nn.ModuleList(
+            nn.ConvTranspose2d(c_in, c_out, 2, stride=2)
+            for c_in, c_out in pairwise(deep_to_shallow)
+        )
+        self.decoder = nn.ModuleList(_double_conv(2 * c, c) for c in deep_to_shallow[1:])
+        self.head = nn.Conv2d(w, 3 * s * s, 1)
+        self.fc = nn.Sequential(
+            nn.Conv2d(3 * s * s, config.fc_hidden, 1),
+            _leaky(),
+            nn.Conv2d(config.fc_hidden, 3 * s * s, 1),
+        )
+        self.shuffle = nn.PixelShuffle(s)
+        self.reset_parameters(generator)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Re-draw every weight from ``generator`` (torch's global generator if ``None``)."""
+        for block in [*self.encoder, *self.decoder]:
+            for conv in _conv_layers(block):
+                _init_layer(conv, generator, leaky=True)
+        for up in self.upsample.modules():
+            if isinstance(up, nn.ConvTranspose2d):
+                _init_layer(up, generator, leaky=False)
+        _init_layer(self.head, generator, leaky=False)
+        self.reset_fc(generator)
+
+    def reset_fc(self, generator: torch.Generator | None = None) -> None:
+        """Re-draw only the two per-pixel fully-connected layers."""
+        fc1, fc2 = _conv_layers(self.fc)
+        _init_layer(fc1, generator, leaky=True)
+        _init_layer(fc2, generator, leaky=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, h, w)`` packed raw in [0, 1] to ``(N, 3, h*s, w*s)`` sRGB (see the class)."""
+        c = self.config.in_channels
+        if x.ndim != 4 or x.shape[1] != c or x.shape[2] < 1 or x.shape[3] < 1:
+            raise ValueError(
+                f"expected packed raw planes of shape (N, {c}, h, w), got {tuple(x.shape)}"
+            )
+        if not x.is_floating_point():
+            raise TypeError(f"expected a floating-point input, got {x.dtype}")
+        h, w = x.shape[-2:]
+        s = self.config.upscale
+        y = _pad_to_multiple(x, PAD_MULTIPLE)
+        skips: list[torch.Tensor] = []
+        for level, block in enumerate(self.encoder):
+            if level:
+                y = self.pool(y)
+            y = block(y)
+            skips.append(y)
+        y = skips.pop()
+        for up, block in zip(self.upsample, self.decoder, strict=True):
+            y = block(torch.cat([up(y), skips.pop()], dim=1))
+        rgb: torch.Tensor = self.shuffle(self.fc(self.head(y)))
+        return rgb[..., : h * s, : w * s]
+
+
+def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad ``(N, C, h, w)`` at the bottom and right so h and w are multiples of ``multiple``."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    if not pad_h and not pad_w:
+        return x
+    # Reflection avoids a hard edge the network would see as structure, but needs pad < size.
+    mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+    padded: torch.Tensor = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+    return padded
+
+
+def build_model(config: ModelConfig, generator: torch.Generator | None = None) -> SIDUNet:
+    """The SID U-Net with per-pixel FC layers for ``config``, weights drawn from ``generator``.
+
+    The same generator seed gives the same weights; ``None`` uses torch's global generator.
+    """
+    return SIDUNet(config, generator)
+
+
+def fc_parameter_names(model: nn.Module) -> list[str]:
+    """Names of the parameters of the two per-pixel fully-connected layers, in model order."""
+    return [name for name, _ in model.named_parameters() if name.startswith(FC_PREFIX)]
+
+
+def reset_fc(model: SIDUNet, generator: torch.Generator) -> None:
+    """Re-initialise exactly the two per-pixel FC layers from ``generator``, in place.
+
+    Transfer learning starts the retrained layers afresh; the same seed gives the same weights.
+    """
+    model.reset_fc(generator)
+
+
+def to_channels_last(model: SIDUNet) -> SIDUNet:
+    """Move ``model``'s 4-D weights to channels-last memory, in place; return it.
+
+    On CPU this roughly halves the time of a forward pass; feed it inputs made with
+    ``x.contiguous(memory_format=torch.channels_last)``.
+    """
+    # torch's stubs omit ``memory_format`` from Module.to, although it is accepted at runtime.
+    return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload,no-any-return]
+
+
+def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
+    """Number of scalar parameters in ``model`` (only those with ``requires_grad`` if asked)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
