@@ -1,0 +1,607 @@
+"""Training the SID U-Net on synthetic pairs made on the fly.
+
+The recipe is See-in-the-Dark's (Chen et al., CVPR 2018): L1 loss, Adam, batch 1, random crops
+with flips and transposes, learning rate 1e-4 then 1e-5 for the second half. The pairs come from
+:class:`darkraw.dataset.SyntheticPairs`, so memory stays flat whatever the number of photos.
+
+A run lives in one folder: ``config.yaml`` (the resolved config), ``log.jsonl`` (one line per
+logged step and per validation), ``curves.png``, ``samples/`` (input | classic | output |
+target for a few validation crops) and ``checkpoints/step_NNNNNNN.safetensors``. A run killed
+at any point continues with ``resume=True`` from its newest complete checkpoint and ends with
+the weights an uninterrupted run would have had: every pair is a function of its index, the
+learning rate of its step, and the checkpoint holds the optimizer state.
+
+Under ``torchrun`` each process trains on its own share of the pairs with
+DistributedDataParallel (gloo on CPU, nccl on GPU); rank 0 validates and writes the files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import hashlib
+import json
+import math
+import os
+import resource
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+
+from darkraw.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from darkraw.config import ConfigError, dump_yaml, from_dict, to_dict
+from darkraw.dataset import PairConfig, SyntheticPairs
+from darkraw.errors import DarkrawError
+from darkraw.figures import side_by_side
+from darkraw.fileio import atomic_output, write_image
+from darkraw.model import ModelConfig, SIDUNet, build_model, to_channels_last
+from darkraw.sources import collect_sources
+
+
+class Precision(enum.Enum):
+    """Arithmetic of the forward and backward passes."""
+
+    #: bf16 autocast where the hardware has it (CPUs with AVX-512 BF16 or AMX, recent GPUs).
+    AUTO = "auto"
+    BF16 = "bf16"
+    FP32 = "fp32"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where pairs come from.
+
+    Attributes:
+        train: folders or files of clean photos / raw files (relative to the working folder).
+        val: held-out sources; when empty, a fixed ``val_fraction`` of ``train`` chosen by a hash
+            of each file's folder and name (stable when files are added).
+        val_fraction: share of ``train`` held out when ``val`` is empty.
+        val_items: validation crops (centre crops, ratios in turn).
+        val_patch: packed side of validation crops.
+        pairs: crop size, ratios, noise model and unprocessing of training pairs.
+        workers: data-loading processes (0 loads in the training process).
+    """
+
+    train: tuple[str, ...] = ()
+    val: tuple[str, ...] = ()
+    val_fraction: float = 0.05
+    val_items: int = 24
+    val_patch: int = 256
+    pairs: PairConfig = field(default_factory=PairConfig)
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.val_items < 1 or self.workers < 0:
+            raise ValueError("val_items must be >= 1 and workers >= 0")
+        PairConfig(patch=self.val_patch)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Adam with SID's step schedule.
+
+    Attributes:
+        lr: learning rate at the start.
+        lr_final: learning rate after ``lr_drop`` of the steps.
+        lr_drop: fraction of the run after which the rate drops (SID: epoch 2000 of 4000).
+        batch_size: pairs per step and per process.
+    """
+
+    lr: float = 1e-4
+    lr_final: float = 1e-5
+    lr_drop: float = 0.5
+    batch_size: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0 or not self.lr_final > 0 or not 0 <= self.lr_drop <= 1:
+            raise ValueError("lr and lr_final must be > 0 and lr_drop in [0, 1]")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run (``darkraw train CONFIG.yaml`` overrides these defaults).
+
+    Attributes:
+        out_dir: the run's folder.
+        steps: optimizer steps in all.
+        seed: seeds the weights and every pair.
+        precision: ``auto`` (bf16 where supported), ``bf16`` or ``fp32``.
+        channels_last: NHWC memory format (about 2x faster on CPU with bf16).
+        device: ``auto`` (CUDA if present), ``cpu`` or ``cuda``.
+        threads: CPU threads for torch; 0 keeps torch's choice.
+        log_every, val_every, checkpoint_every: intervals in steps.
+        keep_checkpoints: newest checkpoints kept (older ones are deleted).
+        samples: validation crops saved as images at each validation.
+    """
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    out_dir: str = "runs/darkraw"
+    steps: int = 4000
+    seed: int = 0
+    precision: Precision = Precision.AUTO
+    channels_last: bool = True
+    device: str = "auto"
+    threads: int = 0
+    log_every: int = 10
+    val_every: int = 250
+    checkpoint_every: int = 250
+    keep_checkpoints: int = 3
+    samples: int = 3
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "precision", Precision(self.precision))
+        intervals = (self.log_every, self.val_every, self.checkpoint_every, self.keep_checkpoints)
+        if self.steps < 1 or min(intervals) < 1:
+            raise ValueError("steps and every interval must be >= 1")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.threads < 0 or self.samples < 0:
+            raise ValueError("threads and samples must be >= 0")
+
+
+def load_train_config(data: dict[str, Any]) -> TrainConfig:
+    """A :class:`TrainConfig` from a mapping (a YAML file's content or a checkpoint's config)."""
+    return from_dict(TrainConfig, data)
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    """How a run ended."""
+
+    out_dir: Path
+    step: int
+    last_loss: float
+    val_psnr: float | None
+    classic_psnr: float | None
+    steps_per_s: float
+    peak_rss_mib: float
+    model: SIDUNet = field(repr=False)
+
+
+def learning_rate(optim: OptimConfig, step: int, steps: int) -> float:
+    """Rate for 1-based ``step`` of ``steps``: ``lr`` up to the drop, ``lr_final`` after it."""
+    return optim.lr if step <= optim.lr_drop * steps else optim.lr_final
+
+
+def split_sources(files: Sequence[Path], fraction: float) -> tuple[list[Path], list[Path]]:
+    """Split files into (train, validation) by a hash of each file's folder and name."""
+    train: list[Path] = []
+    val: list[Path] = []
+    for path in files:
+        key = f"{path.parent.name}/{path.name}".encode()
+        share = int.from_bytes(hashlib.sha256(key).digest()[:4], "big") / 2**32
+        (val if share < fraction else train).append(path)
+    return train, val
+
+
+class _ItemSampler(Sampler[int]):
+    """Item indices of steps ``start+1 .. steps`` for one process.
+
+    Step ``s`` (1-based), process ``r`` of ``world`` and batch slot ``b`` read item
+    ``((s - 1) * world + r) * batch + b``: processes never share an item, and a resumed run asks
+    for exactly the items an uninterrupted one would have.
+    """
+
+    def __init__(self, start: int, steps: int, batch: int, rank: int, world: int) -> None:
+        self.start, self.steps, self.batch, self.rank, self.world = start, steps, batch, rank, world
+
+    def __iter__(self) -> Iterator[int]:
+        for step in range(self.start, self.steps):
+            first = (step * self.world + self.rank) * self.batch
+            yield from range(first, first + self.batch)
+
+    def __len__(self) -> int:
+        return (self.steps - self.start) * self.batch
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device: torch.device) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _device(config: TrainConfig) -> torch.device:
+    if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError(Path(config.out_dir), "device cuda asked for, but no GPU is visible")
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast is fast here (not merely emulated)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    capability = torch.backends.cpu.get_cpu_capability()
+    if "AVX512" not in capability:
+        return False
+    with contextlib.suppress(OSError):
+        flags = Path("/proc/cpuinfo").read_text()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    return False
+
+
+def autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``; ``None`` for plain fp32."""
+    if precision is Precision.FP32:
+        return None
+    if precision is Precision.BF16 or bf16_supported(device):
+        return torch.bfloat16
+    return None
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def psnr(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB per image of ``(N, 3, H, W)`` images in [0, 1] (output clamped first)."""
+    mse = ((output.clamp(0, 1) - target) ** 2).flatten(1).mean(1)
+    return -10 * torch.log10(mse.clamp_min(1e-10))
+
+
+class _Run:
+    """State of one training run; :func:`train` drives it."""
+
+    def __init__(self, config: TrainConfig, resume: bool, progress: bool) -> None:
+        self.config = config
+        self.out = Path(config.out_dir)
+        self.device = _device(config)
+        self.dist = _init_distributed(self.device)
+        self.progress = progress and self.dist.main
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.amp_dtype = autocast_dtype(config.precision, self.device)
+        self.ckpt_dir = self.out / "checkpoints"
+        self.model = build_model(config.model, torch.Generator().manual_seed(config.seed))
+        self.model.to(self.device)
+        if config.channels_last:
+            to_channels_last(self.model)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.optim.lr)
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self._prepare_folder(resume)
+        self.net: torch.nn.Module = self.model
+        if self.dist.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        train_files, val_files = self._sources()
+        pairs = config.data.pairs
+        if pairs.simulation.model.value == "calibrated":
+            pairs.simulation.profile()
+        self.train_set = SyntheticPairs(
+            train_files,
+            pairs,
+            seed=config.seed,
+            length=config.steps * config.optim.batch_size * self.dist.world,
+        )
+        self.val_files = val_files
+        self.val_items: list[dict[str, torch.Tensor]] | None = None
+        self.classic_psnr: float | None = None
+
+    def _prepare_folder(self, resume: bool) -> None:
+        newest = latest_checkpoint(self.ckpt_dir) if self.ckpt_dir.is_dir() else None
+        if newest is not None and not resume:
+            raise DarkrawError(
+                self.out,
+                "holds a training run already; resume it with --resume or pick a new out_dir",
+            )
+        if resume and newest is not None:
+            ckpt = load_checkpoint(newest)
+            saved = load_train_config(ckpt.config)
+            if to_dict(replace(saved, out_dir=self.config.out_dir)) != to_dict(self.config):
+                raise DarkrawError(newest, "was trained with a different config; cannot resume")
+            self.model.load_state_dict(ckpt.model_state)
+            if ckpt.optimizer_state is not None:
+                self.optimizer.load_state_dict(ckpt.optimizer_state)
+            self.step = ckpt.step
+            self.history = list(ckpt.extra.get("history", []))
+        if self.dist.main:
+            (self.out / "samples").mkdir(parents=True, exist_ok=True)
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            # The log restarts from the checkpoint, so steps redone after a kill appear once.
+            with atomic_output(self.out / "log.jsonl") as tmp:
+                tmp.write_text("".join(json.dumps(h) + "\n" for h in self.history))
+            with atomic_output(self.out / "config.yaml") as tmp:
+                tmp.write_text(dump_yaml(self.config))
+
+    def _sources(self) -> tuple[list[Path], list[Path]]:
+        data = self.config.data
+        if not data.train:
+            raise ConfigError(self.out / "config.yaml", "data.train names no photo or raw folder")
+        files = collect_sources(data.train)
+        if data.val:
+            return files, collect_sources(data.val)
+        train, val = split_sources(files, data.val_fraction)
+        if not train or not val:
+            raise ConfigError(
+                self.out / "config.yaml",
+                f"{len(files)} source files are too few to hold out a validation share",
+            )
+        return train, val
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
+
+    def run(self, stop_after: int | None) -> TrainSummary:
+        config = self.config
+        batch = config.optim.batch_size
+        sampler = _ItemSampler(self.step, config.steps, batch, self.dist.rank, self.dist.world)
+        loader = DataLoader(
+            self.train_set,
+            batch_size=batch,
+            sampler=sampler,
+            num_workers=config.data.workers,
+            persistent_workers=False,
+            prefetch_factor=4 if config.data.workers else None,
+        )
+        if self.dist.main and self.val_items is None:
+            self._prepare_validation()
+        bar = tqdm(
+            total=config.steps,
+            initial=self.step,
+            disable=not self.progress,
+            unit="step",
+            dynamic_ncols=True,
+            desc="train",
+        )
+        # Rates count data loading and the step, not validation or checkpoint writing.
+        last_loss, window_loss, window, window_time = math.nan, 0.0, 0, 0.0
+        busy, first_step = 0.0, self.step
+        mark = time.perf_counter()
+        self.net.train()
+        for item in loader:
+            self.step += 1
+            lr = learning_rate(config.optim, self.step, config.steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            inputs, target = self._to_device(item["input"]), self._to_device(item["target"])
+            with self.autocast():
+                output = self.net(inputs)
+            loss = torch.nn.functional.l1_loss(output.float(), target)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            self.optimizer.step()
+            last_loss = float(loss.detach())
+            spent = time.perf_counter() - mark
+            busy += spent
+            window, window_loss, window_time = (
+                window + 1,
+                window_loss + last_loss,
+                window_time + spent,
+            )
+            bar.update(1)
+            if self.step % config.log_every == 0 or self.step == config.steps:
+                bar.set_postfix(loss=f"{window_loss / window:.4f}", lr=f"{lr:.0e}", refresh=False)
+                self._log(
+                    {
+                        "step": self.step,
+                        "loss": window_loss / window,
+                        "lr": lr,
+                        "steps_per_s": window / window_time,
+                        "peak_rss_mib": peak_rss_mib(),
+                    }
+                )
+                window, window_loss, window_time = 0, 0.0, 0.0
+            if self.step % config.val_every == 0 or self.step == config.steps:
+                self._validate()
+            if self.step % config.checkpoint_every == 0 or self.step == config.steps:
+                self._checkpoint()
+            if stop_after is not None and self.step >= stop_after:
+                break
+            mark = time.perf_counter()
+        bar.close()
+        vals = [h for h in self.history if "val_psnr" in h]
+        return TrainSummary(
+            out_dir=self.out,
+            step=self.step,
+            last_loss=last_loss,
+            val_psnr=vals[-1]["val_psnr"] if vals else None,
+            classic_psnr=self.classic_psnr,
+            steps_per_s=(self.step - first_step) / busy if busy > 0 else 0.0,
+            peak_rss_mib=peak_rss_mib(),
+            model=self.model,
+        )
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if not self.dist.main:
+            return
+        self.history.append(record)
+        with open(self.out / "log.jsonl", "a") as log:
+            log.write(json.dumps(record) + "\n")
+
+    def _prepare_validation(self) -> None:
+        data = self.config.data
+        pairs = replace(data.pairs, patch=data.val_patch)
+        val_set = SyntheticPairs(
+            self.val_files,
+            pairs,
+            seed=self.config.seed,
+            length=data.val_items,
+            train=False,
+            classic=True,
+        )
+        items = [
+            val_set[i]
+            for i in tqdm(
+                range(len(val_set)), desc="validation pairs", disable=not self.progress, leave=False
+            )
+        ]
+        self.val_items = items
+        classic = torch.stack([it["classic"] for it in items])
+        target = torch.stack([it["target"] for it in items])
+        self.classic_psnr = float(psnr(classic, target).mean())
+
+    @torch.no_grad()
+    def _validate(self) -> None:
+        if not self.dist.main or self.val_items is None:
+            return
+        self.model.eval()
+        scores, ratios, outputs = [], [], []
+        for item in self.val_items:
+            inputs = self._to_device(item["input"][None])
+            with self.autocast():
+                output = self.model(inputs).float().cpu()
+            scores.append(float(psnr(output, item["target"][None])[0]))
+            ratios.append(float(item["ratio"]))
+            outputs.append(output[0].clamp(0, 1))
+        self.model.train()
+        by_ratio = {
+            f"x{r:g}": float(np.mean([s for s, q in zip(scores, ratios, strict=True) if q == r]))
+            for r in sorted(set(ratios))
+        }
+        self._log(
+            {
+                "step": self.step,
+                "val_psnr": float(np.mean(scores)),
+                "val_psnr_by_ratio": by_ratio,
+                "classic_psnr": self.classic_psnr,
+            }
+        )
+        self._write_samples(outputs)
+        self._write_curves()
+
+    def _write_samples(self, outputs: list[torch.Tensor]) -> None:
+        for k, (item, output) in enumerate(zip(self.val_items or [], outputs, strict=False)):
+            if k >= self.config.samples:
+                break
+            panels = [
+                (f"input x{float(item['ratio']):g}", _preview_input(item["input"])),
+                ("classic (NLM)", item["classic"].numpy()),
+                (f"network, step {self.step}", output.numpy()),
+                ("target", item["target"].numpy()),
+            ]
+            path = self.out / "samples" / f"val{k:02d}_step{self.step:07d}.png"
+            write_image(path, side_by_side(panels, max_width=2048))
+
+    def _write_curves(self) -> None:
+        plot_curves(self.history, self.out / "curves.png", self.classic_psnr)
+
+    def _checkpoint(self) -> None:
+        if not self.dist.main:
+            return
+        path = self.ckpt_dir / f"step_{self.step:07d}.safetensors"
+        save_checkpoint(
+            path,
+            model_state=self.model.state_dict(),
+            optimizer_state=self.optimizer.state_dict(),
+            step=self.step,
+            config=to_dict(self.config),
+            extra={"history": self.history, "classic_psnr": self.classic_psnr},
+        )
+        existing = sorted(self.ckpt_dir.glob("step_*.safetensors"))
+        for old in existing[: -self.config.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+
+
+def _preview_input(planes: torch.Tensor) -> np.ndarray:
+    """Packed Bayer planes as a quick RGB preview (green averaged, nearest-neighbour x2)."""
+    p = planes.float().numpy()
+    if p.shape[0] == 4:
+        rgb = np.stack([p[0], (p[1] + p[3]) / 2, p[2]])
+    else:
+        rgb = np.stack([p[:2].mean(0), p[2:7].mean(0), p[7:].mean(0)])
+    rgb = np.clip(rgb, 0, 1) ** (1 / 2.2)
+    scale = 2 if p.shape[0] == 4 else 3
+    return np.asarray(rgb.repeat(scale, axis=1).repeat(scale, axis=2), dtype=np.float32)
+
+
+def plot_curves(history: Sequence[dict[str, Any]], path: Path, classic_psnr: float | None) -> None:
+    """Training loss and validation PSNR against step, as a PNG (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    losses = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    vals = [(h["step"], h["val_psnr"]) for h in history if "val_psnr" in h]
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
+    if losses:
+        steps, values = zip(*losses, strict=True)
+        ax_loss.plot(steps, values, lw=0.8)
+    ax_loss.set(xlabel="step", ylabel="L1 loss (train)", title="training loss")
+    ax_loss.grid(alpha=0.3)
+    if vals:
+        steps, values = zip(*vals, strict=True)
+        ax_val.plot(steps, values, marker="o", ms=3, label="network")
+    if classic_psnr is not None:
+        ax_val.axhline(classic_psnr, color="gray", ls="--", label="classic pipeline (NLM)")
+    ax_val.set(xlabel="step", ylabel="PSNR (dB)", title="validation PSNR")
+    ax_val.grid(alpha=0.3)
+    ax_val.legend(loc="lower right")
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> TrainSummary:
+    """Train (or with ``resume``, continue training) the network described by ``config``.
+
+    Args:
+        stop_after: end after this step as if killed there (after its checkpoint, if one was
+            due); for tests and for splitting a long run over sessions.
+
+    Raises:
+        DarkrawError: bad sources, an existing run without ``resume``, or a checkpoint made
+            with another config.
+    """
+    run = _Run(config, resume, progress)
+    try:
+        return run.run(stop_after)
+    finally:
+        if run.dist.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def model_from_run(out_dir: str | Path) -> SIDUNet:
+    """The network of a run's newest checkpoint."""
+    newest = latest_checkpoint(Path(out_dir) / "checkpoints")
+    if newest is None:
+        raise DarkrawError(Path(out_dir), "holds no checkpoint")
+    ckpt = load_checkpoint(newest)
+    model = build_model(load_train_config(ckpt.config).model)
+    model.load_state_dict(ckpt.model_state)
+    return model

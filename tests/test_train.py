@@ -1,0 +1,182 @@
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from darkraw.checkpoint import latest_checkpoint, load_checkpoint
+from darkraw.config import from_dict
+from darkraw.dataset import PairConfig
+from darkraw.errors import DarkrawError
+from darkraw.model import ModelConfig, build_model
+from darkraw.train import (
+    DataConfig,
+    OptimConfig,
+    TrainConfig,
+    _ItemSampler,
+    learning_rate,
+    split_sources,
+    train,
+)
+
+from conftest import smooth_scene
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    for i in range(8):
+        rgb = (smooth_scene(40, 48, seed=i) * 255).round().astype(np.uint8)
+        Image.fromarray(np.moveaxis(rgb, 0, -1)).save(folder / f"p{i}.png")
+    return folder
+
+
+def tiny_config(photos, out_dir, **changes):
+    base = {
+        "data": {
+            "train": [str(photos)],
+            "val_fraction": 0.3,
+            "val_items": 2,
+            "val_patch": 16,
+            "pairs": {"patch": 16},
+            "workers": 0,
+        },
+        "model": {"width": 4, "fc_hidden": 8},
+        "out_dir": str(out_dir),
+        "steps": 6,
+        "precision": "fp32",
+        "threads": 1,
+        "log_every": 1,
+        "val_every": 3,
+        "checkpoint_every": 2,
+        "samples": 1,
+    }
+    base.update(changes)
+    return from_dict(TrainConfig, base)
+
+
+def test_a_run_writes_its_folder(photos, tmp_path):
+    summary = train(tiny_config(photos, tmp_path / "run"), progress=False)
+    run = tmp_path / "run"
+    assert summary.step == 6 and summary.val_psnr is not None and summary.classic_psnr is not None
+    assert (run / "config.yaml").is_file() and (run / "curves.png").stat().st_size > 1000
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "step_0000002.safetensors",
+        "step_0000004.safetensors",
+        "step_0000006.safetensors",
+    ]
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in records if "val_psnr" in r] == [3, 6]
+    assert len(list((run / "samples").glob("val00_*.png"))) == 2
+    ckpt = load_checkpoint(latest_checkpoint(run / "checkpoints"))
+    assert ckpt.step == 6 and ckpt.config["model"]["width"] == 4
+
+
+def test_training_lowers_the_loss(photos, tmp_path):
+    config = tiny_config(
+        photos,
+        tmp_path / "run",
+        steps=60,
+        val_every=60,
+        checkpoint_every=60,
+        optim={"lr": 1e-3, "lr_final": 1e-3},
+    )
+    train(config, progress=False)
+    losses = [
+        json.loads(line)["loss"]
+        for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+        if "loss" in line
+    ]
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_run(photos, tmp_path):
+    whole = train(tiny_config(photos, tmp_path / "a"), progress=False)
+    config = tiny_config(photos, tmp_path / "b")
+    # Killed after step 3: the newest checkpoint is step 2, so step 3 is redone.
+    train(config, progress=False, stop_after=3)
+    assert latest_checkpoint(tmp_path / "b" / "checkpoints").name == "step_0000002.safetensors"
+    resumed = train(config, progress=False, resume=True)
+    assert resumed.step == 6
+    for name, value in whole.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    log = (tmp_path / "b" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in log if "loss" in r] == [1, 2, 3, 4, 5, 6]
+
+
+def test_an_existing_run_is_not_overwritten(photos, tmp_path):
+    config = tiny_config(photos, tmp_path / "run", steps=2)
+    train(config, progress=False)
+    with pytest.raises(DarkrawError, match="holds a training run already"):
+        train(config, progress=False)
+    changed = tiny_config(photos, tmp_path / "run", steps=2, seed=5)
+    with pytest.raises(DarkrawError, match="different config"):
+        train(changed, progress=False, resume=True)
+
+
+def test_learning_rate_schedule_is_sids():
+    optim = OptimConfig()
+    assert learning_rate(optim, 1, 4000) == 1e-4 and learning_rate(optim, 2000, 4000) == 1e-4
+    assert learning_rate(optim, 2001, 4000) == 1e-5
+
+
+def test_ranks_and_steps_never_share_an_item():
+    seen = []
+    for rank in range(2):
+        seen.extend(_ItemSampler(0, 5, 3, rank, 2))
+    assert sorted(seen) == list(range(30))
+    assert list(_ItemSampler(3, 5, 3, 1, 2)) == list(_ItemSampler(0, 5, 3, 1, 2))[9:]
+
+
+def test_validation_split_is_stable(tmp_path):
+    files = [tmp_path / "set" / f"{i}.png" for i in range(200)]
+    train_files, val_files = split_sources(files, 0.1)
+    assert 8 <= len(val_files) <= 35 and len(train_files) + len(val_files) == 200
+    more = split_sources([*files, tmp_path / "set" / "new.png"], 0.1)[1]
+    assert set(val_files) <= set(more)
+
+
+def test_config_rejects_bad_values(photos, tmp_path):
+    with pytest.raises(ValueError, match="steps"):
+        tiny_config(photos, tmp_path, steps=0)
+    with pytest.raises(ValueError, match="precision"):
+        tiny_config(photos, tmp_path, precision="fp16")
+    assert TrainConfig().model == ModelConfig() and TrainConfig().data.pairs == PairConfig()
+    assert DataConfig().workers == 2
+
+
+def _ddp_worker(rank, world, port, photos, out_dir, result_dir):
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE=str(world),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+    )
+    config = tiny_config(photos, out_dir, steps=3, val_every=3, checkpoint_every=3)
+    summary = train(config, progress=False)
+    state = {k: v.contiguous() for k, v in summary.model.state_dict().items()}
+    save_file(state, str(result_dir / f"rank{rank}.safetensors"))
+
+
+def test_distributed_ranks_hold_identical_weights(photos, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, photos, tmp_path / "run", tmp_path), nprocs=2)
+    a = load_file(str(tmp_path / "rank0.safetensors"))
+    b = load_file(str(tmp_path / "rank1.safetensors"))
+    init = tiny_config(photos, tmp_path / "x")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    # Both ranks trained: the weights moved away from the seeded initial ones.
+    start = build_model(init.model, torch.Generator().manual_seed(init.seed)).state_dict()
+    assert any(not torch.equal(start[n], a[n]) for n in a)
+    assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "step_0000003.safetensors"
