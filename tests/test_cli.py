@@ -180,3 +180,109 @@ def test_empty_folder_is_reported_by_name(tmp_path, capsys):
     assert main(["enhance", str(empty), "-o", str(tmp_path / "out")]) == 1
     assert f"{empty}: no raw files found here" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """Two small sRGB photos in a folder."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(2):
+        rgb = np.moveaxis(smooth_scene(48, 64, seed=i), 0, -1)
+        Image.fromarray(np.rint(rgb * 255).astype(np.uint8)).save(folder / f"p{i}.png")
+    return folder
+
+
+def test_simulate_flat_writes_dngs_and_summary(tmp_path, photos, capsys):
+    from darkraw.rawio import read_raw
+
+    out = tmp_path / "pairs"
+    args = ["simulate", str(photos), "-o", str(out), "--ratios", "100,300", "--seed", "3"]
+    assert main(args) == 0
+    assert only_files(out) == [
+        "p0_clean.dng",
+        "p0_reference.png",
+        "p0_x100.dng",
+        "p0_x300.dng",
+        "p1_clean.dng",
+        "p1_reference.png",
+        "p1_x100.dng",
+        "p1_x300.dng",
+        "pairs.tsv",
+        "simulate.json",
+    ]
+    clean = read_raw(out / "p0_clean.dng").meta.exposure_time
+    assert clean / read_raw(out / "p0_x300.dng").meta.exposure_time == pytest.approx(300)
+    assert "2 inputs, 0 failed: 8 files written, 0 skipped" in capsys.readouterr().err
+
+    assert main(args) == 0
+    assert "0 failed: 0 files written, 8 skipped" in capsys.readouterr().err
+
+
+def test_simulate_sid_layout(tmp_path, photos):
+    out = tmp_path / "sid"
+    args = ["simulate", str(photos), "-o", str(out), "--layout", "sid", "--split", "val"]
+    assert main([*args, "--model", "simple", "--bursts", "2"]) == 0
+    lines = (out / "Sony_val_list.txt").read_text().splitlines()
+    assert len(lines) == 2 * 3 * 2
+    assert lines[0] == "./short/20001_00_0.1s.dng ./long/20001_00_10s.dng ISO200 F8"
+    assert "./short/20002_01_0.033s.dng ./long/20002_00_10s.dng ISO200 F8" in lines
+    assert (out / "Sony_train_list.txt").read_text() == ""
+
+
+def test_simulate_bad_input_exit_1(tmp_path, photos, capsys):
+    bad = photos / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not really")
+    out = tmp_path / "pairs"
+    assert main(["simulate", str(photos), "-o", str(out), "--ratios", "100"]) == 1
+    err = capsys.readouterr().err
+    assert "3 inputs, 1 failed: 6 files written, 0 skipped" in err
+    assert f"failed: {bad}: cannot read the photo" in err
+    assert "Traceback" not in err
+    assert (out / "p1_x100.dng").is_file()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--ratios", "0.5"], "ratios must be numbers >= 1"),
+        (["--ratios", "100,x"], "comma-separated numbers"),
+        (["--model", "fancy"], "invalid choice: 'fancy'"),
+        (["--seed", "-1"], "expected a number >= 0"),
+        (["--bursts", "0"], "expected a number >= 1"),
+    ],
+)
+def test_simulate_bad_arguments_exit_2(tmp_path, photos, capsys, extra, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", str(photos), "-o", str(tmp_path / "x"), *extra])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_simulate_unknown_camera_or_sid_ratio_is_a_one_line_usage_error(tmp_path, photos, capsys):
+    out = str(tmp_path / "x")
+    assert main(["simulate", str(photos), "-o", out, "--camera", "Nokia3310"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown camera 'Nokia3310'" in err[0]
+    assert main(["simulate", str(photos), "-o", out, "--layout", "sid", "--ratios", "500"]) == 2
+    assert "caps ratios at 300" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_simulate_figure(tmp_path, photos, capsys):
+    out = tmp_path / "figs"
+    assert main(["simulate", str(photos / "p0.png"), "-o", str(out), "--figure"]) == 0
+    assert only_files(out) == ["p0_figure3.png"]
+    figure = read_image(out / "p0_figure3.png")
+    # Five 64-pixel panels and four 6-pixel gaps.
+    assert figure.shape[2] == 5 * 64 + 4 * 6
+    assert "1 input, 0 failed: 1 file written, 0 skipped" in capsys.readouterr().err
+
+
+def test_simulate_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("default: calibrated", "default: SonyA7S2", "default: 100,250,300"):
+        assert default in text
+    assert "Figure 3" in text

@@ -10,31 +10,43 @@ from PIL import Image, ImageDraw, ImageFont
 from darkraw.fileio import quantize, to_hwc
 
 _LABEL_HEIGHT = 28
+_CAPTION_HEIGHT = 24
 _GAP = 6
 
 
-def side_by_side(panels: Sequence[tuple[str, np.ndarray]], max_width: int = 2400) -> np.ndarray:
+def side_by_side(
+    panels: Sequence[tuple[str, np.ndarray]],
+    max_width: int = 2400,
+    captions: Sequence[str] | None = None,
+) -> np.ndarray:
     """Lay out labelled ``(3, H, W)`` images in [0, 1] in one row, as a ``(3, H', W')`` image.
 
-    Panels are scaled to a common height so that the row is at most ``max_width`` wide.
+    Panels are scaled to a common height so that the row is at most ``max_width`` wide. Each
+    panel's label is written above it; ``captions``, one per panel, add a row of text below.
     """
     if not panels:
         raise ValueError("expected at least one panel")
+    if captions is not None and len(captions) != len(panels):
+        raise ValueError(f"expected {len(panels)} captions, one per panel, got {len(captions)}")
     height = min(img.shape[1] for _, img in panels)
     widths = [round(img.shape[2] * height / img.shape[1]) for _, img in panels]
     scale = min(1.0, (max_width - _GAP * (len(panels) - 1)) / sum(widths))
     height = max(1, round(height * scale))
     widths = [max(1, round(w * scale)) for w in widths]
     total = sum(widths) + _GAP * (len(panels) - 1)
-    canvas = Image.new("RGB", (total, height + _LABEL_HEIGHT), (255, 255, 255))
+    caption_height = 0 if captions is None else _CAPTION_HEIGHT
+    canvas = Image.new("RGB", (total, height + _LABEL_HEIGHT + caption_height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default(size=18)
+    small = ImageFont.load_default(size=15)
     x = 0
-    for (label, img), width in zip(panels, widths, strict=True):
+    for i, ((label, img), width) in enumerate(zip(panels, widths, strict=True)):
         pil = Image.fromarray(quantize(to_hwc(img), 8)).resize(
             (width, height), Image.Resampling.LANCZOS
         )
         canvas.paste(pil, (x, _LABEL_HEIGHT))
         draw.text((x + 6, 4), label, fill=(0, 0, 0), font=font)
+        if captions is not None:
+            draw.text((x + 6, _LABEL_HEIGHT + height + 4), captions[i], fill=(0, 0, 0), font=small)
         x += width + _GAP
     return np.moveaxis(np.asarray(canvas, dtype=np.float32) / 255.0, -1, 0)
