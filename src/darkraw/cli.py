@@ -145,6 +145,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_simulate_parser(sub)
 
+    tr = sub.add_parser(
+        "train",
+        help="train the network on simulated pairs",
+        description=(
+            "Train the SID U-Net (with its two per-pixel FC layers) on pairs simulated on the "
+            "fly from photos or raw files. CONFIG is a YAML file overriding the defaults of "
+            "darkraw.train.TrainConfig (see configs/). Under torchrun it trains with "
+            "DistributedDataParallel."
+        ),
+    )
+    tr.add_argument("config", metavar="CONFIG", help="YAML training config")
+    tr.add_argument(
+        "--resume", action="store_true", help="continue from the run's newest checkpoint"
+    )
+    tr.add_argument(
+        "--stop-after",
+        type=_count(1),
+        default=None,
+        metavar="STEP",
+        help="stop after this step (a checkpoint is written there); resume later with --resume",
+    )
+
     demo = sub.add_parser("demo", help="run the classic pipeline on the bundled dark sample")
     demo.add_argument("-o", "--output", default="darkraw-demo", help="output folder")
     demo.add_argument(
@@ -294,6 +316,25 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0 if report.ok else EXIT_FAILED
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from darkraw.config import load_config
+    from darkraw.train import TrainConfig, train
+
+    config = load_config(TrainConfig, args.config)
+    summary = train(config, resume=args.resume, stop_after=args.stop_after)
+    lines = [
+        f"step {summary.step}: loss {summary.last_loss:.4f}",
+        f"{summary.steps_per_s:.2f} steps/s, peak RSS {summary.peak_rss_mib:.0f} MiB",
+    ]
+    if summary.val_psnr is not None and summary.classic_psnr is not None:
+        lines.append(
+            f"validation PSNR {summary.val_psnr:.2f} dB (classic pipeline "
+            f"{summary.classic_psnr:.2f} dB)"
+        )
+    print(f"{summary.out_dir}: " + "; ".join(lines))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from darkraw.demo import run_demo
 
@@ -307,6 +348,7 @@ _COMMANDS = {
     "enhance": _cmd_enhance,
     "info": _cmd_info,
     "simulate": _cmd_simulate,
+    "train": _cmd_train,
     "demo": _cmd_demo,
 }
 

@@ -172,6 +172,19 @@ class TrainSummary:
     model: SIDUNet = field(repr=False)
 
 
+def _result_fields(config: TrainConfig) -> dict[str, Any]:
+    """The settings that decide a run's weights; the rest (device, threads, workers, memory
+    format, precision, intervals) may change when a run is resumed, e.g. on a GPU."""
+    data = to_dict(config)
+    return {
+        "model": data["model"],
+        "optim": data["optim"],
+        "steps": data["steps"],
+        "seed": data["seed"],
+        "data": {k: v for k, v in data["data"].items() if k != "workers"},
+    }
+
+
 def learning_rate(optim: OptimConfig, step: int, steps: int) -> float:
     """Rate for 1-based ``step`` of ``steps``: ``lr`` up to the drop, ``lr_final`` after it."""
     return optim.lr if step <= optim.lr_drop * steps else optim.lr_final
@@ -318,9 +331,13 @@ class _Run:
             )
         if resume and newest is not None:
             ckpt = load_checkpoint(newest)
-            saved = load_train_config(ckpt.config)
-            if to_dict(replace(saved, out_dir=self.config.out_dir)) != to_dict(self.config):
-                raise DarkrawError(newest, "was trained with a different config; cannot resume")
+            saved = _result_fields(load_train_config(ckpt.config))
+            if saved != _result_fields(self.config):
+                changed = sorted(k for k in saved if saved[k] != _result_fields(self.config)[k])
+                raise DarkrawError(
+                    newest,
+                    f"was trained with a different config ({', '.join(changed)}); cannot resume",
+                )
             self.model.load_state_dict(ckpt.model_state)
             if ckpt.optimizer_state is not None:
                 self.optimizer.load_state_dict(ckpt.optimizer_state)
