@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import statistics
 import time
 from pathlib import Path
@@ -27,9 +28,10 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from darkraw.dataset import PairConfig, SyntheticPairs
-from darkraw.model import ModelConfig, build_model
+from darkraw.model import ModelConfig, build_model, to_channels_last
 from darkraw.simulate import SimulationConfig
 from darkraw.sources import collect_sources
+from darkraw.train import Precision, autocast_dtype
 
 ROOT = Path(__file__).resolve().parents[1]
 CLEAN = ROOT / ".." / "shared" / "data" / "clean"
@@ -66,14 +68,23 @@ def loader_rate(files: list[Path], patch: int, workers: int, n: int) -> float:
     return n / (time.perf_counter() - t)
 
 
+#: What `darkraw train` does with precision auto here: bf16 + channels_last where the CPU has
+#: native bf16 (AVX-512 BF16 / AMX), otherwise fp32 in NCHW (faster to train than channels_last
+#: in fp32 on AVX2 CPUs).
+AMP = autocast_dtype(Precision.AUTO, torch.device("cpu"))
+
+
 def make_step(patch: int):
     torch.manual_seed(0)
-    model = build_model(ModelConfig()).to(memory_format=torch.channels_last)
+    model = build_model(ModelConfig())
+    if AMP is not None:
+        to_channels_last(model)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     def step(inputs: torch.Tensor, target: torch.Tensor) -> None:
-        inputs = inputs.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        if AMP is not None:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=AMP or torch.bfloat16, enabled=AMP is not None):
             out = model(inputs)
         loss = torch.nn.functional.l1_loss(out.float(), target)
         opt.zero_grad()
@@ -145,17 +156,24 @@ def main() -> None:
     torch.set_num_threads(2)
     files = collect_sources([CLEAN])
     n = 5 if args.quick else 20
-    result: dict[str, object] = {"patch": args.patch, "photos": len(files)}
+    precision = "bf16 + channels_last" if AMP is not None else "fp32 NCHW (no native bf16)"
+    result: dict[str, object] = {"patch": args.patch, "photos": len(files), "precision": precision}
     print(f"{len(files)} photos, packed crop {args.patch}x{args.patch}")
     for model in ("calibrated", "seed"):
         times = pair_times(files, args.patch, model, n)
         result[f"pair_s_{model}"] = statistics.median(times)
         print(f"one pair ({model} noise): median {statistics.median(times):.3f} s")
+    raws = sorted((CLEAN.parent / "raw").glob("*.DNG"))
+    if raws:
+        times = pair_times(raws, args.patch, "calibrated", n)
+        result["pair_s_raw_dng"] = statistics.median(times)
+        print(
+            f"one pair from a 12 MP raw DNG (read + render the clean crop): "
+            f"median {statistics.median(times):.3f} s"
+        )
     steps = step_times(args.patch, max(3, n // 4))
     result["train_step_s"] = statistics.median(steps)
-    print(
-        f"train step, full-width SID U-Net, bf16 + channels_last: {statistics.median(steps):.3f} s"
-    )
+    print(f"train step, full-width SID U-Net, {precision}: {statistics.median(steps):.3f} s")
     for workers in (0, 2):
         rate = loader_rate(files, args.patch, workers, 2 * n)
         result[f"loader_pairs_per_s_{workers}w"] = rate
@@ -168,7 +186,9 @@ def main() -> None:
             f"training fed by the loader, {workers} workers: {rate:.2f} steps/s "
             f"(fixed batch: {1 / statistics.median(steps):.2f})"
         )
-    walk = rss_walk(files, args.patch)
+    # In a fresh process, so that the figure is the dataset's alone (no model, no torch kernels).
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        walk = pool.apply(rss_walk, (files, args.patch))
     result.update(walk)
     print(
         f"RSS over all {walk['items']} photos: {walk['rss_after_first_10pct_mib']:.0f} MiB after "
