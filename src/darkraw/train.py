@@ -170,6 +170,8 @@ class TrainSummary:
     steps_per_s: float
     peak_rss_mib: float
     model: SIDUNet = field(repr=False)
+    #: This process's rank under torchrun (0 otherwise).
+    rank: int = 0
 
 
 def _result_fields(config: TrainConfig) -> dict[str, Any]:
@@ -454,6 +456,7 @@ class _Run:
             steps_per_s=(self.step - first_step) / busy if busy > 0 else 0.0,
             peak_rss_mib=peak_rss_mib(),
             model=self.model,
+            rank=self.dist.rank,
         )
 
     def _log(self, record: dict[str, Any]) -> None:
