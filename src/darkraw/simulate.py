@@ -399,7 +399,8 @@ def simulate_dark(
         return DarkFrame(dark, dark_meta, float(ratio), None)
     seed_params = sample_seed_params(config.seed, rng)
     stages = seed_reverse_pipeline(pack(clean, unit), seed_params, rng, ratio)
-    black = seed_params.black_level * config.white_level
+    # Whole DN: raw files (and LibRaw reading a DNG) hold integer black levels.
+    black = float(round(seed_params.black_level * config.white_level))
     span = config.white_level - black
     dark_lin = unpack(stages.poisson, unit) / np.float32(ratio)
     dark = np.clip(np.rint(dark_lin * span + black), 0, config.white_level).astype(np.uint16)
