@@ -27,8 +27,9 @@ from darkraw.errors import DarkrawError
 from darkraw.fileio import read_image
 from darkraw.metadata import RawMetadata
 from darkraw.noise import NoiseProfile
-from darkraw.pipeline import ClassicOptions, pack, run_classic, subtract_black_level
+from darkraw.pipeline import ClassicOptions, pack, run_classic, subtract_black_level, unorient
 from darkraw.rawio import read_raw
+from darkraw.sid import SIDPair, cached_ground_truth
 from darkraw.simulate import NoiseModel, SimulationConfig, simulate_dark
 from darkraw.sources import (
     CleanRaw,
@@ -244,3 +245,83 @@ def _augment(
     if transpose:
         planes, target = planes.transpose(0, 2, 1), target.transpose(0, 2, 1)
     return planes, target
+
+
+class SIDPairs(Dataset[dict[str, torch.Tensor]]):
+    """Crops of real (short, long) pairs from SID list entries, read from disk per item.
+
+    The input is SID's (:func:`network_input` of the short exposure at the pair's ratio); the
+    target is the long exposure rendered by LibRaw, cached once per file in ``cache_dir`` and
+    brought back to sensor orientation so that it lines up with the mosaic. Item ``i`` is pair
+    ``i % len(pairs)``; training items take a random crop (generator seeded with
+    ``(seed, i)``) with flips and transposes, validation items the centre crop.
+    ``patch=None`` gives whole frames (for evaluation).
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[SIDPair],
+        cache_dir: str | Path,
+        *,
+        patch: int | None = 256,
+        seed: int = 0,
+        length: int | None = None,
+        train: bool = True,
+        augment: bool = True,
+    ) -> None:
+        if not pairs:
+            raise ValueError("no SID pairs given")
+        if patch is not None and (patch < 16 or patch % 16):
+            raise ValueError(f"patch must be a positive multiple of 16, got {patch}")
+        self.pairs = list(pairs)
+        self.cache_dir = Path(cache_dir)
+        self.patch = patch
+        self.seed = int(seed)
+        self.length = len(self.pairs) if length is None else int(length)
+        self.train = train
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for {self.length} items")
+        pair = self.pairs[index % len(self.pairs)]
+        rng = np.random.default_rng([self.seed, 3, index])
+        raw = read_raw(pair.short)
+        meta = raw.meta
+        truth = cached_ground_truth(pair.long, self.cache_dir)
+        if truth.shape[0] != 3:
+            raise DarkrawError(pair.long, f"unexpected ground-truth shape {truth.shape}")
+        truth = unorient(truth, meta.flip) if meta.flip else truth
+        if truth.shape[1:] != (meta.height, meta.width):
+            raise DarkrawError(
+                pair.long,
+                f"rendering is {truth.shape[1]}x{truth.shape[2]} but the short exposure's mosaic "
+                f"is {meta.height}x{meta.width}",
+            )
+        mosaic = raw.mosaic
+        if self.patch is not None:
+            side = self.patch * (2 if meta.period == 2 else 3)
+            if min(meta.height, meta.width) < side:
+                raise DarkrawError(pair.short, f"smaller than a {side}x{side} crop")
+            h, w = meta.height, meta.width
+            if self.train:
+                top, left = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
+            else:
+                top, left = (h - side) // 2, (w - side) // 2
+            top, left = top - top % meta.period, left - left % meta.period
+            mosaic = mosaic[top : top + side, left : left + side]
+            truth = truth[:, top : top + side, left : left + side]
+            meta = meta.replace(height=side, width=side)
+        planes = network_input(mosaic, meta, pair.ratio)
+        target = np.asarray(truth, dtype=np.float32) / np.float32(65535)
+        if self.train and self.augment:
+            planes, target = _augment(planes, target, rng)
+        return {
+            "input": torch.from_numpy(np.ascontiguousarray(planes)),
+            "target": torch.from_numpy(np.ascontiguousarray(target)),
+            "ratio": torch.tensor(pair.ratio, dtype=torch.float32),
+            "index": torch.tensor(index),
+        }

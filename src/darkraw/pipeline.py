@@ -294,6 +294,16 @@ def orient(image: np.ndarray, flip: int) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
+def unorient(image: np.ndarray, flip: int) -> np.ndarray:
+    """Undo :func:`orient`: a rendered ``(C, H', W')`` image back to sensor orientation."""
+    out = np.swapaxes(image, -1, -2) if flip & 4 else image
+    if flip & 1:
+        out = out[..., :, ::-1]
+    if flip & 2:
+        out = out[..., ::-1, :]
+    return np.ascontiguousarray(out)
+
+
 @dataclass(frozen=True)
 class ClassicOptions:
     """Settings of the traditional pipeline.
