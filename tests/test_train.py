@@ -1,6 +1,7 @@
 import json
 import os
 import socket
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from darkraw.errors import DarkrawError
 from darkraw.model import ModelConfig, build_model
 from darkraw.train import (
     DataConfig,
+    DataKind,
     OptimConfig,
     TrainConfig,
     _ItemSampler,
@@ -180,3 +182,90 @@ def test_distributed_ranks_hold_identical_weights(photos, tmp_path):
     start = build_model(init.model, torch.Generator().manual_seed(init.seed)).state_dict()
     assert any(not torch.equal(start[n], a[n]) for n in a)
     assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "step_0000003.safetensors"
+
+
+@pytest.fixture(scope="module")
+def sid_lists(photos, tmp_path_factory):
+    """A tiny SID-layout dataset (train and val scenes) simulated from the test photos."""
+    from darkraw.pairs import SimulateOptions, simulate_batch
+    from darkraw.simulate import SimulationConfig
+
+    root = tmp_path_factory.mktemp("sid")
+    for split in ("train", "val"):
+        options = SimulateOptions(
+            ratios=(100.0, 300.0),
+            simulation=SimulationConfig(model="simple"),
+            layout="sid",
+            split=split,
+        )
+        simulate_batch([photos], root / split, options, log=lambda _: None, progress=False)
+    return root / "train" / "Sony_train_list.txt", root / "val" / "Sony_val_list.txt"
+
+
+@pytest.fixture(scope="module")
+def pretrained(photos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pre") / "run"
+    train(tiny_config(photos, out, steps=2, val_every=2, checkpoint_every=2), progress=False)
+    return latest_checkpoint(out / "checkpoints")
+
+
+def sid_config(photos, sid_lists, out_dir, **changes):
+    train_list, val_list = sid_lists
+    config = tiny_config(photos, out_dir, steps=3, val_every=3, checkpoint_every=3)
+    data = replace(
+        config.data,
+        kind=DataKind.SID,
+        sid_train_list=str(train_list),
+        sid_val_list=str(val_list),
+        sid_cache=str(out_dir.parent / "gt"),
+        val_items=2,
+    )
+    return replace(config, data=data, **changes)
+
+
+@pytest.mark.parametrize("strategy", ["full", "seed", "head", "freeze-encoder"])
+def test_transfer_strategies(photos, sid_lists, pretrained, tmp_path, strategy):
+    config = sid_config(
+        photos, sid_lists, tmp_path / "ft", init_from=str(pretrained), transfer=strategy
+    )
+    before = load_checkpoint(pretrained).model_state
+    after = train(config, progress=False).model.state_dict()
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    fc = {name for name in before if name.startswith("fc.")}
+    encoder = {name for name in before if name.startswith("encoder.")}
+    if strategy == "head":
+        assert changed == fc
+    elif strategy == "freeze-encoder":
+        assert changed and not changed & encoder
+    else:
+        assert changed & encoder and changed & fc
+
+
+def test_seed_strategy_erases_the_fc_layers(photos, sid_lists, pretrained, tmp_path):
+    from darkraw.train import Transfer, _start_from
+
+    model = build_model(ModelConfig(width=4, fc_hidden=8))
+    _start_from(model, pretrained, Transfer.SEED, seed=0)
+    loaded = load_checkpoint(pretrained).model_state
+    state = model.state_dict()
+    assert not torch.equal(state["fc.0.weight"], loaded["fc.0.weight"])
+    assert torch.equal(state["encoder.0.0.weight"], loaded["encoder.0.0.weight"])
+    wider = build_model(ModelConfig(width=8))
+    with pytest.raises(DarkrawError, match="network, the config asks for"):
+        _start_from(wider, pretrained, Transfer.FULL, seed=0)
+
+
+def test_sid_fraction_and_per_ratio_pick_subsets(photos, sid_lists, tmp_path):
+    from darkraw.train import _Run
+
+    def train_pairs(**data_changes):
+        config = sid_config(photos, sid_lists, tmp_path / str(len(data_changes)))
+        config = replace(config, data=replace(config.data, **data_changes))
+        return _Run(config, False, False).train_set.pairs
+
+    every = train_pairs()
+    assert len(every) == 8 * 2  # 8 photos, ratios 100 and 300
+    quarter = train_pairs(sid_fraction=0.25)
+    assert len(quarter) == 4 and set(quarter) <= set(every)
+    two = train_pairs(sid_per_ratio=1, sid_fraction=0.5)
+    assert sorted(p.ratio_class for p in two) == [100, 300]

@@ -255,7 +255,9 @@ class SIDPairs(Dataset[dict[str, torch.Tensor]]):
     brought back to sensor orientation so that it lines up with the mosaic. Item ``i`` is pair
     ``i % len(pairs)``; training items take a random crop (generator seeded with
     ``(seed, i)``) with flips and transposes, validation items the centre crop.
-    ``patch=None`` gives whole frames (for evaluation).
+    ``patch=None`` gives whole frames (for evaluation). With ``classic=True`` items also carry
+    ``classic``, the traditional pipeline's rendering (non-local means, LibRaw's gamma as the
+    ground truth has it).
     """
 
     def __init__(
@@ -268,6 +270,7 @@ class SIDPairs(Dataset[dict[str, torch.Tensor]]):
         length: int | None = None,
         train: bool = True,
         augment: bool = True,
+        classic: bool = False,
     ) -> None:
         if not pairs:
             raise ValueError("no SID pairs given")
@@ -280,6 +283,7 @@ class SIDPairs(Dataset[dict[str, torch.Tensor]]):
         self.length = len(self.pairs) if length is None else int(length)
         self.train = train
         self.augment = augment
+        self.classic = classic
 
     def __len__(self) -> int:
         return self.length
@@ -319,9 +323,14 @@ class SIDPairs(Dataset[dict[str, torch.Tensor]]):
         target = np.asarray(truth, dtype=np.float32) / np.float32(65535)
         if self.train and self.augment:
             planes, target = _augment(planes, target, rng)
-        return {
+        item = {
             "input": torch.from_numpy(np.ascontiguousarray(planes)),
             "target": torch.from_numpy(np.ascontiguousarray(target)),
             "ratio": torch.tensor(pair.ratio, dtype=torch.float32),
             "index": torch.tensor(index),
         }
+        if self.classic:
+            options = ClassicOptions(ratio=pair.ratio, denoiser=Denoiser.NLM)
+            rendered = run_classic(mosaic, meta.replace(flip=0), options).image
+            item["classic"] = torch.from_numpy(np.ascontiguousarray(rendered, dtype=np.float32))
+        return item

@@ -36,13 +36,21 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from darkraw import sid
 from darkraw.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from darkraw.config import ConfigError, dump_yaml, from_dict, to_dict
-from darkraw.dataset import PairConfig, SyntheticPairs
+from darkraw.dataset import PairConfig, SIDPairs, SyntheticPairs
 from darkraw.errors import DarkrawError
 from darkraw.figures import side_by_side
 from darkraw.fileio import atomic_output, write_image
-from darkraw.model import ModelConfig, SIDUNet, build_model, to_channels_last
+from darkraw.model import (
+    ModelConfig,
+    SIDUNet,
+    build_model,
+    fc_parameter_names,
+    reset_fc,
+    to_channels_last,
+)
 from darkraw.sources import collect_sources
 
 
@@ -55,21 +63,53 @@ class Precision(enum.Enum):
     FP32 = "fp32"
 
 
+class DataKind(enum.Enum):
+    """Where training pairs come from."""
+
+    #: Simulated on the fly from clean photos or raw files (:class:`SyntheticPairs`).
+    SYNTHETIC = "synthetic"
+    #: Real (short, long) pairs from SID list files (:class:`SIDPairs`).
+    SID = "sid"
+
+
+class Transfer(enum.Enum):
+    """How ``init_from`` weights are used (the seed's strategy and the usual alternatives)."""
+
+    #: Keep every loaded weight and train them all.
+    FULL = "full"
+    #: The seed's: erase (re-initialise) the two per-pixel FC layers, then train everything.
+    SEED = "seed"
+    #: Re-initialise the two FC layers and train only them; everything else frozen.
+    HEAD = "head"
+    #: Keep the loaded weights, freeze the encoder, train the decoder and the head.
+    FREEZE_ENCODER = "freeze-encoder"
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where pairs come from.
 
     Attributes:
+        kind: ``synthetic`` (pairs simulated from ``train``) or ``sid`` (real pairs from
+            ``sid_train_list``, validated on ``sid_val_list``).
         train: folders or files of clean photos / raw files (relative to the working folder).
         val: held-out sources; when empty, a fixed ``val_fraction`` of ``train`` chosen by a hash
             of each file's folder and name (stable when files are added).
         val_fraction: share of ``train`` held out when ``val`` is empty.
         val_items: validation crops (centre crops, ratios in turn).
         val_patch: packed side of validation crops.
-        pairs: crop size, ratios, noise model and unprocessing of training pairs.
+        pairs: crop size, ratios, noise model and unprocessing of training pairs (for SID data
+            only ``patch`` is used).
         workers: data-loading processes (0 loads in the training process).
+        sid_train_list, sid_val_list: SID list files (``kind: sid``).
+        sid_root: folder the list's ``./Sony/...`` paths are relative to ("" guesses).
+        sid_fraction: deterministic share of the training pairs used (the seed's "small fraction
+            of real pairs"); subsets of one seed are nested.
+        sid_per_ratio: instead, this many pairs per ratio (LED uses 2); 0 means use the fraction.
+        sid_cache: where LibRaw renderings of the long exposures are cached.
     """
 
+    kind: DataKind = DataKind.SYNTHETIC
     train: tuple[str, ...] = ()
     val: tuple[str, ...] = ()
     val_fraction: float = 0.05
@@ -77,8 +117,17 @@ class DataConfig:
     val_patch: int = 256
     pairs: PairConfig = field(default_factory=PairConfig)
     workers: int = 2
+    sid_train_list: str = ""
+    sid_val_list: str = ""
+    sid_root: str = ""
+    sid_fraction: float = 1.0
+    sid_per_ratio: int = 0
+    sid_cache: str = "runs/sid_ground_truth"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", DataKind(self.kind))
+        if not 0 < self.sid_fraction <= 1 or self.sid_per_ratio < 0:
+            raise ValueError("sid_fraction must be in (0, 1] and sid_per_ratio >= 0")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.val_items < 1 or self.workers < 0:
@@ -124,6 +173,9 @@ class TrainConfig:
         log_every, val_every, checkpoint_every: intervals in steps.
         keep_checkpoints: newest checkpoints kept (older ones are deleted).
         samples: validation crops saved as images at each validation.
+        init_from: start from this checkpoint's weights (transfer learning); "" starts afresh.
+        transfer: what to do with them: ``full``, ``seed`` (re-initialise the two FC layers),
+            ``head`` (re-initialise and train only them), ``freeze-encoder``.
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -141,9 +193,12 @@ class TrainConfig:
     checkpoint_every: int = 250
     keep_checkpoints: int = 3
     samples: int = 3
+    init_from: str = ""
+    transfer: Transfer = Transfer.FULL
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", Precision(self.precision))
+        object.__setattr__(self, "transfer", Transfer(self.transfer))
         intervals = (self.log_every, self.val_every, self.checkpoint_every, self.keep_checkpoints)
         if self.steps < 1 or min(intervals) < 1:
             raise ValueError("steps and every interval must be >= 1")
@@ -183,7 +238,9 @@ def _result_fields(config: TrainConfig) -> dict[str, Any]:
         "optim": data["optim"],
         "steps": data["steps"],
         "seed": data["seed"],
-        "data": {k: v for k, v in data["data"].items() if k != "workers"},
+        "init_from": data.get("init_from", ""),
+        "transfer": data.get("transfer", Transfer.FULL.value),
+        "data": {k: v for k, v in data["data"].items() if k not in ("workers", "sid_cache")},
     }
 
 
@@ -285,6 +342,9 @@ def psnr(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -10 * torch.log10(mse.clamp_min(1e-10))
 
 
+_PairSet = SyntheticPairs | SIDPairs
+
+
 class _Run:
     """State of one training run; :func:`train` drives it."""
 
@@ -300,9 +360,12 @@ class _Run:
         self.ckpt_dir = self.out / "checkpoints"
         self.model = build_model(config.model, torch.Generator().manual_seed(config.seed))
         self.model.to(self.device)
+        if config.init_from:
+            _start_from(self.model, Path(config.init_from), config.transfer, config.seed)
         if config.channels_last:
             to_channels_last(self.model)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.optim.lr)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trainable, lr=config.optim.lr)
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self._prepare_folder(resume)
@@ -310,17 +373,7 @@ class _Run:
         if self.dist.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        train_files, val_files = self._sources()
-        pairs = config.data.pairs
-        if pairs.simulation.model.value == "calibrated":
-            pairs.simulation.profile()
-        self.train_set = SyntheticPairs(
-            train_files,
-            pairs,
-            seed=config.seed,
-            length=config.steps * config.optim.batch_size * self.dist.world,
-        )
-        self.val_files = val_files
+        self.train_set, self.val_set = self._datasets()
         self.val_items: list[dict[str, torch.Tensor]] | None = None
         self.classic_psnr: float | None = None
 
@@ -353,6 +406,60 @@ class _Run:
                 tmp.write_text("".join(json.dumps(h) + "\n" for h in self.history))
             with atomic_output(self.out / "config.yaml") as tmp:
                 tmp.write_text(dump_yaml(self.config))
+
+    def _datasets(
+        self,
+    ) -> tuple[_PairSet, _PairSet]:
+        config, data = self.config, self.config.data
+        length = config.steps * config.optim.batch_size * self.dist.world
+        if data.kind is DataKind.SID:
+            return self._sid_datasets(length)
+        train_files, val_files = self._sources()
+        pairs = data.pairs
+        train_set = SyntheticPairs(train_files, pairs, seed=config.seed, length=length)
+        val_set = SyntheticPairs(
+            val_files,
+            replace(pairs, patch=data.val_patch),
+            seed=config.seed,
+            length=data.val_items,
+            train=False,
+            classic=True,
+        )
+        return train_set, val_set
+
+    def _sid_datasets(self, length: int) -> tuple[_PairSet, _PairSet]:
+        data = self.config.data
+        where = self.out / "config.yaml"
+        if not data.sid_train_list or not data.sid_val_list:
+            raise ConfigError(where, "kind sid needs data.sid_train_list and data.sid_val_list")
+        root = data.sid_root or None
+        train_pairs = sid.select(sid.read_list(data.sid_train_list, root))
+        if data.sid_per_ratio:
+            train_pairs = sid.subset(
+                train_pairs, per_ratio=data.sid_per_ratio, seed=self.config.seed
+            )
+        elif data.sid_fraction < 1:
+            train_pairs = sid.subset(train_pairs, fraction=data.sid_fraction, seed=self.config.seed)
+        val_pairs = sid.select(sid.read_list(data.sid_val_list, root))[: data.val_items]
+        if not train_pairs or not val_pairs:
+            raise ConfigError(where, "the SID lists give no training or no validation pairs")
+        train_set = SIDPairs(
+            train_pairs,
+            data.sid_cache,
+            patch=data.pairs.patch,
+            seed=self.config.seed,
+            length=length,
+            augment=data.pairs.augment,
+        )
+        val_set = SIDPairs(
+            val_pairs,
+            data.sid_cache,
+            patch=data.val_patch,
+            seed=self.config.seed,
+            train=False,
+            classic=True,
+        )
+        return train_set, val_set
 
     def _sources(self) -> tuple[list[Path], list[Path]]:
         data = self.config.data
@@ -467,16 +574,7 @@ class _Run:
             log.write(json.dumps(record) + "\n")
 
     def _prepare_validation(self) -> None:
-        data = self.config.data
-        pairs = replace(data.pairs, patch=data.val_patch)
-        val_set = SyntheticPairs(
-            self.val_files,
-            pairs,
-            seed=self.config.seed,
-            length=data.val_items,
-            train=False,
-            classic=True,
-        )
+        val_set = self.val_set
         items = [
             val_set[i]
             for i in tqdm(
@@ -614,6 +712,24 @@ def train(
     finally:
         if run.dist.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _start_from(model: SIDUNet, path: Path, transfer: Transfer, seed: int) -> None:
+    """Load ``path``'s weights into ``model`` and apply a transfer strategy (in place)."""
+    ckpt = load_checkpoint(path)
+    saved = load_train_config(ckpt.config).model
+    if saved != model.config:
+        raise DarkrawError(path, f"holds a {saved} network, the config asks for {model.config}")
+    model.load_state_dict(ckpt.model_state)
+    if transfer in (Transfer.SEED, Transfer.HEAD):
+        # Seeded apart from the run's own seed, so the fresh layers differ from the originals.
+        reset_fc(model, torch.Generator().manual_seed(seed + 1_000_003))
+    if transfer is Transfer.HEAD:
+        for name, param in model.named_parameters():
+            param.requires_grad = name in fc_parameter_names(model)
+    elif transfer is Transfer.FREEZE_ENCODER:
+        for param in model.encoder.parameters():
+            param.requires_grad = False
 
 
 def model_from_run(out_dir: str | Path) -> SIDUNet:
