@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -40,9 +42,10 @@ def from_dict(cls: type[T], data: Any, *, where: str = "") -> T:
         raise ValueError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    # YAML keys may be numbers or null as well as strings: sort them by their text.
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
-        names = ", ".join(f"{where}{key}" for key in unknown)
+        names = ", ".join(_show(f"{where}{key}", quote=False) for key in unknown)
         raise ValueError(f"unknown key(s) {names}; known: {', '.join(sorted(fields))}")
     values = {name: _convert(hints[name], value, f"{where}{name}") for name, value in data.items()}
     try:
@@ -72,10 +75,10 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
             return hint(value)
         except ValueError:
             choices = ", ".join(str(m.value) for m in hint)
-            raise ValueError(f"{key}: expected one of {choices}, got {value!r}") from None
+            raise ValueError(f"{key}: expected one of {choices}, got {_show(value)}") from None
     if origin is tuple:
         if not isinstance(value, list | tuple):
-            raise ValueError(f"{key}: expected a list, got {value!r}")
+            raise ValueError(f"{key}: expected a list, got {_show(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
@@ -87,21 +90,43 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
         return value
     if hint is bool:
         if not isinstance(value, bool):
-            raise ValueError(f"{key}: expected true or false, got {value!r}")
+            raise ValueError(f"{key}: expected true or false, got {_show(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{key}: expected an integer, got {value!r}")
+            raise ValueError(f"{key}: expected an integer, got {_show(value)}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+            raise ValueError(f"{key}: expected a number, got {_show(value)}")
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ValueError(f"{key}: expected a number, got an integer too large") from None
+        # No setting means anything at .inf or .nan; they would only surface as NaN losses.
+        if not math.isfinite(number):
+            raise ValueError(f"{key}: expected a finite number, got {_show(value)}")
+        return number
     if hint is str:
         if not isinstance(value, str):
-            raise ValueError(f"{key}: expected a string, got {value!r}")
+            raise ValueError(f"{key}: expected a string, got {_show(value)}")
         return value
     raise ValueError(f"{key}: unsupported config type {hint}")
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxlong, _SHORT.maxother = 2, 40, 40, 40
+
+
+def _show(value: Any, *, quote: bool = True) -> str:
+    """A value for a one-line message: at most a few dozen characters, newlines escaped."""
+    if not quote and isinstance(value, str) and value.isprintable() and len(value) <= 40:
+        return value
+    try:
+        return _SHORT.repr(value)
+    except ValueError:
+        # An integer of more than 4300 digits has no str() by default.
+        return f"a {type(value).__name__} too large to show"
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -142,6 +167,11 @@ def load_config(cls: type[T], path: str | Path) -> T:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(path, f"not valid YAML{where}") from None
+    except RecursionError:
+        raise ConfigError(path, "not a config: its YAML is nested too deeply") from None
+    except ValueError as err:
+        # PyYAML lets some errors through, e.g. an integer of more than 4300 digits.
+        raise ConfigError(path, f"not a config: {err}") from None
     try:
         return from_dict(cls, data)
     except ValueError as err:

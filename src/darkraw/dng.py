@@ -57,6 +57,17 @@ def _rationals(values: np.ndarray) -> tuple[int, ...]:
     return tuple(flat)
 
 
+def _ascii(text: str | None) -> str:
+    """``text`` as a TIFF ASCII value: 7-bit, no NUL (it ends the string), no outer spaces.
+
+    A camera name read from another file may hold any character; tifffile refuses those.
+    """
+    if not text:
+        return ""
+    cleaned = text.encode("ascii", "replace").decode("ascii").replace("\0", "")
+    return cleaned.strip()
+
+
 def _exif_entries(meta: RawMetadata) -> list[tuple[int, int, bytes]]:
     """EXIF (tag, TIFF type, little-endian value bytes) for exposure time and ISO."""
     entries: list[tuple[int, int, bytes]] = []
@@ -68,30 +79,45 @@ def _exif_entries(meta: RawMetadata) -> list[tuple[int, int, bytes]]:
     return entries
 
 
-def _append_exif_ifd(path: Path, entries: list[tuple[int, int, bytes]]) -> None:
-    """Append an EXIF IFD to a little-endian TIFF and point IFD0's ExifIFD tag at it.
+def _insert_exif_ifd(path: Path, entries: list[tuple[int, int, bytes]]) -> None:
+    """Put an EXIF IFD just before the pixel data of a one-strip little-endian TIFF and point
+    IFD0's ExifIFD tag at it.
 
     LibRaw and dcraw read the ISO speed only from the EXIF IFD, which tifffile does not write.
+    The pixel data stays last in the file, so a file cut short anywhere loses pixels, which
+    LibRaw reports; a cut in metadata at the end would go unnoticed and read as a wrong exposure.
     """
     with tifffile.TiffFile(path) as tif:
-        if tif.byteorder != "<":
-            raise ValueError("expected a little-endian TIFF")
-        pointer_at = tif.pages.first.tags[_EXIF_IFD - 1].valueoffset
+        page = tif.pages.first
+        strip_tag = page.tags["StripOffsets"]
+        if tif.byteorder != "<" or len(page.dataoffsets) != 1 or strip_tag.dtype != 4:
+            raise ValueError("expected a little-endian TIFF with one strip")
+        pointer_at = page.tags[_EXIF_IFD - 1].valueoffset
+        strip_at, strip_len = page.dataoffsets[0], page.databytecounts[0]
+        size = tif.filehandle.size
+    if strip_at + strip_len != size:
+        raise ValueError("expected the pixel data at the end of the TIFF")
+    ifd_at = strip_at + strip_at % 2
+    data_at = ifd_at + 2 + 12 * len(entries) + 4
+    ifd = bytearray(struct.pack("<H", len(entries)))
+    data = bytearray()
+    for tag, dtype, value in sorted(entries):
+        count = 1
+        if len(value) <= 4:
+            ifd += struct.pack("<HHI", tag, dtype, count) + value.ljust(4, b"\0")
+        else:
+            ifd += struct.pack("<HHII", tag, dtype, count, data_at + len(data))
+            data += value
+    ifd += struct.pack("<I", 0)
+    block = bytes(ifd_at - strip_at) + ifd + data
+    block += bytes(-(strip_at + len(block)) % 16)
     with open(path, "r+b") as fh:
-        fh.seek(0, 2)
-        ifd_at = fh.tell() + (fh.tell() % 2)
-        data_at = ifd_at + 2 + 12 * len(entries) + 4
-        ifd = bytearray(struct.pack("<H", len(entries)))
-        data = bytearray()
-        for tag, dtype, value in sorted(entries):
-            count = 1
-            if len(value) <= 4:
-                ifd += struct.pack("<HHI", tag, dtype, count) + value.ljust(4, b"\0")
-            else:
-                ifd += struct.pack("<HHII", tag, dtype, count, data_at + len(data))
-                data += value
-        ifd += struct.pack("<I", 0)
-        fh.write(b"\0" * (ifd_at - fh.tell()) + ifd + data)
+        fh.seek(strip_at)
+        pixels = fh.read(strip_len)
+        fh.seek(strip_at)
+        fh.write(block + pixels)
+        fh.seek(strip_tag.valueoffset)
+        fh.write(struct.pack("<I", strip_at + len(block)))
         fh.seek(pointer_at - 8)
         fh.write(struct.pack("<HHII", _EXIF_IFD, 4, 1, ifd_at))
 
@@ -125,13 +151,14 @@ def write_dng(path: str | Path, mosaic: np.ndarray, meta: RawMetadata) -> Path:
     cam_xyz = cam_xyz_from_rgb_cam(rgb_cam)
     cfa = bytes(int(c) for row in meta.cfa_tile for c in row)
     black = np.asarray(meta.black_tile, dtype=float).ravel()
-    model = " ".join(p for p in (meta.make, meta.model) if p) or "darkraw synthetic"
+    make, model = _ascii(meta.make), _ascii(meta.model)
+    unique_model = " ".join(p for p in (make, model) if p) or "darkraw synthetic"
     extratags: list[tuple[int, int | str, int, object, bool]] = [
         (_CFA_REPEAT_PATTERN_DIM, "H", 2, (meta.period, meta.period), True),
         (_CFA_PATTERN, "B", len(cfa), tuple(cfa), True),
         (_DNG_VERSION, "B", 4, (1, 4, 0, 0), True),
         (_DNG_BACKWARD_VERSION, "B", 4, (1, 1, 0, 0), True),
-        (_UNIQUE_CAMERA_MODEL, "s", 0, model, True),
+        (_UNIQUE_CAMERA_MODEL, "s", 0, unique_model, True),
         (_CFA_PLANE_COLOR, "B", 3, (0, 1, 2), True),
         (_CFA_LAYOUT, "H", 1, 1, True),
         (_BLACK_LEVEL_REPEAT_DIM, "H", 2, (meta.period, meta.period), True),
@@ -141,8 +168,8 @@ def write_dng(path: str | Path, mosaic: np.ndarray, meta: RawMetadata) -> Path:
         (_CALIBRATION_ILLUMINANT_1, "H", 1, _D65, True),
         (_AS_SHOT_NEUTRAL, "2I", 3, _rationals(1.0 / wb), True),
         (_ORIENTATION, "H", 1, _ORIENTATION_FROM_FLIP[meta.flip], True),
-        (_MAKE, "s", 0, meta.make or "darkraw", True),
-        (_MODEL, "s", 0, meta.model or "synthetic", True),
+        (_MAKE, "s", 0, make or "darkraw", True),
+        (_MODEL, "s", 0, model or "synthetic", True),
     ]
     exif = _exif_entries(meta)
     if exif:
@@ -159,10 +186,11 @@ def write_dng(path: str | Path, mosaic: np.ndarray, meta: RawMetadata) -> Path:
                 compression=None,
                 metadata=None,
                 software="darkraw",
+                rowsperstrip=mosaic.shape[0],
                 extratags=extratags,
             )
             if exif:
-                _append_exif_ifd(tmp, exif)
+                _insert_exif_ifd(tmp, exif)
     except OSError as err:
         raise OutputError(path, f"cannot write DNG ({err.strerror or err})") from None
     return path

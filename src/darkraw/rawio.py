@@ -8,6 +8,7 @@ TIFF) carry no metadata, so the caller supplies the CFA pattern and levels.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -25,6 +26,12 @@ from darkraw.metadata import RawMetadata, as_matrix3, rgb_cam_from_cam_xyz
 BARE_EXTENSIONS = (".npy", ".png", ".tif", ".tiff")
 
 _COLOR_LETTERS = {"R": 0, "G": 1, "B": 2}
+
+#: LibRaw (like dcraw) refuses raw images narrower or shorter than this, in pixels.
+LIBRAW_MIN_SIDE = 22
+
+#: TIFF PhotometricInterpretation values of raw image data: CFA and LinearRaw.
+_RAW_PHOTOMETRIC = (32803, 34892)
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,12 @@ def _read_libraw(path: Path) -> RawImage:
             return _from_rawpy(raw, path)
     except rawpy.LibRawFileUnsupportedError:
         problem = "not a raw photo LibRaw can read (unknown or corrupt format)"
+        tiny = _small_tiff_raw_size(path)
+        if tiny is not None:
+            problem = (
+                f"image of {tiny[0]}x{tiny[1]} pixels is too small "
+                f"(LibRaw reads {LIBRAW_MIN_SIDE}x{LIBRAW_MIN_SIDE} and larger)"
+            )
         raise RawReadError(path, problem) from None
     except (rawpy.LibRawIOError, rawpy.LibRawDataError) as err:
         raise RawReadError(path, f"corrupt or truncated raw data ({type(err).__name__})") from None
@@ -192,7 +205,7 @@ def _make_model(path: Path) -> tuple[str | None, str | None]:
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _tifffile_quiet(), tifffile.TiffFile(path) as tif:
             tags = tif.pages.first.tags
             make = tags.get("Make")
             model = tags.get("Model")
@@ -203,6 +216,38 @@ def _make_model(path: Path) -> tuple[str | None, str | None]:
     except Exception:
         # Not every raw format is TIFF-based (RAF, CRW, ...); make and model are optional.
         return None, None
+
+
+def _small_tiff_raw_size(path: Path) -> tuple[int, int] | None:
+    """``(H, W)`` of a DNG/TIFF raw image too small for LibRaw, or ``None``.
+
+    Explains why LibRaw refuses an otherwise well-formed small file, instead of calling it an
+    unknown format.
+    """
+    import tifffile
+
+    try:
+        with _tifffile_quiet(), tifffile.TiffFile(path) as tif:
+            for page in tif.pages:
+                for ifd in [page, *(page.pages or [])]:
+                    if int(ifd.photometric) in _RAW_PHOTOMETRIC:
+                        h, w = int(ifd.imagelength), int(ifd.imagewidth)
+                        return (h, w) if min(h, w) < LIBRAW_MIN_SIDE else None
+    except Exception:
+        # Not a TIFF at all (or not one tifffile can read): nothing more to say.
+        return None
+    return None
+
+
+@contextlib.contextmanager
+def _tifffile_quiet() -> Iterator[None]:
+    """Keep tifffile's log messages about a damaged header off the terminal (one-line errors)."""
+    log = logging.getLogger("tifffile")
+    was_disabled, log.disabled = log.disabled, True
+    try:
+        yield
+    finally:
+        log.disabled = was_disabled
 
 
 def _read_bare(path: Path, spec: BareMosaicSpec) -> RawImage:

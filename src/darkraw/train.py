@@ -23,9 +23,10 @@ import hashlib
 import json
 import math
 import os
+import re
 import resource
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,16 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from darkraw import sid
-from darkraw.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from darkraw.checkpoint import (
+    CHECKPOINT_NAME,
+    Checkpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from darkraw.config import ConfigError, dump_yaml, from_dict, to_dict
 from darkraw.dataset import PairConfig, SIDPairs, SyntheticPairs
-from darkraw.errors import DarkrawError
+from darkraw.errors import CheckpointError, DarkrawError, OutputError
 from darkraw.figures import side_by_side
 from darkraw.fileio import atomic_output, write_image
 from darkraw.model import (
@@ -384,28 +391,39 @@ class _Run:
                 self.out,
                 "holds a training run already; resume it with --resume or pick a new out_dir",
             )
+        if resume and newest is None:
+            _refuse_unreadable_checkpoints(self.ckpt_dir)
         if resume and newest is not None:
             ckpt = load_checkpoint(newest)
-            saved = _result_fields(load_train_config(ckpt.config))
+            saved = _result_fields(_config_of(newest, ckpt))
             if saved != _result_fields(self.config):
                 changed = sorted(k for k in saved if saved[k] != _result_fields(self.config)[k])
                 raise DarkrawError(
                     newest,
                     f"was trained with a different config ({', '.join(changed)}); cannot resume",
                 )
-            self.model.load_state_dict(ckpt.model_state)
+            _load_weights(newest, self.model, ckpt.model_state)
             if ckpt.optimizer_state is not None:
-                self.optimizer.load_state_dict(ckpt.optimizer_state)
+                try:
+                    self.optimizer.load_state_dict(ckpt.optimizer_state)
+                except (ValueError, KeyError, RuntimeError) as err:
+                    problem = f"optimizer state does not fit the model ({err})"
+                    raise CheckpointError(newest, problem) from None
             self.step = ckpt.step
             self.history = list(ckpt.extra.get("history", []))
         if self.dist.main:
-            (self.out / "samples").mkdir(parents=True, exist_ok=True)
-            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            # The log restarts from the checkpoint, so steps redone after a kill appear once.
-            with atomic_output(self.out / "log.jsonl") as tmp:
-                tmp.write_text("".join(json.dumps(h) + "\n" for h in self.history))
-            with atomic_output(self.out / "config.yaml") as tmp:
-                tmp.write_text(dump_yaml(self.config))
+            try:
+                (self.out / "samples").mkdir(parents=True, exist_ok=True)
+                self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+                _remove_partial_checkpoints(self.ckpt_dir)
+                # The log restarts from the checkpoint, so steps redone after a kill appear once.
+                with atomic_output(self.out / "log.jsonl") as tmp:
+                    tmp.write_text("".join(json.dumps(h) + "\n" for h in self.history))
+                with atomic_output(self.out / "config.yaml") as tmp:
+                    tmp.write_text(dump_yaml(self.config))
+            except OSError as err:
+                problem = f"cannot write the run folder ({err.strerror or err})"
+                raise OutputError(self.out, problem) from None
 
     def _datasets(
         self,
@@ -512,47 +530,52 @@ class _Run:
         busy, first_step = 0.0, self.step
         mark = time.perf_counter()
         self.net.train()
-        for item in loader:
-            self.step += 1
-            lr = learning_rate(config.optim, self.step, config.steps)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            inputs, target = self._to_device(item["input"]), self._to_device(item["target"])
-            with self.autocast():
-                output = self.net(inputs)
-            loss = torch.nn.functional.l1_loss(output.float(), target)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            self.optimizer.step()
-            last_loss = float(loss.detach())
-            spent = time.perf_counter() - mark
-            busy += spent
-            window, window_loss, window_time = (
-                window + 1,
-                window_loss + last_loss,
-                window_time + spent,
-            )
-            bar.update(1)
-            if self.step % config.log_every == 0 or self.step == config.steps:
-                bar.set_postfix(loss=f"{window_loss / window:.4f}", lr=f"{lr:.0e}", refresh=False)
-                self._log(
-                    {
-                        "step": self.step,
-                        "loss": window_loss / window,
-                        "lr": lr,
-                        "steps_per_s": window / window_time,
-                        "peak_rss_mib": peak_rss_mib(),
-                    }
+        # Closed on an error too, so that the one-line error starts a line of its own.
+        try:
+            for item in loader:
+                self.step += 1
+                lr = learning_rate(config.optim, self.step, config.steps)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                inputs, target = self._to_device(item["input"]), self._to_device(item["target"])
+                with self.autocast():
+                    output = self.net(inputs)
+                loss = torch.nn.functional.l1_loss(output.float(), target)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()  # type: ignore[no-untyped-call]
+                self.optimizer.step()
+                last_loss = float(loss.detach())
+                spent = time.perf_counter() - mark
+                busy += spent
+                window, window_loss, window_time = (
+                    window + 1,
+                    window_loss + last_loss,
+                    window_time + spent,
                 )
-                window, window_loss, window_time = 0, 0.0, 0.0
-            if self.step % config.val_every == 0 or self.step == config.steps:
-                self._validate()
-            if self.step % config.checkpoint_every == 0 or self.step == config.steps:
-                self._checkpoint()
-            if stop_after is not None and self.step >= stop_after:
-                break
-            mark = time.perf_counter()
-        bar.close()
+                bar.update(1)
+                if self.step % config.log_every == 0 or self.step == config.steps:
+                    bar.set_postfix(
+                        loss=f"{window_loss / window:.4f}", lr=f"{lr:.0e}", refresh=False
+                    )
+                    self._log(
+                        {
+                            "step": self.step,
+                            "loss": window_loss / window,
+                            "lr": lr,
+                            "steps_per_s": window / window_time,
+                            "peak_rss_mib": peak_rss_mib(),
+                        }
+                    )
+                    window, window_loss, window_time = 0, 0.0, 0.0
+                if self.step % config.val_every == 0 or self.step == config.steps:
+                    self._validate()
+                if self.step % config.checkpoint_every == 0 or self.step == config.steps:
+                    self._checkpoint()
+                if stop_after is not None and self.step >= stop_after:
+                    break
+                mark = time.perf_counter()
+        finally:
+            bar.close()
         vals = [h for h in self.history if "val_psnr" in h]
         return TrainSummary(
             out_dir=self.out,
@@ -570,8 +593,12 @@ class _Run:
         if not self.dist.main:
             return
         self.history.append(record)
-        with open(self.out / "log.jsonl", "a") as log:
-            log.write(json.dumps(record) + "\n")
+        try:
+            with open(self.out / "log.jsonl", "a") as log:
+                log.write(json.dumps(record) + "\n")
+        except OSError as err:
+            problem = f"cannot write the log ({err.strerror or err})"
+            raise OutputError(self.out / "log.jsonl", problem) from None
 
     def _prepare_validation(self) -> None:
         val_set = self.val_set
@@ -643,8 +670,15 @@ class _Run:
             config=to_dict(self.config),
             extra={"history": self.history, "classic_psnr": self.classic_psnr},
         )
-        existing = sorted(self.ckpt_dir.glob("step_*.safetensors"))
-        for old in existing[: -self.config.keep_checkpoints]:
+        # By step, not by name, and only older ones: a leftover file of a higher step (from a
+        # run killed later than this one's checkpoint, possibly cut short) must not count as
+        # one of the newest and push out the checkpoint just written.
+        older = sorted(
+            (int(match.group(1)), entry)
+            for entry in self.ckpt_dir.iterdir()
+            if (match := CHECKPOINT_NAME.fullmatch(entry.name)) and int(match.group(1)) < self.step
+        )
+        for _, old in older[: max(0, len(older) - (self.config.keep_checkpoints - 1))]:
             old.unlink(missing_ok=True)
 
 
@@ -684,9 +718,13 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path, classic_psnr: flo
     ax_val.grid(alpha=0.3)
     ax_val.legend(loc="lower right")
     fig.tight_layout()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    except OSError as err:
+        raise OutputError(path, f"cannot write the curves ({err.strerror or err})") from None
+    finally:
+        plt.close(fig)
 
 
 def train(
@@ -717,10 +755,10 @@ def train(
 def _start_from(model: SIDUNet, path: Path, transfer: Transfer, seed: int) -> None:
     """Load ``path``'s weights into ``model`` and apply a transfer strategy (in place)."""
     ckpt = load_checkpoint(path)
-    saved = load_train_config(ckpt.config).model
+    saved = _config_of(path, ckpt).model
     if saved != model.config:
         raise DarkrawError(path, f"holds a {saved} network, the config asks for {model.config}")
-    model.load_state_dict(ckpt.model_state)
+    _load_weights(path, model, ckpt.model_state)
     if transfer in (Transfer.SEED, Transfer.HEAD):
         # Seeded apart from the run's own seed, so the fresh layers differ from the originals.
         reset_fc(model, torch.Generator().manual_seed(seed + 1_000_003))
@@ -738,6 +776,61 @@ def model_from_run(out_dir: str | Path) -> SIDUNet:
     if newest is None:
         raise DarkrawError(Path(out_dir), "holds no checkpoint")
     ckpt = load_checkpoint(newest)
-    model = build_model(load_train_config(ckpt.config).model)
-    model.load_state_dict(ckpt.model_state)
+    model = build_model(_config_of(newest, ckpt).model)
+    _load_weights(newest, model, ckpt.model_state)
     return model
+
+
+#: Temporary files of checkpoint writes (:func:`darkraw.fileio.atomic_output`) a kill left.
+_PARTIAL_CHECKPOINT = re.compile(r"\.step_\d+\..+\.part\.safetensors")
+
+
+def _remove_partial_checkpoints(folder: Path) -> None:
+    """Delete checkpoint writes a kill cut short; they never count, but they fill the disk."""
+    for entry in folder.iterdir():
+        if _PARTIAL_CHECKPOINT.fullmatch(entry.name) and entry.is_file():
+            entry.unlink(missing_ok=True)
+
+
+def _refuse_unreadable_checkpoints(folder: Path) -> None:
+    """With ``resume``, checkpoints that exist but none of which verifies are an error.
+
+    Starting afresh instead would silently throw the run away and overwrite its files.
+    """
+    if not folder.is_dir():
+        return
+    steps = sorted(
+        (int(match.group(1)), entry)
+        for entry in folder.iterdir()
+        if (match := CHECKPOINT_NAME.fullmatch(entry.name)) and entry.is_file()
+    )
+    if not steps:
+        return
+    try:
+        load_checkpoint(steps[-1][1])
+    except CheckpointError as err:
+        raise CheckpointError(
+            err.path,
+            f"{err.problem}; no checkpoint of this run verifies, so it cannot resume "
+            "(move the checkpoints away to start afresh)",
+        ) from None
+
+
+def _config_of(path: Path, ckpt: Checkpoint) -> TrainConfig:
+    """The run config a checkpoint carries; a one-line error naming the file if it is unusable."""
+    try:
+        return load_train_config(ckpt.config)
+    except ValueError as err:
+        raise CheckpointError(path, f"its config does not load here: {err}") from None
+
+
+def _load_weights(path: Path, model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """``model.load_state_dict(state)``; a one-line error naming the file if they do not fit."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        # torch lists every missing, unexpected and misshapen weight, over several lines.
+        reason = " ".join(str(err).split())
+        if len(reason) > 300:
+            reason = reason[:297] + "..."
+        raise CheckpointError(path, f"weights do not fit the model: {reason}") from None
