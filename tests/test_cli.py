@@ -286,3 +286,102 @@ def test_simulate_help_shows_defaults(capsys):
     for default in ("default: calibrated", "default: SonyA7S2", "default: 100,250,300"):
         assert default in text
     assert "Figure 3" in text
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    import torch
+
+    from darkraw.infer import save_model_file
+    from darkraw.model import ModelConfig, build_model
+
+    model = build_model(ModelConfig(width=4, fc_hidden=8), torch.Generator().manual_seed(0))
+    return save_model_file(tmp_path / "tiny.safetensors", model)
+
+
+@pytest.fixture
+def dng_folder(tmp_path):
+    folder = tmp_path / "raws"
+    folder.mkdir()
+    for i, pattern in enumerate(["RGGB", "GBRG"]):
+        mosaic, meta = mosaic_from_rgb(smooth_scene(30, 46, seed=i), pattern)
+        dark, dark_meta = darken_mosaic(mosaic, meta, 50, np.random.default_rng(i))
+        write_dng(folder / f"dark{i}.dng", dark, dark_meta)
+    Image.new("RGB", (32, 32)).save(folder / "bad.dng", format="JPEG")
+    return folder
+
+
+def test_enhance_network_batch_goes_on_past_a_bad_file(tmp_path, tiny_model, dng_folder, capsys):
+    out = tmp_path / "results"
+    args = ["enhance", str(dng_folder), "-o", str(out), "--method", "network"]
+    assert main([*args, "--model", str(tiny_model), "--tile", "16", "--overlap", "0"]) == 1
+    assert only_files(out) == ["dark0.png", "dark1.png"]
+    assert read_image(out / "dark1.png").shape == (3, 30, 46)
+    captured = capsys.readouterr()
+    assert "2 written, 0 skipped, 1 failed" in captured.err
+    assert f"{dng_folder / 'bad.dng'}: not a raw photo" in captured.err
+    assert "network" in captured.out and "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize("content", [None, b"garbage", b"\x80\x04pickle"])
+def test_enhance_network_bad_model_is_one_line_and_writes_nothing(
+    tmp_path, dark_dng, capsys, content
+):
+    model = tmp_path / "model.safetensors"
+    if content is not None:
+        model.write_bytes(content)
+    out = tmp_path / "results"
+    assert main(["enhance", str(dark_dng), "-o", str(out), "--model", str(model)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"darkraw: error: {model}: ")
+    assert not out.exists()
+
+
+def test_enhance_default_model_absent_is_one_line(tmp_path, dark_dng, capsys, monkeypatch):
+    import darkraw.infer
+
+    monkeypatch.setattr(darkraw.infer, "default_model_path", lambda: tmp_path / "none")
+    out = tmp_path / "out.png"
+    assert main(["enhance", str(dark_dng), "-o", str(out), "--method", "network"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no default model is bundled" in err[0]
+    assert not out.exists()
+
+
+def test_enhance_network_single_file_and_xtrans_refused(tmp_path, tiny_model, dark_dng, capsys):
+    from darkraw.metadata import RawMetadata
+
+    from test_cfa import XTRANS
+
+    out = tmp_path / "out.tif"
+    assert main(["enhance", str(dark_dng), "-o", str(out), "--model", str(tiny_model)]) == 0
+    assert tifffile.imread(out).shape == (64, 96, 3)
+    meta = RawMetadata(
+        cfa_tile=tuple(map(tuple, XTRANS.tolist())),
+        black_tile=tuple(tuple([1024.0] * 6) for _ in range(6)),
+        white_level=16383,
+        height=36,
+        width=48,
+    )
+    xt = write_dng(tmp_path / "xt.dng", np.full((36, 48), 1100, np.uint16), meta)
+    assert main(["enhance", str(xt), "-o", str(tmp_path / "xt.png"), "--model", str(tiny_model)])
+    err = capsys.readouterr().err
+    assert f"error: {xt}: the model takes Bayer raw" in err
+    assert not (tmp_path / "xt.png").exists()
+
+
+@pytest.mark.parametrize("extra", [["--tile", "100"], ["--overlap", "-16"], ["--tile", "x"]])
+def test_enhance_network_bad_tiles_exit_2(tmp_path, dark_dng, extra):
+    with pytest.raises(SystemExit) as exc:
+        main(["enhance", str(dark_dng), "-o", str(tmp_path / "o.png"), *extra])
+    assert exc.value.code == 2
+
+
+def test_enhance_model_with_classic_method_or_tile_too_small_exit_2(tmp_path, dark_dng, capsys):
+    out = tmp_path / "o.png"
+    args = ["enhance", str(dark_dng), "-o", str(out)]
+    assert main([*args, "--method", "classic", "--model", "m.safetensors"]) == 2
+    assert main([*args, "--method", "network", "--tile", "64", "--overlap", "32"]) == 2
+    err = capsys.readouterr().err
+    assert "--model needs --method network" in err and "leaves no centre" in err
+    assert not out.exists()

@@ -6,12 +6,16 @@ import argparse
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from darkraw import __version__
 from darkraw.denoise import Denoiser
 from darkraw.errors import DarkrawError
 from darkraw.pipeline import ClassicOptions, GammaCurve, WhiteBalance
 from darkraw.rawio import BareMosaicSpec
+
+if TYPE_CHECKING:
+    from darkraw.train import TrainSummary
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -68,6 +72,16 @@ def _count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _multiple_of(step: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = _count(0)(text)
+        if value % step:
+            raise argparse.ArgumentTypeError(f"expected a multiple of {step}, got {value}")
+        return value
+
+    return parse
+
+
 def _add_bare_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "bare mosaics (.npy, 16-bit .png/.tif)", "these files carry no metadata: describe them"
@@ -107,7 +121,37 @@ def build_parser() -> argparse.ArgumentParser:
     enh.add_argument(
         "-o", "--output", required=True, help="output image (one input) or folder (several)"
     )
-    enh.add_argument("--method", choices=["classic"], default="classic", help="rendering method")
+    enh.add_argument(
+        "--method",
+        choices=["classic", "network"],
+        default=None,
+        help="rendering method: classic (the traditional pipeline) or network (the SID U-Net); "
+        "default: network when --model is given, classic otherwise",
+    )
+    enh.add_argument(
+        "--model",
+        metavar="PATH",
+        default=None,
+        help="network weights: a darkraw model file or training checkpoint (.safetensors), or "
+        "'default' for the bundled model (implies --method network)",
+    )
+    enh.add_argument(
+        "--tile",
+        type=_multiple_of(16),
+        default=None,
+        metavar="N",
+        help="network: tile side in packed pixels (half the output pixels for Bayer), a multiple "
+        "of 16; 0 runs the whole frame at once (more memory) (default: 1024)",
+    )
+    enh.add_argument(
+        "--overlap",
+        type=_multiple_of(16),
+        default=None,
+        metavar="N",
+        help="network: margin cut from each tile, packed pixels, a multiple of 16; the default "
+        "112 makes tiled output equal to whole-frame output, 64 does ~13%% less work but is "
+        "approximate (default: 112)",
+    )
     enh.add_argument(
         "--ratio",
         type=_ratio,
@@ -118,19 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--denoise",
         choices=[d.value for d in Denoiser],
         default="auto",
-        help="denoiser: bm3d (best, ~35 s/MP), nlm (fast), auto (bm3d up to ~1 MP), none",
+        help="classic: denoiser: bm3d (best, ~35 s/MP), nlm (fast), auto (bm3d up to ~1 MP), none",
     )
     enh.add_argument(
         "--wb",
         choices=[w.value for w in WhiteBalance],
         default="camera",
-        help="white balance: camera (as shot), gray (gray world), none",
+        help="classic: white balance: camera (as shot), gray (gray world), none",
     )
     enh.add_argument(
         "--gamma",
         choices=[g.value for g in GammaCurve],
         default="bt709",
-        help="transfer curve: bt709 (LibRaw's default) or srgb",
+        help="classic: transfer curve: bt709 (LibRaw's default) or srgb",
     )
     enh.add_argument(
         "--format", choices=["png", "jpg", "tiff"], default="png", help="format in a folder"
@@ -144,6 +188,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bare_options(info)
 
     _add_simulate_parser(sub)
+
+    onnx = sub.add_parser(
+        "export-onnx",
+        help="export the network to ONNX",
+        description=(
+            "Write the network as an ONNX model (fp32, opset 17) with dynamic batch, height and "
+            "width: input 'raw' (N, 4 or 9, h, w) packed raw in [0, 1], output 'rgb' "
+            "(N, 3, s*h, s*w) sRGB clamped to [0, 1]. Needs the 'onnx' extra: "
+            "pip install 'darkraw[onnx]'."
+        ),
+    )
+    onnx.add_argument(
+        "--model",
+        required=True,
+        metavar="PATH",
+        help="model file or training checkpoint (.safetensors), or 'default'",
+    )
+    onnx.add_argument("-o", "--output", required=True, metavar="FILE", help="the .onnx to write")
+    onnx.add_argument("--opset", type=_count(13), default=17, help="ONNX opset (default: 17)")
 
     tr = sub.add_parser(
         "train",
@@ -166,6 +229,90 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="STEP",
         help="stop after this step (a checkpoint is written there); resume later with --resume",
     )
+
+    ft = sub.add_parser(
+        "finetune",
+        help="fine-tune a trained network on real (SID-layout) pairs",
+        description=(
+            "Transfer learning: start from CHECKPOINT and train on a fraction of the real pairs "
+            "of a SID list (CONFIG sets data.kind: sid and the lists). Strategies: seed (the "
+            "seed's: re-initialise the two per-pixel FC layers, train everything), head (only "
+            "the FC layers, re-initialised), freeze-encoder, full."
+        ),
+    )
+    ft.add_argument("config", metavar="CONFIG", help="YAML training config with data.kind: sid")
+    ft.add_argument(
+        "--from",
+        dest="init_from",
+        required=True,
+        metavar="CHECKPOINT",
+        help="checkpoint to start from",
+    )
+    ft.add_argument(
+        "--fraction",
+        type=float,
+        default=None,
+        help="share of the training pairs, in (0, 1] (default: the config's)",
+    )
+    ft.add_argument(
+        "--per-ratio", type=_count(1), default=None, metavar="K", help="instead, K pairs per ratio"
+    )
+    ft.add_argument(
+        "--strategy",
+        choices=["seed", "head", "freeze-encoder", "full"],
+        default="seed",
+        help="transfer strategy (default: seed)",
+    )
+    ft.add_argument("--resume", action="store_true", help="continue a stopped fine-tuning run")
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="PSNR/SSIM of methods on SID-layout pairs, with tables and an HTML report",
+        description=(
+            "Evaluate the classic pipeline and/or networks on the pairs of a SID list: PSNR and "
+            "SSIM per image and per ratio (8-bit, SID's reporting, and float), tables in "
+            "Markdown/CSV/JSON, a comparison sheet and a self-contained HTML report."
+        ),
+    )
+    ev.add_argument("--data", required=True, metavar="LIST", help="SID list file of test pairs")
+    ev.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="model file or checkpoint (repeatable; 'default' for the bundled one)",
+    )
+    ev.add_argument("--no-classic", action="store_true", help="leave out the classic pipeline")
+    ev.add_argument(
+        "--denoise",
+        choices=[d.value for d in Denoiser],
+        default="nlm",
+        help="denoiser of the classic pipeline (default: nlm)",
+    )
+    ev.add_argument(
+        "--protocol",
+        choices=["all", "first-burst"],
+        default="all",
+        help="all bursts, or SID's own _00 only (default: all)",
+    )
+    ev.add_argument(
+        "--keep-misaligned",
+        action="store_true",
+        help="keep scenes 10034, 10045, 10172 (left out by default)",
+    )
+    ev.add_argument("--limit", type=_count(1), default=None, help="evaluate the first N pairs")
+    ev.add_argument("-o", "--output", default="darkraw-eval", help="report folder")
+
+    ex = sub.add_parser(
+        "experiment",
+        help="the seed's experiment: pretrain, baseline, transfers, evaluated together",
+        description=(
+            "Train the synthetic model, the SID baseline and every transfer of CONFIG "
+            "(darkraw.experiment.ExperimentConfig), reusing finished runs, then evaluate them "
+            "all with the classic pipeline on the test list."
+        ),
+    )
+    ex.add_argument("config", metavar="CONFIG", help="YAML experiment config")
 
     demo = sub.add_parser("demo", help="run the classic pipeline on the bundled dark sample")
     demo.add_argument("-o", "--output", default="darkraw-demo", help="output folder")
@@ -257,12 +404,24 @@ def _add_simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
 def _cmd_enhance(args: argparse.Namespace) -> int:
     from darkraw.enhance import enhance_batch
 
+    method = args.method or ("network" if args.model is not None else "classic")
+    if method == "classic" and args.model is not None:
+        raise ValueError("--model needs --method network")
     options = ClassicOptions(
         ratio=args.ratio,
         denoiser=Denoiser.parse(args.denoise),
         white_balance=WhiteBalance.parse(args.wb),
         gamma=GammaCurve.parse(args.gamma),
     )
+    inference, model = None, None
+    if method == "network":
+        from darkraw.infer import DEFAULT_MODEL, InferenceOptions
+
+        defaults = InferenceOptions()
+        tile = defaults.tile if args.tile is None else args.tile
+        overlap = defaults.overlap if args.overlap is None else args.overlap
+        inference = InferenceOptions(tile=tile, overlap=overlap)
+        model = args.model or DEFAULT_MODEL
     report = enhance_batch(
         args.inputs,
         args.output,
@@ -270,6 +429,8 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
         fmt=args.format,
         bare=_bare_spec(args),
         overwrite=args.overwrite,
+        model=model,
+        inference=inference,
     )
     if len(report.written) + len(report.skipped) + len(report.failed) > 1 or report.failed:
         print(report.summary(), file=sys.stderr)
@@ -321,7 +482,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from darkraw.train import TrainConfig, train
 
     config = load_config(TrainConfig, args.config)
-    summary = train(config, resume=args.resume, stop_after=args.stop_after)
+    return _report_training(train(config, resume=args.resume, stop_after=args.stop_after))
+
+
+def _report_training(summary: TrainSummary) -> int:
+    if summary.rank:
+        return 0
     lines = [
         f"step {summary.step}: loss {summary.last_loss:.4f}",
         f"{summary.steps_per_s:.2f} steps/s, peak RSS {summary.peak_rss_mib:.0f} MiB",
@@ -332,6 +498,69 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"{summary.classic_psnr:.2f} dB)"
         )
     print(f"{summary.out_dir}: " + "; ".join(lines))
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from darkraw.config import load_config
+    from darkraw.train import DataKind, TrainConfig, Transfer, train
+
+    config = load_config(TrainConfig, args.config)
+    data = config.data
+    if data.kind is not DataKind.SID:
+        raise ValueError(f"{args.config}: finetune needs data.kind: sid and SID list files")
+    if args.fraction is not None:
+        data = replace(data, sid_fraction=args.fraction)
+    if args.per_ratio is not None:
+        data = replace(data, sid_per_ratio=args.per_ratio)
+    config = replace(config, data=data, init_from=args.init_from, transfer=Transfer(args.strategy))
+    return _report_training(train(config, resume=args.resume))
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from darkraw.evaluate import Method, classic_method, evaluate, markdown_table
+    from darkraw.experiment import tiled_network_method
+    from darkraw.infer import resolve_model
+    from darkraw.sid import read_list, select
+
+    pairs = select(
+        read_list(args.data),
+        protocol=args.protocol,
+        exclude_misaligned=not args.keep_misaligned,
+    )
+    if args.limit:
+        pairs = pairs[: args.limit]
+    methods: dict[str, Method] = {}
+    if not args.no_classic:
+        methods[f"classic ({args.denoise})"] = classic_method(args.denoise)
+    for spec in args.model:
+        methods[str(spec)] = tiled_network_method(resolve_model(spec))
+    if not methods:
+        raise ValueError("nothing to evaluate: give --model or drop --no-classic")
+    result = evaluate(pairs, methods, args.output)
+    print(markdown_table(result.table), end="")
+    print(f"report: {result.folder / 'report.html'}")
+    return 0
+
+
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from darkraw.config import load_config
+    from darkraw.evaluate import markdown_table
+    from darkraw.experiment import ExperimentConfig, run_experiment
+
+    result = run_experiment(load_config(ExperimentConfig, args.config))
+    print(markdown_table(result.table), end="")
+    print(f"report: {result.folder / 'report.html'}")
+    return 0
+
+
+def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    from darkraw.onnx_export import export_model_file
+
+    path = export_model_file(args.model, args.output, opset=args.opset)
+    print(f"wrote {path}")
     return 0
 
 
@@ -349,6 +578,10 @@ _COMMANDS = {
     "info": _cmd_info,
     "simulate": _cmd_simulate,
     "train": _cmd_train,
+    "finetune": _cmd_finetune,
+    "evaluate": _cmd_evaluate,
+    "experiment": _cmd_experiment,
+    "export-onnx": _cmd_export_onnx,
     "demo": _cmd_demo,
 }
 

@@ -1,11 +1,18 @@
-"""Enhancing dark raw files on disk: one file, or a batch that goes on past bad files."""
+"""Enhancing dark raw files on disk: one file, or a batch that goes on past bad files.
+
+Two methods render a file: the traditional pipeline (:mod:`darkraw.pipeline`) and the
+See-in-the-Dark network (Chen et al., CVPR 2018; :mod:`darkraw.infer`). The network and torch
+are imported only when a network is asked for, so the classic method starts fast.
+"""
 
 from __future__ import annotations
 
 import sys
+import types
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -13,6 +20,10 @@ from darkraw.errors import DarkrawError, OutputError
 from darkraw.fileio import IMAGE_FORMATS, write_image
 from darkraw.pipeline import ClassicOptions, ClassicResult, run_classic
 from darkraw.rawio import BARE_EXTENSIONS, BareMosaicSpec, read_raw
+
+if TYPE_CHECKING:
+    from darkraw.infer import InferenceOptions, NetworkResult
+    from darkraw.model import SIDUNet
 
 #: File extensions LibRaw reads that a folder given as input is searched for.
 _RAW_EXTENSIONS_TEXT = (
@@ -84,10 +95,34 @@ def enhance_file(
     output: str | Path,
     options: ClassicOptions = ClassicOptions(),
     bare: BareMosaicSpec | None = None,
-) -> ClassicResult:
-    """Render one raw file with the classic pipeline and write the image atomically."""
+    *,
+    model: SIDUNet | None = None,
+    inference: InferenceOptions | None = None,
+) -> ClassicResult | NetworkResult:
+    """Render one raw file and write the image atomically.
+
+    Args:
+        path: the raw file (or bare mosaic, described by ``bare``).
+        output: the image to write (``.png``/``.jpg`` 8-bit, ``.tif`` 16-bit).
+        options: the classic pipeline's settings; with a ``model`` only ``options.ratio`` is
+            used (``None``: chosen automatically).
+        model: render with this network instead of the classic pipeline.
+        inference: how the network runs (tiles, precision, device); defaults if ``None``.
+
+    Raises:
+        DarkrawError: the file cannot be read or the image cannot be written.
+        ValueError: the file does not fit the model (X-Trans file, Bayer model, or the reverse).
+    """
     raw = read_raw(path, bare)
-    result = run_classic(raw.mosaic, raw.meta, options)
+    result: ClassicResult | NetworkResult
+    if model is None:
+        result = run_classic(raw.mosaic, raw.meta, options)
+    else:
+        from darkraw.infer import InferenceOptions, enhance_raw_network
+
+        result = enhance_raw_network(
+            raw.mosaic, raw.meta, model, options.ratio, inference or InferenceOptions()
+        )
     write_image(output, result.image)
     return result
 
@@ -102,18 +137,34 @@ def enhance_batch(
     overwrite: bool = False,
     log: Callable[[str], None] = print,
     progress: bool | None = None,
+    model: SIDUNet | str | Path | None = None,
+    inference: InferenceOptions | None = None,
 ) -> BatchReport:
     """Enhance many files; a bad file is reported and the batch goes on.
 
     Args:
         inputs: raw files and folders of raw files.
         output: an image file (single input) or a folder (created if missing).
+        options: the classic pipeline's settings; with a ``model`` only ``options.ratio``.
         fmt: image format for outputs in a folder: ``png`` (8-bit), ``jpg`` or ``tiff`` (16-bit).
         overwrite: replace existing outputs; otherwise they are skipped, so an interrupted batch
             can simply be run again.
         log: where per-file messages go.
         progress: show a progress bar (``None``: only on a terminal).
+        model: render with a network instead of the classic pipeline: the network itself, a
+            model file or training checkpoint, or ``"default"`` (the bundled weights). A file is
+            loaded once, before any output is written.
+        inference: how the network runs; defaults if ``None``.
+
+    Raises:
+        CheckpointError: the model cannot be loaded (nothing has been written then).
+        OutputError: the outputs cannot be planned or the output folder cannot be made.
     """
+    network = None
+    if model is not None:
+        from darkraw.infer import resolve_model
+
+        network = resolve_model(model)
     given = list(inputs)
     files = collect_inputs(given, include_bare=bare is not None)
     report = BatchReport()
@@ -142,7 +193,7 @@ def enhance_batch(
             emit(f"{dst}: exists, skipped (use --overwrite to replace it)")
             continue
         try:
-            result = enhance_file(src, dst, options, bare)
+            result = enhance_file(src, dst, options, bare, model=network, inference=inference)
         except DarkrawError as err:
             report.failed.append((src, err.problem))
             tqdm.write(f"error: {err}", file=sys.stderr)
@@ -153,13 +204,31 @@ def enhance_batch(
             continue
         report.written.append(dst)
         chosen = "auto " if options.ratio is None else ""
-        emit(
-            f"{src} -> {dst}  (ratio {chosen}{result.ratio:.1f}, "
-            f"denoise {result.denoiser.value}, wb {_fmt_gains(result.wb_gains)})"
-        )
+        if isinstance(result, ClassicResult):
+            how = f"denoise {result.denoiser.value}, wb {_fmt_gains(result.wb_gains)}"
+        else:
+            how = "network"
+        emit(f"{src} -> {dst}  (ratio {chosen}{result.ratio:.1f}, {how})")
     bar.close()
     return report
 
 
 def _fmt_gains(gains: tuple[float, float, float]) -> str:
     return "/".join(f"{g:.2f}" for g in gains)
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as :func:`darkraw.enhance` (see :mod:`darkraw.api`).
+
+    ``darkraw.enhance`` is both this submodule and the one-call API function. Importing the
+    submodule rebinds the package attribute ``darkraw.enhance`` to the module, which would
+    otherwise break ``darkraw.enhance(photo)`` for the rest of the program.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from darkraw.api import enhance
+
+        return enhance(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

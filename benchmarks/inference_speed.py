@@ -1,0 +1,327 @@
+"""How fast and how lean is full-frame inference with the SID U-Net on this CPU?
+
+For one full Sony frame (packed 1424x2128 -> 2848x4256 sRGB output), random-init weights (the
+arithmetic does not depend on the values), each configuration runs in a fresh child process so
+its peak RSS (``resource.getrusage``) is its own:
+
+- ``naive``: the whole frame in one pass, fp32, NCHW memory;
+- ``whole_cl``: the whole frame in one pass, fp32, channels_last;
+- ``tiled``: :func:`darkraw.infer.run_network` with the default tile and margin, fp32,
+  channels_last (the default of ``darkraw enhance --method network``);
+- ``tiled_<T>_<M>``: other tiles ``T`` and margins ``M``;
+- ``bf16``: bf16 autocast + channels_last, only where bf16 is native (skipped otherwise: emulated
+  bf16 is several times slower than fp32);
+- ``w16_tiled``: the width-16 network, tiled;
+- ``*_t2``, ``*_denormal``: the same with ``torch.set_num_threads(2)`` or
+  ``torch.set_flush_denormal(True)``.
+
+FLOPs are counted exactly: a forward hook on every convolution adds ``2 * MACs`` of the call
+(``out_elements * in_channels * kh * kw`` for a convolution, ``in_elements * out_channels * kh *
+kw`` for a 2x2 stride-2 transposed one), so tiled runs count the work their margins repeat.
+"Useful" GFLOP/s divide the whole frame's FLOPs by the time; "executed" GFLOP/s the FLOPs
+actually run. The CPU's fp32 peak is measured with a 4096^3 ``torch.mm`` (what a well-tuned
+kernel reaches) beside the nominal ``cores x GHz x 32`` (two 256-bit FMA pipes per Zen 3 core).
+
+With ``--tolerance`` it measures instead how far tiled output is from whole-frame output
+(random-init networks of width 4 and 32, and a trained one given with ``--trained``).
+
+Usage:
+    python benchmarks/inference_speed.py [--runs 3] [--only NAME ...] [--note TEXT]
+    python benchmarks/inference_speed.py --tolerance [--trained CHECKPOINT]
+Results merge into benchmarks/results/inference_speed.json by configuration name, so the
+configurations can be measured in several sittings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from darkraw.infer import InferenceOptions, run_network
+from darkraw.model import ModelConfig, build_model
+from darkraw.train import Precision, bf16_supported
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "inference_speed.json"
+
+#: Packed size of a Sony a7S II frame (SID's camera): 2848x4256 pixels out.
+PACKED = (1424, 2128)
+
+_DEFAULT = InferenceOptions()
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One configuration of the benchmark."""
+
+    width: int = 32
+    tile: int = _DEFAULT.tile
+    overlap: int = _DEFAULT.overlap
+    channels_last: bool = True
+    precision: str = "fp32"
+    threads: int = 0
+    flush_denormal: bool = False
+
+
+SETUPS: dict[str, Setup] = {
+    "naive": Setup(tile=0, channels_last=False),
+    "whole_cl": Setup(tile=0),
+    "tiled": Setup(),
+    "tiled_t2": Setup(threads=2),
+    "tiled_denormal": Setup(flush_denormal=True),
+    "tiled_512_32": Setup(tile=512, overlap=32),
+    "tiled_768_64": Setup(tile=768, overlap=64),
+    "tiled_1024_64": Setup(tile=1024, overlap=64),
+    "tiled_1024_112": Setup(tile=1024, overlap=112),
+    "bf16": Setup(precision="bf16"),
+    "w16_tiled": Setup(width=16),
+    "w16_naive": Setup(width=16, tile=0, channels_last=False),
+}
+
+#: Configurations run when ``--only`` is not given.
+MAIN = ("naive", "whole_cl", "tiled", "bf16", "w16_tiled", "tiled_t2", "tiled_denormal")
+
+
+def count_flops(model: nn.Module) -> tuple[list[int], list[torch.utils.hooks.RemovableHandle]]:
+    """Hooks that add each convolution's FLOPs (2 per multiply-add) to the returned counter."""
+    total = [0]
+
+    def conv_hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        assert isinstance(module, nn.Conv2d)
+        kh, kw = module.kernel_size
+        macs = out.numel() * (module.in_channels // module.groups) * kh * kw
+        total[0] += 2 * macs
+
+    def up_hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        assert isinstance(module, nn.ConvTranspose2d)
+        kh, kw = module.kernel_size
+        macs = inputs[0].numel() * (module.out_channels // module.groups) * kh * kw
+        total[0] += 2 * macs
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, nn.ConvTranspose2d):
+            handles.append(m.register_forward_hook(up_hook))
+        elif isinstance(m, nn.Conv2d):
+            handles.append(m.register_forward_hook(conv_hook))
+    return total, handles
+
+
+def frame(seed: int = 0) -> np.ndarray:
+    """A packed frame in [0, 1]: amplified dark raw is mostly small values with some noise."""
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.gamma(2.0, 0.05, size=(4, *PACKED)), 0, 1).astype(np.float32)
+
+
+def child(name: str, runs: int) -> dict[str, Any]:
+    """Run one configuration in this (fresh) process; returns its measurements."""
+    setup = SETUPS[name]
+    if setup.flush_denormal:
+        torch.set_flush_denormal(True)
+    if setup.precision == "bf16" and not bf16_supported(torch.device("cpu")):
+        return {
+            "skipped": "this CPU has no native bf16 (no AVX-512 BF16 / AMX): autocast would "
+            "emulate it, several times slower than fp32"
+        }
+    model = build_model(ModelConfig(width=setup.width), torch.Generator().manual_seed(0))
+    options = InferenceOptions(
+        tile=setup.tile,
+        overlap=setup.overlap,
+        precision=Precision(setup.precision),
+        channels_last=setup.channels_last,
+        threads=setup.threads,
+        device="cpu",
+    )
+    planes = frame()
+    counter, handles = count_flops(model)
+    start = time.perf_counter()
+    run_network(model, planes, options)  # warm-up, and the executed FLOPs
+    warmup_s = time.perf_counter() - start
+    executed = counter[0]
+    for handle in handles:
+        handle.remove()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run_network(model, planes, options)
+        times.append(time.perf_counter() - start)
+    return {
+        "setup": setup.__dict__,
+        "threads_used": setup.threads or torch.get_num_threads(),
+        "warmup_s": warmup_s,
+        "times_s": times,
+        "median_s": statistics.median(times),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "executed_gflop": executed / 1e9,
+    }
+
+
+def whole_frame_gflop(width: int) -> float:
+    """FLOPs of one whole-frame forward (at the padded size), counted on a meta-device run."""
+    model = build_model(ModelConfig(width=width)).to("meta")
+    counter, _ = count_flops(model)
+    with torch.inference_mode():
+        model(torch.empty(1, 4, *PACKED, device="meta"))
+    return counter[0] / 1e9
+
+
+def matmul_gflops(n: int = 4096, repeats: int = 5) -> float:
+    """Best fp32 GFLOP/s of an ``n^3`` matrix product: the practical peak of this CPU."""
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def cpu_description() -> dict[str, Any]:
+    info: dict[str, Any] = {"cores": os.cpu_count(), "capability": None, "model": None}
+    info["capability"] = torch.backends.cpu.get_cpu_capability()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["model"] = line.split(":", 1)[1].strip()
+            elif line.startswith("cpu MHz"):
+                info["mhz"] = float(line.split(":", 1)[1])
+    except OSError:
+        pass
+    info["bf16_native"] = bf16_supported(torch.device("cpu"))
+    return info
+
+
+def tiling_tolerance(trained: Path | None) -> dict[str, Any]:
+    """Max and mean |tiled - whole frame| on 300x400 packed inputs, per model and margin.
+
+    Tiles of 256 packed pixels cut the input into several windows whatever the margin; the
+    difference depends on the margin, not on the tile size.
+    """
+    from darkraw.infer import load_model
+
+    models = {
+        f"random_w{w}": build_model(ModelConfig(width=w), torch.Generator().manual_seed(0))
+        for w in (4, 32)
+    }
+    if trained is not None:
+        models[f"trained:{trained.name}"] = load_model(trained)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:300, 0:400]
+    wave = 0.3 + 0.2 * np.sin(yy / 23.0) * np.cos(xx / 31.0)
+    inputs = {
+        "random": rng.random((4, 300, 400), dtype=np.float32),
+        "smooth": np.clip(wave + 0.05 * rng.standard_normal((4, 300, 400)), 0, 1).astype(
+            np.float32
+        ),
+    }
+    out: dict[str, Any] = {}
+    for model_name, model in models.items():
+        for input_name, planes in inputs.items():
+            whole = run_network(model, planes, InferenceOptions(tile=0))
+            for overlap in (32, 64, 112):
+                tiled = run_network(model, planes, InferenceOptions(tile=256, overlap=overlap))
+                diff = np.abs(tiled - whole)
+                key = f"{model_name}/{input_name}/overlap_{overlap}"
+                out[key] = {"max": float(diff.max()), "mean": float(diff.mean())}
+                print(f"{key}: {out[key]}", file=sys.stderr, flush=True)
+    return out
+
+
+def run_child(name: str, runs: int) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", name, "--runs", str(runs)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode:
+        return {"failed": proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]}
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per configuration")
+    parser.add_argument("--only", nargs="+", choices=sorted(SETUPS), help="configurations")
+    parser.add_argument("--note", default="", help="machine state to record with the results")
+    parser.add_argument("--no-peak", action="store_true", help="skip the matmul peak")
+    parser.add_argument(
+        "--tolerance", action="store_true", help="measure tiled vs whole-frame output only"
+    )
+    parser.add_argument(
+        "--trained", type=Path, help="with --tolerance: a trained model file or checkpoint"
+    )
+    parser.add_argument("--child", choices=sorted(SETUPS), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.runs)))
+        return
+
+    results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if args.tolerance:
+        results["tiling_tolerance"] = tiling_tolerance(args.trained)
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        return
+    configs = results.setdefault("configurations", {})
+    results["frame"] = {"packed": list(PACKED), "output": [2 * PACKED[0], 2 * PACKED[1]]}
+    results["cpu"] = cpu_description()
+    flops = {w: whole_frame_gflop(w) for w in (32, 16)}
+    megapixels = 4 * PACKED[0] * PACKED[1] / 1e6
+    results["whole_frame_gflop"] = {str(w): f for w, f in flops.items()}
+    results["gflop_per_output_megapixel"] = {str(w): f / megapixels for w, f in flops.items()}
+    if not args.no_peak:
+        cores = os.cpu_count() or 1
+        ghz = results["cpu"].get("mhz", 0) / 1000
+        results["peak"] = {
+            "matmul_4096_gflops": matmul_gflops(),
+            "nominal_gflops": cores * ghz * 32,
+            "nominal_derivation": f"{cores} cores x {ghz:.3f} GHz x 32 FLOP/cycle "
+            "(2 FMA pipes x 8 fp32 lanes x 2)",
+        }
+    for name in args.only or MAIN:
+        print(f"{name} ...", file=sys.stderr, flush=True)
+        result = run_child(name, args.runs)
+        if "median_s" in result:
+            width = result["setup"]["width"]
+            result["useful_gflops"] = flops[width] / result["median_s"]
+            result["executed_gflops"] = result["executed_gflop"] / result["median_s"]
+            if "peak" in results:
+                result["share_of_matmul_peak"] = (
+                    result["executed_gflops"] / results["peak"]["matmul_4096_gflops"]
+                )
+        result["note"] = args.note
+        configs[name] = result
+        print(f"  {json.dumps(result)}", file=sys.stderr, flush=True)
+        # Written after each configuration, so an interrupted sitting keeps what it measured.
+        write_results(results)
+    print(f"wrote {RESULTS}", file=sys.stderr)
+
+
+def write_results(results: dict[str, Any]) -> None:
+    configs = results["configurations"]
+    naive = configs.get("naive", {}).get("median_s")
+    for result in configs.values():
+        if naive and "median_s" in result:
+            result["speedup_vs_naive"] = naive / result["median_s"]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

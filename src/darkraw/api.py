@@ -1,0 +1,109 @@
+"""One call from a dark raw photo to a bright image: ``darkraw.enhance(path)``.
+
+The same two methods as ``darkraw enhance``: the See-in-the-Dark network (Chen et al., CVPR
+2018; :mod:`darkraw.infer`) or the traditional pipeline (:mod:`darkraw.pipeline`). torch is
+imported only when a network is used (and OpenCV only for the classic pipeline), so
+``import darkraw`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from darkraw.fileio import to_hwc
+from darkraw.metadata import RawMetadata
+from darkraw.rawio import BareMosaicSpec, read_raw
+
+if TYPE_CHECKING:
+    from darkraw.infer import InferenceOptions
+    from darkraw.model import SIDUNet
+    from darkraw.pipeline import ClassicOptions
+
+#: ``model=`` value that selects the traditional pipeline.
+CLASSIC = "classic"
+
+
+def enhance(
+    raw: str | Path | np.ndarray,
+    model: str | Path | SIDUNet = "default",
+    ratio: float | None = None,
+    *,
+    pattern: str | None = None,
+    white_level: float | None = None,
+    black_level: float | tuple[float, float, float, float] = 0.0,
+    inference: InferenceOptions | None = None,
+    classic: ClassicOptions | None = None,
+) -> np.ndarray:
+    """Enhance a dark raw photo.
+
+    Args:
+        raw: a raw file LibRaw reads (ARW, DNG, NEF, RAF, ...) or a bare mosaic file (``.npy``,
+            16-bit PNG/TIFF; give ``pattern`` and ``white_level``), or a 2-D ``(H, W)`` Bayer
+            mosaic array in DN (give ``pattern`` and ``white_level``; ``black_level`` defaults
+            to 0).
+        model: ``"default"`` (the bundled network), a model file or training checkpoint path,
+            a loaded network (to enhance many photos without reloading), or ``"classic"``
+            for the traditional pipeline.
+        ratio: amplification (exposure ratio); ``None`` chooses one from the image.
+        pattern: Bayer layout of a bare mosaic: ``RGGB``, ``BGGR``, ``GRBG`` or ``GBRG``.
+        white_level: saturation level of a bare mosaic, DN.
+        black_level: black level of a bare mosaic, DN (one value or four in the 2x2 tile's
+            raster order).
+        inference: how the network runs (tiles, precision, device); defaults if ``None``.
+        classic: the classic pipeline's settings (its ``ratio`` is replaced by ``ratio``).
+
+    Returns:
+        ``(H, W, 3)`` float32 sRGB in [0, 1], oriented as the camera recorded.
+
+    Raises:
+        DarkrawError: the file cannot be read, or the model cannot be loaded.
+        ValueError: a bad array, a missing ``pattern``/``white_level``, or a file that does not
+            fit the model (X-Trans file, Bayer model, or the reverse).
+    """
+    mosaic, meta = _mosaic(raw, pattern, white_level, black_level)
+    if isinstance(model, str) and model == CLASSIC:
+        # Imported here: OpenCV and the denoisers cost time that ``import darkraw`` should not.
+        from darkraw.pipeline import ClassicOptions, run_classic
+
+        options = classic or ClassicOptions()
+        options = ClassicOptions(
+            ratio=ratio,
+            denoiser=options.denoiser,
+            white_balance=options.white_balance,
+            gamma=options.gamma,
+        )
+        return to_hwc(run_classic(mosaic, meta, options).image)
+    from darkraw.infer import InferenceOptions, enhance_raw_network, resolve_model
+
+    network = resolve_model(model)
+    result = enhance_raw_network(mosaic, meta, network, ratio, inference or InferenceOptions())
+    return to_hwc(result.image)
+
+
+def _mosaic(
+    raw: str | Path | np.ndarray,
+    pattern: str | None,
+    white_level: float | None,
+    black_level: float | tuple[float, float, float, float],
+) -> tuple[np.ndarray, RawMetadata]:
+    if isinstance(raw, np.ndarray):
+        if raw.ndim != 2 or min(raw.shape) < 2:
+            raise ValueError(f"expected a 2-D (H, W) mosaic array, got shape {raw.shape}")
+        if not (np.issubdtype(raw.dtype, np.integer) or np.issubdtype(raw.dtype, np.floating)):
+            raise TypeError(f"expected a numeric mosaic array, got {raw.dtype}")
+        if pattern is None or white_level is None:
+            raise ValueError("a mosaic array needs pattern= and white_level= (and black_level=)")
+        meta = RawMetadata.for_bayer(
+            pattern, raw.shape[0], raw.shape[1], black_level=black_level, white_level=white_level
+        )
+        return raw, meta
+    bare = None
+    if pattern is not None or white_level is not None:
+        if pattern is None or white_level is None:
+            raise ValueError("a bare mosaic file needs both pattern= and white_level=")
+        bare = BareMosaicSpec(pattern=pattern, white_level=white_level, black_level=black_level)
+    image = read_raw(raw, bare)
+    return image.mosaic, image.meta

@@ -1,0 +1,518 @@
+"""Running the See-in-the-Dark U-Net on whole raw files (Chen et al., CVPR 2018).
+
+SID's test script feeds the whole packed frame to the network at once; a Sony frame then needs
+several GiB and small GPUs run out of memory (SID issues #4 and #64). Here the frame is cut into
+overlapping tiles: each tile is run on its own, the margin of width ``overlap`` around it is
+thrown away and only its centre is kept, so memory is bounded by the tile, not the photo.
+
+An output pixel depends on packed inputs up to 107 pixels away, so the default margin of 112
+(:data:`EXACT_OVERLAP`) makes the tiled output equal to one whole-frame pass up to float
+rounding (:data:`TILING_TOLERANCE`, 1e-5). A narrower margin does less repeated work and is
+approximate: the *effective* receptive field of a trained network is much narrower than the
+true one, and with a 64-pixel margin the difference stays near one 8-bit level (see
+:func:`run_network`).
+
+Tile windows start on multiples of 16 packed pixels, so the network's four 2x2 max-pools cut
+every tile on the same grid as the whole frame, and the internal padding to a multiple of 16 at
+the bottom and right of a tile equals the whole frame's wherever the tile touches that edge.
+
+A *model file* holds only the weights, for distribution: one safetensors file whose tensors are
+the ``state_dict`` (fp16 or fp32) and whose string metadata is JSON: ``format``
+(``"darkraw-model"``), ``version`` (1), ``config`` (the :class:`~darkraw.model.ModelConfig`),
+``card`` (free JSON: training data, metrics, licence), ``dtype`` and ``sha256`` (a digest of every
+tensor and the other entries, checked on load). :func:`load_model` also reads the training
+checkpoints of :mod:`darkraw.checkpoint`. Neither format ever unpickles anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.resources
+import json
+import math
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
+
+from darkraw.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from darkraw.checkpoint import load_checkpoint
+from darkraw.dataset import network_input
+from darkraw.errors import CheckpointError, DarkrawError, OutputError
+from darkraw.fileio import atomic_output
+from darkraw.metadata import RawMetadata
+from darkraw.model import PAD_MULTIPLE, ModelConfig, SIDUNet, build_model, to_channels_last
+from darkraw.pipeline import auto_ratio, orient, subtract_black_level
+from darkraw.train import Precision, autocast_dtype
+
+#: Value of the ``format`` metadata entry of a model file.
+MODEL_FORMAT = "darkraw-model"
+
+#: Model-file layout version this module writes and reads.
+MODEL_VERSION = 1
+
+#: What ``--model default`` names: the weights shipped inside the package, when present.
+DEFAULT_MODEL = "default"
+
+#: File name of the bundled weights under ``darkraw/data``.
+DEFAULT_MODEL_FILE = "default_model.safetensors"
+
+#: How far the network looks: an output pixel depends on packed inputs up to 107 pixels away
+#: (measured by back-propagating from single output pixels), rounded up to the pooling grid. A
+#: margin this wide makes tiled output equal to whole-frame output up to float rounding.
+EXACT_OVERLAP = 112
+
+#: Largest difference (sRGB, output range [0, 1]) between tiled output with the default margin
+#: (:data:`EXACT_OVERLAP`) and whole-frame output, for any weights: measured at most 5.2e-6 on
+#: 300x400 packed inputs (random-init widths 4 and 32, and width 32 after 500 and 1000 steps).
+TILING_TOLERANCE = 1e-5
+
+_MODEL_METADATA_KEYS = ("format", "version", "config", "card", "dtype", "sha256")
+_STORAGE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How :func:`run_network` runs the network.
+
+    Attributes:
+        tile: side of a tile window in packed pixels (the output is ``s`` times that), a multiple
+            of 16; 0 runs the whole frame at once (memory grows with the photo). 1024 with the
+            exact margin cuts a Sony frame into 2x3 tiles; measured on a 2-core CPU: half the
+            peak memory of a whole-frame pass (1.25 vs 2.4 GiB) for ~25 % more time, since the
+            margins repeat 40 % of the work (see ``docs/inference.md``).
+        overlap: margin in packed pixels cut from each side of a tile where it meets another
+            tile, a multiple of 16; ``tile >= 2 * overlap + 16`` when tiling. The default,
+            :data:`EXACT_OVERLAP`, covers the receptive field; 64 does ~13 % less work on a Sony
+            frame and differs from whole-frame output by up to ~3e-3 (trained network).
+        precision: ``auto`` (bf16 autocast only where the hardware has it natively), ``bf16``
+            (always; emulated, hence slower, on CPUs without AVX-512 BF16 or AMX) or ``fp32``.
+        channels_last: NHWC memory format, faster on CPU.
+        threads: CPU threads for torch during the run; 0 keeps torch's setting.
+        device: ``auto`` (CUDA if present), ``cpu`` or ``cuda``.
+    """
+
+    tile: int = 1024
+    overlap: int = EXACT_OVERLAP
+    precision: Precision = Precision.AUTO
+    channels_last: bool = True
+    threads: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "precision", Precision(self.precision))
+        for name in ("tile", "overlap", "threads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+        if self.tile % PAD_MULTIPLE or self.overlap % PAD_MULTIPLE:
+            raise ValueError(
+                f"tile and overlap must be multiples of {PAD_MULTIPLE}, "
+                f"got tile={self.tile} overlap={self.overlap}"
+            )
+        if self.tile and self.tile < 2 * self.overlap + PAD_MULTIPLE:
+            raise ValueError(
+                f"tile {self.tile} leaves no centre after cutting overlap {self.overlap} from "
+                f"both sides; use tile >= {2 * self.overlap + PAD_MULTIPLE}"
+            )
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class NetworkResult:
+    """What :func:`enhance_raw_network` returns.
+
+    Attributes:
+        image: ``(3, H', W')`` float32 sRGB in [0, 1] at the mosaic's full size, oriented as the
+            camera recorded (``H'``, ``W'`` swap for portrait orientations).
+        ratio: the amplification used (chosen by :func:`~darkraw.pipeline.auto_ratio` if none
+            was given).
+    """
+
+    image: np.ndarray
+    ratio: float
+
+
+# --- model files -------------------------------------------------------------------------------
+
+
+def save_model_file(
+    path: str | Path,
+    model: SIDUNet,
+    *,
+    dtype: torch.dtype = torch.float16,
+    card: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``model``'s weights and config as a model file, atomically.
+
+    Args:
+        path: the ``.safetensors`` file to write; its folder must exist.
+        model: the network; its weights are copied to the CPU.
+        dtype: storage type, ``torch.float16`` (half the size; loads back as fp32 and predicts
+            within about 1e-3 of the fp32 weights) or ``torch.float32``.
+        card: free JSON describing the model (training data, metrics, licence).
+
+    Raises:
+        ValueError: another dtype, a card that is not JSON, or a weight fp16 cannot hold.
+        OutputError: the file cannot be written.
+    """
+    path = Path(path)
+    names = {v: k for k, v in _STORAGE_DTYPES.items()}
+    if dtype not in names:
+        raise ValueError(f"dtype must be torch.float16 or torch.float32, got {dtype}")
+    card_json = json.dumps(dict(card or {}), sort_keys=True)
+    tensors: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        # A private contiguous copy: safetensors refuses channels_last or shared storage.
+        stored = torch.empty(value.shape, dtype=dtype)
+        stored.copy_(value.detach())
+        if not torch.isfinite(stored).all():
+            raise ValueError(f"weight {key!r} is not finite once stored as {names[dtype]}")
+        tensors[key] = stored
+    metadata = {
+        "format": json.dumps(MODEL_FORMAT),
+        "version": json.dumps(MODEL_VERSION),
+        "config": json.dumps(model.config.to_dict()),
+        "card": card_json,
+        "dtype": json.dumps(names[dtype]),
+    }
+    metadata["sha256"] = json.dumps(_digest(tensors, metadata))
+    data = safetensors_bytes(tensors, metadata)
+    try:
+        with atomic_output(path) as tmp, open(tmp, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError as err:
+        raise OutputError(path, f"cannot write model file ({err.strerror or err})") from None
+    return path
+
+
+def load_model(path: str | Path) -> SIDUNet:
+    """The network stored in a model file or a training checkpoint, fp32, on the CPU, in eval
+    mode and without gradients.
+
+    Raises:
+        CheckpointError: (one line naming the file) it is missing, not safetensors (a pickle is
+            refused before any of it is interpreted), truncated, of another format or version,
+            fails its sha256 check, or holds weights that do not fit its config or are not
+            finite.
+    """
+    path = Path(path)
+    metadata = _read_metadata(path)
+    fmt = _json_entry(path, metadata, "format")
+    if fmt == CHECKPOINT_FORMAT:
+        ckpt = load_checkpoint(path)
+        section = ckpt.config.get("model", {})
+        config = _model_config(path, section)
+        state = ckpt.model_state
+    elif fmt == MODEL_FORMAT:
+        config, state = _read_model_file(path, metadata)
+    else:
+        raise CheckpointError(
+            path, f"not a darkraw model file or checkpoint (format {fmt!r} in its metadata)"
+        )
+    model = build_model(config)
+    _check_state(path, model, state)
+    model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def model_card(path: str | Path) -> dict[str, Any]:
+    """The card of a model file (empty for a training checkpoint); reads only the header."""
+    path = Path(path)
+    metadata = _read_metadata(path)
+    if _json_entry(path, metadata, "format") != MODEL_FORMAT:
+        return {}
+    card = _json_entry(path, metadata, "card")
+    if not isinstance(card, dict):
+        raise CheckpointError(path, "model card is not a JSON object")
+    return card
+
+
+def default_model_path() -> Path:
+    """Where the bundled weights live inside the installed package (the file may be absent)."""
+    return Path(str(importlib.resources.files("darkraw").joinpath("data", DEFAULT_MODEL_FILE)))
+
+
+def resolve_model(spec: str | Path | SIDUNet) -> SIDUNet:
+    """A network from ``"default"`` (the bundled weights), a file path, or a network as is.
+
+    Raises:
+        CheckpointError: the file cannot be loaded, or no weights are bundled for ``"default"``.
+    """
+    if isinstance(spec, SIDUNet):
+        return spec
+    if str(spec) == DEFAULT_MODEL:
+        path = default_model_path()
+        if not path.is_file():
+            raise CheckpointError(
+                path,
+                "no default model is bundled with this darkraw yet; "
+                "give a model file or checkpoint with --model PATH, or use --method classic",
+            )
+        return load_model(path)
+    return load_model(spec)
+
+
+def _digest(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> str:
+    """sha256 over every tensor and metadata entry (except ``sha256``), in sorted key order."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        tensor = tensors[key]
+        digest.update(f"{key}\0{tensor.dtype}\0{list(tensor.shape)}\0".encode())
+        digest.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    for key in sorted(metadata):
+        if key != "sha256":
+            digest.update(f"{key}\0{metadata[key]}\0".encode())
+    return digest.hexdigest()
+
+
+def _read_metadata(path: Path) -> dict[str, str]:
+    if not path.exists():
+        raise CheckpointError(path, "no such model file")
+    if not path.is_file():
+        raise CheckpointError(path, "not a file")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as file:
+            return dict(file.metadata() or {})
+    except SafetensorError as err:
+        reason = " ".join(str(err).split())
+        raise CheckpointError(
+            path, f"not a safetensors model file (pickles are refused): {reason}"
+        ) from None
+    except OSError as err:
+        raise CheckpointError(path, f"cannot read ({err.strerror or err})") from None
+
+
+def _json_entry(path: Path, metadata: Mapping[str, str], key: str) -> Any:
+    if key not in metadata:
+        raise CheckpointError(path, f"a safetensors file but not a darkraw model (no {key!r})")
+    try:
+        return json.loads(metadata[key])
+    except json.JSONDecodeError:
+        raise CheckpointError(path, f"metadata {key!r} is not valid JSON") from None
+
+
+def _model_config(path: Path, section: object) -> ModelConfig:
+    if not isinstance(section, dict):
+        raise CheckpointError(path, f"model config is not a JSON object: {section!r}")
+    try:
+        return ModelConfig.from_dict(section)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(path, f"bad model config: {err}") from None
+
+
+def _read_model_file(
+    path: Path, metadata: Mapping[str, str]
+) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    values = {key: _json_entry(path, metadata, key) for key in _MODEL_METADATA_KEYS}
+    if values["version"] != MODEL_VERSION:
+        raise CheckpointError(
+            path, f"model file version {values['version']!r} is not supported (reads 1)"
+        )
+    if values["dtype"] not in _STORAGE_DTYPES:
+        raise CheckpointError(path, f"unknown storage dtype {values['dtype']!r}")
+    config = _model_config(path, values["config"])
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as file:
+            state = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118
+    except SafetensorError as err:
+        reason = " ".join(str(err).split())
+        raise CheckpointError(path, f"truncated or corrupt model file: {reason}") from None
+    except OSError as err:
+        raise CheckpointError(path, f"cannot read ({err.strerror or err})") from None
+    if values["sha256"] != _digest(state, metadata):
+        raise CheckpointError(path, "sha256 mismatch: the model file is corrupt")
+    return config, state
+
+
+def _check_state(path: Path, model: SIDUNet, state: Mapping[str, torch.Tensor]) -> None:
+    """One-line errors instead of torch's multi-line ``load_state_dict`` report."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            path,
+            f"weights do not fit the model config {model.config.to_dict()}: "
+            f"missing {missing[:3]}, unexpected {unexpected[:3]}",
+        )
+    for key, tensor in expected.items():
+        if state[key].shape != tensor.shape:
+            raise CheckpointError(
+                path,
+                f"weight {key!r} has shape {tuple(state[key].shape)}, the config "
+                f"{model.config.to_dict()} needs {tuple(tensor.shape)}",
+            )
+        if not state[key].is_floating_point() or not torch.isfinite(state[key]).all():
+            # NaN weights give an all-black image that looks like a pipeline bug (SID #73).
+            raise CheckpointError(path, f"weight {key!r} is not finite")
+
+
+# --- tiled inference ---------------------------------------------------------------------------
+
+
+def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """How :func:`run_network` cuts one axis of ``length`` packed pixels.
+
+    Returns:
+        ``(window_start, window_end, keep_start, keep_end)`` per tile, half-open: the network
+        sees the window and its output is kept for the ``keep`` range only. The kept ranges
+        partition ``[0, length)``; every window starts on a multiple of 16 and is at most
+        ``tile`` long. ``tile == 0`` or ``length <= tile`` gives one window, the whole axis.
+    """
+    if length < 1:
+        raise ValueError(f"length must be >= 1, got {length}")
+    if tile == 0 or length <= tile:
+        return [(0, length, 0, length)]
+    core_max = tile - 2 * overlap
+    count = -(-length // core_max)
+    # Equal shares, rounded up to the pooling grid, so no last tile is a sliver.
+    core = -(-length // count)
+    core = -(-core // PAD_MULTIPLE) * PAD_MULTIPLE
+    return [
+        (
+            max(0, start - overlap),
+            min(length, start + core + overlap),
+            start,
+            min(length, start + core),
+        )
+        for start in range(0, length, core)
+    ]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA if present), ``cpu`` or ``cuda`` as a torch device."""
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise DarkrawError(None, "device cuda asked for, but no GPU is visible")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def _threads(count: int) -> Iterator[None]:
+    if not count:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_network(
+    model: SIDUNet, planes: np.ndarray, options: InferenceOptions = InferenceOptions()
+) -> np.ndarray:
+    """Run the network over packed raw planes, tile by tile.
+
+    Args:
+        model: the network; it is moved to the device (and to channels-last memory if asked)
+            in place and put in eval mode.
+        planes: ``(C, h, w)`` packed raw in [0, 1], ``C = model.config.in_channels``, any
+            ``h, w >= 1`` (odd, smaller than a tile, not multiples of 16).
+        options: tile size, margin, precision, memory format, threads, device.
+
+    Returns:
+        ``(3, s*h, s*w)`` float32 sRGB clamped to [0, 1], ``s = model.config.upscale``.
+
+    Tiling: windows of ``tile`` packed pixels overlap by ``2 * overlap``; each keeps only its
+    centre, ``overlap`` pixels away from any window edge that is not the image's edge. Measured
+    max |tiled - whole frame| on 300x400 packed inputs (``benchmarks/inference_speed.py
+    --tolerance``): with the default margin (112) at most 5.2e-6 for any weights (stated
+    tolerance :data:`TILING_TOLERANCE` = 1e-5); with 64, 2.3e-3 to 3.2e-3 for a trained width-32
+    network and up to 0.093 for random init; with 32, 1.2e-2 trained and 0.6 random.
+    ``tile=0`` or an image within one tile gives the whole-frame result exactly.
+    """
+    c = model.config.in_channels
+    planes = np.asarray(planes)
+    if planes.ndim != 3 or planes.shape[0] != c or min(planes.shape[1:]) < 1:
+        raise ValueError(f"expected packed raw planes of shape ({c}, h, w), got {planes.shape}")
+    if not np.issubdtype(planes.dtype, np.floating):
+        raise TypeError(f"expected floating-point planes, got {planes.dtype}")
+    planes = np.asarray(planes, dtype=np.float32)
+    _, h, w = planes.shape
+    s = model.config.upscale
+    device = resolve_device(options.device)
+    amp = autocast_dtype(options.precision, device)
+    model.eval()
+    model.to(device)
+    if options.channels_last:
+        to_channels_last(model)
+    out = np.empty((3, s * h, s * w), dtype=np.float32)
+    rows = tile_spans(h, options.tile, options.overlap)
+    cols = tile_spans(w, options.tile, options.overlap)
+    autocast = torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext()
+    with _threads(options.threads), torch.inference_mode(), autocast:
+        for y0, y1, ky0, ky1 in rows:
+            for x0, x1, kx0, kx1 in cols:
+                x = torch.from_numpy(np.ascontiguousarray(planes[:, y0:y1, x0:x1]))[None]
+                x = x.to(device)
+                if options.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                y = model(x)[0]
+                keep = y[:, s * (ky0 - y0) : s * (ky1 - y0), s * (kx0 - x0) : s * (kx1 - x0)]
+                block = keep.float().clamp_(0.0, 1.0).cpu().numpy()
+                out[:, s * ky0 : s * ky1, s * kx0 : s * kx1] = block
+    return out
+
+
+# --- raw files ---------------------------------------------------------------------------------
+
+
+def enhance_raw_network(
+    mosaic_dn: np.ndarray,
+    meta: RawMetadata,
+    model: SIDUNet,
+    ratio: float | None = None,
+    options: InferenceOptions = InferenceOptions(),
+) -> NetworkResult:
+    """Render a dark raw mosaic with the network.
+
+    The input is exactly the training input (:func:`darkraw.dataset.network_input`: black
+    subtracted, packed, times ``ratio``, clipped to [0, 1]).
+
+    Args:
+        mosaic_dn: ``(H, W)`` in DN.
+        meta: its metadata; a Bayer mosaic needs a 4-plane model, X-Trans a 9-plane one.
+        model: the network.
+        ratio: amplification (exposure ratio); ``None`` chooses one with
+            :func:`~darkraw.pipeline.auto_ratio`, as the classic pipeline does.
+        options: how the network runs.
+
+    Returns:
+        :class:`NetworkResult` with the ``(3, H, W)`` image (oriented) and the ratio used.
+
+    Raises:
+        ValueError: the CFA does not fit the model, or a bad ratio or mosaic shape.
+    """
+    want = 9 if meta.is_xtrans else 4
+    if model.config.in_channels != want:
+        kinds = {4: "Bayer", 9: "X-Trans"}
+        raise ValueError(
+            f"the model takes {kinds[model.config.in_channels]} raw "
+            f"({model.config.in_channels} packed planes) but this file is {kinds[want]}; "
+            f"use a model for {kinds[want]} raw or --method classic"
+        )
+    if ratio is None:
+        ratio = auto_ratio(subtract_black_level(mosaic_dn, meta))
+    elif not (ratio > 0 and math.isfinite(ratio)):
+        raise ValueError(f"ratio must be a positive number, got {ratio}")
+    planes = network_input(mosaic_dn, meta, float(ratio))
+    rgb = run_network(model, planes, options)
+    # Packing pads the mosaic to whole CFA tiles; the network's output of the padding goes.
+    image = orient(rgb[:, : meta.height, : meta.width], meta.flip)
+    return NetworkResult(image=image, ratio=float(ratio))

@@ -1,0 +1,105 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import darkraw
+from darkraw.dng import write_dng
+from darkraw.infer import save_model_file
+from darkraw.model import ModelConfig, build_model
+from darkraw.simulate import darken_mosaic
+
+from conftest import mosaic_from_rgb, smooth_scene
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny networks gain nothing from a second thread, and on a busy machine OpenMP's waiting
+    # threads make each pass several times slower.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny_model_file(tmp_path):
+    model = build_model(ModelConfig(width=4, fc_hidden=8), torch.Generator().manual_seed(0))
+    return save_model_file(tmp_path / "tiny.safetensors", model)
+
+
+@pytest.fixture
+def dark(tmp_path):
+    mosaic, meta = mosaic_from_rgb(smooth_scene(30, 46), "BGGR")
+    dark, dark_meta = darken_mosaic(mosaic, meta, 50, np.random.default_rng(0))
+    return write_dng(tmp_path / "dark.dng", dark, dark_meta), dark, dark_meta
+
+
+def test_enhance_a_path(dark, tiny_model_file):
+    path, _, _ = dark
+    image = darkraw.enhance(path, model=tiny_model_file, ratio=50)
+    assert image.shape == (30, 46, 3) and image.dtype == np.float32
+    assert image.min() >= 0 and image.max() <= 1
+
+
+def test_an_array_gives_what_its_file_gives(dark, tiny_model_file):
+    path, mosaic, meta = dark
+    from_file = darkraw.enhance(str(path), model=tiny_model_file, ratio=50)
+    from_array = darkraw.enhance(
+        mosaic,
+        model=tiny_model_file,
+        ratio=50,
+        pattern="BGGR",
+        white_level=meta.white_level,
+        black_level=meta.black_tile[0][0],
+    )
+    np.testing.assert_array_equal(from_array, from_file)
+
+
+def test_a_loaded_network_and_auto_ratio(dark, tiny_model_file):
+    from darkraw.infer import load_model
+
+    network = load_model(tiny_model_file)
+    image = darkraw.enhance(dark[0], model=network)
+    assert image.shape == (30, 46, 3)
+
+
+def test_classic(dark):
+    path, _, _ = dark
+    image = darkraw.enhance(path, model="classic", ratio=50)
+    assert image.shape == (30, 46, 3)
+    assert 0.1 < image.mean() < 0.9
+
+
+@pytest.mark.parametrize(
+    ("array", "kwargs", "message"),
+    [
+        (np.zeros((8, 8), np.uint16), {}, "needs pattern= and white_level="),
+        (np.zeros((8, 8, 3), np.uint16), {"pattern": "RGGB", "white_level": 1023}, "2-D"),
+    ],
+)
+def test_bad_arrays(array, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        darkraw.enhance(array, model="classic", **kwargs)
+
+
+def test_missing_model_is_a_one_line_error(dark, tmp_path):
+    with pytest.raises(darkraw.DarkrawError, match="no such model file") as err:
+        darkraw.enhance(dark[0], model=tmp_path / "missing.safetensors")
+    assert "\n" not in str(err.value)
+
+
+def test_still_callable_after_the_enhance_submodule_is_imported(dark, tiny_model_file):
+    import darkraw.enhance as batch
+
+    assert callable(batch.enhance_batch)
+    image = darkraw.enhance(dark[0], model=tiny_model_file, ratio=50)
+    assert image.shape == (30, 46, 3)
+
+
+def test_import_darkraw_does_not_import_torch_or_opencv():
+    code = "import sys, darkraw; print('torch' in sys.modules, 'cv2' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
