@@ -91,8 +91,8 @@ def test_missing_model_is_a_one_line_error(dark, tmp_path):
     assert "\n" not in str(err.value)
 
 
-def test_still_callable_after_the_enhance_submodule_is_imported(dark, tiny_model_file):
-    import darkraw.enhance as batch
+def test_enhance_is_the_function_after_the_batch_module_is_imported(dark, tiny_model_file):
+    import darkraw.batch as batch
 
     assert callable(batch.enhance_batch)
     image = darkraw.enhance(dark[0], model=tiny_model_file, ratio=50)

@@ -1,7 +1,5 @@
 """darkraw: make raw photos taken in the dark look as if they were taken in good light."""
 
-# ``darkraw.enhance`` is also a submodule (batches on disk); once imported it stays callable
-# as this function (see darkraw.enhance._CallableModule).
 from darkraw.api import enhance
 from darkraw.errors import DarkrawError, OutputError, RawReadError, UnsupportedSensorError
 from darkraw.metadata import RawMetadata

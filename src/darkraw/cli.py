@@ -402,7 +402,7 @@ def _add_simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def _cmd_enhance(args: argparse.Namespace) -> int:
-    from darkraw.enhance import enhance_batch
+    from darkraw.batch import enhance_batch
 
     method = args.method or ("network" if args.model is not None else "classic")
     if method == "classic" and args.model is not None:

@@ -71,7 +71,7 @@ def collect_sources(inputs: Sequence[str | Path]) -> list[Path]:
     Raises:
         DarkrawError: an input does not exist, or nothing usable was found.
     """
-    from darkraw.enhance import RAW_EXTENSIONS
+    from darkraw.batch import RAW_EXTENSIONS
 
     exts = set(PHOTO_EXTENSIONS) | set(RAW_EXTENSIONS)
     found: list[Path] = []

@@ -8,11 +8,10 @@ are imported only when a network is asked for, so the classic method starts fast
 from __future__ import annotations
 
 import sys
-import types
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -215,20 +214,3 @@ def enhance_batch(
 
 def _fmt_gains(gains: tuple[float, float, float]) -> str:
     return "/".join(f"{g:.2f}" for g in gains)
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable as :func:`darkraw.enhance` (see :mod:`darkraw.api`).
-
-    ``darkraw.enhance`` is both this submodule and the one-call API function. Importing the
-    submodule rebinds the package attribute ``darkraw.enhance`` to the module, which would
-    otherwise break ``darkraw.enhance(photo)`` for the rest of the program.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from darkraw.api import enhance
-
-        return enhance(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
