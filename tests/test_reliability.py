@@ -603,7 +603,9 @@ def test_sigkill_at_a_random_step_loses_at_most_one_interval(photos, tmp_path, c
 def test_ctrl_c_leaves_complete_files_and_a_rerun_finishes(tmp_path, capsys):
     folder, out = tmp_path / "in", tmp_path / "out"
     folder.mkdir()
-    count = 8
+    # Enough files that the batch is still running when the interrupt arrives, even when this
+    # test process is slow to notice the first output on a loaded machine.
+    count = 30
     mosaic, meta = mosaic_from_rgb(smooth_scene(512, 768), "RGGB")
     for i in range(count):
         write_dng(folder / f"frame{i}.dng", mosaic, meta)
