@@ -151,7 +151,18 @@ def save_checkpoint(
         "extra": json.dumps(_plain_json(extra or {}, "extra")),
         "optim": json.dumps(optim_json),
     }
-    metadata["sha256"] = json.dumps(_digest(tensors, metadata))
+    write_sealed(path, tensors, metadata, "checkpoint")
+
+
+def write_sealed(
+    path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str], what: str
+) -> None:
+    """Write a safetensors file whose metadata carries a ``sha256`` of all of it, atomically.
+
+    Shared by checkpoints and model files (:mod:`darkraw.infer`); ``what`` names the file kind
+    in the one-line error a failed write gives.
+    """
+    metadata["sha256"] = json.dumps(content_digest(tensors, metadata))
     data = safetensors_bytes(tensors, metadata)
     try:
         with atomic_output(path) as tmp, open(tmp, "wb") as file:
@@ -161,7 +172,7 @@ def save_checkpoint(
             # pointing at blocks that were never written.
             os.fsync(file.fileno())
     except OSError as err:
-        raise OutputError(path, f"cannot write checkpoint ({err.strerror or err})") from None
+        raise OutputError(path, f"cannot write {what} ({err.strerror or err})") from None
     _fsync_folder(path.parent)
 
 
@@ -368,7 +379,7 @@ def _tensor_bytes(tensor: torch.Tensor) -> bytes:
     return flat.view(torch.uint8).numpy().tobytes()
 
 
-def _digest(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> str:
+def content_digest(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> str:
     """sha256 over every tensor and metadata entry (except ``sha256``), in sorted key order."""
     digest = hashlib.sha256()
     for key in sorted(tensors):
@@ -419,7 +430,7 @@ def _parse_metadata(
         raise CheckpointError(
             path, f"checkpoint version {values['version']!r} is not supported (reads {VERSION})"
         )
-    if values["sha256"] != _digest(tensors, metadata):
+    if values["sha256"] != content_digest(tensors, metadata):
         raise CheckpointError(path, "sha256 mismatch: the checkpoint is corrupt")
     step = values["step"]
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:

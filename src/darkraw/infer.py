@@ -27,11 +27,9 @@ checkpoints of :mod:`darkraw.checkpoint`. Neither format ever unpickles anything
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.resources
 import json
 import math
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,13 +38,11 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as safetensors_bytes
 
 from darkraw.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from darkraw.checkpoint import load_checkpoint
+from darkraw.checkpoint import content_digest, load_checkpoint, write_sealed
 from darkraw.dataset import network_input
-from darkraw.errors import CheckpointError, DarkrawError, OutputError
-from darkraw.fileio import atomic_output
+from darkraw.errors import CheckpointError, DarkrawError
 from darkraw.metadata import RawMetadata
 from darkraw.model import PAD_MULTIPLE, ModelConfig, SIDUNet, build_model, to_channels_last
 from darkraw.pipeline import auto_ratio, orient, subtract_black_level
@@ -184,15 +180,7 @@ def save_model_file(
         "card": card_json,
         "dtype": json.dumps(names[dtype]),
     }
-    metadata["sha256"] = json.dumps(_digest(tensors, metadata))
-    data = safetensors_bytes(tensors, metadata)
-    try:
-        with atomic_output(path) as tmp, open(tmp, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-    except OSError as err:
-        raise OutputError(path, f"cannot write model file ({err.strerror or err})") from None
+    write_sealed(path, tensors, metadata, "model file")
     return path
 
 
@@ -265,19 +253,6 @@ def resolve_model(spec: str | Path | SIDUNet) -> SIDUNet:
     return load_model(spec)
 
 
-def _digest(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> str:
-    """sha256 over every tensor and metadata entry (except ``sha256``), in sorted key order."""
-    digest = hashlib.sha256()
-    for key in sorted(tensors):
-        tensor = tensors[key]
-        digest.update(f"{key}\0{tensor.dtype}\0{list(tensor.shape)}\0".encode())
-        digest.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    for key in sorted(metadata):
-        if key != "sha256":
-            digest.update(f"{key}\0{metadata[key]}\0".encode())
-    return digest.hexdigest()
-
-
 def _read_metadata(path: Path) -> dict[str, str]:
     if not path.exists():
         raise CheckpointError(path, "no such model file")
@@ -332,7 +307,7 @@ def _read_model_file(
         raise CheckpointError(path, f"truncated or corrupt model file: {reason}") from None
     except OSError as err:
         raise CheckpointError(path, f"cannot read ({err.strerror or err})") from None
-    if values["sha256"] != _digest(state, metadata):
+    if values["sha256"] != content_digest(state, metadata):
         raise CheckpointError(path, "sha256 mismatch: the model file is corrupt")
     return config, state
 
