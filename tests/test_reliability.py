@@ -39,6 +39,7 @@ from darkraw.train import TrainConfig, train
 
 from conftest import mosaic_from_rgb, smooth_scene
 from test_cfa import XTRANS
+from test_train import tiny_settings
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "darkraw"
 
@@ -380,31 +381,6 @@ def photos(tmp_path_factory):
         rgb = (smooth_scene(40, 48, seed=i) * 255).round().astype(np.uint8)
         Image.fromarray(np.moveaxis(rgb, 0, -1)).save(folder / f"p{i}.png")
     return folder
-
-
-def tiny_settings(photos: Path, out_dir: Path, **changes) -> dict:
-    """The tiny run of tests/test_train.py::tiny_config, as a YAML-ready dict."""
-    settings = {
-        "data": {
-            "train": [str(photos)],
-            "val_fraction": 0.3,
-            "val_items": 2,
-            "val_patch": 16,
-            "pairs": {"patch": 16},
-            "workers": 0,
-        },
-        "model": {"width": 4, "fc_hidden": 8},
-        "out_dir": str(out_dir),
-        "steps": 6,
-        "precision": "fp32",
-        "threads": 1,
-        "log_every": 1,
-        "val_every": 3,
-        "checkpoint_every": 2,
-        "samples": 1,
-    }
-    settings.update(changes)
-    return settings
 
 
 def write_config(path: Path, settings: dict) -> Path:

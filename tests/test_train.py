@@ -38,7 +38,8 @@ def photos(tmp_path_factory):
     return folder
 
 
-def tiny_config(photos, out_dir, **changes):
+def tiny_settings(photos, out_dir, **changes):
+    """A tiny training run (width 4, 16-pixel crops, 6 steps) as a YAML-ready dict."""
     base = {
         "data": {
             "train": [str(photos)],
@@ -59,7 +60,11 @@ def tiny_config(photos, out_dir, **changes):
         "samples": 1,
     }
     base.update(changes)
-    return from_dict(TrainConfig, base)
+    return base
+
+
+def tiny_config(photos, out_dir, **changes):
+    return from_dict(TrainConfig, tiny_settings(photos, out_dir, **changes))
 
 
 def test_a_run_writes_its_folder(photos, tmp_path):
