@@ -43,6 +43,7 @@ import numpy as np
 from tqdm import tqdm
 
 from darkraw import __version__
+from darkraw.batch import BatchReport
 from darkraw.choices import parse_choice
 from darkraw.dng import write_dng
 from darkraw.errors import DarkrawError, OutputError
@@ -417,17 +418,10 @@ def _plan(index: int, source: Path, options: SimulateOptions) -> _Plan:
 
 
 @dataclass
-class SimulateReport:
+class SimulateReport(BatchReport):
     """What a batch did: output files written or kept, inputs that failed and why."""
 
     inputs: int = 0
-    written: list[Path] = field(default_factory=list)
-    skipped: list[Path] = field(default_factory=list)
-    failed: list[tuple[Path, str]] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
 
     def summary(self) -> str:
         """``3 inputs, 1 failed: 6 files written, 0 skipped``."""
