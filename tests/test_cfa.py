@@ -27,6 +27,20 @@ XTRANS = np.array(
 )
 
 
+def xtrans_meta(height=36, width=48, **fields):
+    """Metadata of an X-Trans mosaic (black 1024, white 16383), as the tests write it."""
+    from darkraw.metadata import RawMetadata
+
+    return RawMetadata(
+        cfa_tile=tuple(map(tuple, XTRANS.tolist())),
+        black_tile=tuple(tuple([1024.0] * 6) for _ in range(6)),
+        white_level=16383,
+        height=height,
+        width=width,
+        **fields,
+    )
+
+
 @pytest.mark.parametrize("pattern", list(BayerPattern))
 def test_bayer_round_trip_is_exact(pattern):
     mosaic = np.random.default_rng(1).integers(0, 2**16, (3, 6, 8)).astype(np.uint16)

@@ -349,20 +349,13 @@ def test_enhance_default_model_absent_is_one_line(tmp_path, dark_dng, capsys, mo
 
 
 def test_enhance_network_single_file_and_xtrans_refused(tmp_path, tiny_model, dark_dng, capsys):
-    from darkraw.metadata import RawMetadata
 
-    from test_cfa import XTRANS
+    from test_cfa import xtrans_meta
 
     out = tmp_path / "out.tif"
     assert main(["enhance", str(dark_dng), "-o", str(out), "--model", str(tiny_model)]) == 0
     assert tifffile.imread(out).shape == (64, 96, 3)
-    meta = RawMetadata(
-        cfa_tile=tuple(map(tuple, XTRANS.tolist())),
-        black_tile=tuple(tuple([1024.0] * 6) for _ in range(6)),
-        white_level=16383,
-        height=36,
-        width=48,
-    )
+    meta = xtrans_meta()
     xt = write_dng(tmp_path / "xt.dng", np.full((36, 48), 1100, np.uint16), meta)
     assert main(["enhance", str(xt), "-o", str(tmp_path / "xt.png"), "--model", str(tiny_model)])
     err = capsys.readouterr().err

@@ -87,16 +87,9 @@ def test_dcraw_reads_our_dng(tmp_path, pattern):
 
 
 def test_xtrans_dng_is_read_as_xtrans(tmp_path):
-    from test_cfa import XTRANS
+    from test_cfa import xtrans_meta
 
-    meta = RawMetadata(
-        cfa_tile=tuple(map(tuple, XTRANS.tolist())),
-        black_tile=tuple(tuple([1024.0] * 6) for _ in range(6)),
-        white_level=16383,
-        height=36,
-        width=48,
-        wb_gains=(1.8, 1.0, 1.5),
-    )
+    meta = xtrans_meta(wb_gains=(1.8, 1.0, 1.5))
     mosaic = np.random.default_rng(0).integers(1024, 16383, (36, 48)).astype(np.uint16)
     back = read_raw(write_dng(tmp_path / "xt.dng", mosaic, meta))
     assert back.meta.is_xtrans and back.meta.cfa_name == "X-Trans"

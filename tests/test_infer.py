@@ -23,14 +23,13 @@ from darkraw.infer import (
     save_model_file,
     tile_spans,
 )
-from darkraw.metadata import RawMetadata
 from darkraw.model import ModelConfig, build_model
 from darkraw.pipeline import auto_ratio, orient, subtract_black_level
 from darkraw.rawio import read_raw
 from darkraw.simulate import darken_mosaic
 
 from conftest import mosaic_from_rgb, smooth_scene
-from test_cfa import XTRANS
+from test_cfa import xtrans_meta
 
 TINY = ModelConfig(width=4, fc_hidden=8)
 TINY_XTRANS = ModelConfig(in_channels=9, width=4, fc_hidden=8)
@@ -65,14 +64,7 @@ def dark_dng(path, pattern, height=30, width=46, seed=0):
 
 
 def xtrans_dng(path):
-    meta = RawMetadata(
-        cfa_tile=tuple(map(tuple, XTRANS.tolist())),
-        black_tile=tuple(tuple([1024.0] * 6) for _ in range(6)),
-        white_level=16383,
-        height=36,
-        width=48,
-        wb_gains=(1.8, 1.0, 1.5),
-    )
+    meta = xtrans_meta(wb_gains=(1.8, 1.0, 1.5))
     mosaic = np.random.default_rng(0).integers(1024, 1400, (36, 48)).astype(np.uint16)
     return write_dng(path, mosaic, meta)
 
