@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from darkraw.denoise import Denoiser
 from darkraw.errors import DarkrawError
-from darkraw.figures import side_by_side
+from darkraw.figures import preview_planes, side_by_side
 from darkraw.fileio import atomic_output, quantize, write_image
 from darkraw.metadata import RawMetadata
 from darkraw.pipeline import (
@@ -216,15 +216,8 @@ def evaluate(
 def _preview(mosaic_dn: np.ndarray, meta: RawMetadata, ratio: float) -> np.ndarray:
     """The dark frame as the network sees it, roughly viewable (packed, green averaged)."""
     planes = pack(amplify(subtract_black_level(mosaic_dn, meta), ratio), meta)
-    if planes.shape[0] == 4:
-        rgb = np.stack([planes[0], (planes[1] + planes[3]) / 2, planes[2]])
-        scale = 2
-    else:
-        rgb = np.stack([planes[:2].mean(0), planes[2:7].mean(0), planes[7:].mean(0)])
-        scale = 3
-    rgb = np.clip(rgb, 0, 1) ** (1 / 2.2)
-    full = rgb.repeat(scale, axis=1).repeat(scale, axis=2)[:, : meta.height, : meta.width]
-    return orient(np.asarray(full, dtype=np.float32), meta.flip)
+    full = preview_planes(planes)[:, : meta.height, : meta.width]
+    return orient(full, meta.flip)
 
 
 def _sheet(rows: list[list[tuple[str, np.ndarray]]]) -> np.ndarray:

@@ -50,3 +50,23 @@ def side_by_side(
             draw.text((x + 6, _LABEL_HEIGHT + height + 4), captions[i], fill=(0, 0, 0), font=small)
         x += width + _GAP
     return np.moveaxis(np.asarray(canvas, dtype=np.float32) / 255.0, -1, 0)
+
+
+def preview_planes(planes: np.ndarray) -> np.ndarray:
+    """Packed raw planes (already amplified) as a quick viewable RGB image.
+
+    Args:
+        planes: ``(4, h, w)`` Bayer (R, G1, B, G2) or ``(9, h, w)`` X-Trans, linear.
+
+    Returns:
+        ``(3, s*h, s*w)`` float32 in [0, 1]: greens averaged, gamma 1/2.2, each packed pixel
+        repeated ``s`` times (2 Bayer, 3 X-Trans) so the preview has the mosaic's size.
+    """
+    if planes.shape[0] == 4:
+        rgb = np.stack([planes[0], (planes[1] + planes[3]) / 2, planes[2]])
+        scale = 2
+    else:
+        rgb = np.stack([planes[:2].mean(0), planes[2:7].mean(0), planes[7:].mean(0)])
+        scale = 3
+    rgb = np.clip(rgb, 0, 1) ** (1 / 2.2)
+    return np.asarray(rgb.repeat(scale, axis=1).repeat(scale, axis=2), dtype=np.float32)

@@ -48,7 +48,7 @@ from darkraw.checkpoint import (
 from darkraw.config import ConfigError, dump_yaml, from_dict, to_dict
 from darkraw.dataset import PairConfig, SIDPairs, SyntheticPairs
 from darkraw.errors import CheckpointError, DarkrawError, OutputError
-from darkraw.figures import side_by_side
+from darkraw.figures import preview_planes, side_by_side
 from darkraw.fileio import atomic_output, write_image
 from darkraw.model import (
     ModelConfig,
@@ -647,7 +647,7 @@ class _Run:
             if k >= self.config.samples:
                 break
             panels = [
-                (f"input x{float(item['ratio']):g}", _preview_input(item["input"])),
+                (f"input x{float(item['ratio']):g}", preview_planes(item["input"].float().numpy())),
                 ("classic (NLM)", item["classic"].numpy()),
                 (f"network, step {self.step}", output.numpy()),
                 ("target", item["target"].numpy()),
@@ -680,18 +680,6 @@ class _Run:
         )
         for _, old in older[: max(0, len(older) - (self.config.keep_checkpoints - 1))]:
             old.unlink(missing_ok=True)
-
-
-def _preview_input(planes: torch.Tensor) -> np.ndarray:
-    """Packed Bayer planes as a quick RGB preview (green averaged, nearest-neighbour x2)."""
-    p = planes.float().numpy()
-    if p.shape[0] == 4:
-        rgb = np.stack([p[0], (p[1] + p[3]) / 2, p[2]])
-    else:
-        rgb = np.stack([p[:2].mean(0), p[2:7].mean(0), p[7:].mean(0)])
-    rgb = np.clip(rgb, 0, 1) ** (1 / 2.2)
-    scale = 2 if p.shape[0] == 4 else 3
-    return np.asarray(rgb.repeat(scale, axis=1).repeat(scale, axis=2), dtype=np.float32)
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: Path, classic_psnr: float | None) -> None:
