@@ -224,13 +224,22 @@ def _crop(
     image: np.ndarray, side: int, period: int, rng: np.random.Generator, *, centre: bool
 ) -> np.ndarray:
     """A ``side`` x ``side`` crop of ``(C, H, W)`` at offsets that are multiples of ``period``."""
-    _, h, w = image.shape
+    top, left = _crop_origin(image.shape[1], image.shape[2], side, period, rng, centre=centre)
+    return image[:, top : top + side, left : left + side]
+
+
+def _crop_origin(
+    h: int, w: int, side: int, period: int, rng: np.random.Generator, *, centre: bool
+) -> tuple[int, int]:
+    """Top-left corner of a ``side`` x ``side`` crop of an ``h`` x ``w`` image, on the CFA grid.
+
+    Random (drawing the row, then the column, from ``rng``) or, with ``centre``, central.
+    """
     if centre:
         top, left = (h - side) // 2, (w - side) // 2
     else:
         top, left = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
-    top, left = top - top % period, left - left % period
-    return image[:, top : top + side, left : left + side]
+    return top - top % period, left - left % period
 
 
 def _augment(
@@ -310,12 +319,9 @@ class SIDPairs(Dataset[dict[str, torch.Tensor]]):
             side = self.patch * (2 if meta.period == 2 else 3)
             if min(meta.height, meta.width) < side:
                 raise DarkrawError(pair.short, f"smaller than a {side}x{side} crop")
-            h, w = meta.height, meta.width
-            if self.train:
-                top, left = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
-            else:
-                top, left = (h - side) // 2, (w - side) // 2
-            top, left = top - top % meta.period, left - left % meta.period
+            top, left = _crop_origin(
+                meta.height, meta.width, side, meta.period, rng, centre=not self.train
+            )
             mosaic = mosaic[top : top + side, left : left + side]
             truth = truth[:, top : top + side, left : left + side]
             meta = meta.replace(height=side, width=side)
