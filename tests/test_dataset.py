@@ -24,7 +24,9 @@ def photos(tmp_path):
 
 
 def test_network_input_follows_sid():
-    meta = RawMetadata.for_bayer("BGGR", 4, 4, black_level=512, white_level=16383)
+    meta = RawMetadata.for_bayer(
+        "BGGR", 4, 4, black_level=512, white_level=16383, wb_gains=(1.0, 1.0, 1.0)
+    )
     dn = np.full((4, 4), 512 + 100, dtype=np.uint16)
     dn[0, 0] = 16383  # a saturated blue pixel stays at 1 after amplification
     dn[1, 1] = 500  # below black: clipped to 0
@@ -35,6 +37,24 @@ def test_network_input_follows_sid():
     assert planes[1, 0, 1] == pytest.approx(100 * 100 / (16383 - 512))
     with pytest.raises(ValueError, match="ratio"):
         network_input(dn, meta, 0)
+
+
+def test_network_input_applies_the_files_white_balance_and_colour_matrix():
+    # A gray scene shot through a camera that sees red at half and blue at a quarter of green.
+    meta = RawMetadata.for_bayer("RGGB", 4, 4, black_level=0, white_level=1000)
+    dn = np.zeros((4, 4), dtype=np.uint16)
+    dn[0::2, 0::2], dn[0::2, 1::2], dn[1::2, 0::2], dn[1::2, 1::2] = 40, 80, 80, 20
+    balanced = network_input(dn, meta.replace(wb_gains=(2.0, 1.0, 4.0)), 5)
+    np.testing.assert_allclose(balanced, 0.4, rtol=1e-6)
+    # No white balance in the file: gray world finds the same gains on this gray scene.
+    np.testing.assert_allclose(network_input(dn, meta, 5), 0.4, rtol=1e-6)
+    # The colour matrix mixes colours: here it swaps red and blue.
+    swap = ((0.0, 0.0, 1.0), (0.0, 1.0, 0.0), (1.0, 0.0, 0.0))
+    tinted = meta.replace(wb_gains=(1.0, 1.0, 1.0), rgb_cam=swap)
+    planes = network_input(dn, tinted, 5)
+    np.testing.assert_allclose(planes[0], 0.1, rtol=1e-6)  # red plane holds blue's light
+    np.testing.assert_allclose(planes[2], 0.2, rtol=1e-6)
+    np.testing.assert_allclose(planes[[1, 3]], 0.4, rtol=1e-6)
 
 
 def test_items_have_the_documented_shapes(photos):

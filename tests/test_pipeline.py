@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from darkraw.cfa import BayerPattern, color_index_map
+from darkraw.cfa import BayerPattern, color_index_map, plane_colors
 from darkraw.denoise import Denoiser
 from darkraw.dng import write_dng
 from darkraw.metadata import RawMetadata
@@ -13,6 +13,7 @@ from darkraw.pipeline import (
     amplify,
     auto_ratio,
     color_correct,
+    color_correct_planes,
     demosaic,
     gamma_decode,
     gamma_encode,
@@ -107,6 +108,21 @@ def test_color_correct_identity_and_matrix():
     np.testing.assert_allclose(color_correct(rgb, swap), rgb[[1, 0, 2]])
     with pytest.raises(ValueError, match=r"\(3, H, W\), got \(4, 5\)"):
         color_correct(rgb[0], None)
+
+
+@pytest.mark.parametrize("num_planes", [4, 9])
+def test_color_correct_planes_matches_color_correct_on_flat_colour(num_planes):
+    rgb = np.array([0.2, 0.5, 0.3], dtype=np.float32)
+    colors = np.asarray(plane_colors(num_planes))
+    planes = np.broadcast_to(rgb[colors][:, None, None], (num_planes, 3, 5)).copy()
+    matrix = np.array([[1.6, -0.4, -0.2], [-0.2, 1.4, -0.2], [0.0, -0.5, 1.5]])
+    expected = color_correct(rgb[:, None, None], matrix)[:, 0, 0]
+    out = color_correct_planes(planes, matrix)
+    assert out.dtype == np.float32 and out.shape == planes.shape
+    np.testing.assert_allclose(
+        out, np.broadcast_to(expected[colors][:, None, None], out.shape), rtol=1e-6
+    )
+    np.testing.assert_allclose(color_correct_planes(planes * 3, None), np.clip(planes * 3, 0, 1))
 
 
 @pytest.mark.parametrize("flip", [0, 1, 2, 3, 4, 5, 6, 7])

@@ -5,9 +5,12 @@ before training, which needs 64 GB for its Sony set. Here each item reads one so
 one crop, and simulates its dark frame (:mod:`darkraw.simulate`), so memory does not grow with
 the number of files and a folder of any size works.
 
-The network input follows SID exactly: black level subtracted, scaled to white 1, packed, times
-the exposure ratio, clipped to [0, 1]. :func:`network_input` is shared with inference so that the
-two never disagree.
+The network input follows SID (black level subtracted, scaled to white 1, packed, times the
+exposure ratio, clipped to [0, 1]) and then applies the file's white balance and colour matrix, as
+the classic pipeline does. SID trains one network per camera, which learns that camera's colour
+rendering; one network for every camera cannot guess a file's white balance from the pixels (a
+network fed raw colours tinted GoPro and phone files red), while the file states it.
+:func:`network_input` is shared with inference so that the two never disagree.
 """
 
 from __future__ import annotations
@@ -27,7 +30,16 @@ from darkraw.errors import DarkrawError
 from darkraw.fileio import read_image
 from darkraw.metadata import RawMetadata
 from darkraw.noise import NoiseProfile
-from darkraw.pipeline import ClassicOptions, pack, run_classic, subtract_black_level, unorient
+from darkraw.pipeline import (
+    ClassicOptions,
+    color_correct_planes,
+    gray_world_gains,
+    pack,
+    run_classic,
+    subtract_black_level,
+    unorient,
+    white_balance,
+)
 from darkraw.rawio import read_raw
 from darkraw.sid import SIDPair, cached_ground_truth
 from darkraw.simulate import NoiseModel, SimulationConfig, simulate_dark
@@ -46,7 +58,12 @@ SID_RATIOS = (100.0, 250.0, 300.0)
 
 
 def network_input(mosaic_dn: np.ndarray, meta: RawMetadata, ratio: float) -> np.ndarray:
-    """A raw mosaic as the network sees it (SID's recipe).
+    """A raw mosaic as the network sees it: SID's recipe, then the file's colour.
+
+    Black level subtracted, scaled to white 1, packed, times ``ratio``; then the as-shot white
+    balance (gray world when the file has none), clipped to [0, 1] as the classic pipeline does,
+    and the colour matrix (:func:`~darkraw.pipeline.color_correct_planes`), so the network sees
+    linear sRGB primaries sampled on the CFA whatever the camera.
 
     Args:
         mosaic_dn: ``(H, W)`` in DN.
@@ -59,7 +76,11 @@ def network_input(mosaic_dn: np.ndarray, meta: RawMetadata, ratio: float) -> np.
     if not ratio > 0 or not math.isfinite(ratio):
         raise ValueError(f"ratio must be a positive number, got {ratio}")
     raw_lin = subtract_black_level(mosaic_dn, meta) * np.float32(ratio)
-    return np.asarray(np.clip(pack(raw_lin, meta), 0.0, 1.0), dtype=np.float32)
+    planes = pack(raw_lin, meta)
+    gains = meta.wb_gains if meta.wb_gains is not None else gray_world_gains(planes)
+    planes = white_balance(planes, gains)
+    matrix = None if meta.rgb_cam is None else np.asarray(meta.rgb_cam)
+    return np.asarray(color_correct_planes(planes, matrix), dtype=np.float32)
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,29 @@ def white_balance(planes: np.ndarray, gains: tuple[float, float, float]) -> np.n
     return np.clip(planes * g, 0.0, 1.0)
 
 
+def color_correct_planes(planes: np.ndarray, matrix: np.ndarray | None) -> np.ndarray:
+    """:func:`color_correct` on packed planes, without demosaicing, clipped to [0, 1].
+
+    Each plane keeps its own samples for its colour and takes the other two colours from the
+    mean of their planes in the same packed pixel (a 2x2 or 6x6 neighbourhood of the mosaic), so
+    the result is the colour-corrected image sampled on the CFA.
+
+    Args:
+        planes: ``(C, h, w)`` white-balanced, C 4 (Bayer) or 9 (X-Trans).
+        matrix: camera-to-sRGB, rows summing to 1; ``None`` means identity (planes only clipped).
+    """
+    if matrix is None:
+        return np.asarray(np.clip(planes, 0.0, 1.0), dtype=np.float32)
+    colors = np.asarray(plane_colors(planes.shape[0]))
+    m = np.asarray(matrix, dtype=np.float32)
+    means = [planes[colors == c].mean(axis=0) for c in range(3)]
+    out = np.empty(planes.shape, dtype=np.float32)
+    for i, c in enumerate(colors):
+        others = sum(m[c, k] * means[k] for k in range(3) if k != c)
+        out[i] = m[c, c] * planes[i] + others
+    return np.clip(out, 0.0, 1.0)
+
+
 def _malvar_kernels() -> dict[str, np.ndarray]:
     """The four 5x5 filters of Malvar-He-Cutler demosaicing, normalized to unit sum."""
     g_at_rb = np.array(

@@ -1,0 +1,156 @@
+"""Do real raw files, darkened with a real camera's noise, come back closer to their clean
+rendering with the network than with the classic pipeline? (Issue 6's acceptance.)
+
+Every raw file in ../shared/data/raw/ (three LibRaw files and two bare mosaics) is read at full
+resolution, rendered clean by the classic pipeline with no denoising (the reference), then given
+1/100 and 1/300 of its light with the calibrated SonyA7S2 noise (ELD: shot, Tukey-lambda read,
+row and quantisation noise, black level 512 DN), written as a DNG and read back the way a user's
+file would be. Both methods render the dark frame at its true ratio with the reference's sRGB
+gamma: the classic pipeline with its default denoiser (BM3D up to 1 Mpixel per plane, NLM
+above), and the network (tiled, exact margin). Scores: PSNR and SSIM on 8-bit images (SID's
+reporting) against the reference, per file and ratio.
+
+Usage:
+    python benchmarks/default_model_vs_classic.py [--model default|PATH] [--ratios 100,300]
+        [--out benchmarks/results/default_model_vs_classic.json] [--images docs/images]
+
+The comparison images (``acceptance_<file>_x<ratio>.png``: dark as shot, classic, network,
+reference, on a crop at full resolution) go to ``--images``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from darkraw.denoise import Denoiser
+from darkraw.dng import write_dng
+from darkraw.evaluate import score
+from darkraw.figures import side_by_side
+from darkraw.fileio import write_image
+from darkraw.infer import InferenceOptions, enhance_raw_network, resolve_model
+from darkraw.pipeline import ClassicOptions, GammaCurve, orient, run_classic
+from darkraw.rawio import BareMosaicSpec, read_raw
+from darkraw.simulate import SimulationConfig, simulate_dark
+from darkraw.sources import clean_from_raw
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "raw"
+
+#: The files and what the bare mosaics do not say about themselves (from data/README.md).
+FILES: dict[str, BareMosaicSpec | None] = {
+    "HERO7_GOPR9231.DNG": None,
+    "Fusion_GPBK7066.DNG": None,
+    "RAW_KODAK_DC50.KDC": None,
+    "halide_bayer_small.png": BareMosaicSpec("GRBG", white_level=1023, black_level=25),
+    "aisp_vivoX90_x90_3_4.npy": BareMosaicSpec("RGGB", white_level=4095, black_level=0),
+}
+
+#: Side of the full-resolution crop shown in the comparison images.
+CROP = 640
+
+
+def center_crop(image: np.ndarray, side: int) -> np.ndarray:
+    _, h, w = image.shape
+    top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return image[:, top : top + side, left : left + side]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default", help="'default' or a model/checkpoint")
+    parser.add_argument("--ratios", default="100,300")
+    parser.add_argument("--files", default="", help="comma-separated subset of the files")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="benchmarks/results/default_model_vs_classic.json")
+    parser.add_argument("--images", default="docs/images")
+    args = parser.parse_args()
+    ratios = [float(r) for r in args.ratios.split(",")]
+    model = resolve_model(args.model)
+    images = Path(args.images)
+    images.mkdir(parents=True, exist_ok=True)
+    simulation = SimulationConfig(camera="SonyA7S2")
+    profile = simulation.profile()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        chosen = args.files.split(",") if args.files else list(FILES)
+        for name in chosen:
+            bare = FILES[name]
+            path = DATA / name
+            if not path.exists():
+                print(f"skipped {name}: not in {DATA}")
+                continue
+            raw = read_raw(path, bare)
+            clean = clean_from_raw(raw.mosaic, raw.meta, GammaCurve.SRGB)
+            reference = orient(clean.reference, clean.meta.flip)
+            for ratio in ratios:
+                rng = np.random.default_rng([args.seed, int(ratio)])
+                dark = simulate_dark(
+                    clean.raw_lin, clean.meta, ratio, simulation, rng, profile=profile
+                )
+                back = read_raw(write_dng(Path(tmp) / "dark.dng", dark.mosaic_dn, dark.meta))
+                start = time.perf_counter()
+                classic = run_classic(
+                    back.mosaic,
+                    back.meta,
+                    ClassicOptions(ratio=ratio, denoiser=Denoiser.AUTO, gamma=GammaCurve.SRGB),
+                )
+                classic_s = time.perf_counter() - start
+                start = time.perf_counter()
+                network = enhance_raw_network(
+                    back.mosaic, back.meta, model, ratio, InferenceOptions()
+                ).image
+                network_s = time.perf_counter() - start
+                as_shot = run_classic(
+                    back.mosaic,
+                    back.meta,
+                    ClassicOptions(ratio=1.0, denoiser=Denoiser.NONE, gamma=GammaCurve.SRGB),
+                ).image
+                c, n = score(classic.image, reference), score(network, reference)
+                row = {
+                    "file": name,
+                    "size": f"{raw.meta.width}x{raw.meta.height}",
+                    "ratio": ratio,
+                    "classic_denoiser": classic.denoiser.value,
+                    "classic_psnr": round(c.psnr8, 2),
+                    "classic_ssim": round(c.ssim8, 4),
+                    "network_psnr": round(n.psnr8, 2),
+                    "network_ssim": round(n.ssim8, 4),
+                    "classic_s": round(classic_s, 2),
+                    "network_s": round(network_s, 2),
+                    "K": round(getattr(dark.params, "k", float("nan")), 3),
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                stem = Path(name).stem
+                panels = [
+                    ("dark, as shot", as_shot),
+                    (f"classic ({classic.denoiser.value})", classic.image),
+                    ("network", network),
+                    ("reference (clean raw)", reference),
+                ]
+                captions = [
+                    "",
+                    f"PSNR {c.psnr8:.2f} dB, SSIM {c.ssim8:.3f}",
+                    f"PSNR {n.psnr8:.2f} dB, SSIM {n.ssim8:.3f}",
+                    "",
+                ]
+                sheet = side_by_side(
+                    [(label, center_crop(img, CROP)) for label, img in panels],
+                    max_width=2000,
+                    captions=captions,
+                )
+                write_image(images / f"acceptance_{stem}_x{ratio:g}.png", sheet)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"model": str(args.model), "rows": rows}, indent=2) + "\n")
+    wins = sum(r["network_psnr"] > r["classic_psnr"] for r in rows)
+    print(f"network closer (PSNR) on {wins} of {len(rows)}; written: {out}")
+
+
+if __name__ == "__main__":
+    main()
