@@ -29,7 +29,10 @@ def only_files(folder):
 
 def test_enhance_writes_png_with_auto_ratio(tmp_path, dark_dng, capsys):
     out = tmp_path / "out.png"
-    assert main(["enhance", str(dark_dng), "-o", str(out), "--denoise", "nlm"]) == 0
+    assert (
+        main(["enhance", "--method", "classic", str(dark_dng), "-o", str(out), "--denoise", "nlm"])
+        == 0
+    )
     img = read_image(out)
     assert img.shape == (3, 64, 96)
     assert 0.2 < img.mean() < 0.8  # brightened from a near-black frame
@@ -39,7 +42,21 @@ def test_enhance_writes_png_with_auto_ratio(tmp_path, dark_dng, capsys):
 def test_enhance_tiff_is_16_bit(tmp_path, dark_dng):
     out = tmp_path / "out.tif"
     assert (
-        main(["enhance", str(dark_dng), "-o", str(out), "--ratio", "50", "--denoise", "none"]) == 0
+        main(
+            [
+                "enhance",
+                "--method",
+                "classic",
+                str(dark_dng),
+                "-o",
+                str(out),
+                "--ratio",
+                "50",
+                "--denoise",
+                "none",
+            ]
+        )
+        == 0
     )
     arr = tifffile.imread(out)
     assert arr.dtype == np.uint16 and arr.shape == (64, 96, 3)
@@ -52,7 +69,18 @@ def test_batch_goes_on_past_bad_files(tmp_path, dark_dng, capsys):
     missing = tmp_path / "missing.dng"
     out = tmp_path / "results"
     code = main(
-        ["enhance", str(fake), str(dark_dng), str(missing), "-o", str(out), "--denoise", "none"]
+        [
+            "enhance",
+            "--method",
+            "classic",
+            str(fake),
+            str(dark_dng),
+            str(missing),
+            "-o",
+            str(out),
+            "--denoise",
+            "none",
+        ]
     )
     assert code == 1
     assert only_files(out) == ["dark.png"]
@@ -65,17 +93,41 @@ def test_batch_goes_on_past_bad_files(tmp_path, dark_dng, capsys):
 
 def test_folder_input_and_skip_existing(tmp_path, dark_dng, capsys):
     out = tmp_path / "results"
-    assert main(["enhance", str(tmp_path), "-o", str(out), "--denoise", "none"]) == 0
+    assert (
+        main(["enhance", "--method", "classic", str(tmp_path), "-o", str(out), "--denoise", "none"])
+        == 0
+    )
     first = (out / "dark.png").stat().st_mtime_ns
-    assert main(["enhance", str(tmp_path), "-o", str(out), "--denoise", "none"]) == 0
+    assert (
+        main(["enhance", "--method", "classic", str(tmp_path), "-o", str(out), "--denoise", "none"])
+        == 0
+    )
     assert (out / "dark.png").stat().st_mtime_ns == first
     assert "skipped" in capsys.readouterr().out
-    assert main(["enhance", str(dark_dng), "-o", str(out), "--overwrite", "--denoise", "none"]) == 0
+    assert (
+        main(
+            [
+                "enhance",
+                "--method",
+                "classic",
+                str(dark_dng),
+                "-o",
+                str(out),
+                "--overwrite",
+                "--denoise",
+                "none",
+            ]
+        )
+        == 0
+    )
 
 
 def test_unwritable_output_gives_one_line_and_no_partial_file(tmp_path, dark_dng, capsys):
     out = tmp_path / "no_such_folder" / "out.png"
-    assert main(["enhance", str(dark_dng), "-o", str(out), "--denoise", "none"]) == 1
+    assert (
+        main(["enhance", "--method", "classic", str(dark_dng), "-o", str(out), "--denoise", "none"])
+        == 1
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert any(f"{out}: output folder" in line for line in err)
     assert not out.parent.exists()
@@ -101,7 +153,10 @@ def test_full_disk_leaves_no_partial_file(tmp_path, dark_dng, monkeypatch, capsy
 
     monkeypatch.setattr(Image.Image, "save", half_written_then_full)
     out = tmp_path / "full.png"
-    assert main(["enhance", str(dark_dng), "-o", str(out), "--denoise", "none"]) == 1
+    assert (
+        main(["enhance", "--method", "classic", str(dark_dng), "-o", str(out), "--denoise", "none"])
+        == 1
+    )
     assert not out.exists()
     assert only_files(tmp_path) == ["dark.dng"]
     assert "No space left on device" in capsys.readouterr().err
@@ -138,12 +193,15 @@ def test_usage_errors_exit_2(dark_dng):
     assert exc.value.code == 2
 
 
-def test_demo(tmp_path):
+def test_demo(tmp_path, capsys):
     assert main(["demo", "-o", str(tmp_path / "demo"), "--denoise", "nlm"]) == 0
     comparison = read_image(tmp_path / "demo" / "comparison.png")
     classic = read_image(tmp_path / "demo" / "sample_classic.png")
-    assert comparison.shape[2] > classic.shape[2]
-    assert classic.mean() > 0.15
+    network = read_image(tmp_path / "demo" / "sample_network.png")
+    assert network.shape == classic.shape
+    assert comparison.shape[2] > 2 * classic.shape[2] * comparison.shape[1] / classic.shape[1]
+    assert classic.mean() > 0.15 and network.mean() > 0.15
+    assert "sample_network.png" in capsys.readouterr().out
 
 
 def test_module_entry_point_runs():
@@ -157,7 +215,21 @@ def test_outputs_get_the_usual_permissions(tmp_path, dark_dng):
     out = tmp_path / "perm.png"
     old = os.umask(0o022)
     try:
-        assert main(["enhance", str(dark_dng), "-o", str(out), "--denoise", "none"]) == 0
+        assert (
+            main(
+                [
+                    "enhance",
+                    "--method",
+                    "classic",
+                    str(dark_dng),
+                    "-o",
+                    str(out),
+                    "--denoise",
+                    "none",
+                ]
+            )
+            == 0
+        )
     finally:
         os.umask(old)
     assert out.stat().st_mode & 0o777 == 0o644
@@ -370,11 +442,21 @@ def test_enhance_network_bad_tiles_exit_2(tmp_path, dark_dng, extra):
     assert exc.value.code == 2
 
 
-def test_enhance_model_with_classic_method_or_tile_too_small_exit_2(tmp_path, dark_dng, capsys):
+def test_options_of_the_other_method_or_tile_too_small_exit_2(tmp_path, dark_dng, capsys):
     out = tmp_path / "o.png"
     args = ["enhance", str(dark_dng), "-o", str(out)]
-    assert main([*args, "--method", "classic", "--model", "m.safetensors"]) == 2
+    assert main([*args, "--method", "classic", "--model", "m.safetensors", "--tile", "64"]) == 2
+    assert "--model, --tile apply to --method network only" in capsys.readouterr().err
+    # The network is the default method, so classic-only options need --method classic.
+    assert main([*args, "--denoise", "nlm", "--gamma", "srgb"]) == 2
+    assert "--denoise, --gamma apply to --method classic only" in capsys.readouterr().err
     assert main([*args, "--method", "network", "--tile", "64", "--overlap", "32"]) == 2
-    err = capsys.readouterr().err
-    assert "--model needs --method network" in err and "leaves no centre" in err
+    assert "leaves no centre" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_enhance_uses_the_bundled_network_by_default(tmp_path, dark_dng, capsys):
+    out = tmp_path / "out.png"
+    assert main(["enhance", str(dark_dng), "-o", str(out), "--ratio", "50"]) == 0
+    assert read_image(out).shape == (3, 64, 96)
+    assert "network" in capsys.readouterr().out

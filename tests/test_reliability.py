@@ -172,7 +172,19 @@ def test_bad_input_gives_one_line_and_no_output(corpus, case, tmp_path, capfd):
     path, problem = corpus[case]
     out = tmp_path / "out"
     out.mkdir()
-    code = main(["enhance", str(path), "-o", str(out / "result.png"), "--denoise", "none", *BARE])
+    code = main(
+        [
+            "enhance",
+            "--method",
+            "classic",
+            str(path),
+            "-o",
+            str(out / "result.png"),
+            "--denoise",
+            "none",
+            *BARE,
+        ]
+    )
     err = capfd.readouterr().err  # file-descriptor level: LibRaw's own messages would show here
     assert code == 1
     errors = [line for line in error_lines(err) if line.startswith("error:")]
@@ -216,7 +228,9 @@ def test_a_batch_goes_on_past_every_bad_file(corpus, tmp_path, capfd):
     good_dng(folder / "good_a.dng")
     good_dng(folder / "good_b.dng", 30, 40)
     out = tmp_path / "out"
-    code = main(["enhance", str(folder), "-o", str(out), "--denoise", "none", *BARE])
+    code = main(
+        ["enhance", "--method", "classic", str(folder), "-o", str(out), "--denoise", "none", *BARE]
+    )
     err = capfd.readouterr().err
     assert code == 1
     lines = error_lines(err)
@@ -251,7 +265,12 @@ def test_output_folder_under_a_file(tmp_path, dng_folder, capsys):
     blocker = tmp_path / "blocker"
     blocker.write_text("a file, not a folder")
     out = blocker / "out"
-    assert main(["enhance", str(dng_folder), "-o", str(out), "--denoise", "none"]) == 1
+    assert (
+        main(
+            ["enhance", "--method", "classic", str(dng_folder), "-o", str(out), "--denoise", "none"]
+        )
+        == 1
+    )
     lines = error_lines(capsys.readouterr().err)
     assert lines == [f"darkraw: error: {out}: cannot create output folder (Not a directory)"]
 
@@ -265,7 +284,12 @@ def test_permission_denied_output_folder(tmp_path, dng_folder, monkeypatch, caps
 
     monkeypatch.setattr(tempfile, "mkstemp", denied)
     out = tmp_path / "out"
-    assert main(["enhance", str(dng_folder), "-o", str(out), "--denoise", "none"]) == 1
+    assert (
+        main(
+            ["enhance", "--method", "classic", str(dng_folder), "-o", str(out), "--denoise", "none"]
+        )
+        == 1
+    )
     lines = error_lines(capsys.readouterr().err)
     assert "0 written, 0 skipped, 3 failed" in lines
     assert f"error: {out / 'a.png'}: cannot write here (Permission denied)" in lines
@@ -290,7 +314,9 @@ def test_full_disk_during_a_batch(tmp_path, dng_folder, file_size_limit, capsys)
     out = tmp_path / "out"
     out.mkdir()
     file_size_limit(600)
-    code = main(["enhance", str(dng_folder), "-o", str(out), "--denoise", "none"])
+    code = main(
+        ["enhance", "--method", "classic", str(dng_folder), "-o", str(out), "--denoise", "none"]
+    )
     file_size_limit(None)
     assert code == 1
     lines = error_lines(capsys.readouterr().err)

@@ -8,13 +8,14 @@ imported only when a network is used (and OpenCV only for the classic pipeline),
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from darkraw.fileio import to_hwc
-from darkraw.metadata import RawMetadata
+from darkraw.metadata import RawMetadata, as_matrix3
 from darkraw.rawio import BareMosaicSpec, read_raw
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ def enhance(
     pattern: str | None = None,
     white_level: float | None = None,
     black_level: float | tuple[float, float, float, float] = 0.0,
+    wb_gains: tuple[float, float, float] | None = None,
+    color_matrix: Sequence[Sequence[float]] | None = None,
     inference: InferenceOptions | None = None,
     classic: ClassicOptions | None = None,
 ) -> np.ndarray:
@@ -52,6 +55,10 @@ def enhance(
         white_level: saturation level of a bare mosaic, DN.
         black_level: black level of a bare mosaic, DN (one value or four in the 2x2 tile's
             raster order).
+        wb_gains: as-shot white balance (R, G, B multipliers, green 1) of a mosaic array;
+            ``None`` estimates it (gray world), as for bare mosaic files.
+        color_matrix: camera-to-sRGB 3x3 matrix of a mosaic array, rows summing to 1; ``None``
+            is the identity.
         inference: how the network runs (tiles, precision, device); defaults if ``None``.
         classic: the classic pipeline's settings (its ``ratio`` is replaced by ``ratio``).
 
@@ -64,6 +71,13 @@ def enhance(
             fit the model (X-Trans file, Bayer model, or the reverse).
     """
     mosaic, meta = _mosaic(raw, pattern, white_level, black_level)
+    if wb_gains is not None or color_matrix is not None:
+        if not isinstance(raw, np.ndarray):
+            raise ValueError("wb_gains= and color_matrix= are for mosaic arrays; files carry them")
+        meta = meta.replace(
+            wb_gains=None if wb_gains is None else tuple(float(g) for g in wb_gains),
+            rgb_cam=None if color_matrix is None else as_matrix3(color_matrix),
+        )
     if isinstance(model, str) and model == CLASSIC:
         # Imported here: OpenCV and the denoisers cost time that ``import darkraw`` should not.
         from darkraw.pipeline import ClassicOptions, run_classic

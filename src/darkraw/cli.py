@@ -125,15 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         choices=["classic", "network"],
         default=None,
-        help="rendering method: classic (the traditional pipeline) or network (the SID U-Net); "
-        "default: network when --model is given, classic otherwise",
+        help="rendering method: network (the SID U-Net, default) or classic (the traditional "
+        "pipeline: black level, denoise, white balance, gamma)",
     )
     enh.add_argument(
         "--model",
         metavar="PATH",
         default=None,
         help="network weights: a darkraw model file or training checkpoint (.safetensors), or "
-        "'default' for the bundled model (implies --method network)",
+        "'default' for the bundled model (default: default)",
     )
     enh.add_argument(
         "--tile",
@@ -161,20 +161,21 @@ def build_parser() -> argparse.ArgumentParser:
     enh.add_argument(
         "--denoise",
         choices=[d.value for d in Denoiser],
-        default="auto",
-        help="classic: denoiser: bm3d (best, ~35 s/MP), nlm (fast), auto (bm3d up to ~1 MP), none",
+        default=None,
+        help="classic: denoiser: bm3d (best, ~35 s/MP), nlm (fast), auto (bm3d up to ~1 MP), none "
+        "(default: auto)",
     )
     enh.add_argument(
         "--wb",
         choices=[w.value for w in WhiteBalance],
-        default="camera",
-        help="classic: white balance: camera (as shot), gray (gray world), none",
+        default=None,
+        help="classic: white balance: camera (as shot), gray (gray world), none (default: camera)",
     )
     enh.add_argument(
         "--gamma",
         choices=[g.value for g in GammaCurve],
-        default="bt709",
-        help="classic: transfer curve: bt709 (LibRaw's default) or srgb",
+        default=None,
+        help="classic: transfer curve: bt709 (LibRaw's default) or srgb (default: bt709)",
     )
     enh.add_argument(
         "--format", choices=["png", "jpg", "tiff"], default="png", help="format in a folder"
@@ -314,10 +315,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.add_argument("config", metavar="CONFIG", help="YAML experiment config")
 
-    demo = sub.add_parser("demo", help="run the classic pipeline on the bundled dark sample")
+    demo = sub.add_parser(
+        "demo",
+        help="enhance the bundled dark sample with the default model and the classic pipeline",
+    )
     demo.add_argument("-o", "--output", default="darkraw-demo", help="output folder")
     demo.add_argument(
-        "--denoise", choices=[d.value for d in Denoiser], default="auto", help="denoiser"
+        "--denoise",
+        choices=[d.value for d in Denoiser],
+        default="auto",
+        help="denoiser of the classic pipeline",
     )
     return parser
 
@@ -404,14 +411,22 @@ def _add_simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
 def _cmd_enhance(args: argparse.Namespace) -> int:
     from darkraw.batch import enhance_batch
 
-    method = args.method or ("network" if args.model is not None else "classic")
-    if method == "classic" and args.model is not None:
-        raise ValueError("--model needs --method network")
+    method = args.method or "network"
+    # An option of the other method would be silently ignored; say so instead.
+    network_only, classic_only = (
+        ["--model", "--tile", "--overlap"],
+        ["--denoise", "--wb", "--gamma"],
+    )
+    wrong = network_only if method == "classic" else classic_only
+    given = [flag for flag in wrong if getattr(args, flag[2:]) is not None]
+    if given:
+        other = "network" if method == "classic" else "classic"
+        raise ValueError(f"{', '.join(given)} apply to --method {other} only")
     options = ClassicOptions(
         ratio=args.ratio,
-        denoiser=Denoiser.parse(args.denoise),
-        white_balance=WhiteBalance.parse(args.wb),
-        gamma=GammaCurve.parse(args.gamma),
+        denoiser=Denoiser.parse(args.denoise or Denoiser.AUTO),
+        white_balance=WhiteBalance.parse(args.wb or WhiteBalance.CAMERA),
+        gamma=GammaCurve.parse(args.gamma or GammaCurve.BT709),
     )
     inference, model = None, None
     if method == "network":
@@ -568,8 +583,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from darkraw.demo import run_demo
 
     paths = run_demo(args.output, args.denoise)
+    print(f"network result: {paths['network']}")
     print(f"classic result: {paths['classic']}")
-    print(f"comparison:     {paths['comparison']}  (as shot | classic pipeline)")
+    print(f"comparison:     {paths['comparison']}  (as shot | classic pipeline | network)")
     return 0
 
 

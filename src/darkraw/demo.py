@@ -1,4 +1,4 @@
-"""The demo: the bundled dark sample, rendered as shot and by the classic pipeline."""
+"""The demo: the bundled dark sample as shot, by the classic pipeline, and by the default model."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from darkraw.denoise import Denoiser
 from darkraw.figures import side_by_side
 from darkraw.fileio import write_image
+from darkraw.infer import DEFAULT_MODEL, enhance_raw_network, resolve_model
 from darkraw.pipeline import ClassicOptions, run_classic
 from darkraw.rawio import read_raw
 
@@ -20,19 +21,31 @@ def sample_path() -> Path:
     return Path(str(resources.files("darkraw") / "data" / "sample_dark.dng"))
 
 
-def run_demo(out_dir: str | Path, denoiser: Denoiser | str = Denoiser.AUTO) -> dict[str, Path]:
-    """Render the bundled sample; write the classic result and a before/after comparison.
+def run_demo(
+    out_dir: str | Path,
+    denoiser: Denoiser | str = Denoiser.AUTO,
+    model: str | Path = DEFAULT_MODEL,
+) -> dict[str, Path]:
+    """Render the bundled sample both ways and write them with a side-by-side comparison.
+
+    Args:
+        out_dir: folder of the outputs (created if missing).
+        denoiser: the classic pipeline's denoiser.
+        model: the network: ``"default"`` (the bundled weights) or a model file.
 
     Returns:
-        Paths of the written files: ``classic`` and ``comparison``.
+        Paths of the written files: ``network``, ``classic`` and ``comparison``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     raw = read_raw(sample_path())
+    network = resolve_model(model)
     before = run_classic(raw.mosaic, raw.meta, ClassicOptions(ratio=1.0, denoiser=Denoiser.NONE))
     options = ClassicOptions(ratio=SAMPLE_RATIO, denoiser=Denoiser.parse(denoiser))
     classic = run_classic(raw.mosaic, raw.meta, options)
-    paths = {
+    enhanced = enhance_raw_network(raw.mosaic, raw.meta, network, SAMPLE_RATIO).image
+    return {
+        "network": write_image(out / "sample_network.png", enhanced),
         "classic": write_image(out / "sample_classic.png", classic.image),
         "comparison": write_image(
             out / "comparison.png",
@@ -40,8 +53,8 @@ def run_demo(out_dir: str | Path, denoiser: Denoiser | str = Denoiser.AUTO) -> d
                 [
                     ("as shot (dark raw, x1)", before.image),
                     (f"classic (x{SAMPLE_RATIO:g}, {classic.denoiser.value})", classic.image),
+                    (f"network (x{SAMPLE_RATIO:g}, default model)", enhanced),
                 ]
             ),
         ),
     }
-    return paths

@@ -1,0 +1,69 @@
+"""Turn a training checkpoint into the bundled default model (fp16 weights and a model card).
+
+The card records the checkpoint's config, its step, the validation PSNR of the network and of
+the classic pipeline at that step (from the run's log.jsonl), and free notes on how the weights
+came to be (a warm start, for instance).
+
+Usage:
+    python scripts/bundle_model.py runs/default_balanced/checkpoints/step_0004000.safetensors \\
+        [--note TEXT]... [-o src/darkraw/data/default_model.safetensors]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from darkraw.checkpoint import load_checkpoint
+from darkraw.infer import load_model, model_card, save_model_file
+
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "darkraw" / "data"
+
+
+def validation_at(log: Path, step: int) -> dict[str, object]:
+    """The validation record of ``step`` in a run's log, or ``{}``."""
+    if not log.exists():
+        return {}
+    for line in log.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("step") == step and "val_psnr" in record:
+            return {
+                "val_psnr": round(record["val_psnr"], 2),
+                "val_psnr_by_ratio": {
+                    k: round(v, 2) for k, v in record.get("val_psnr_by_ratio", {}).items()
+                },
+                "classic_psnr": round(record["classic_psnr"], 2),
+            }
+    return {}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--note", action="append", default=[], help="history line (repeatable)")
+    parser.add_argument("-o", "--output", type=Path, default=DEFAULT_OUT / "default_model.safetensors")
+    args = parser.parse_args()
+    ckpt = load_checkpoint(args.checkpoint)
+    model = load_model(args.checkpoint)
+    run = args.checkpoint.parent.parent
+    card = {
+        "name": "darkraw default (SID U-Net + 2 FC, width %d)" % model.config.width,
+        "task": "dark raw (Bayer) to sRGB, exposure ratios 100-300",
+        "input": "network_input: black level, x ratio, as-shot white balance, colour matrix",
+        "step": ckpt.step,
+        "validation": validation_at(run / "log.jsonl", ckpt.step),
+        "train_config": ckpt.config,
+        "history": args.note,
+        "data_licence": "research use: trained on ../shared/data/clean (see its MANIFEST.tsv)",
+    }
+    save_model_file(args.output, model, dtype=torch.float16, card=card)
+    size = args.output.stat().st_size / 2**20
+    print(f"wrote {args.output} ({size:.1f} MiB), step {ckpt.step}")
+    print(json.dumps(model_card(args.output)["validation"]))
+
+
+if __name__ == "__main__":
+    main()
