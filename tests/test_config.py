@@ -1,5 +1,6 @@
 import enum
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +80,15 @@ def test_load_config_errors_are_one_line(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(Outer, typo)
     assert str(info.value).startswith(str(typo)) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_shipped_configs_load(path):
+    from darkraw.experiment import ExperimentConfig
+    from darkraw.train import TrainConfig
+
+    kind = ExperimentConfig if path.name.startswith("experiment_") else TrainConfig
+    config = load_config(kind, path)
+    assert isinstance(config, kind)

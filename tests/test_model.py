@@ -166,6 +166,8 @@ def test_config_round_trip_and_defaults():
         ({"in_channels": 3}, "in_channels"),
         ({"width": 0}, "width"),
         ({"fc_hidden": -1}, "fc_hidden"),
+        ({"width": 10**6}, "width"),  # an untrusted model file must not allocate terabytes
+        ({"fc_hidden": 10**5}, "fc_hidden"),
     ],
 )
 def test_config_rejects_bad_dicts_naming_the_key(d, key):

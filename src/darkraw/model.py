@@ -46,6 +46,13 @@ PAD_MULTIPLE = 2 ** (LEVELS - 1)
 _UPSCALE = {4: 2, 9: 3}
 
 
+#: Largest ``width`` accepted: 4x SID's, already 124 M parameters.
+MAX_WIDTH = 128
+
+#: Largest ``fc_hidden`` accepted.
+MAX_FC_HIDDEN = 1024
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape of the network; everything needed to rebuild it from a checkpoint.
@@ -70,10 +77,12 @@ class ModelConfig:
             raise ValueError(
                 f"in_channels must be 4 (Bayer) or 9 (X-Trans), got {self.in_channels}"
             )
-        if self.width < 1:
-            raise ValueError(f"width must be >= 1, got {self.width}")
-        if self.fc_hidden < 1:
-            raise ValueError(f"fc_hidden must be >= 1, got {self.fc_hidden}")
+        # Upper bounds: a model file's config is untrusted input, and building a network of
+        # width 10**6 would try to allocate terabytes before any weight is checked.
+        if not 1 <= self.width <= MAX_WIDTH:
+            raise ValueError(f"width must be in 1..{MAX_WIDTH}, got {self.width}")
+        if not 1 <= self.fc_hidden <= MAX_FC_HIDDEN:
+            raise ValueError(f"fc_hidden must be in 1..{MAX_FC_HIDDEN}, got {self.fc_hidden}")
 
     @property
     def upscale(self) -> int:
