@@ -173,3 +173,28 @@ def test_sid_pairs_crops_line_up(sid_folder, tmp_path):
     assert whole["input"].shape == (4, 32, 48) and whole["target"].shape == (3, 64, 96)
     # The amplified short exposure is about as bright as the long one (linear, in raw units).
     assert 0.2 < float(whole["input"].mean()) / float((whole["target"] ** 2.2).mean()) < 1.5
+
+
+def test_sid_pairs_smaller_than_the_crop_are_padded_by_whole_cfa_tiles(sid_folder, tmp_path):
+    pairs = read_list(sid_folder / "Sony_test_list.txt")
+    # The frames are 64x96: a 64-packed crop (128 pixels) needs padding in both directions.
+    for train in (True, False):
+        item = SIDPairs(pairs, tmp_path, patch=64, length=2, train=train)[1]
+        assert item["input"].shape == (4, 64, 64) and item["target"].shape == (3, 128, 128)
+    whole = SIDPairs(pairs, tmp_path, patch=None, train=False)[0]
+    padded = SIDPairs(pairs, tmp_path, patch=64, train=False)[0]
+    # The frame's own packed pixels are kept; the padding mirrors them by whole 2x2 tiles.
+    np.testing.assert_array_equal(padded["input"][:, :32, :48], whole["input"])
+    np.testing.assert_array_equal(padded["input"][:, 32:64, :48], whole["input"].flip(1))
+    np.testing.assert_array_equal(padded["target"][:, :64, :96], whole["target"])
+
+
+def test_pad_tiles_keeps_the_cfa_phase():
+    from darkraw.dataset import _pad_tiles
+
+    colours = np.tile(np.array([[0, 1], [1, 2]]), (3, 5))[None]  # 6x10 RGGB colour map
+    padded = _pad_tiles(colours, 16, 2)
+    assert padded.shape == (1, 16, 16)
+    np.testing.assert_array_equal(padded, np.tile(np.array([[0, 1], [1, 2]]), (8, 8))[None])
+    with pytest.raises(ValueError, match="no whole CFA tile"):
+        _pad_tiles(colours[:, :1], 16, 2)

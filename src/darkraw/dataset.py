@@ -241,6 +241,28 @@ def _pad_to(image: np.ndarray, side: int) -> np.ndarray:
     return image
 
 
+def _pad_tiles(image: np.ndarray, side: int, period: int) -> np.ndarray:
+    """Mirror-pad a ``(C, H, W)`` mosaic or its rendering to at least ``side`` x ``side``, at the
+    bottom and right, by whole ``period`` x ``period`` tiles.
+
+    Whole tiles keep the mosaic's CFA phase (pixel-wise mirroring would put red where green
+    belongs), and padding a mosaic and its rendering alike keeps the two aligned. Rows and
+    columns past the last whole tile are dropped first.
+    """
+    c, h, w = image.shape
+    h, w = h - h % period, w - w % period
+    if h < period or w < period:
+        raise ValueError(f"a {image.shape[1]}x{image.shape[2]} image holds no whole CFA tile")
+    tiles = image[:, :h, :w].reshape(c, h // period, period, w // period, period)
+    need = -(-side // period)
+    # Each round at most doubles a side: mirror padding cannot be wider than the image.
+    while tiles.shape[1] < need or tiles.shape[3] < need:
+        th, tw = tiles.shape[1], tiles.shape[3]
+        pad = ((0, 0), (0, min(th, max(0, need - th))), (0, 0), (0, min(tw, max(0, need - tw))))
+        tiles = np.pad(tiles, (*pad, (0, 0)), mode="symmetric")
+    return tiles.reshape(c, tiles.shape[1] * period, tiles.shape[3] * period)
+
+
 def _crop(
     image: np.ndarray, side: int, period: int, rng: np.random.Generator, *, centre: bool
 ) -> np.ndarray:
@@ -339,7 +361,9 @@ class SIDPairs(Dataset[dict[str, torch.Tensor]]):
         if self.patch is not None:
             side = self.patch * (2 if meta.period == 2 else 3)
             if min(meta.height, meta.width) < side:
-                raise DarkrawError(pair.short, f"smaller than a {side}x{side} crop")
+                mosaic = _pad_tiles(mosaic[None], side, meta.period)[0]
+                truth = _pad_tiles(truth, side, meta.period)
+                meta = meta.replace(height=mosaic.shape[0], width=mosaic.shape[1])
             top, left = _crop_origin(
                 meta.height, meta.width, side, meta.period, rng, centre=not self.train
             )
