@@ -67,6 +67,21 @@ def tiny_config(photos, out_dir, **changes):
     return from_dict(TrainConfig, tiny_settings(photos, out_dir, **changes))
 
 
+def test_loader_workers_give_the_same_run_twice_in_one_process(photos, tmp_path):
+    # ``darkraw experiment`` trains several runs in one process; forked workers of the second
+    # run once deadlocked on locks the first run's threads held. Workers must also not change
+    # the result: every pair is a function of the seed and its index.
+    data = {**tiny_settings(photos, tmp_path)["data"], "workers": 1}
+    short = {"steps": 3, "checkpoint_every": 3, "samples": 0}
+    first = train(tiny_config(photos, tmp_path / "a", data=data, **short), progress=True)
+    second = train(tiny_config(photos, tmp_path / "b", data=data, **short), progress=True)
+    alone = train(tiny_config(photos, tmp_path / "c", **short), progress=False)
+    for summary in (first, second):
+        assert summary.step == 3
+        for key, value in alone.model.state_dict().items():
+            torch.testing.assert_close(summary.model.state_dict()[key], value)
+
+
 def test_a_run_writes_its_folder(photos, tmp_path):
     summary = train(tiny_config(photos, tmp_path / "run"), progress=False)
     run = tmp_path / "run"

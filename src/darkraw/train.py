@@ -514,6 +514,10 @@ class _Run:
             num_workers=config.data.workers,
             persistent_workers=False,
             prefetch_factor=4 if config.data.workers else None,
+            # Forked workers inherit whatever locks the parent's threads (OpenMP, tqdm's monitor)
+            # hold at that instant: the second run of one process (``darkraw experiment``)
+            # deadlocked that way. Workers from a clean server process cannot.
+            multiprocessing_context="forkserver" if config.data.workers else None,
         )
         if self.dist.main and self.val_items is None:
             self._prepare_validation()
