@@ -44,13 +44,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--note", action="append", default=[], help="history line (repeatable)")
-    parser.add_argument("-o", "--output", type=Path, default=DEFAULT_OUT / "default_model.safetensors")
+    parser.add_argument(
+        "-o", "--output", type=Path, default=DEFAULT_OUT / "default_model.safetensors"
+    )
     args = parser.parse_args()
     ckpt = load_checkpoint(args.checkpoint)
     model = load_model(args.checkpoint)
     run = args.checkpoint.parent.parent
     card = {
-        "name": "darkraw default (SID U-Net + 2 FC, width %d)" % model.config.width,
+        "name": f"darkraw default (SID U-Net + 2 FC, width {model.config.width})",
         "task": "dark raw (Bayer) to sRGB, exposure ratios 100-300",
         "input": "network_input: black level, x ratio, as-shot white balance, colour matrix",
         "step": ckpt.step,

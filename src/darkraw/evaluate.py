@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from darkraw.dataset import network_input
 from darkraw.denoise import Denoiser
 from darkraw.errors import DarkrawError
 from darkraw.figures import preview_planes, side_by_side
@@ -35,11 +36,8 @@ from darkraw.fileio import atomic_output, quantize, write_image
 from darkraw.metadata import RawMetadata
 from darkraw.pipeline import (
     ClassicOptions,
-    amplify,
     orient,
-    pack,
     run_classic,
-    subtract_black_level,
 )
 from darkraw.rawio import read_raw
 from darkraw.sid import SIDPair, ground_truth
@@ -215,8 +213,7 @@ def evaluate(
 
 def _preview(mosaic_dn: np.ndarray, meta: RawMetadata, ratio: float) -> np.ndarray:
     """The dark frame as the network sees it, roughly viewable (packed, green averaged)."""
-    planes = pack(amplify(subtract_black_level(mosaic_dn, meta), ratio), meta)
-    full = preview_planes(planes)[:, : meta.height, : meta.width]
+    full = preview_planes(network_input(mosaic_dn, meta, ratio))[:, : meta.height, : meta.width]
     return orient(full, meta.flip)
 
 

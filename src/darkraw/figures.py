@@ -45,11 +45,27 @@ def side_by_side(
             (width, height), Image.Resampling.LANCZOS
         )
         canvas.paste(pil, (x, _LABEL_HEIGHT))
-        draw.text((x + 6, 4), label, fill=(0, 0, 0), font=font)
+        draw.text((x + 6, 4), _fit(draw, label, font, width - 8), fill=(0, 0, 0), font=font)
         if captions is not None:
-            draw.text((x + 6, _LABEL_HEIGHT + height + 4), captions[i], fill=(0, 0, 0), font=small)
+            caption = _fit(draw, captions[i], small, width - 8)
+            draw.text((x + 6, _LABEL_HEIGHT + height + 4), caption, fill=(0, 0, 0), font=small)
         x += width + _GAP
     return np.moveaxis(np.asarray(canvas, dtype=np.float32) / 255.0, -1, 0)
+
+
+def _fit(
+    draw: ImageDraw.ImageDraw,
+    text: str,
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+    width: int,
+) -> str:
+    """``text`` cut (ending in "...") so that it fits ``width`` pixels, and does not run into
+    the next panel's label."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text.rstrip() + "..." if text else ""
 
 
 def preview_planes(planes: np.ndarray) -> np.ndarray:
