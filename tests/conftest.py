@@ -16,6 +16,37 @@ SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 RGB_CAM = ((1.7, -0.5, -0.2), (-0.25, 1.6, -0.35), (0.05, -0.6, 1.55))
 WB = (2.1, 1.0, 1.6)
 
+#: The start of a ``darkraw enhance`` command line with the traditional pipeline (the network is
+#: the default method).
+ENHANCE_CLASSIC = ["enhance", "--method", "classic"]
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run the test with one torch thread.
+
+    Tiny networks gain nothing from a second thread, and on a busy machine OpenMP's waiting
+    threads make each pass several times slower.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny_model_file(tmp_path):
+    """A width-4 Bayer network with fixed random weights, saved as a model file."""
+    import torch
+
+    from darkraw.infer import save_model_file
+    from darkraw.model import ModelConfig, build_model
+
+    model = build_model(ModelConfig(width=4, fc_hidden=8), torch.Generator().manual_seed(0))
+    return save_model_file(tmp_path / "tiny.safetensors", model)
+
 
 def shared_data(*parts: str) -> Path:
     """A path under ../shared/data, or skip the test when that folder is absent."""

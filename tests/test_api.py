@@ -3,31 +3,14 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 import darkraw
 from darkraw.dng import write_dng
-from darkraw.infer import save_model_file
-from darkraw.model import ModelConfig, build_model
 from darkraw.simulate import darken_mosaic
 
 from conftest import mosaic_from_rgb, smooth_scene
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny networks gain nothing from a second thread, and on a busy machine OpenMP's waiting
-    # threads make each pass several times slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def tiny_model_file(tmp_path):
-    model = build_model(ModelConfig(width=4, fc_hidden=8), torch.Generator().manual_seed(0))
-    return save_model_file(tmp_path / "tiny.safetensors", model)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from darkraw.dng import write_dng
 from darkraw.fileio import read_image
 from darkraw.simulate import darken_mosaic
 
-from conftest import mosaic_from_rgb, smooth_scene
+from conftest import ENHANCE_CLASSIC, mosaic_from_rgb, smooth_scene
 
 
 @pytest.fixture
@@ -29,10 +29,7 @@ def only_files(folder):
 
 def test_enhance_writes_png_with_auto_ratio(tmp_path, dark_dng, capsys):
     out = tmp_path / "out.png"
-    assert (
-        main(["enhance", "--method", "classic", str(dark_dng), "-o", str(out), "--denoise", "nlm"])
-        == 0
-    )
+    assert main([*ENHANCE_CLASSIC, str(dark_dng), "-o", str(out), "--denoise", "nlm"]) == 0
     img = read_image(out)
     assert img.shape == (3, 64, 96)
     assert 0.2 < img.mean() < 0.8  # brightened from a near-black frame
@@ -43,18 +40,7 @@ def test_enhance_tiff_is_16_bit(tmp_path, dark_dng):
     out = tmp_path / "out.tif"
     assert (
         main(
-            [
-                "enhance",
-                "--method",
-                "classic",
-                str(dark_dng),
-                "-o",
-                str(out),
-                "--ratio",
-                "50",
-                "--denoise",
-                "none",
-            ]
+            [*ENHANCE_CLASSIC, str(dark_dng), "-o", str(out), "--ratio", "50", "--denoise", "none"]
         )
         == 0
     )
@@ -70,9 +56,7 @@ def test_batch_goes_on_past_bad_files(tmp_path, dark_dng, capsys):
     out = tmp_path / "results"
     code = main(
         [
-            "enhance",
-            "--method",
-            "classic",
+            *ENHANCE_CLASSIC,
             str(fake),
             str(dark_dng),
             str(missing),
@@ -93,41 +77,20 @@ def test_batch_goes_on_past_bad_files(tmp_path, dark_dng, capsys):
 
 def test_folder_input_and_skip_existing(tmp_path, dark_dng, capsys):
     out = tmp_path / "results"
-    assert (
-        main(["enhance", "--method", "classic", str(tmp_path), "-o", str(out), "--denoise", "none"])
-        == 0
-    )
+    assert main([*ENHANCE_CLASSIC, str(tmp_path), "-o", str(out), "--denoise", "none"]) == 0
     first = (out / "dark.png").stat().st_mtime_ns
-    assert (
-        main(["enhance", "--method", "classic", str(tmp_path), "-o", str(out), "--denoise", "none"])
-        == 0
-    )
+    assert main([*ENHANCE_CLASSIC, str(tmp_path), "-o", str(out), "--denoise", "none"]) == 0
     assert (out / "dark.png").stat().st_mtime_ns == first
     assert "skipped" in capsys.readouterr().out
     assert (
-        main(
-            [
-                "enhance",
-                "--method",
-                "classic",
-                str(dark_dng),
-                "-o",
-                str(out),
-                "--overwrite",
-                "--denoise",
-                "none",
-            ]
-        )
+        main([*ENHANCE_CLASSIC, str(dark_dng), "-o", str(out), "--overwrite", "--denoise", "none"])
         == 0
     )
 
 
 def test_unwritable_output_gives_one_line_and_no_partial_file(tmp_path, dark_dng, capsys):
     out = tmp_path / "no_such_folder" / "out.png"
-    assert (
-        main(["enhance", "--method", "classic", str(dark_dng), "-o", str(out), "--denoise", "none"])
-        == 1
-    )
+    assert main([*ENHANCE_CLASSIC, str(dark_dng), "-o", str(out), "--denoise", "none"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert any(f"{out}: output folder" in line for line in err)
     assert not out.parent.exists()
@@ -153,10 +116,7 @@ def test_full_disk_leaves_no_partial_file(tmp_path, dark_dng, monkeypatch, capsy
 
     monkeypatch.setattr(Image.Image, "save", half_written_then_full)
     out = tmp_path / "full.png"
-    assert (
-        main(["enhance", "--method", "classic", str(dark_dng), "-o", str(out), "--denoise", "none"])
-        == 1
-    )
+    assert main([*ENHANCE_CLASSIC, str(dark_dng), "-o", str(out), "--denoise", "none"]) == 1
     assert not out.exists()
     assert only_files(tmp_path) == ["dark.dng"]
     assert "No space left on device" in capsys.readouterr().err
@@ -215,21 +175,7 @@ def test_outputs_get_the_usual_permissions(tmp_path, dark_dng):
     out = tmp_path / "perm.png"
     old = os.umask(0o022)
     try:
-        assert (
-            main(
-                [
-                    "enhance",
-                    "--method",
-                    "classic",
-                    str(dark_dng),
-                    "-o",
-                    str(out),
-                    "--denoise",
-                    "none",
-                ]
-            )
-            == 0
-        )
+        assert main([*ENHANCE_CLASSIC, str(dark_dng), "-o", str(out), "--denoise", "none"]) == 0
     finally:
         os.umask(old)
     assert out.stat().st_mode & 0o777 == 0o644
@@ -361,17 +307,6 @@ def test_simulate_help_shows_defaults(capsys):
 
 
 @pytest.fixture
-def tiny_model(tmp_path):
-    import torch
-
-    from darkraw.infer import save_model_file
-    from darkraw.model import ModelConfig, build_model
-
-    model = build_model(ModelConfig(width=4, fc_hidden=8), torch.Generator().manual_seed(0))
-    return save_model_file(tmp_path / "tiny.safetensors", model)
-
-
-@pytest.fixture
 def dng_folder(tmp_path):
     folder = tmp_path / "raws"
     folder.mkdir()
@@ -383,10 +318,12 @@ def dng_folder(tmp_path):
     return folder
 
 
-def test_enhance_network_batch_goes_on_past_a_bad_file(tmp_path, tiny_model, dng_folder, capsys):
+def test_enhance_network_batch_goes_on_past_a_bad_file(
+    tmp_path, tiny_model_file, dng_folder, capsys
+):
     out = tmp_path / "results"
     args = ["enhance", str(dng_folder), "-o", str(out), "--method", "network"]
-    assert main([*args, "--model", str(tiny_model), "--tile", "16", "--overlap", "0"]) == 1
+    assert main([*args, "--model", str(tiny_model_file), "--tile", "16", "--overlap", "0"]) == 1
     assert only_files(out) == ["dark0.png", "dark1.png"]
     assert read_image(out / "dark1.png").shape == (3, 30, 46)
     captured = capsys.readouterr()
@@ -420,16 +357,20 @@ def test_enhance_default_model_absent_is_one_line(tmp_path, dark_dng, capsys, mo
     assert not out.exists()
 
 
-def test_enhance_network_single_file_and_xtrans_refused(tmp_path, tiny_model, dark_dng, capsys):
+def test_enhance_network_single_file_and_xtrans_refused(
+    tmp_path, tiny_model_file, dark_dng, capsys
+):
 
     from test_cfa import xtrans_meta
 
     out = tmp_path / "out.tif"
-    assert main(["enhance", str(dark_dng), "-o", str(out), "--model", str(tiny_model)]) == 0
+    assert main(["enhance", str(dark_dng), "-o", str(out), "--model", str(tiny_model_file)]) == 0
     assert tifffile.imread(out).shape == (64, 96, 3)
     meta = xtrans_meta()
     xt = write_dng(tmp_path / "xt.dng", np.full((36, 48), 1100, np.uint16), meta)
-    assert main(["enhance", str(xt), "-o", str(tmp_path / "xt.png"), "--model", str(tiny_model)])
+    assert main(
+        ["enhance", str(xt), "-o", str(tmp_path / "xt.png"), "--model", str(tiny_model_file)]
+    )
     err = capsys.readouterr().err
     assert f"error: {xt}: the model takes Bayer raw" in err
     assert not (tmp_path / "xt.png").exists()

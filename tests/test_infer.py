@@ -35,14 +35,7 @@ TINY = ModelConfig(width=4, fc_hidden=8)
 TINY_XTRANS = ModelConfig(in_channels=9, width=4, fc_hidden=8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny networks gain nothing from a second thread, and on a busy machine OpenMP's waiting
-    # threads make each pass several times slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_model(config=TINY, seed=0):

@@ -11,14 +11,7 @@ onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny networks gain nothing from a second thread, and on a busy machine OpenMP's waiting
-    # threads make each pass several times slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(in_channels=4):

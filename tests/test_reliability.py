@@ -37,7 +37,7 @@ from darkraw.model import ModelConfig, build_model
 from darkraw.rawio import read_raw
 from darkraw.train import TrainConfig, train
 
-from conftest import mosaic_from_rgb, smooth_scene
+from conftest import ENHANCE_CLASSIC, mosaic_from_rgb, smooth_scene
 from test_cfa import XTRANS
 from test_train import tiny_settings
 
@@ -173,17 +173,7 @@ def test_bad_input_gives_one_line_and_no_output(corpus, case, tmp_path, capfd):
     out = tmp_path / "out"
     out.mkdir()
     code = main(
-        [
-            "enhance",
-            "--method",
-            "classic",
-            str(path),
-            "-o",
-            str(out / "result.png"),
-            "--denoise",
-            "none",
-            *BARE,
-        ]
+        [*ENHANCE_CLASSIC, str(path), "-o", str(out / "result.png"), "--denoise", "none", *BARE]
     )
     err = capfd.readouterr().err  # file-descriptor level: LibRaw's own messages would show here
     assert code == 1
@@ -228,9 +218,7 @@ def test_a_batch_goes_on_past_every_bad_file(corpus, tmp_path, capfd):
     good_dng(folder / "good_a.dng")
     good_dng(folder / "good_b.dng", 30, 40)
     out = tmp_path / "out"
-    code = main(
-        ["enhance", "--method", "classic", str(folder), "-o", str(out), "--denoise", "none", *BARE]
-    )
+    code = main([*ENHANCE_CLASSIC, str(folder), "-o", str(out), "--denoise", "none", *BARE])
     err = capfd.readouterr().err
     assert code == 1
     lines = error_lines(err)
@@ -265,12 +253,7 @@ def test_output_folder_under_a_file(tmp_path, dng_folder, capsys):
     blocker = tmp_path / "blocker"
     blocker.write_text("a file, not a folder")
     out = blocker / "out"
-    assert (
-        main(
-            ["enhance", "--method", "classic", str(dng_folder), "-o", str(out), "--denoise", "none"]
-        )
-        == 1
-    )
+    assert main([*ENHANCE_CLASSIC, str(dng_folder), "-o", str(out), "--denoise", "none"]) == 1
     lines = error_lines(capsys.readouterr().err)
     assert lines == [f"darkraw: error: {out}: cannot create output folder (Not a directory)"]
 
@@ -284,12 +267,7 @@ def test_permission_denied_output_folder(tmp_path, dng_folder, monkeypatch, caps
 
     monkeypatch.setattr(tempfile, "mkstemp", denied)
     out = tmp_path / "out"
-    assert (
-        main(
-            ["enhance", "--method", "classic", str(dng_folder), "-o", str(out), "--denoise", "none"]
-        )
-        == 1
-    )
+    assert main([*ENHANCE_CLASSIC, str(dng_folder), "-o", str(out), "--denoise", "none"]) == 1
     lines = error_lines(capsys.readouterr().err)
     assert "0 written, 0 skipped, 3 failed" in lines
     assert f"error: {out / 'a.png'}: cannot write here (Permission denied)" in lines
@@ -314,9 +292,7 @@ def test_full_disk_during_a_batch(tmp_path, dng_folder, file_size_limit, capsys)
     out = tmp_path / "out"
     out.mkdir()
     file_size_limit(600)
-    code = main(
-        ["enhance", "--method", "classic", str(dng_folder), "-o", str(out), "--denoise", "none"]
-    )
+    code = main([*ENHANCE_CLASSIC, str(dng_folder), "-o", str(out), "--denoise", "none"])
     file_size_limit(None)
     assert code == 1
     lines = error_lines(capsys.readouterr().err)
@@ -611,7 +587,7 @@ def test_ctrl_c_leaves_complete_files_and_a_rerun_finishes(tmp_path, capsys):
     mosaic, meta = mosaic_from_rgb(smooth_scene(512, 768), "RGGB")
     for i in range(count):
         write_dng(folder / f"frame{i}.dng", mosaic, meta)
-    args = ["enhance", str(folder), "-o", str(out), "--method", "classic", "--denoise", "none"]
+    args = [*ENHANCE_CLASSIC, str(folder), "-o", str(out), "--denoise", "none"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "darkraw", *args],
         stdout=subprocess.DEVNULL,
