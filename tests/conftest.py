@@ -56,6 +56,18 @@ def shared_data(*parts: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+    """A folder of eight small smooth PNG photos, training sources for tiny runs."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("photos")
+    for i in range(8):
+        rgb = (smooth_scene(40, 48, seed=i) * 255).round().astype(np.uint8)
+        Image.fromarray(np.moveaxis(rgb, 0, -1)).save(folder / f"p{i}.png")
+    return folder
+
+
 def smooth_scene(height: int, width: int, seed: int = 0) -> np.ndarray:
     """A smooth, colourful linear sRGB image ``(3, H, W)`` in [0.05, 0.75]."""
     rng = np.random.default_rng(seed)

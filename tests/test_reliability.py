@@ -376,15 +376,6 @@ def test_config_cannot_run_code(tmp_path, capsys):
 # --- training: bad checkpoints, unwritable run folders ----------------------------------------
 
 
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("photos")
-    for i in range(8):
-        rgb = (smooth_scene(40, 48, seed=i) * 255).round().astype(np.uint8)
-        Image.fromarray(np.moveaxis(rgb, 0, -1)).save(folder / f"p{i}.png")
-    return folder
-
-
 def write_config(path: Path, settings: dict) -> Path:
     path.write_text(dump_yaml(from_dict(TrainConfig, settings)))
     return path
@@ -399,8 +390,8 @@ def saved_checkpoint(folder: Path, step: int, config: dict, model_state=None) ->
     return path
 
 
-def test_resume_with_no_readable_checkpoint_is_an_error(photos, tmp_path, capsys):
-    settings = tiny_settings(photos, tmp_path / "run")
+def test_resume_with_no_readable_checkpoint_is_an_error(photo_folder, tmp_path, capsys):
+    settings = tiny_settings(photo_folder, tmp_path / "run")
     config = write_config(tmp_path / "run.yaml", settings)
     ckpts = tmp_path / "run" / "checkpoints"
     ckpts.mkdir(parents=True)
@@ -422,8 +413,8 @@ def test_resume_with_no_readable_checkpoint_is_an_error(photos, tmp_path, capsys
     ]
 
 
-def test_checkpoint_of_another_darkraw_gives_one_line(photos, tmp_path, capsys):
-    settings = tiny_settings(photos, tmp_path / "run")
+def test_checkpoint_of_another_darkraw_gives_one_line(photo_folder, tmp_path, capsys):
+    settings = tiny_settings(photo_folder, tmp_path / "run")
     config = write_config(tmp_path / "run.yaml", settings)
     resolved = to_dict(from_dict(TrainConfig, settings))
     ckpts = tmp_path / "run" / "checkpoints"
@@ -442,16 +433,16 @@ def test_checkpoint_of_another_darkraw_gives_one_line(photos, tmp_path, capsys):
 
     # The same files given as the starting point of another run (transfer learning).
     for start, problem in ((newer, "its config does not load here"), (misfit, "weights do not")):
-        other = tiny_settings(photos, tmp_path / "other", init_from=str(start))
+        other = tiny_settings(photo_folder, tmp_path / "other", init_from=str(start))
         assert main(["train", str(write_config(tmp_path / "other.yaml", other))]) == 1
         (line,) = error_lines(capsys.readouterr().err)
         assert line.startswith(f"darkraw: error: {start}: {problem}")
 
 
-def test_run_folder_under_a_file(photos, tmp_path, capsys):
+def test_run_folder_under_a_file(photo_folder, tmp_path, capsys):
     (tmp_path / "blocker").write_text("a file")
     out = tmp_path / "blocker" / "run"
-    config = write_config(tmp_path / "run.yaml", tiny_settings(photos, out))
+    config = write_config(tmp_path / "run.yaml", tiny_settings(photo_folder, out))
     assert main(["train", str(config)]) == 1
     lines = error_lines(capsys.readouterr().err)
     assert lines == [f"darkraw: error: {out}: cannot write the run folder (Not a directory)"]
@@ -477,10 +468,10 @@ def test_run_folder_under_a_file(photos, tmp_path, capsys):
     ids=["at the start", "in the log", "in a checkpoint"],
 )
 def test_full_disk_during_training(
-    photos, tmp_path, file_size_limit, capsys, limit, changes, failing, problem
+    photo_folder, tmp_path, file_size_limit, capsys, limit, changes, failing, problem
 ):
     out = tmp_path / "run"
-    config = write_config(tmp_path / "run.yaml", tiny_settings(photos, out, **changes))
+    config = write_config(tmp_path / "run.yaml", tiny_settings(photo_folder, out, **changes))
     file_size_limit(limit)
     code = main(["train", str(config)])
     file_size_limit(None)
@@ -492,10 +483,10 @@ def test_full_disk_during_training(
     assert latest_checkpoint(out / "checkpoints") is None
 
 
-def test_a_leftover_checkpoint_of_a_later_step_never_evicts_the_new_ones(photos, tmp_path):
+def test_a_leftover_checkpoint_of_a_later_step_never_evicts_the_new_ones(photo_folder, tmp_path):
     """keep_checkpoints counts by step; a cut-short file of a higher step is not 'newest'."""
     out = tmp_path / "run"
-    config = from_dict(TrainConfig, tiny_settings(photos, out, steps=4, keep_checkpoints=1))
+    config = from_dict(TrainConfig, tiny_settings(photo_folder, out, steps=4, keep_checkpoints=1))
     ckpts = out / "checkpoints"
     ckpts.mkdir(parents=True)
     (ckpts / "step_0000099.safetensors").write_bytes(b"cut short")
@@ -523,12 +514,12 @@ def logged_steps(log: Path) -> list[int]:
     return steps
 
 
-def test_sigkill_at_a_random_step_loses_at_most_one_interval(photos, tmp_path, capsys):
+def test_sigkill_at_a_random_step_loses_at_most_one_interval(photo_folder, tmp_path, capsys):
     seed = random.SystemRandom().randrange(2**32)
     rng = random.Random(seed)
     every, steps = 5, 60
     settings = tiny_settings(
-        photos, tmp_path / "run", steps=steps, checkpoint_every=every, val_every=steps
+        photo_folder, tmp_path / "run", steps=steps, checkpoint_every=every, val_every=steps
     )
     config = write_config(tmp_path / "run.yaml", settings)
     log, ckpts = tmp_path / "run" / "log.jsonl", tmp_path / "run" / "checkpoints"

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from darkraw.checkpoint import latest_checkpoint, load_checkpoint
@@ -26,23 +25,12 @@ from darkraw.train import (
     train,
 )
 
-from conftest import smooth_scene
 
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("photos")
-    for i in range(8):
-        rgb = (smooth_scene(40, 48, seed=i) * 255).round().astype(np.uint8)
-        Image.fromarray(np.moveaxis(rgb, 0, -1)).save(folder / f"p{i}.png")
-    return folder
-
-
-def tiny_settings(photos, out_dir, **changes):
+def tiny_settings(photo_folder, out_dir, **changes):
     """A tiny training run (width 4, 16-pixel crops, 6 steps) as a YAML-ready dict."""
     base = {
         "data": {
-            "train": [str(photos)],
+            "train": [str(photo_folder)],
             "val_fraction": 0.3,
             "val_items": 2,
             "val_patch": 16,
@@ -63,27 +51,27 @@ def tiny_settings(photos, out_dir, **changes):
     return base
 
 
-def tiny_config(photos, out_dir, **changes):
-    return from_dict(TrainConfig, tiny_settings(photos, out_dir, **changes))
+def tiny_config(photo_folder, out_dir, **changes):
+    return from_dict(TrainConfig, tiny_settings(photo_folder, out_dir, **changes))
 
 
-def test_loader_workers_give_the_same_run_twice_in_one_process(photos, tmp_path):
+def test_loader_workers_give_the_same_run_twice_in_one_process(photo_folder, tmp_path):
     # ``darkraw experiment`` trains several runs in one process; forked workers of the second
     # run once deadlocked on locks the first run's threads held. Workers must also not change
     # the result: every pair is a function of the seed and its index.
-    data = {**tiny_settings(photos, tmp_path)["data"], "workers": 1}
+    data = {**tiny_settings(photo_folder, tmp_path)["data"], "workers": 1}
     short = {"steps": 3, "checkpoint_every": 3, "samples": 0}
-    first = train(tiny_config(photos, tmp_path / "a", data=data, **short), progress=True)
-    second = train(tiny_config(photos, tmp_path / "b", data=data, **short), progress=True)
-    alone = train(tiny_config(photos, tmp_path / "c", **short), progress=False)
+    first = train(tiny_config(photo_folder, tmp_path / "a", data=data, **short), progress=True)
+    second = train(tiny_config(photo_folder, tmp_path / "b", data=data, **short), progress=True)
+    alone = train(tiny_config(photo_folder, tmp_path / "c", **short), progress=False)
     for summary in (first, second):
         assert summary.step == 3
         for key, value in alone.model.state_dict().items():
             torch.testing.assert_close(summary.model.state_dict()[key], value)
 
 
-def test_a_run_writes_its_folder(photos, tmp_path):
-    summary = train(tiny_config(photos, tmp_path / "run"), progress=False)
+def test_a_run_writes_its_folder(photo_folder, tmp_path):
+    summary = train(tiny_config(photo_folder, tmp_path / "run"), progress=False)
     run = tmp_path / "run"
     assert summary.step == 6 and summary.val_psnr is not None and summary.classic_psnr is not None
     assert (run / "config.yaml").is_file() and (run / "curves.png").stat().st_size > 1000
@@ -100,9 +88,9 @@ def test_a_run_writes_its_folder(photos, tmp_path):
     assert ckpt.step == 6 and ckpt.config["model"]["width"] == 4
 
 
-def test_training_lowers_the_loss(photos, tmp_path):
+def test_training_lowers_the_loss(photo_folder, tmp_path):
     config = tiny_config(
-        photos,
+        photo_folder,
         tmp_path / "run",
         steps=60,
         val_every=60,
@@ -118,9 +106,9 @@ def test_training_lowers_the_loss(photos, tmp_path):
     assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
 
 
-def test_resume_after_a_kill_equals_an_uninterrupted_run(photos, tmp_path):
-    whole = train(tiny_config(photos, tmp_path / "a"), progress=False)
-    config = tiny_config(photos, tmp_path / "b")
+def test_resume_after_a_kill_equals_an_uninterrupted_run(photo_folder, tmp_path):
+    whole = train(tiny_config(photo_folder, tmp_path / "a"), progress=False)
+    config = tiny_config(photo_folder, tmp_path / "b")
     # Killed after step 3: the newest checkpoint is step 2, so step 3 is redone.
     train(config, progress=False, stop_after=3)
     assert latest_checkpoint(tmp_path / "b" / "checkpoints").name == "step_0000002.safetensors"
@@ -132,12 +120,12 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(photos, tmp_path):
     assert [json.loads(r)["step"] for r in log if "loss" in r] == [1, 2, 3, 4, 5, 6]
 
 
-def test_an_existing_run_is_not_overwritten(photos, tmp_path):
-    config = tiny_config(photos, tmp_path / "run", steps=2)
+def test_an_existing_run_is_not_overwritten(photo_folder, tmp_path):
+    config = tiny_config(photo_folder, tmp_path / "run", steps=2)
     train(config, progress=False)
     with pytest.raises(DarkrawError, match="holds a training run already"):
         train(config, progress=False)
-    changed = tiny_config(photos, tmp_path / "run", steps=2, seed=5)
+    changed = tiny_config(photo_folder, tmp_path / "run", steps=2, seed=5)
     with pytest.raises(DarkrawError, match="different config"):
         train(changed, progress=False, resume=True)
 
@@ -164,16 +152,16 @@ def test_validation_split_is_stable(tmp_path):
     assert set(val_files) <= set(more)
 
 
-def test_config_rejects_bad_values(photos, tmp_path):
+def test_config_rejects_bad_values(photo_folder, tmp_path):
     with pytest.raises(ValueError, match="steps"):
-        tiny_config(photos, tmp_path, steps=0)
+        tiny_config(photo_folder, tmp_path, steps=0)
     with pytest.raises(ValueError, match="precision"):
-        tiny_config(photos, tmp_path, precision="fp16")
+        tiny_config(photo_folder, tmp_path, precision="fp16")
     assert TrainConfig().model == ModelConfig() and TrainConfig().data.pairs == PairConfig()
     assert DataConfig().workers == 2
 
 
-def _ddp_worker(rank, world, port, photos, out_dir, result_dir):
+def _ddp_worker(rank, world, port, photo_folder, out_dir, result_dir):
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -181,20 +169,20 @@ def _ddp_worker(rank, world, port, photos, out_dir, result_dir):
         RANK=str(rank),
         LOCAL_RANK=str(rank),
     )
-    config = tiny_config(photos, out_dir, steps=3, val_every=3, checkpoint_every=3)
+    config = tiny_config(photo_folder, out_dir, steps=3, val_every=3, checkpoint_every=3)
     summary = train(config, progress=False)
     state = {k: v.contiguous() for k, v in summary.model.state_dict().items()}
     save_file(state, str(result_dir / f"rank{rank}.safetensors"))
 
 
-def test_distributed_ranks_hold_identical_weights(photos, tmp_path):
+def test_distributed_ranks_hold_identical_weights(photo_folder, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, port, photos, tmp_path / "run", tmp_path), nprocs=2)
+    mp.spawn(_ddp_worker, args=(2, port, photo_folder, tmp_path / "run", tmp_path), nprocs=2)
     a = load_file(str(tmp_path / "rank0.safetensors"))
     b = load_file(str(tmp_path / "rank1.safetensors"))
-    init = tiny_config(photos, tmp_path / "x")
+    init = tiny_config(photo_folder, tmp_path / "x")
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
@@ -205,8 +193,8 @@ def test_distributed_ranks_hold_identical_weights(photos, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def sid_lists(photos, tmp_path_factory):
-    """A tiny SID-layout dataset (train and val scenes) simulated from the test photos."""
+def sid_lists(photo_folder, tmp_path_factory):
+    """A tiny SID-layout dataset (train and val scenes) simulated from the test photo folder."""
     from darkraw.pairs import SimulateOptions, simulate_batch
     from darkraw.simulate import SimulationConfig
 
@@ -218,20 +206,20 @@ def sid_lists(photos, tmp_path_factory):
             layout="sid",
             split=split,
         )
-        simulate_batch([photos], root / split, options, log=lambda _: None, progress=False)
+        simulate_batch([photo_folder], root / split, options, log=lambda _: None, progress=False)
     return root / "train" / "Sony_train_list.txt", root / "val" / "Sony_val_list.txt"
 
 
 @pytest.fixture(scope="module")
-def pretrained(photos, tmp_path_factory):
+def pretrained(photo_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("pre") / "run"
-    train(tiny_config(photos, out, steps=2, val_every=2, checkpoint_every=2), progress=False)
+    train(tiny_config(photo_folder, out, steps=2, val_every=2, checkpoint_every=2), progress=False)
     return latest_checkpoint(out / "checkpoints")
 
 
-def sid_config(photos, sid_lists, out_dir, **changes):
+def sid_config(photo_folder, sid_lists, out_dir, **changes):
     train_list, val_list = sid_lists
-    config = tiny_config(photos, out_dir, steps=3, val_every=3, checkpoint_every=3)
+    config = tiny_config(photo_folder, out_dir, steps=3, val_every=3, checkpoint_every=3)
     data = replace(
         config.data,
         kind=DataKind.SID,
@@ -244,9 +232,9 @@ def sid_config(photos, sid_lists, out_dir, **changes):
 
 
 @pytest.mark.parametrize("strategy", ["full", "seed", "head", "freeze-encoder"])
-def test_transfer_strategies(photos, sid_lists, pretrained, tmp_path, strategy):
+def test_transfer_strategies(photo_folder, sid_lists, pretrained, tmp_path, strategy):
     config = sid_config(
-        photos, sid_lists, tmp_path / "ft", init_from=str(pretrained), transfer=strategy
+        photo_folder, sid_lists, tmp_path / "ft", init_from=str(pretrained), transfer=strategy
     )
     before = load_checkpoint(pretrained).model_state
     after = train(config, progress=False).model.state_dict()
@@ -261,7 +249,7 @@ def test_transfer_strategies(photos, sid_lists, pretrained, tmp_path, strategy):
         assert changed & encoder and changed & fc
 
 
-def test_seed_strategy_erases_the_fc_layers(photos, sid_lists, pretrained, tmp_path):
+def test_seed_strategy_erases_the_fc_layers(photo_folder, sid_lists, pretrained, tmp_path):
     from darkraw.train import Transfer, _start_from
 
     model = build_model(ModelConfig(width=4, fc_hidden=8))
@@ -275,16 +263,16 @@ def test_seed_strategy_erases_the_fc_layers(photos, sid_lists, pretrained, tmp_p
         _start_from(wider, pretrained, Transfer.FULL, seed=0)
 
 
-def test_sid_fraction_and_per_ratio_pick_subsets(photos, sid_lists, tmp_path):
+def test_sid_fraction_and_per_ratio_pick_subsets(photo_folder, sid_lists, tmp_path):
     from darkraw.train import _Run
 
     def train_pairs(**data_changes):
-        config = sid_config(photos, sid_lists, tmp_path / str(len(data_changes)))
+        config = sid_config(photo_folder, sid_lists, tmp_path / str(len(data_changes)))
         config = replace(config, data=replace(config.data, **data_changes))
         return _Run(config, False, False).train_set.pairs
 
     every = train_pairs()
-    assert len(every) == 8 * 2  # 8 photos, ratios 100 and 300
+    assert len(every) == 8 * 2  # 8 photo_folder, ratios 100 and 300
     quarter = train_pairs(sid_fraction=0.25)
     assert len(quarter) == 4 and set(quarter) <= set(every)
     two = train_pairs(sid_per_ratio=1, sid_fraction=0.5)
