@@ -401,3 +401,18 @@ def test_enhance_uses_the_bundled_network_by_default(tmp_path, dark_dng, capsys)
     assert main(["enhance", str(dark_dng), "-o", str(out), "--ratio", "50"]) == 0
     assert read_image(out).shape == (3, 64, 96)
     assert "network" in capsys.readouterr().out
+
+
+def test_two_inputs_with_one_name_are_refused_before_anything_is_written(
+    tmp_path, dark_dng, capsys
+):
+    twins = []
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        twins.append(tmp_path / folder / "x.dng")
+        twins[-1].write_bytes(dark_dng.read_bytes())
+    out = tmp_path / "out"
+    assert main([*ENHANCE_CLASSIC, *map(str, twins), "-o", str(out), "--denoise", "none"]) == 1
+    err = capsys.readouterr().err
+    assert f"{out / 'x.png'}: both {twins[0]} and {twins[1]} would be written here" in err
+    assert not out.exists() or not any(out.iterdir())

@@ -81,12 +81,21 @@ def plan_outputs(inputs: Sequence[Path], output: str | Path, fmt: str = "png") -
     if output.suffix.lower() in IMAGE_FORMATS and not output.is_dir():
         raise OutputError(output, f"{len(inputs)} inputs need an output folder, not an image file")
     targets = [output / f"{p.stem}{suffix}" for p in inputs]
+    check_distinct_outputs(inputs, targets)
+    return targets
+
+
+def check_distinct_outputs(inputs: Sequence[Path], targets: Sequence[Path]) -> None:
+    """Refuse two inputs that would be written to one output (``a/x.dng`` and ``b/x.dng``).
+
+    Raises:
+        OutputError: naming the output and both inputs.
+    """
     seen: dict[Path, Path] = {}
     for src, dst in zip(inputs, targets, strict=True):
         if dst in seen:
             raise OutputError(dst, f"both {seen[dst]} and {src} would be written here")
         seen[dst] = src
-    return targets
 
 
 def enhance_file(

@@ -43,7 +43,7 @@ import numpy as np
 from tqdm import tqdm
 
 from darkraw import __version__
-from darkraw.batch import BatchReport
+from darkraw.batch import BatchReport, check_distinct_outputs
 from darkraw.choices import parse_choice
 from darkraw.dng import write_dng
 from darkraw.errors import DarkrawError, OutputError
@@ -903,11 +903,7 @@ def _figure_batch(
     progress: bool | None,
 ) -> None:
     targets = [folder / f"{src.stem}_figure3.png" for src in files]
-    seen: dict[Path, Path] = {}
-    for src, dst in zip(files, targets, strict=True):
-        if dst in seen:
-            raise OutputError(dst, f"both {seen[dst]} and {src} would be written here")
-        seen[dst] = src
+    check_distinct_outputs(files, targets)
     _make_folder(folder)
     bar = _Progress.over(list(zip(files, targets, strict=True)), "figure", log, progress)
     try:
