@@ -32,8 +32,9 @@ from darkraw.metadata import RawMetadata
 from darkraw.noise import NoiseProfile
 from darkraw.pipeline import (
     ClassicOptions,
+    WhiteBalance,
+    choose_gains,
     color_correct_planes,
-    gray_world_gains,
     pack,
     run_classic,
     subtract_black_level,
@@ -77,8 +78,7 @@ def network_input(mosaic_dn: np.ndarray, meta: RawMetadata, ratio: float) -> np.
         raise ValueError(f"ratio must be a positive number, got {ratio}")
     raw_lin = subtract_black_level(mosaic_dn, meta) * np.float32(ratio)
     planes = pack(raw_lin, meta)
-    gains = meta.wb_gains if meta.wb_gains is not None else gray_world_gains(planes)
-    planes = white_balance(planes, gains)
+    planes = white_balance(planes, choose_gains(planes, meta, WhiteBalance.CAMERA))
     matrix = None if meta.rgb_cam is None else np.asarray(meta.rgb_cam)
     return np.asarray(color_correct_planes(planes, matrix), dtype=np.float32)
 

@@ -372,7 +372,7 @@ def run_classic(
     planes = pack(amplify(raw_lin, ratio), meta)
     denoiser = resolve_denoiser(options.denoiser, planes.size)
     planes = denoise_planes(planes, denoiser)
-    gains = _choose_gains(planes, meta, options.white_balance)
+    gains = choose_gains(planes, meta, options.white_balance)
     planes = white_balance(planes, gains)
     rgb_cam = demosaic(unpack(planes, meta), meta)
     matrix = None if meta.rgb_cam is None else np.asarray(meta.rgb_cam)
@@ -381,9 +381,11 @@ def run_classic(
     return ClassicResult(image=image, ratio=ratio, wb_gains=gains, denoiser=denoiser)
 
 
-def _choose_gains(
+def choose_gains(
     planes: np.ndarray, meta: RawMetadata, mode: WhiteBalance
 ) -> tuple[float, float, float]:
+    """White-balance gains for ``mode``: ``camera`` is the file's as-shot gains (gray world on
+    ``planes`` when it has none), ``gray`` gray world, ``none`` unit gains."""
     if mode is WhiteBalance.NONE:
         return (1.0, 1.0, 1.0)
     if mode is WhiteBalance.CAMERA and meta.wb_gains is not None:
