@@ -42,12 +42,14 @@ def test_dng_round_trip_mosaic_and_metadata(tmp_path, pattern):
     np.testing.assert_allclose(got.rgb_cam, meta.rgb_cam, atol=2e-3)
 
 
-def test_dng_without_colour_data_writes_identity_and_neutral(tmp_path):
+def test_dng_without_colour_data_writes_identity_and_no_white_balance(tmp_path):
     meta = RawMetadata.for_bayer("RGGB", 22, 22, white_level=4095)
     mosaic = np.full((22, 22), 100, dtype=np.uint16)
     back = read_raw(write_dng(tmp_path / "plain.dng", mosaic, meta)).meta
     np.testing.assert_allclose(back.rgb_cam, np.eye(3), atol=1e-3)
-    np.testing.assert_allclose(back.wb_gains, (1, 1, 1), rtol=1e-4)
+    # No AsShotNeutral: unknown gains must come back unknown (the reader then uses gray world),
+    # not as the camera asking for unit gains.
+    assert back.wb_gains is None
     assert back.iso is None and back.exposure_time is None
 
 

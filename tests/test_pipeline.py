@@ -101,6 +101,15 @@ def test_gray_world_equalizes_channel_means():
     assert gray_world_gains(planes) == pytest.approx((4.0, 1.0, 2.0))
 
 
+def test_gray_world_is_not_biased_by_read_noise_below_black():
+    # A dark blue channel in strong zero-mean noise: clipping the noise at zero would lift its
+    # mean and give blue too small a gain.
+    rng = np.random.default_rng(0)
+    means = (0.02, 0.08, 0.01, 0.08)
+    planes = np.stack([m + rng.normal(0.0, 0.05, (256, 256)) for m in means]).astype(np.float32)
+    assert gray_world_gains(planes) == pytest.approx((4.0, 1.0, 8.0), rel=0.05)
+
+
 def test_color_correct_identity_and_matrix():
     rgb = np.random.default_rng(0).random((3, 4, 5)).astype(np.float32) * 0.5
     np.testing.assert_allclose(color_correct(rgb, None), rgb)

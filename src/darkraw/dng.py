@@ -146,7 +146,6 @@ def write_dng(path: str | Path, mosaic: np.ndarray, meta: RawMetadata) -> Path:
     if mosaic.dtype != np.uint16:
         mosaic = np.clip(np.rint(mosaic), 0, 65535).astype(np.uint16)
 
-    wb = np.asarray(meta.wb_gains if meta.wb_gains is not None else (1.0, 1.0, 1.0))
     rgb_cam = np.asarray(meta.rgb_cam if meta.rgb_cam is not None else np.eye(3))
     cam_xyz = cam_xyz_from_rgb_cam(rgb_cam)
     cfa = bytes(int(c) for row in meta.cfa_tile for c in row)
@@ -166,11 +165,15 @@ def write_dng(path: str | Path, mosaic: np.ndarray, meta: RawMetadata) -> Path:
         (_WHITE_LEVEL, "I", 1, round(meta.white_level), True),
         (_COLOR_MATRIX_1, "2i", 9, _rationals(cam_xyz), True),
         (_CALIBRATION_ILLUMINANT_1, "H", 1, _D65, True),
-        (_AS_SHOT_NEUTRAL, "2I", 3, _rationals(1.0 / wb), True),
         (_ORIENTATION, "H", 1, _ORIENTATION_FROM_FLIP[meta.flip], True),
         (_MAKE, "s", 0, make or "darkraw", True),
         (_MODEL, "s", 0, model or "synthetic", True),
     ]
+    if meta.wb_gains is not None:
+        # Without the tag a reader balances the frame itself (gray world); a neutral of 1, 1, 1
+        # would instead claim the camera asked for no white balance at all.
+        wb = np.asarray(meta.wb_gains, dtype=float)
+        extratags.append((_AS_SHOT_NEUTRAL, "2I", 3, _rationals(1.0 / wb), True))
     exif = _exif_entries(meta)
     if exif:
         # tifffile refuses to write the ExifIFD tag itself: write a placeholder tag that sorts

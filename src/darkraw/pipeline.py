@@ -125,9 +125,14 @@ def amplify(raw_lin: np.ndarray, ratio: float) -> np.ndarray:
 
 
 def gray_world_gains(planes: np.ndarray) -> tuple[float, float, float]:
-    """White-balance gains (R, G, B), green = 1, that make the planes' channel means equal."""
+    """White-balance gains (R, G, B), green = 1, that make the planes' channel means equal.
+
+    Values below zero are kept: in a dark frame they are read noise around black, and clipping
+    them would lift the mean of the weakest channel (often blue) and leave a colour cast. Values
+    above 1 are clipped, as the sensor clips them.
+    """
     colors = np.asarray(plane_colors(planes.shape[0]))
-    means = [float(np.mean(np.clip(planes[colors == c], 0, 1))) for c in range(3)]
+    means = [float(np.mean(np.minimum(planes[colors == c], 1.0))) for c in range(3)]
     if min(means) <= 0:
         return (1.0, 1.0, 1.0)
     return (means[1] / means[0], 1.0, means[1] / means[2])
