@@ -1,4 +1,4 @@
-"""Turn a training checkpoint into the bundled default model (fp16 weights and a model card).
+"""Turn a training checkpoint into a bundled model (fp16 weights and a model card).
 
 The card records the checkpoint's config, its step, the validation PSNR of the network and of
 the classic pipeline at that step (from the run's log.jsonl), and free notes on how the weights
@@ -6,7 +6,9 @@ came to be (a warm start, for instance).
 
 Usage:
     python scripts/bundle_model.py runs/default_balanced/checkpoints/step_0004000.safetensors \\
-        [--note TEXT]... [-o src/darkraw/data/default_model.safetensors]
+        [--note TEXT]... [-o src/darkraw/data/default_model.safetensors] [--name default]
+    python scripts/bundle_model.py runs/small/checkpoints/step_0006000.safetensors \\
+        --name small -o src/darkraw/data/small_model.safetensors
 """
 
 from __future__ import annotations
@@ -47,12 +49,13 @@ def main() -> None:
     parser.add_argument(
         "-o", "--output", type=Path, default=DEFAULT_OUT / "default_model.safetensors"
     )
+    parser.add_argument("--name", default="default", help="the model's name in its card")
     args = parser.parse_args()
     ckpt = load_checkpoint(args.checkpoint)
     model = load_model(args.checkpoint)
     run = args.checkpoint.parent.parent
     card = {
-        "name": f"darkraw default (SID U-Net + 2 FC, width {model.config.width})",
+        "name": f"darkraw {args.name} (SID U-Net + 2 FC, width {model.config.width})",
         "task": "dark raw (Bayer) to sRGB, exposure ratios 100-300",
         "input": "network_input: black level, x ratio, as-shot white balance, colour matrix",
         "step": ckpt.step,

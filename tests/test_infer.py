@@ -266,16 +266,19 @@ def test_non_finite_weights_are_refused(tmp_path):
         save_model_file(tmp_path / "nan.safetensors", model)
 
 
-def test_default_model_missing_and_present(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", ["default", "small"])
+def test_bundled_model_missing_and_present(tmp_path, monkeypatch, name):
     import darkraw.infer
 
-    missing = tmp_path / "default_model.safetensors"
-    monkeypatch.setattr(darkraw.infer, "default_model_path", lambda: missing)
-    with pytest.raises(CheckpointError, match="no default model is bundled") as err:
-        resolve_model("default")
+    missing = tmp_path / f"{name}_model.safetensors"
+    monkeypatch.setattr(
+        darkraw.infer, "bundled_model_path", lambda n: tmp_path / f"{n}_model.safetensors"
+    )
+    with pytest.raises(CheckpointError, match=f"no {name} model is bundled") as err:
+        resolve_model(name)
     _assert_one_line(err, missing)
     save_model_file(missing, tiny_model())
-    assert resolve_model("default").config == TINY
+    assert resolve_model(name).config == TINY
 
 
 # --- raw files ---------------------------------------------------------------------------------

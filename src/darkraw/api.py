@@ -47,9 +47,9 @@ def enhance(
             16-bit PNG/TIFF; give ``pattern`` and ``white_level``), or a 2-D ``(H, W)`` Bayer
             mosaic array in DN (give ``pattern`` and ``white_level``; ``black_level`` defaults
             to 0).
-        model: ``"default"`` (the bundled network), a model file or training checkpoint path,
-            a loaded network (to enhance many photos without reloading), or ``"classic"``
-            for the traditional pipeline.
+        model: ``"default"`` (the bundled network), ``"small"`` (the bundled half-width
+            network), a model file or training checkpoint path, a loaded network (to enhance
+            many photos without reloading), or ``"classic"`` for the traditional pipeline.
         ratio: amplification (exposure ratio); ``None`` chooses one from the image.
         pattern: Bayer layout of a bare mosaic: ``RGGB``, ``BGGR``, ``GRBG`` or ``GBRG``.
         white_level: saturation level of a bare mosaic, DN.

@@ -160,8 +160,8 @@ def enhance_batch(
         log: where per-file messages go.
         progress: show a progress bar (``None``: only on a terminal).
         model: render with a network instead of the classic pipeline: the network itself, a
-            model file or training checkpoint, or ``"default"`` (the bundled weights). A file is
-            loaded once, before any output is written.
+            model file or training checkpoint, or a bundled model's name (``"default"``,
+            ``"small"``). A file is loaded once, before any output is written.
         inference: how the network runs; defaults if ``None``.
 
     Raises:

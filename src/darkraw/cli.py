@@ -132,8 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         metavar="PATH",
         default=None,
-        help="network weights: a darkraw model file or training checkpoint (.safetensors), or "
-        "'default' for the bundled model (default: default)",
+        help="network weights: a darkraw model file or training checkpoint (.safetensors), "
+        "'default' for the bundled model, or 'small' for the bundled half-width model, about "
+        "3x faster (default: default)",
     )
     enh.add_argument(
         "--tile",
@@ -204,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         required=True,
         metavar="PATH",
-        help="model file or training checkpoint (.safetensors), or 'default'",
+        help="model file or training checkpoint (.safetensors), or 'default' or 'small'",
     )
     onnx.add_argument("-o", "--output", required=True, metavar="FILE", help="the .onnx to write")
     onnx.add_argument("--opset", type=_count(13), default=17, help="ONNX opset (default: 17)")
@@ -281,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="PATH",
-        help="model file or checkpoint (repeatable; 'default' for the bundled one)",
+        help="model file or checkpoint (repeatable; 'default' or 'small' for a bundled one)",
     )
     ev.add_argument("--no-classic", action="store_true", help="leave out the classic pipeline")
     ev.add_argument(

@@ -31,7 +31,7 @@ def run_demo(
     Args:
         out_dir: folder of the outputs (created if missing).
         denoiser: the classic pipeline's denoiser.
-        model: the network: ``"default"`` (the bundled weights) or a model file.
+        model: the network: a bundled model's name (``"default"``, ``"small"``) or a model file.
 
     Returns:
         Paths of the written files: ``network``, ``classic`` and ``comparison``.

@@ -57,8 +57,14 @@ MODEL_VERSION = 1
 #: What ``--model default`` names: the weights shipped inside the package, when present.
 DEFAULT_MODEL = "default"
 
+#: What ``--model small`` names: the bundled half-width model, about 3x faster.
+SMALL_MODEL = "small"
+
 #: File name of the bundled weights under ``darkraw/data``.
 DEFAULT_MODEL_FILE = "default_model.safetensors"
+
+#: The bundled models by name, and their files under ``darkraw/data``.
+BUNDLED_MODELS = {DEFAULT_MODEL: DEFAULT_MODEL_FILE, SMALL_MODEL: "small_model.safetensors"}
 
 #: How far the network looks: an output pixel depends on packed inputs up to 107 pixels away
 #: (measured by back-propagating from single output pixels), rounded up to the pooling grid. A
@@ -228,29 +234,35 @@ def model_card(path: str | Path) -> dict[str, Any]:
     return card
 
 
-def default_model_path() -> Path:
-    """Where the bundled weights live inside the installed package (the file may be absent)."""
-    return Path(str(importlib.resources.files("darkraw").joinpath("data", DEFAULT_MODEL_FILE)))
+def bundled_model_path(name: str) -> Path:
+    """Where the bundled model ``name`` (a key of :data:`BUNDLED_MODELS`) lives; may be absent."""
+    return Path(str(importlib.resources.files("darkraw").joinpath("data", BUNDLED_MODELS[name])))
+
+
+def model_source(spec: str | Path) -> Path:
+    """The file a model spec names: a bundled model's file, or the path itself."""
+    if str(spec) in BUNDLED_MODELS:
+        return bundled_model_path(str(spec))
+    return Path(spec)
 
 
 def resolve_model(spec: str | Path | SIDUNet) -> SIDUNet:
-    """A network from ``"default"`` (the bundled weights), a file path, or a network as is.
+    """A network from a bundled model's name (``"default"``, ``"small"``), a file path, or a
+    network as is.
 
     Raises:
-        CheckpointError: the file cannot be loaded, or no weights are bundled for ``"default"``.
+        CheckpointError: the file cannot be loaded, or the named model is not bundled.
     """
     if isinstance(spec, SIDUNet):
         return spec
-    if str(spec) == DEFAULT_MODEL:
-        path = default_model_path()
-        if not path.is_file():
-            raise CheckpointError(
-                path,
-                "no default model is bundled with this darkraw yet; "
-                "give a model file or checkpoint with --model PATH, or use --method classic",
-            )
-        return load_model(path)
-    return load_model(spec)
+    path = model_source(spec)
+    if str(spec) in BUNDLED_MODELS and not path.is_file():
+        raise CheckpointError(
+            path,
+            f"no {spec} model is bundled with this darkraw yet; "
+            "give a model file or checkpoint with --model PATH, or use --method classic",
+        )
+    return load_model(path)
 
 
 def _read_metadata(path: Path) -> dict[str, str]:

@@ -29,7 +29,7 @@ from torch.jit._trace import TracerWarning
 
 from darkraw.errors import DarkrawError, OutputError
 from darkraw.fileio import atomic_output
-from darkraw.infer import DEFAULT_MODEL, default_model_path, model_card, resolve_model
+from darkraw.infer import model_card, model_source, resolve_model
 from darkraw.model import SIDUNet
 
 #: Opset written by default (ONNX 1.12+ runtimes).
@@ -124,15 +124,15 @@ def export_onnx(
 
 
 def export_model_file(model: str | Path, output: str | Path, *, opset: int = DEFAULT_OPSET) -> Path:
-    """Export a model file or training checkpoint (or ``"default"``) to ONNX; its card goes too.
+    """Export a model file or training checkpoint (or a bundled model's name, ``"default"`` or
+    ``"small"``) to ONNX; its card goes too.
 
     Raises:
         CheckpointError: the model cannot be loaded.
         DarkrawError, OutputError: as :func:`export_onnx`.
     """
     network = resolve_model(model)
-    source = default_model_path() if str(model) == DEFAULT_MODEL else Path(model)
-    return export_onnx(network, output, opset=opset, card=model_card(source))
+    return export_onnx(network, output, opset=opset, card=model_card(model_source(model)))
 
 
 def _seeded() -> torch.Generator:
