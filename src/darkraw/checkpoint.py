@@ -392,23 +392,40 @@ def content_digest(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, s
     return digest.hexdigest()
 
 
-def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def read_safetensors(
+    path: Path, what: str, *, tensors: bool = True
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of a safetensors file, with one-line errors naming it.
+
+    Never unpickles: a ``torch.save`` pickle is refused as not safetensors.
+
+    Args:
+        what: what the file should be, for the messages (``"checkpoint"``, ``"model file"``).
+        tensors: read the tensors too (``False``: metadata only, from the header).
+
+    Raises:
+        CheckpointError: missing, not a file, unreadable, truncated or not safetensors.
+    """
     if not path.exists():
-        raise CheckpointError(path, "no such checkpoint file")
+        raise CheckpointError(path, f"no such {what}")
     if not path.is_file():
         raise CheckpointError(path, "not a file")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as file:
             metadata = dict(file.metadata() or {})
-            tensors = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118
+            state = {key: file.get_tensor(key) for key in file.keys()} if tensors else {}  # noqa: SIM118
     except SafetensorError as err:
         reason = " ".join(str(err).split())
         raise CheckpointError(
-            path, f"not a complete safetensors checkpoint (pickles are refused): {reason}"
+            path, f"not a complete safetensors {what} (pickles are refused): {reason}"
         ) from None
     except OSError as err:
         raise CheckpointError(path, f"cannot read ({err.strerror or err})") from None
-    return tensors, metadata
+    return state, metadata
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    return read_safetensors(path, "checkpoint")
 
 
 def _parse_metadata(

@@ -37,10 +37,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
 
 from darkraw.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from darkraw.checkpoint import content_digest, load_checkpoint, write_sealed
+from darkraw.checkpoint import content_digest, load_checkpoint, read_safetensors, write_sealed
 from darkraw.dataset import network_input
 from darkraw.errors import CheckpointError, DarkrawError
 from darkraw.metadata import RawMetadata
@@ -266,20 +265,7 @@ def resolve_model(spec: str | Path | SIDUNet) -> SIDUNet:
 
 
 def _read_metadata(path: Path) -> dict[str, str]:
-    if not path.exists():
-        raise CheckpointError(path, "no such model file")
-    if not path.is_file():
-        raise CheckpointError(path, "not a file")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as file:
-            return dict(file.metadata() or {})
-    except SafetensorError as err:
-        reason = " ".join(str(err).split())
-        raise CheckpointError(
-            path, f"not a safetensors model file (pickles are refused): {reason}"
-        ) from None
-    except OSError as err:
-        raise CheckpointError(path, f"cannot read ({err.strerror or err})") from None
+    return read_safetensors(path, "model file", tensors=False)[1]
 
 
 def _json_entry(path: Path, metadata: Mapping[str, str], key: str) -> Any:
@@ -311,14 +297,7 @@ def _read_model_file(
     if values["dtype"] not in _STORAGE_DTYPES:
         raise CheckpointError(path, f"unknown storage dtype {values['dtype']!r}")
     config = _model_config(path, values["config"])
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as file:
-            state = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118
-    except SafetensorError as err:
-        reason = " ".join(str(err).split())
-        raise CheckpointError(path, f"truncated or corrupt model file: {reason}") from None
-    except OSError as err:
-        raise CheckpointError(path, f"cannot read ({err.strerror or err})") from None
+    state, _ = read_safetensors(path, "model file")
     if values["sha256"] != content_digest(state, metadata):
         raise CheckpointError(path, "sha256 mismatch: the model file is corrupt")
     return config, state
