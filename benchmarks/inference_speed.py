@@ -11,7 +11,8 @@ its peak RSS (``resource.getrusage``) is its own:
 - ``tiled_<T>_<M>``: other tiles ``T`` and margins ``M``;
 - ``bf16``: bf16 autocast + channels_last, only where bf16 is native (skipped otherwise: emulated
   bf16 is several times slower than fp32);
-- ``w16_tiled``: the width-16 network, tiled;
+- ``w16_tiled``, ``w16_tiled_<T>_<M>``, ``w16_whole_cl``, ``w16_naive``: the width-16 network
+  (``--model small``), tiled or in one pass;
 - ``*_t2``, ``*_denormal``: the same with ``torch.set_num_threads(2)`` or
   ``torch.set_flush_denormal(True)``.
 
@@ -89,6 +90,9 @@ SETUPS: dict[str, Setup] = {
     "bf16": Setup(precision="bf16"),
     "w16_tiled": Setup(width=16),
     "w16_naive": Setup(width=16, tile=0, channels_last=False),
+    "w16_whole_cl": Setup(width=16, tile=0),
+    "w16_tiled_768_112": Setup(width=16, tile=768, overlap=112),
+    "w16_tiled_1536_112": Setup(width=16, tile=1536, overlap=112),
 }
 
 #: Configurations run when ``--only`` is not given.

@@ -357,6 +357,13 @@ def test_enhance_default_model_absent_is_one_line(tmp_path, dark_dng, capsys, mo
     assert not out.exists()
 
 
+def test_enhance_with_the_bundled_small_model(tmp_path, dark_dng, capsys):
+    out = tmp_path / "out.png"
+    assert main(["enhance", str(dark_dng), "-o", str(out), "--model", "small"]) == 0
+    assert read_image(out).shape == (3, 64, 96)
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_enhance_network_single_file_and_xtrans_refused(
     tmp_path, tiny_model_file, dark_dng, capsys
 ):

@@ -12,9 +12,11 @@ from darkraw.dataset import network_input
 from darkraw.dng import write_dng
 from darkraw.errors import CheckpointError
 from darkraw.infer import (
+    BUNDLED_MODELS,
     EXACT_OVERLAP,
     TILING_TOLERANCE,
     InferenceOptions,
+    bundled_model_path,
     enhance_raw_network,
     load_model,
     model_card,
@@ -279,6 +281,14 @@ def test_bundled_model_missing_and_present(tmp_path, monkeypatch, name):
     _assert_one_line(err, missing)
     save_model_file(missing, tiny_model())
     assert resolve_model(name).config == TINY
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED_MODELS))
+def test_bundled_models_are_shipped_and_load(name):
+    path = bundled_model_path(name)
+    model = resolve_model(name)
+    assert model.config.width == (32 if name == "default" else 16)
+    assert model_card(path)["step"] > 0
 
 
 # --- raw files ---------------------------------------------------------------------------------

@@ -133,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         default=None,
         help="network weights: a darkraw model file or training checkpoint (.safetensors), "
-        "'default' for the bundled model, or 'small' for the bundled half-width model, about "
-        "3x faster (default: default)",
+        "'default' for the bundled model, or 'small' for the bundled half-width model, 2-3x "
+        "faster and somewhat worse (default: default)",
     )
     enh.add_argument(
         "--tile",

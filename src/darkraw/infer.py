@@ -56,7 +56,7 @@ MODEL_VERSION = 1
 #: What ``--model default`` names: the weights shipped inside the package, when present.
 DEFAULT_MODEL = "default"
 
-#: What ``--model small`` names: the bundled half-width model, about 3x faster.
+#: What ``--model small`` names: the bundled half-width model, 2-3x faster.
 SMALL_MODEL = "small"
 
 #: File name of the bundled weights under ``darkraw/data``.
