@@ -186,7 +186,7 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
             darkraw checkpoint, of another version, or fails its sha256 check.
     """
     path = Path(path)
-    tensors, metadata = _read(path)
+    tensors, metadata = read_safetensors(path, "checkpoint")
     values = _parse_metadata(path, tensors, metadata)
     model_state: dict[str, torch.Tensor] = {}
     optim_tensors: dict[str, torch.Tensor] = {}
@@ -422,10 +422,6 @@ def read_safetensors(
     except OSError as err:
         raise CheckpointError(path, f"cannot read ({err.strerror or err})") from None
     return state, metadata
-
-
-def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    return read_safetensors(path, "checkpoint")
 
 
 def _parse_metadata(
