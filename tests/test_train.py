@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import socket
 from dataclasses import replace
@@ -13,6 +14,7 @@ from darkraw.checkpoint import latest_checkpoint, load_checkpoint
 from darkraw.config import from_dict
 from darkraw.dataset import PairConfig
 from darkraw.errors import DarkrawError
+from darkraw.evaluate import ssim_tensor
 from darkraw.model import ModelConfig, build_model
 from darkraw.train import (
     DataConfig,
@@ -23,6 +25,7 @@ from darkraw.train import (
     learning_rate,
     split_sources,
     train,
+    training_loss,
 )
 
 
@@ -83,6 +86,8 @@ def test_a_run_writes_its_folder(photo_folder, tmp_path):
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5, 6]
     assert [r["step"] for r in records if "val_psnr" in r] == [3, 6]
+    for record in (r for r in records if "val_psnr" in r):
+        assert -1 <= record["val_ssim"] <= 1 and 0 < record["classic_ssim"] <= 1
     assert len(list((run / "samples").glob("val00_*.png"))) == 2
     ckpt = load_checkpoint(latest_checkpoint(run / "checkpoints"))
     assert ckpt.step == 6 and ckpt.config["model"]["width"] == 4
@@ -130,6 +135,28 @@ def test_an_existing_run_is_not_overwritten(photo_folder, tmp_path):
         train(changed, progress=False, resume=True)
 
 
+def test_training_loss_mixes_l1_and_ssim():
+    gen = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, 32, 32, generator=gen)
+    output = (target + 0.1 * torch.randn(2, 3, 32, 32, generator=gen)).requires_grad_()
+    l1 = torch.nn.functional.l1_loss(output, target)
+    assert torch.equal(training_loss(output, target, 0.0), l1)
+    torch.testing.assert_close(training_loss(output, target, 1.0), 1 - ssim_tensor(output, target))
+    mixed = training_loss(output, target, 0.25)
+    torch.testing.assert_close(mixed, 0.75 * l1 + 0.25 * (1 - ssim_tensor(output, target)))
+    mixed.backward()
+    assert output.grad is not None and output.grad.abs().sum() > 0
+    assert float(training_loss(target, target, 0.5)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_run_with_an_ssim_term_trains(photo_folder, tmp_path):
+    config = tiny_config(photo_folder, tmp_path / "run", steps=2, optim={"ssim_weight": 0.5})
+    summary = train(config, progress=False)
+    assert summary.step == 2 and math.isfinite(summary.last_loss)
+    saved = load_checkpoint(latest_checkpoint(tmp_path / "run" / "checkpoints")).config
+    assert saved["optim"]["ssim_weight"] == 0.5
+
+
 def test_learning_rate_schedule_is_sids():
     optim = OptimConfig()
     assert learning_rate(optim, 1, 4000) == 1e-4 and learning_rate(optim, 2000, 4000) == 1e-4
@@ -157,6 +184,8 @@ def test_config_rejects_bad_values(photo_folder, tmp_path):
         tiny_config(photo_folder, tmp_path, steps=0)
     with pytest.raises(ValueError, match="precision"):
         tiny_config(photo_folder, tmp_path, precision="fp16")
+    with pytest.raises(ValueError, match="ssim_weight"):
+        tiny_config(photo_folder, tmp_path, optim={"ssim_weight": 1.5})
     assert TrainConfig().model == ModelConfig() and TrainConfig().data.pairs == PairConfig()
     assert DataConfig().workers == 2
 

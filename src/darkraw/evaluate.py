@@ -75,16 +75,23 @@ def psnr(output: np.ndarray, reference: np.ndarray) -> float:
 
 
 def ssim(output: np.ndarray, reference: np.ndarray) -> float:
-    """SSIM (Gaussian 11x11 window, sigma 1.5, data range 1) of ``(3, H, W)`` images."""
-    from torchmetrics.functional.image import structural_similarity_index_measure
-
+    """SSIM (Gaussian 11x11 window, sigma 1.5, data range 1) of ``(3, H, W)`` images (the
+    output is clipped first)."""
     _check_pair(output, reference)
     a = torch.from_numpy(np.clip(output, 0.0, 1.0).astype(np.float32))[None]
     b = torch.from_numpy(reference.astype(np.float32))[None]
-    value = structural_similarity_index_measure(a, b, data_range=1.0)
+    return float(ssim_tensor(a, b))
+
+
+def ssim_tensor(output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Mean SSIM of ``(N, 3, H, W)`` tensors as :func:`ssim`, unclipped and differentiable
+    (the training loss's SSIM term)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    value = structural_similarity_index_measure(output, reference, data_range=1.0)
     if isinstance(value, tuple):  # only when full images are asked for, which they are not
         value = value[0]
-    return float(value)
+    return value
 
 
 def score(output: np.ndarray, reference: np.ndarray) -> Scores:
