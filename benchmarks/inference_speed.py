@@ -4,24 +4,28 @@ For one full Sony frame (packed 1424x2128 -> 2848x4256 sRGB output), random-init
 arithmetic does not depend on the values), each configuration runs in a fresh child process so
 its peak RSS (``resource.getrusage``) is its own:
 
-- ``naive``: the whole frame in one pass, fp32, NCHW memory;
-- ``whole_cl``: the whole frame in one pass, fp32, channels_last;
-- ``tiled``: :func:`darkraw.infer.run_network` with the default tile and margin, fp32,
-  channels_last (the default of ``darkraw enhance --method network``);
-- ``tiled_<T>_<M>``: other tiles ``T`` and margins ``M``;
-- ``bf16``: bf16 autocast + channels_last, only where bf16 is native (skipped otherwise: emulated
-  bf16 is several times slower than fp32);
+- ``naive``: the plain module (``model(x)``) on the whole frame in one pass, fp32, NCHW memory;
+- ``whole_cl``: the plain module, whole frame, fp32, channels_last;
+- ``tiled``: :func:`darkraw.infer.run_network` with its defaults, the default of ``darkraw
+  enhance``: tiles of 1024 with the exact margin, channels_last, ``precision=auto`` (bf16 where
+  the CPU has it natively, else fp32), oneDNN's fused convolution + LeakyReLU
+  (:mod:`darkraw.fused`) where available;
+- ``tiled_fp32``: the same in fp32;
+- ``tiled_<T>_<M>``, ``whole``: other tiles ``T`` and margins ``M``, or one pass;
+- ``autocast_bf16``, ``autocast_fp32``: tiled, the plain module under bf16 autocast (the
+  fused pass turned off), or the plain module in fp32: what the fusion gains;
 - ``w16_tiled``, ``w16_tiled_<T>_<M>``, ``w16_whole_cl``, ``w16_naive``: the width-16 network
   (``--model small``), tiled or in one pass;
 - ``*_t2``, ``*_denormal``: the same with ``torch.set_num_threads(2)`` or
   ``torch.set_flush_denormal(True)``.
 
-FLOPs are counted exactly: a forward hook on every convolution adds ``2 * MACs`` of the call
-(``out_elements * in_channels * kh * kw`` for a convolution, ``in_elements * out_channels * kh *
-kw`` for a 2x2 stride-2 transposed one), so tiled runs count the work their margins repeat.
-"Useful" GFLOP/s divide the whole frame's FLOPs by the time; "executed" GFLOP/s the FLOPs
-actually run. The CPU's fp32 peak is measured with a 4096^3 ``torch.mm`` (what a well-tuned
-kernel reaches) beside the nominal ``cores x GHz x 32`` (two 256-bit FMA pipes per Zen 3 core).
+FLOPs are counted exactly on the plain module: a forward hook on every convolution adds
+``2 * MACs`` of the call (``out_elements * in_channels * kh * kw`` for a convolution,
+``in_elements * out_channels * kh * kw`` for a 2x2 stride-2 transposed one), so tiled runs count
+the work their margins repeat. "Useful" GFLOP/s divide the whole frame's FLOPs by the time;
+"executed" GFLOP/s the FLOPs actually run. The CPU's peaks are measured with 4096^3
+``torch.mm`` in fp32 and in bf16 (what a well-tuned kernel reaches), beside the nominal ``cores
+x GHz x FLOP/cycle``.
 
 With ``--tolerance`` it measures instead how far tiled output is from whole-frame output
 (random-init networks of width 4 and 32, and a trained one given with ``--trained``).
@@ -51,9 +55,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from darkraw.infer import InferenceOptions, run_network
+import darkraw.infer
+from darkraw.infer import InferenceOptions, run_network, tile_spans
 from darkraw.model import ModelConfig, build_model
-from darkraw.train import Precision, bf16_supported
+from darkraw.train import Precision, autocast_dtype, bf16_supported
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "inference_speed.json"
@@ -72,31 +77,44 @@ class Setup:
     tile: int = _DEFAULT.tile
     overlap: int = _DEFAULT.overlap
     channels_last: bool = True
-    precision: str = "fp32"
+    precision: str = "auto"
     threads: int = 0
     flush_denormal: bool = False
+    #: darkraw's fused pass where available; False runs the plain module (under autocast).
+    fused: bool = True
+    #: ``model(x)`` on the whole frame, not :func:`run_network` (no tiling, clamping, copying).
+    module: bool = False
 
 
 SETUPS: dict[str, Setup] = {
-    "naive": Setup(tile=0, channels_last=False),
-    "whole_cl": Setup(tile=0),
+    "naive": Setup(tile=0, channels_last=False, precision="fp32", fused=False, module=True),
+    "whole_cl": Setup(tile=0, precision="fp32", fused=False, module=True),
     "tiled": Setup(),
+    "tiled_fp32": Setup(precision="fp32"),
+    "whole": Setup(tile=0),
+    "autocast_bf16": Setup(precision="bf16", fused=False),
+    "autocast_fp32": Setup(precision="fp32", fused=False),
     "tiled_t2": Setup(threads=2),
     "tiled_denormal": Setup(flush_denormal=True),
     "tiled_512_32": Setup(tile=512, overlap=32),
     "tiled_768_64": Setup(tile=768, overlap=64),
+    "tiled_768_112": Setup(tile=768, overlap=112),
     "tiled_1024_64": Setup(tile=1024, overlap=64),
-    "tiled_1024_112": Setup(tile=1024, overlap=112),
-    "bf16": Setup(precision="bf16"),
+    "tiled_1536_112": Setup(tile=1536, overlap=112),
     "w16_tiled": Setup(width=16),
-    "w16_naive": Setup(width=16, tile=0, channels_last=False),
-    "w16_whole_cl": Setup(width=16, tile=0),
+    "w16_naive": Setup(
+        width=16, tile=0, channels_last=False, precision="fp32", fused=False, module=True
+    ),
+    "w16_whole_cl": Setup(width=16, tile=0, precision="fp32", fused=False, module=True),
     "w16_tiled_768_112": Setup(width=16, tile=768, overlap=112),
     "w16_tiled_1536_112": Setup(width=16, tile=1536, overlap=112),
 }
 
 #: Configurations run when ``--only`` is not given.
-MAIN = ("naive", "whole_cl", "tiled", "bf16", "w16_tiled", "tiled_t2", "tiled_denormal")
+MAIN = (
+    "naive", "whole_cl", "tiled", "tiled_fp32", "whole", "autocast_bf16", "autocast_fp32",
+    "tiled_768_112", "tiled_1536_112", "w16_tiled",
+)  # fmt: skip
 
 
 def count_flops(model: nn.Module) -> tuple[list[int], list[torch.utils.hooks.RemovableHandle]]:
@@ -135,6 +153,9 @@ def child(name: str, runs: int) -> dict[str, Any]:
     setup = SETUPS[name]
     if setup.flush_denormal:
         torch.set_flush_denormal(True)
+    if not setup.fused:
+        # The plain module, under autocast when bf16 is asked for.
+        darkraw.infer.fused_available = lambda *args: False  # type: ignore[assignment]
     if setup.precision == "bf16" and not bf16_supported(torch.device("cpu")):
         return {
             "skipped": "this CPU has no native bf16 (no AVX-512 BF16 / AMX): autocast would "
@@ -150,17 +171,30 @@ def child(name: str, runs: int) -> dict[str, Any]:
         device="cpu",
     )
     planes = frame()
-    counter, handles = count_flops(model)
+    amp = autocast_dtype(options.precision, torch.device("cpu"))
+    dtype = amp or torch.float32
+    fused = not setup.module and darkraw.infer.fused_available(torch.device("cpu"), dtype)
+    compute = ("bf16" if amp else "fp32") + (" fused" if fused else " module")
+
+    def once() -> None:
+        if not setup.module:
+            run_network(model, planes, options)
+            return
+        memory = torch.channels_last if setup.channels_last else torch.contiguous_format
+        model.to(memory_format=memory)  # type: ignore[call-overload]
+        x = torch.from_numpy(planes)[None].contiguous(memory_format=memory)
+        with torch.inference_mode():
+            model(x)
+
     start = time.perf_counter()
-    run_network(model, planes, options)  # warm-up, and the executed FLOPs
+    once()  # warm-up: oneDNN builds its kernels on first use
     warmup_s = time.perf_counter() - start
-    executed = counter[0]
-    for handle in handles:
-        handle.remove()
+    tile = 0 if setup.module else setup.tile
+    executed = executed_gflop(setup.width, tile, setup.overlap)
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        run_network(model, planes, options)
+        once()
         times.append(time.perf_counter() - start)
     return {
         "setup": setup.__dict__,
@@ -169,22 +203,37 @@ def child(name: str, runs: int) -> dict[str, Any]:
         "times_s": times,
         "median_s": statistics.median(times),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "executed_gflop": executed / 1e9,
+        "executed_gflop": executed,
+        "compute": compute,
     }
 
 
-def whole_frame_gflop(width: int) -> float:
-    """FLOPs of one whole-frame forward (at the padded size), counted on a meta-device run."""
+def window_gflop(width: int, h: int, w: int) -> float:
+    """FLOPs of one forward pass over ``h x w`` packed pixels, counted on the meta device."""
     model = build_model(ModelConfig(width=width)).to("meta")
     counter, _ = count_flops(model)
     with torch.inference_mode():
-        model(torch.empty(1, 4, *PACKED, device="meta"))
+        model(torch.empty(1, 4, h, w, device="meta"))
     return counter[0] / 1e9
 
 
-def matmul_gflops(n: int = 4096, repeats: int = 5) -> float:
-    """Best fp32 GFLOP/s of an ``n^3`` matrix product: the practical peak of this CPU."""
-    a, b = torch.rand(n, n), torch.rand(n, n)
+def whole_frame_gflop(width: int) -> float:
+    """FLOPs of one whole-frame forward (at the padded size)."""
+    return window_gflop(width, *PACKED)
+
+
+def executed_gflop(width: int, tile: int, overlap: int) -> float:
+    """FLOPs a tiled run executes: every window, margins included."""
+    rows = tile_spans(PACKED[0], tile, overlap)
+    cols = tile_spans(PACKED[1], tile, overlap)
+    return sum(
+        window_gflop(width, y1 - y0, x1 - x0) for y0, y1, _, _ in rows for x0, x1, _, _ in cols
+    )
+
+
+def matmul_gflops(dtype: torch.dtype = torch.float32, n: int = 4096, repeats: int = 5) -> float:
+    """Best GFLOP/s of an ``n^3`` matrix product in ``dtype``: the practical peak of this CPU."""
+    a, b = torch.rand(n, n).to(dtype), torch.rand(n, n).to(dtype)
     torch.mm(a, b)
     best = float("inf")
     for _ in range(repeats):
@@ -292,12 +341,18 @@ def main() -> None:
     if not args.no_peak:
         cores = os.cpu_count() or 1
         ghz = results["cpu"].get("mhz", 0) / 1000
+        # FMA pipes x fp32 lanes x 2: two 256-bit pipes on AVX2 (Zen 3), two 512-bit on
+        # AVX-512 (Zen 5); a bf16 dot product (vdpbf16ps) does twice the fp32 work per lane.
+        fp32_cycle = 64 if "AVX512" in results["cpu"]["capability"] else 32
         results["peak"] = {
             "matmul_4096_gflops": matmul_gflops(),
-            "nominal_gflops": cores * ghz * 32,
-            "nominal_derivation": f"{cores} cores x {ghz:.3f} GHz x 32 FLOP/cycle "
-            "(2 FMA pipes x 8 fp32 lanes x 2)",
+            "nominal_gflops": cores * ghz * fp32_cycle,
+            "nominal_derivation": f"{cores} cores x {ghz:.3f} GHz x {fp32_cycle} FLOP/cycle "
+            "(2 FMA pipes x fp32 lanes x 2)",
         }
+        if results["cpu"]["bf16_native"]:
+            results["peak"]["matmul_4096_bf16_gflops"] = matmul_gflops(torch.bfloat16)
+            results["peak"]["nominal_bf16_gflops"] = 2 * cores * ghz * fp32_cycle
     for name in args.only or MAIN:
         print(f"{name} ...", file=sys.stderr, flush=True)
         result = run_child(name, args.runs)
@@ -305,10 +360,14 @@ def main() -> None:
             width = result["setup"]["width"]
             result["useful_gflops"] = flops[width] / result["median_s"]
             result["executed_gflops"] = result["executed_gflop"] / result["median_s"]
-            if "peak" in results:
-                result["share_of_matmul_peak"] = (
-                    result["executed_gflops"] / results["peak"]["matmul_4096_gflops"]
-                )
+            peak = results.get("peak", {})
+            key = (
+                "matmul_4096_bf16_gflops"
+                if result["compute"].startswith("bf16")
+                else "matmul_4096_gflops"
+            )
+            if key in peak:
+                result["share_of_matmul_peak"] = result["executed_gflops"] / peak[key]
         result["note"] = args.note
         configs[name] = result
         print(f"  {json.dumps(result)}", file=sys.stderr, flush=True)

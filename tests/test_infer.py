@@ -48,8 +48,13 @@ def planes(shape, seed=0):
     return np.random.default_rng(seed).random(shape, dtype=np.float32) * 0.5
 
 
+#: Tests that compare outputs to float rounding run in fp32: where the CPU has native bf16,
+#: ``precision="auto"`` computes in bf16 (its tolerance is tested in test_fused.py).
+FP32 = InferenceOptions(precision="fp32")
+
+
 def whole(model, x):
-    return run_network(model, x, InferenceOptions(tile=0))
+    return run_network(model, x, InferenceOptions(tile=0, precision="fp32"))
 
 
 def dark_dng(path, pattern, height=30, width=46, seed=0):
@@ -87,7 +92,7 @@ def test_tile_spans_partition_the_axis_on_the_pooling_grid(length, tile, overlap
 def test_tiled_equals_whole_frame_with_the_default_margin(size):
     model = tiny_model()
     x = planes((4, *size))
-    options = InferenceOptions(tile=240)
+    options = InferenceOptions(tile=240, precision="fp32")
     assert options.overlap == EXACT_OVERLAP
     assert len(tile_spans(max(size), 240, EXACT_OVERLAP)) > 1
     diff = np.abs(run_network(model, x, options) - whole(model, x))
@@ -99,7 +104,7 @@ def test_a_narrower_margin_is_approximate_within_the_measured_bound(size):
     # Documented: with a 64-pixel margin up to 0.093 for random-init networks (less trained).
     model = tiny_model()
     x = planes((4, *size))
-    tiled = run_network(model, x, InferenceOptions(tile=160, overlap=64))
+    tiled = run_network(model, x, InferenceOptions(tile=160, overlap=64, precision="fp32"))
     diff = np.abs(tiled - whole(model, x))
     assert 1e-4 < diff.max() <= 0.15
     assert diff.mean() < 1e-2
@@ -109,7 +114,7 @@ def test_a_narrower_margin_is_approximate_within_the_measured_bound(size):
 def test_image_smaller_than_a_tile_is_one_exact_pass(size):
     model = tiny_model()
     x = planes((4, *size))
-    out = run_network(model, x)
+    out = run_network(model, x, FP32)
     with torch.inference_mode():
         expected = model(torch.from_numpy(x)[None])[0].clamp(0, 1).numpy()
     assert out.shape == (3, 2 * size[0], 2 * size[1]) and out.dtype == np.float32
@@ -125,7 +130,7 @@ def test_output_is_clamped_and_xtrans_upscales_by_three():
 def test_nchw_and_fp32_options_give_the_same_result():
     model, x = tiny_model(), planes((4, 40, 52))
     a = run_network(model, x, InferenceOptions(channels_last=False, precision="fp32", threads=2))
-    b = run_network(model, x, InferenceOptions(channels_last=True))
+    b = run_network(model, x, InferenceOptions(channels_last=True, precision="fp32"))
     np.testing.assert_allclose(a, b, atol=1e-5)
     assert torch.get_num_threads() == 1  # restored after the run
 

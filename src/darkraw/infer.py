@@ -30,7 +30,7 @@ import contextlib
 import importlib.resources
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from darkraw.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from darkraw.checkpoint import content_digest, load_checkpoint, read_safetensors, write_sealed
 from darkraw.dataset import network_input
 from darkraw.errors import CheckpointError, DarkrawError
+from darkraw.fused import FusedUNet, fused_available
 from darkraw.metadata import RawMetadata
 from darkraw.model import PAD_MULTIPLE, ModelConfig, SIDUNet, build_model, to_channels_last
 from darkraw.pipeline import auto_ratio, orient, subtract_black_level
@@ -421,7 +422,12 @@ def run_network(
     out = np.empty((3, s * h, s * w), dtype=np.float32)
     rows = tile_spans(h, options.tile, options.overlap)
     cols = tile_spans(w, options.tile, options.overlap)
-    autocast = torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext()
+    net: Callable[[torch.Tensor], torch.Tensor] = model
+    autocast: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if fused_available(device, amp or torch.float32):
+        net = FusedUNet(model, amp or torch.float32, options.channels_last)
+    elif amp:
+        autocast = torch.autocast(device.type, dtype=amp)
     with _threads(options.threads), torch.inference_mode(), autocast:
         for y0, y1, ky0, ky1 in rows:
             for x0, x1, kx0, kx1 in cols:
@@ -429,7 +435,7 @@ def run_network(
                 x = x.to(device)
                 if options.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                y = model(x)[0]
+                y = net(x)[0]
                 keep = y[:, s * (ky0 - y0) : s * (ky1 - y0), s * (kx0 - x0) : s * (kx1 - x0)]
                 block = keep.float().clamp_(0.0, 1.0).cpu().numpy()
                 out[:, s * ky0 : s * ky1, s * kx0 : s * kx1] = block

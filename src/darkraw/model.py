@@ -227,7 +227,7 @@ class SIDUNet(nn.Module):
             raise TypeError(f"expected a floating-point input, got {x.dtype}")
         h, w = x.shape[-2:]
         s = self.config.upscale
-        y = _pad_to_multiple(x, PAD_MULTIPLE)
+        y = pad_planes(x, PAD_MULTIPLE)
         skips: list[torch.Tensor] = []
         for level, block in enumerate(self.encoder):
             if level:
@@ -241,7 +241,7 @@ class SIDUNet(nn.Module):
         return rgb[..., : h * s, : w * s]
 
 
-def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+def pad_planes(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Pad ``(N, C, h, w)`` at the bottom and right so h and w are multiples of ``multiple``."""
     h, w = x.shape[-2:]
     pad_h, pad_w = -h % multiple, -w % multiple

@@ -189,7 +189,8 @@ class TrainConfig:
         log_every, val_every, checkpoint_every: intervals in steps.
         keep_checkpoints: newest checkpoints kept (older ones are deleted).
         samples: validation crops saved as images at each validation.
-        init_from: start from this checkpoint's weights (transfer learning); "" starts afresh.
+        init_from: start from these weights (transfer learning): a checkpoint, a model file or
+            a bundled model's name (``default``, ``small``); "" starts afresh.
         transfer: what to do with them: ``full``, ``seed`` (re-initialise the two FC layers),
             ``head`` (re-initialise and train only them), ``freeze-encoder``.
     """
@@ -771,12 +772,20 @@ def train(
 
 
 def _start_from(model: SIDUNet, path: Path, transfer: Transfer, seed: int) -> None:
-    """Load ``path``'s weights into ``model`` and apply a transfer strategy (in place)."""
-    ckpt = load_checkpoint(path)
-    saved = _config_of(path, ckpt).model
-    if saved != model.config:
-        raise DarkrawError(path, f"holds a {saved} network, the config asks for {model.config}")
-    _load_weights(path, model, ckpt.model_state)
+    """Load ``path``'s weights into ``model`` and apply a transfer strategy (in place).
+
+    ``path`` is a training checkpoint, a model file, or a bundled model's name (``default``).
+    """
+    # Imported here: infer imports this module for the precision settings.
+    from darkraw.infer import load_model, model_source
+
+    source = model_source(path)
+    saved = load_model(source)
+    if saved.config != model.config:
+        raise DarkrawError(
+            source, f"holds a {saved.config} network, the config asks for {model.config}"
+        )
+    _load_weights(source, model, saved.state_dict())
     if transfer in (Transfer.SEED, Transfer.HEAD):
         # Seeded apart from the run's own seed, so the fresh layers differ from the originals.
         reset_fc(model, torch.Generator().manual_seed(seed + 1_000_003))
