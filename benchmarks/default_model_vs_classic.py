@@ -10,8 +10,13 @@ gamma: the classic pipeline with its default denoiser (BM3D up to 1 Mpixel per p
 above), and the network (tiled, exact margin). Scores: PSNR and SSIM on 8-bit images (SID's
 reporting) against the reference, per file and ratio.
 
+The network runs as ``darkraw enhance`` runs it (``precision=auto``: bf16 where the CPU has it
+natively); ``--precision fp32`` forces fp32, and ``--also-fp32`` scores an fp32 pass beside the
+default one and records how far apart the two images are.
+
 Usage:
     python benchmarks/default_model_vs_classic.py [--model default|PATH] [--ratios 100,300]
+        [--precision auto|fp32|bf16] [--also-fp32]
         [--out benchmarks/results/default_model_vs_classic.json] [--images docs/images]
 
 The comparison images (``acceptance_<file>_x<ratio>.png``: dark as shot, classic, network,
@@ -27,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from darkraw.denoise import Denoiser
 from darkraw.dng import write_dng
@@ -38,6 +44,7 @@ from darkraw.pipeline import ClassicOptions, GammaCurve, orient, run_classic
 from darkraw.rawio import BareMosaicSpec, read_raw
 from darkraw.simulate import SimulationConfig, simulate_dark
 from darkraw.sources import clean_from_raw
+from darkraw.train import Precision, autocast_dtype
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "raw"
 
@@ -68,7 +75,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/default_model_vs_classic.json")
     parser.add_argument("--images", default="docs/images")
+    parser.add_argument("--precision", default="auto", choices=[p.value for p in Precision])
+    parser.add_argument("--also-fp32", action="store_true", help="score an fp32 pass as well")
     args = parser.parse_args()
+    inference = InferenceOptions(precision=Precision(args.precision))
+    compute = autocast_dtype(inference.precision, torch.device("cpu")) or torch.float32
     ratios = [float(r) for r in args.ratios.split(",")]
     model = resolve_model(args.model)
     images = Path(args.images)
@@ -101,9 +112,7 @@ def main() -> None:
                 )
                 classic_s = time.perf_counter() - start
                 start = time.perf_counter()
-                network = enhance_raw_network(
-                    back.mosaic, back.meta, model, ratio, InferenceOptions()
-                ).image
+                network = enhance_raw_network(back.mosaic, back.meta, model, ratio, inference).image
                 network_s = time.perf_counter() - start
                 as_shot = run_classic(
                     back.mosaic,
@@ -123,7 +132,18 @@ def main() -> None:
                     "classic_s": round(classic_s, 2),
                     "network_s": round(network_s, 2),
                     "K": round(getattr(dark.params, "k", float("nan")), 3),
+                    "network_compute": str(compute).removeprefix("torch."),
                 }
+                if args.also_fp32:
+                    fp32 = InferenceOptions(precision=Precision.FP32)
+                    start = time.perf_counter()
+                    exact = enhance_raw_network(back.mosaic, back.meta, model, ratio, fp32).image
+                    row["fp32_s"] = round(time.perf_counter() - start, 2)
+                    f = score(exact, reference)
+                    row["fp32_psnr"], row["fp32_ssim"] = round(f.psnr8, 2), round(f.ssim8, 4)
+                    diff = np.abs(network - exact)
+                    row["max_abs_diff_vs_fp32"] = float(diff.max())
+                    row["mean_abs_diff_vs_fp32"] = float(diff.mean())
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 stem = Path(name).stem

@@ -403,6 +403,21 @@ def test_options_of_the_other_method_or_tile_too_small_exit_2(tmp_path, dark_dng
     assert not out.exists()
 
 
+def test_enhance_precision_fp32_gives_the_exact_network_result(tmp_path, dark_dng, tiny_model_file):
+    import darkraw
+    from darkraw.infer import InferenceOptions
+
+    out = tmp_path / "exact.tif"
+    args = ["enhance", str(dark_dng), "-o", str(out), "--ratio", "50"]
+    assert main([*args, "--model", str(tiny_model_file), "--precision", "fp32"]) == 0
+    expected = darkraw.enhance(
+        dark_dng, model=tiny_model_file, ratio=50, inference=InferenceOptions(precision="fp32")
+    )
+    # 16-bit TIFF: within half a level of the fp32 result.
+    assert np.abs(read_image(out).transpose(1, 2, 0) - expected).max() <= 0.5 / 65535 + 1e-7
+    assert main([*args, "--method", "classic", "--precision", "fp32"]) == 2
+
+
 def test_enhance_uses_the_bundled_network_by_default(tmp_path, dark_dng, capsys):
     out = tmp_path / "out.png"
     assert main(["enhance", str(dark_dng), "-o", str(out), "--ratio", "50"]) == 0

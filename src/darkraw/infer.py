@@ -12,6 +12,9 @@ approximate: the *effective* receptive field of a trained network is much narrow
 true one, and with a 64-pixel margin the difference stays near one 8-bit level (see
 :func:`run_network`).
 
+On a CPU the tiles go through :class:`darkraw.fused.FusedUNet`, the same network with each
+convolution and its LeakyReLU fused into one oneDNN call, in bf16 where the CPU has it natively.
+
 Tile windows start on multiples of 16 packed pixels, so the network's four 2x2 max-pools cut
 every tile on the same grid as the whole frame, and the internal padding to a multiple of 16 at
 the bottom and right of a tile equals the whole frame's wherever the tile touches that edge.
@@ -85,15 +88,16 @@ class InferenceOptions:
     Attributes:
         tile: side of a tile window in packed pixels (the output is ``s`` times that), a multiple
             of 16; 0 runs the whole frame at once (memory grows with the photo). 1024 with the
-            exact margin cuts a Sony frame into 2x3 tiles; measured on a 2-core CPU: half the
-            peak memory of a whole-frame pass (1.25 vs 2.4 GiB) for ~25 % more time, since the
-            margins repeat 40 % of the work (see ``docs/inference.md``).
+            exact margin cuts a Sony frame into 2x3 tiles; measured on a 2-core Zen 5 in bf16:
+            as fast as a whole-frame pass (3.6 vs 3.8 s) in less memory (1.13 vs 1.44 GiB),
+            although the margins repeat 40 % of the work (see ``docs/inference.md``).
         overlap: margin in packed pixels cut from each side of a tile where it meets another
             tile, a multiple of 16; ``tile >= 2 * overlap + 16`` when tiling. The default,
             :data:`EXACT_OVERLAP`, covers the receptive field; 64 does ~13 % less work on a Sony
             frame and differs from whole-frame output by up to ~3e-3 (trained network).
-        precision: ``auto`` (bf16 autocast only where the hardware has it natively), ``bf16``
-            (always; emulated, hence slower, on CPUs without AVX-512 BF16 or AMX) or ``fp32``.
+        precision: ``auto`` (bf16 only where the hardware has it natively), ``bf16`` (always;
+            emulated, hence slower, on CPUs without AVX-512 BF16 or AMX) or ``fp32``. On a CPU
+            the network's output layers run in fp32 either way (:mod:`darkraw.fused`).
         channels_last: NHWC memory format, faster on CPU.
         threads: CPU threads for torch during the run; 0 keeps torch's setting.
         device: ``auto`` (CUDA if present), ``cpu`` or ``cuda``.
