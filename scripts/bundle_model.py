@@ -38,6 +38,11 @@ def validation_at(log: Path, step: int) -> dict[str, object]:
                     k: round(v, 2) for k, v in record.get("val_psnr_by_ratio", {}).items()
                 },
                 "classic_psnr": round(record["classic_psnr"], 2),
+                **{
+                    key: round(record[key], 4)
+                    for key in ("val_ssim", "classic_ssim")
+                    if key in record
+                },
             }
     return {}
 

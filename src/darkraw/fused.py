@@ -1,16 +1,16 @@
 """An inference-only forward pass of the SID U-Net for CPUs, with oneDNN's fused kernels.
 
 :meth:`darkraw.model.SIDUNet.forward` runs every 3x3 convolution and its LeakyReLU as two
-operators. At inference on a CPU the LeakyReLU is a pass over memory of its own: on a full frame
-in bf16 it took 18 % of the time (torch profiler, 768x768 packed tile, Zen 5). oneDNN applies it
+operators. At inference on a CPU the LeakyReLU is a pass over memory of its own: under bf16
+autocast it took 18 % of the time of a 768x768 packed tile (torch profiler, Zen 5). oneDNN applies it
 inside the convolution as a post-op instead (``mkldnn::_convolution_pointwise``, the kernel
 torch's own compiler emits for this pattern), so :class:`FusedUNet` does the same arithmetic as
 the module in one pass per convolution.
 
 Precision: the body runs in the compute dtype (bf16 or fp32); the output convolution and the two
 per-pixel FC layers always run in fp32. Their output *is* the picture, and bf16 keeps 8
-significant bits, which would put 16-bit TIFF output on a grid of 1/256 near white; in fp32 they
-cost about 1 % of the arithmetic.
+significant bits, which would put 16-bit TIFF output on a grid of 1/256 near white; they are
+about 1.5 % of the multiply-adds.
 
 :func:`fused_available` says whether the fused kernel exists (torch built with oneDNN, CPU);
 where it does not, :func:`darkraw.infer.run_network` runs the module under autocast.
