@@ -3,6 +3,7 @@ import math
 import os
 import socket
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -290,6 +291,25 @@ def test_seed_strategy_erases_the_fc_layers(photo_folder, sid_lists, pretrained,
     wider = build_model(ModelConfig(width=8))
     with pytest.raises(DarkrawError, match="network, the config asks for"):
         _start_from(wider, pretrained, Transfer.FULL, seed=0)
+
+
+def test_start_from_a_model_file_or_a_bundled_model(pretrained, tmp_path, monkeypatch):
+    import darkraw.infer
+    from darkraw.infer import load_model, save_model_file
+    from darkraw.train import Transfer, _start_from
+
+    file = save_model_file(tmp_path / "m.safetensors", load_model(pretrained))
+    expected = load_model(file).state_dict()
+    model = build_model(ModelConfig(width=4, fc_hidden=8))
+    _start_from(model, file, Transfer.FULL, seed=0)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in expected.items())
+    # A bundled model by name: "default" names the file bundled_model_path gives.
+    monkeypatch.setattr(darkraw.infer, "bundled_model_path", lambda name: file)
+    fresh = build_model(ModelConfig(width=4, fc_hidden=8))
+    _start_from(fresh, Path("default"), Transfer.FULL, seed=0)
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in expected.items())
+    with pytest.raises(DarkrawError, match="network, the config asks for"):
+        _start_from(build_model(ModelConfig(width=8)), file, Transfer.FULL, seed=0)
 
 
 def test_sid_fraction_and_per_ratio_pick_subsets(photo_folder, sid_lists, tmp_path):

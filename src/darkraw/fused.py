@@ -2,10 +2,10 @@
 
 :meth:`darkraw.model.SIDUNet.forward` runs every 3x3 convolution and its LeakyReLU as two
 operators. At inference on a CPU the LeakyReLU is a pass over memory of its own: under bf16
-autocast it took 18 % of the time of a 768x768 packed tile (torch profiler, Zen 5). oneDNN applies it
-inside the convolution as a post-op instead (``mkldnn::_convolution_pointwise``, the kernel
-torch's own compiler emits for this pattern), so :class:`FusedUNet` does the same arithmetic as
-the module in one pass per convolution.
+autocast it took 18 % of the time of a 768x768 packed tile (torch profiler, Zen 5). oneDNN
+applies it inside the convolution as a post-op instead (``mkldnn::_convolution_pointwise``,
+the kernel torch's own compiler emits for this pattern), so :class:`FusedUNet` does the same
+arithmetic as the module in one pass per convolution.
 
 Precision: the body runs in the compute dtype (bf16 or fp32); the output convolution and the two
 per-pixel FC layers always run in fp32. Their output *is* the picture, and bf16 keeps 8

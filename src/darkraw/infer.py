@@ -224,6 +224,16 @@ def load_model(path: str | Path) -> SIDUNet:
     return model
 
 
+def is_model_file(path: str | Path) -> bool:
+    """Whether ``path`` is a model file (not a training checkpoint); reads only the header.
+
+    Raises:
+        CheckpointError: it is missing, not safetensors, or not a darkraw file.
+    """
+    path = Path(path)
+    return bool(_json_entry(path, _read_metadata(path), "format") == MODEL_FORMAT)
+
+
 def model_card(path: str | Path) -> dict[str, Any]:
     """The card of a model file (empty for a training checkpoint); reads only the header."""
     path = Path(path)

@@ -777,15 +777,18 @@ def _start_from(model: SIDUNet, path: Path, transfer: Transfer, seed: int) -> No
     ``path`` is a training checkpoint, a model file, or a bundled model's name (``default``).
     """
     # Imported here: infer imports this module for the precision settings.
-    from darkraw.infer import load_model, model_source
+    from darkraw.infer import is_model_file, load_model, model_source
 
     source = model_source(path)
-    saved = load_model(source)
-    if saved.config != model.config:
-        raise DarkrawError(
-            source, f"holds a {saved.config} network, the config asks for {model.config}"
-        )
-    _load_weights(source, model, saved.state_dict())
+    if is_model_file(source):
+        network = load_model(source)
+        saved, state = network.config, network.state_dict()
+    else:
+        ckpt = load_checkpoint(source)
+        saved, state = _config_of(source, ckpt).model, ckpt.model_state
+    if saved != model.config:
+        raise DarkrawError(source, f"holds a {saved} network, the config asks for {model.config}")
+    _load_weights(source, model, state)
     if transfer in (Transfer.SEED, Transfer.HEAD):
         # Seeded apart from the run's own seed, so the fresh layers differ from the originals.
         reset_fc(model, torch.Generator().manual_seed(seed + 1_000_003))
