@@ -67,6 +67,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "inference_speed.json"
 PACKED = (1424, 2128)
 
 _DEFAULT = InferenceOptions()
+FP32 = Precision.FP32
 
 
 @dataclass(frozen=True)
@@ -284,9 +285,10 @@ def tiling_tolerance(trained: Path | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for model_name, model in models.items():
         for input_name, planes in inputs.items():
-            whole = run_network(model, planes, InferenceOptions(tile=0))
+            whole = run_network(model, planes, InferenceOptions(tile=0, precision=FP32))
             for overlap in (32, 64, 112):
-                tiled = run_network(model, planes, InferenceOptions(tile=256, overlap=overlap))
+                options = InferenceOptions(tile=256, overlap=overlap, precision=FP32)
+                tiled = run_network(model, planes, options)
                 diff = np.abs(tiled - whole)
                 key = f"{model_name}/{input_name}/overlap_{overlap}"
                 out[key] = {"max": float(diff.max()), "mean": float(diff.mean())}
