@@ -67,6 +67,11 @@ def quantize(image: np.ndarray, bits: int) -> np.ndarray:
     return np.clip(np.rint(np.asarray(image, dtype=np.float32) * top), 0, top).astype(dtype)
 
 
+#: zlib level of PNG outputs (0-9). PIL's default 6 took 3.8 s for a 12-megapixel result, as
+#: long as the network; 3 takes 1.2 s for 11 % more bytes (level 1: 0.8 s, 18 % more).
+PNG_COMPRESS_LEVEL = 3
+
+
 def write_image(path: str | Path, image: np.ndarray) -> Path:
     """Write a ``(3, H, W)`` float image in [0, 1], already gamma-encoded, atomically.
 
@@ -93,7 +98,7 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
 
                 pil = Image.fromarray(hwc, mode="RGB")
                 if suffix == ".png":
-                    pil.save(tmp, format="PNG", compress_level=6)
+                    pil.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
                 else:
                     pil.save(tmp, format="JPEG", quality=95)
     except OSError as err:
