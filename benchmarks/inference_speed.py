@@ -177,12 +177,14 @@ def child(name: str, runs: int) -> dict[str, Any]:
     fused = not setup.module and darkraw.infer.fused_available(torch.device("cpu"), dtype)
     compute = ("bf16" if amp else "fp32") + (" fused" if fused else " module")
 
+    memory = torch.channels_last if setup.channels_last else torch.contiguous_format
+    if setup.module:
+        model.to(memory_format=memory)  # type: ignore[call-overload]
+
     def once() -> None:
         if not setup.module:
             run_network(model, planes, options)
             return
-        memory = torch.channels_last if setup.channels_last else torch.contiguous_format
-        model.to(memory_format=memory)  # type: ignore[call-overload]
         x = torch.from_numpy(planes)[None].contiguous(memory_format=memory)
         with torch.inference_mode():
             model(x)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from darkraw.model import LEAKY_SLOPE, PAD_MULTIPLE, SIDUNet, pad_planes
+from darkraw.model import LEAKY_SLOPE, PAD_MULTIPLE, SIDUNet, conv_layers, pad_planes
 
 
 def _fused_op() -> Callable[..., torch.Tensor] | None:
@@ -65,8 +65,7 @@ class _ConvLeaky:
 
 
 def _double(block: nn.Module, dtype: torch.dtype, memory: torch.memory_format) -> list[_ConvLeaky]:
-    convs = [m for m in block.modules() if isinstance(m, nn.Conv2d)]
-    return [_ConvLeaky(conv, dtype, memory) for conv in convs]
+    return [_ConvLeaky(conv, dtype, memory) for conv in conv_layers(block)]
 
 
 class FusedUNet:
@@ -79,7 +78,6 @@ class FusedUNet:
 
     def __init__(self, model: SIDUNet, dtype: torch.dtype, channels_last: bool) -> None:
         memory = torch.channels_last if channels_last else torch.contiguous_format
-        self.config = model.config
         self.dtype = dtype
         self.memory = memory
         self.encoder = [_double(block, dtype, memory) for block in model.encoder]
@@ -95,7 +93,7 @@ class FusedUNet:
         # The picture-making tail, in fp32 (see the module docstring), as matrices on
         # channels-last pixels. The output convolution and the first FC layer have no
         # non-linearity between them, so they are one matrix: x @ H @ F1 = x @ (H @ F1).
-        fc1, fc2 = (m for m in model.fc.modules() if isinstance(m, nn.Conv2d))
+        fc1, fc2 = conv_layers(model.fc)
         head_m, head_b = _matrix(model.head)
         fc1_m, fc1_b = _matrix(fc1)
         self.tail_in = head_m @ fc1_m

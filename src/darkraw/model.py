@@ -152,7 +152,8 @@ def _init_layer(
             layer.bias.zero_()
 
 
-def _conv_layers(module: nn.Module) -> Iterator[nn.Conv2d]:
+def conv_layers(module: nn.Module) -> Iterator[nn.Conv2d]:
+    """The convolutions inside ``module``, in module order."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             yield m
@@ -202,7 +203,7 @@ class SIDUNet(nn.Module):
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Re-draw every weight from ``generator`` (torch's global generator if ``None``)."""
         for block in [*self.encoder, *self.decoder]:
-            for conv in _conv_layers(block):
+            for conv in conv_layers(block):
                 _init_layer(conv, generator, leaky=True)
         for up in self.upsample.modules():
             if isinstance(up, nn.ConvTranspose2d):
@@ -212,7 +213,7 @@ class SIDUNet(nn.Module):
 
     def reset_fc(self, generator: torch.Generator | None = None) -> None:
         """Re-draw only the two per-pixel fully-connected layers."""
-        fc1, fc2 = _conv_layers(self.fc)
+        fc1, fc2 = conv_layers(self.fc)
         _init_layer(fc1, generator, leaky=True)
         _init_layer(fc2, generator, leaky=False)
 
