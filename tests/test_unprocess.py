@@ -2,10 +2,14 @@ import numpy as np
 import pytest
 
 from darkraw.cfa import BayerPattern
+from darkraw.config import from_dict
 from darkraw.denoise import Denoiser
 from darkraw.fileio import read_image
 from darkraw.pipeline import ClassicOptions, GammaCurve, gamma_encode, run_classic
+from darkraw.train import TrainConfig
 from darkraw.unprocess import (
+    CAMERA_MATRICES,
+    IDENTITY_RGB_CAM,
     UnprocessConfig,
     UnprocessParams,
     inverse_white_balance,
@@ -69,6 +73,46 @@ def test_sampled_params_are_reproducible_and_in_range():
     np.testing.assert_allclose(np.sum(a.rgb_cam, axis=1), 1.0, rtol=1e-9)
     with pytest.raises(ValueError, match="red_gain"):
         UnprocessConfig(red_gain=(2.0, 1.0))
+
+
+def test_named_camera_matrices_keep_white_white():
+    for name, matrix in CAMERA_MATRICES.items():
+        m = np.asarray(matrix)
+        np.testing.assert_allclose(m.sum(axis=1), 1.0, atol=1e-5, err_msg=name)
+        assert np.all(np.diag(m) >= 1.0), name
+    config = UnprocessConfig(matrices=("identity", "sony_a7s"))
+    assert config.matrices == (IDENTITY_RGB_CAM, CAMERA_MATRICES["sony_a7s"])
+    with pytest.raises(ValueError, match="unknown camera matrix 'sony_a9'"):
+        UnprocessConfig(matrices=("sony_a9",))
+    with pytest.raises(ValueError, match="matrix_concentration"):
+        UnprocessConfig(matrix_concentration=0.0)
+
+
+def _near_a_camera(config: UnprocessConfig, draws: int) -> float:
+    """Share of drawn matrices within 0.02 of one of the configured cameras."""
+    rng = np.random.default_rng(0)
+    cameras = np.asarray(config.matrices)
+    near = 0
+    for _ in range(draws):
+        m = np.asarray(sample_unprocess_params(config, rng).rgb_cam)
+        near += bool(np.min(np.abs(cameras - m).max(axis=(1, 2))) < 0.02)
+    return near / draws
+
+
+def test_a_low_concentration_draws_cameras_nearly_as_they_are():
+    cameras = ("identity", "gopro_hero7", "canon_eos70d")
+    assert _near_a_camera(UnprocessConfig(matrices=cameras, matrix_concentration=0.05), 200) > 0.7
+    # Uniform weights blend every camera: the identity is never seen.
+    assert _near_a_camera(UnprocessConfig(matrices=cameras), 200) < 0.05
+
+
+def test_training_configs_name_cameras_and_reject_unknown_ones():
+    data = {"data": {"pairs": {"sources": {"unprocess": {"matrices": ["identity", "sony_a7s"]}}}}}
+    config = from_dict(TrainConfig, data)
+    assert config.data.pairs.sources.unprocess.matrices[0] == IDENTITY_RGB_CAM
+    data["data"]["pairs"]["sources"]["unprocess"]["matrices"] = ["nikon_z9"]
+    with pytest.raises(ValueError, match="nikon_z9"):
+        from_dict(TrainConfig, data)
 
 
 def test_round_trip_on_real_photos():

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from darkraw.cfa import BayerPattern, color_index_map
-from darkraw.metadata import Matrix3, RawMetadata, as_matrix3
+from darkraw.metadata import Matrix3, RawMetadata, as_matrix3, rgb_cam_from_cam_xyz
 from darkraw.pipeline import GammaCurve, gamma_decode
 
 #: Camera-to-sRGB matrix of the GoPro HERO7 Black, as LibRaw reads it from the development
@@ -25,6 +25,53 @@ GOPRO_HERO7_RGB_CAM: Matrix3 = (
     (-0.284812, 1.67913, -0.39432),
     (-0.0289078, -0.442044, 1.47095),
 )
+
+#: No colour correction: what the pipeline applies to a file that states no colour matrix (bare
+#: mosaics, some old cameras). A network that never saw it in training renders such files poorly.
+IDENTITY_RGB_CAM: Matrix3 = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+
+#: XYZ-to-camera matrices (times 10,000) of real cameras, as dcraw's and LibRaw's ``adobe_coeff``
+#: table lists them; :func:`~darkraw.metadata.rgb_cam_from_cam_xyz` turns them into
+#: camera-to-sRGB matrices the way LibRaw does for a file of that camera.
+_CAM_XYZ_1E4: dict[str, tuple[int, ...]] = {
+    "sony_a7s": (5838, -1430, -246, -3497, 11477, 2297, -748, 1885, 5778),
+    "sony_a7m2": (5271, -712, -347, -6153, 13653, 2763, -1601, 2366, 7242),
+    "sony_a7m3": (7374, -2389, -551, -5435, 13162, 2519, -1006, 1795, 6552),
+    "sony_a6300": (5973, -1695, -419, -3826, 11797, 2293, -639, 1398, 5789),
+    "canon_eos60d": (6719, -994, -925, -4408, 12426, 2211, -887, 2129, 6051),
+    "canon_eos70d": (7034, -804, -1014, -4420, 12564, 2058, -851, 1994, 5758),
+    "canon_eos600d": (6461, -907, -882, -4300, 12184, 2378, -819, 1944, 5931),
+    "canon_eos650d": (6602, -841, -939, -4472, 12458, 2247, -975, 2039, 6148),
+}
+
+
+def _from_cam_xyz(coeffs: tuple[int, ...]) -> Matrix3:
+    matrix = rgb_cam_from_cam_xyz(np.reshape(np.asarray(coeffs, dtype=float) / 10000.0, (3, 3)))
+    assert matrix is not None, "the table's matrices are invertible"
+    return matrix
+
+
+#: Virtual cameras that configs may name in ``UnprocessConfig.matrices``.
+CAMERA_MATRICES: dict[str, Matrix3] = {
+    "gopro_hero7": GOPRO_HERO7_RGB_CAM,
+    "identity": IDENTITY_RGB_CAM,
+    **{name: _from_cam_xyz(coeffs) for name, coeffs in _CAM_XYZ_1E4.items()},
+}
+
+
+def camera_matrix(entry: Matrix3 | str) -> Matrix3:
+    """A camera-to-sRGB matrix given as itself or by a name of :data:`CAMERA_MATRICES`.
+
+    Raises:
+        ValueError: an unknown name or a matrix that is not 3x3.
+    """
+    if isinstance(entry, str):
+        if entry not in CAMERA_MATRICES:
+            known = ", ".join(CAMERA_MATRICES)
+            raise ValueError(f"unknown camera matrix {entry!r}; known: {known}")
+        return CAMERA_MATRICES[entry]
+    return as_matrix3(entry)
+
 
 #: Above this mean level the inverse white balance fades towards 1, so that inverting it does not
 #: push highlights past white (Brooks et al.'s highlight-preserving inversion).
@@ -38,7 +85,12 @@ class UnprocessConfig:
     Attributes:
         red_gain, blue_gain: white-balance gains to invert, uniform.
         brightness_mean, brightness_std: global linear scale, normal, clipped to [0.3, 1.2].
-        matrices: camera-to-sRGB matrices of virtual cameras; a random convex blend is used.
+        matrices: camera-to-sRGB matrices of virtual cameras, or names of
+            :data:`CAMERA_MATRICES`; a random convex blend of them is used.
+        matrix_concentration: how the blend's weights are drawn. ``None``: uniform weights,
+            normalised (blends sit near the average matrix); a number: Dirichlet weights of that
+            concentration (below 1, most blends sit near one camera, so each camera, the
+            identity included, is seen nearly as it is).
         gamma: the transfer curve to invert.
     """
 
@@ -46,7 +98,8 @@ class UnprocessConfig:
     blue_gain: tuple[float, float] = (1.5, 1.9)
     brightness_mean: float = 0.8
     brightness_std: float = 0.1
-    matrices: tuple[Matrix3, ...] = (GOPRO_HERO7_RGB_CAM,)
+    matrices: tuple[Matrix3 | str, ...] = (GOPRO_HERO7_RGB_CAM,)
+    matrix_concentration: float | None = None
     gamma: GammaCurve = GammaCurve.SRGB
 
     def __post_init__(self) -> None:
@@ -55,6 +108,10 @@ class UnprocessConfig:
                 raise ValueError(f"{name} must be (lo, hi) with 0 < lo <= hi, got {(lo, hi)}")
         if not self.matrices:
             raise ValueError("matrices must hold at least one camera-to-sRGB matrix")
+        object.__setattr__(self, "matrices", tuple(camera_matrix(m) for m in self.matrices))
+        concentration = self.matrix_concentration
+        if concentration is not None and not (concentration > 0 and math.isfinite(concentration)):
+            raise ValueError(f"matrix_concentration must be > 0, got {concentration}")
         if not self.brightness_mean > 0 or not self.brightness_std >= 0:
             raise ValueError("brightness_mean must be > 0 and brightness_std >= 0")
 
@@ -83,8 +140,12 @@ class UnprocessParams:
 
 def sample_unprocess_params(config: UnprocessConfig, rng: np.random.Generator) -> UnprocessParams:
     """Draw a virtual camera; the same generator state gives the same draw."""
-    weights = rng.uniform(0.0, 1.0, size=len(config.matrices))
-    weights = weights / weights.sum()
+    count = len(config.matrices)
+    if config.matrix_concentration is None:
+        weights = rng.uniform(0.0, 1.0, size=count)
+        weights = weights / weights.sum()
+    else:
+        weights = rng.dirichlet(np.full(count, config.matrix_concentration))
     blend = np.tensordot(weights, np.asarray(config.matrices, dtype=float), axes=1)
     # Rows of a camera-to-sRGB matrix sum to one: white stays white after white balance.
     blend = blend / blend.sum(axis=1, keepdims=True)
