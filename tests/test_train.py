@@ -23,6 +23,7 @@ from darkraw.train import (
     OptimConfig,
     TrainConfig,
     _ItemSampler,
+    fast_cpu_bf16,
     learning_rate,
     split_sources,
     train,
@@ -326,3 +327,14 @@ def test_sid_fraction_and_per_ratio_pick_subsets(photo_folder, sid_lists, tmp_pa
     assert len(quarter) == 4 and set(quarter) <= set(every)
     two = train_pairs(sid_per_ratio=1, sid_fraction=0.5)
     assert sorted(p.ratio_class for p in two) == [100, 300]
+
+
+def test_bf16_is_chosen_only_where_it_was_measured_faster():
+    def cpu(vendor: str, flags: str) -> str:
+        return f"processor\t: 0\nvendor_id\t: {vendor}\nflags\t\t: fpu {flags}\n"
+
+    assert fast_cpu_bf16(cpu("AuthenticAMD", "avx512f avx512_bf16"))  # Zen 5: 1.9x faster
+    assert not fast_cpu_bf16(cpu("GenuineIntel", "avx512f avx512_bf16"))  # no AMX: 1.6x slower
+    assert fast_cpu_bf16(cpu("GenuineIntel", "avx512f avx512_bf16 amx_tile amx_bf16"))
+    assert not fast_cpu_bf16(cpu("AuthenticAMD", "avx2"))  # Zen 3: emulated
+    assert not fast_cpu_bf16("")
