@@ -87,18 +87,11 @@ def _assert_same_structure(a, b):
         assert a == b
 
 
-@pytest.fixture
-def one_thread():
-    # With two threads oneDNN's weight gradient may sum in a different order from one call to
-    # the next (seen on a 2-core Xeon), which no checkpoint could make identical.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
+# One thread: with two, oneDNN's weight gradient may sum in a different order from one call to
+# the next (seen on a 2-core Xeon), which no checkpoint could make identical.
+@pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("kind", ["adam", "adamw", "sgd", "sgd-plain"])
-def test_resume_gives_bitwise_identical_next_step(tmp_path, kind, one_thread):
+def test_resume_gives_bitwise_identical_next_step(tmp_path, kind):
     model = build_model(TINY, _gen(0))
     opt = _make_optimizer(kind, model)
     for i in range(2):
