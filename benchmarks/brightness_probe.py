@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from default_model_vs_classic import DATA, FILES
+from default_model_vs_classic import DATA, FILES, write_rows
 
 from darkraw.dng import write_dng
 from darkraw.evaluate import score
@@ -87,10 +87,7 @@ def main() -> None:
                     }
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"model": str(args.model), "rows": rows}, indent=2) + "\n")
-    print(f"written: {out}")
+    print(f"written: {write_rows(args.out, args.model, rows)}")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,14 @@ FILES: dict[str, BareMosaicSpec | None] = {
 CROP = 640
 
 
+def write_rows(path: str | Path, model: str, rows: list[dict[str, object]]) -> Path:
+    """Write a benchmark's rows (and the model they are for) as JSON; the path written."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"model": str(model), "rows": rows}, indent=2) + "\n")
+    return out
+
+
 def center_crop(image: np.ndarray, side: int) -> np.ndarray:
     _, h, w = image.shape
     top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
@@ -165,9 +173,7 @@ def main() -> None:
                     captions=captions,
                 )
                 write_image(images / f"acceptance_{stem}_x{ratio:g}.png", sheet)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"model": str(args.model), "rows": rows}, indent=2) + "\n")
+    out = write_rows(args.out, args.model, rows)
     wins = sum(r["network_psnr"] > r["classic_psnr"] for r in rows)
     print(f"network closer (PSNR) on {wins} of {len(rows)}; written: {out}")
 
