@@ -22,19 +22,14 @@ import argparse
 import dataclasses
 import json
 import tempfile
-from pathlib import Path
 
 import numpy as np
-from default_model_vs_classic import DATA, FILES, write_rows
+from default_model_vs_classic import as_user_file, clean_and_reference, write_rows
 
-from darkraw.dng import write_dng
 from darkraw.evaluate import score
 from darkraw.infer import InferenceOptions, enhance_raw_network, resolve_model
 from darkraw.noise import NoiseProfile
-from darkraw.pipeline import GammaCurve, orient
-from darkraw.rawio import read_raw
 from darkraw.simulate import NoiseModel, SimulationConfig, simulate_dark
-from darkraw.sources import clean_from_raw
 
 
 def levels(image: np.ndarray) -> list[float]:
@@ -61,9 +56,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.files.split(","):
-            raw = read_raw(DATA / name, FILES[name])
-            clean = clean_from_raw(raw.mosaic, raw.meta, GammaCurve.SRGB)
-            reference = orient(clean.reference, clean.meta.flip)
+            clean, reference = clean_and_reference(name)
+            reference_levels = levels(reference)
             for ratio in (float(r) for r in args.ratios.split(",")):
                 for label, config, variant_profile in variants:
                     # The benchmark's seed, so "calibrated" is its frame exactly.
@@ -71,7 +65,7 @@ def main() -> None:
                     dark = simulate_dark(
                         clean.raw_lin, clean.meta, ratio, config, rng, profile=variant_profile
                     )
-                    back = read_raw(write_dng(Path(tmp) / "dark.dng", dark.mosaic_dn, dark.meta))
+                    back = as_user_file(dark, tmp)
                     output = enhance_raw_network(
                         back.mosaic, back.meta, model, ratio, InferenceOptions()
                     ).image
@@ -83,7 +77,7 @@ def main() -> None:
                         "psnr": round(s.psnr8, 2),
                         "ssim": round(s.ssim8, 4),
                         "output_mean_rgb": levels(output),
-                        "reference_mean_rgb": levels(reference),
+                        "reference_mean_rgb": reference_levels,
                     }
                     rows.append(row)
                     print(json.dumps(row), flush=True)

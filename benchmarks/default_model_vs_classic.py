@@ -40,10 +40,10 @@ from darkraw.evaluate import score
 from darkraw.figures import side_by_side
 from darkraw.fileio import write_image
 from darkraw.infer import InferenceOptions, enhance_raw_network, resolve_model
-from darkraw.pipeline import ClassicOptions, GammaCurve, orient, run_classic
-from darkraw.rawio import BareMosaicSpec, read_raw
-from darkraw.simulate import SimulationConfig, simulate_dark
-from darkraw.sources import clean_from_raw
+from darkraw.pipeline import ClassicOptions, ClassicResult, GammaCurve, orient, run_classic
+from darkraw.rawio import BareMosaicSpec, RawImage, read_raw
+from darkraw.simulate import DarkFrame, SimulationConfig, simulate_dark
+from darkraw.sources import CleanRaw, clean_from_raw
 from darkraw.train import Precision, autocast_dtype
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "raw"
@@ -59,6 +59,24 @@ FILES: dict[str, BareMosaicSpec | None] = {
 
 #: Side of the full-resolution crop shown in the comparison images.
 CROP = 640
+
+
+def clean_and_reference(name: str) -> tuple[CleanRaw, np.ndarray]:
+    """One of ``FILES`` as clean raw, and its reference: the clean rendering, oriented."""
+    raw = read_raw(DATA / name, FILES[name])
+    clean = clean_from_raw(raw.mosaic, raw.meta, GammaCurve.SRGB)
+    return clean, orient(clean.reference, clean.meta.flip)
+
+
+def as_user_file(dark: DarkFrame, folder: str | Path) -> RawImage:
+    """A dark frame written as a DNG in ``folder`` and read back, as a user's file would be."""
+    return read_raw(write_dng(Path(folder) / "dark.dng", dark.mosaic_dn, dark.meta))
+
+
+def render_classic(dark: RawImage, ratio: float) -> ClassicResult:
+    """The classic pipeline as the benchmarks score it: default denoiser, the sRGB curve."""
+    options = ClassicOptions(ratio=ratio, denoiser=Denoiser.AUTO, gamma=GammaCurve.SRGB)
+    return run_classic(dark.mosaic, dark.meta, options)
 
 
 def write_rows(path: str | Path, model: str, rows: list[dict[str, object]]) -> Path:
@@ -98,26 +116,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         chosen = args.files.split(",") if args.files else list(FILES)
         for name in chosen:
-            bare = FILES[name]
-            path = DATA / name
-            if not path.exists():
+            if not (DATA / name).exists():
                 print(f"skipped {name}: not in {DATA}")
                 continue
-            raw = read_raw(path, bare)
-            clean = clean_from_raw(raw.mosaic, raw.meta, GammaCurve.SRGB)
-            reference = orient(clean.reference, clean.meta.flip)
+            clean, reference = clean_and_reference(name)
             for ratio in ratios:
                 rng = np.random.default_rng([args.seed, int(ratio)])
                 dark = simulate_dark(
                     clean.raw_lin, clean.meta, ratio, simulation, rng, profile=profile
                 )
-                back = read_raw(write_dng(Path(tmp) / "dark.dng", dark.mosaic_dn, dark.meta))
+                back = as_user_file(dark, tmp)
                 start = time.perf_counter()
-                classic = run_classic(
-                    back.mosaic,
-                    back.meta,
-                    ClassicOptions(ratio=ratio, denoiser=Denoiser.AUTO, gamma=GammaCurve.SRGB),
-                )
+                classic = render_classic(back, ratio)
                 classic_s = time.perf_counter() - start
                 start = time.perf_counter()
                 network = enhance_raw_network(back.mosaic, back.meta, model, ratio, inference).image
@@ -130,7 +140,7 @@ def main() -> None:
                 c, n = score(classic.image, reference), score(network, reference)
                 row = {
                     "file": name,
-                    "size": f"{raw.meta.width}x{raw.meta.height}",
+                    "size": f"{clean.meta.width}x{clean.meta.height}",
                     "ratio": ratio,
                     "classic_denoiser": classic.denoiser.value,
                     "classic_psnr": round(c.psnr8, 2),

@@ -18,19 +18,18 @@ import argparse
 import dataclasses
 import json
 import tempfile
-from pathlib import Path
 
 import numpy as np
-from default_model_vs_classic import DATA, FILES, write_rows
+from default_model_vs_classic import (
+    as_user_file,
+    clean_and_reference,
+    render_classic,
+    write_rows,
+)
 
-from darkraw.denoise import Denoiser
-from darkraw.dng import write_dng
 from darkraw.evaluate import score
 from darkraw.infer import InferenceOptions, enhance_raw_network, resolve_model
-from darkraw.pipeline import ClassicOptions, GammaCurve, orient, run_classic
-from darkraw.rawio import read_raw
 from darkraw.simulate import SimulationConfig, simulate_dark
-from darkraw.sources import clean_from_raw
 
 
 def main() -> None:
@@ -47,9 +46,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.files.split(","):
-            raw = read_raw(DATA / name, FILES[name])
-            clean = clean_from_raw(raw.mosaic, raw.meta, GammaCurve.SRGB)
-            reference = orient(clean.reference, clean.meta.flip)
+            clean, reference = clean_and_reference(name)
             for ratio in (float(r) for r in args.ratios.split(",")):
                 for k in (float(g) for g in args.gains.split(",")):
                     fixed = dataclasses.replace(profile, k_min=k, k_max=k)
@@ -58,12 +55,8 @@ def main() -> None:
                     dark = simulate_dark(
                         clean.raw_lin, clean.meta, ratio, simulation, rng, profile=fixed
                     )
-                    back = read_raw(write_dng(Path(tmp) / "dark.dng", dark.mosaic_dn, dark.meta))
-                    classic = run_classic(
-                        back.mosaic,
-                        back.meta,
-                        ClassicOptions(ratio=ratio, denoiser=Denoiser.AUTO, gamma=GammaCurve.SRGB),
-                    )
+                    back = as_user_file(dark, tmp)
+                    classic = render_classic(back, ratio)
                     network = enhance_raw_network(
                         back.mosaic, back.meta, model, ratio, InferenceOptions()
                     ).image
