@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from darkraw.dataset import PairConfig, SyntheticPairs, network_input
+from darkraw.dataset import PairConfig, SyntheticPairs, blur_scene, network_input
 from darkraw.dng import write_dng
 from darkraw.metadata import RawMetadata
 from darkraw.simulate import SimulationConfig
@@ -142,3 +142,52 @@ def test_config_checks():
         PairConfig(ratios=(0.5,))
     with pytest.raises(ValueError, match="no source files"):
         SyntheticPairs([])
+
+
+def write_noisy_photo(path, height, width, seed=0):
+    rgb = np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+def high_frequency(image):
+    return float(torch.diff(image, dim=-1).abs().mean() + torch.diff(image, dim=-2).abs().mean())
+
+
+def test_smooth_fraction_blurs_training_scenes_only(tmp_path):
+    photos = [write_noisy_photo(tmp_path / f"n{i}.png", 80, 80, seed=i) for i in range(2)]
+    sharp = SyntheticPairs(photos, PairConfig(patch=32), seed=3, length=4)
+    smooth = SyntheticPairs(photos, PairConfig(patch=32, smooth_fraction=1.0), seed=3, length=4)
+    for i in range(4):
+        assert high_frequency(smooth[i]["target"]) < 0.5 * high_frequency(sharp[i]["target"])
+    fixed = SyntheticPairs(photos, PairConfig(patch=32), train=False)
+    fixed_smooth = SyntheticPairs(photos, PairConfig(patch=32, smooth_fraction=1.0), train=False)
+    assert torch.equal(fixed[0]["target"], fixed_smooth[0]["target"])
+
+
+def test_smooth_fraction_is_a_share_of_the_items(tmp_path):
+    photos = [write_noisy_photo(tmp_path / f"n{i}.png", 80, 80, seed=i) for i in range(2)]
+    sharp = SyntheticPairs(photos, PairConfig(patch=32), seed=3, length=40)
+    some = SyntheticPairs(photos, PairConfig(patch=32, smooth_fraction=0.3), seed=3, length=40)
+    blurred = sum(
+        high_frequency(some[i]["target"]) < 0.5 * high_frequency(sharp[i]["target"])
+        for i in range(40)
+    )
+    assert 4 <= blurred <= 20
+
+
+def test_blur_scene_keeps_the_mean_and_removes_detail():
+    rgb = np.random.default_rng(0).random((3, 40, 50), dtype=np.float32)
+    out = blur_scene(rgb, 3.0)
+    assert out.shape == rgb.shape and out.dtype == np.float32
+    assert np.allclose(out.mean(axis=(1, 2)), rgb.mean(axis=(1, 2)), atol=0.02)
+    assert out.std() < 0.2 * rgb.std()
+    with pytest.raises(ValueError, match="sigma"):
+        blur_scene(rgb, 0.0)
+
+
+def test_smooth_config_checks():
+    with pytest.raises(ValueError, match="smooth_fraction"):
+        PairConfig(smooth_fraction=1.5)
+    with pytest.raises(ValueError, match="smooth_sigma"):
+        PairConfig(smooth_sigma=(3.0, 1.0))

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -94,6 +95,12 @@ class PairConfig:
         augment: random flips and transpose, as SID does (training pairs only).
         simulation: noise model of the dark frames.
         sources: how photos and raw files become clean raw.
+        smooth_fraction: share of training crops of photos blurred before they are unprocessed
+            (input and target alike), so that the network sees smooth scenes: photos are
+            textured almost everywhere, and a network trained on them alone covers a flat sky or
+            wall with grain (8-bit standard deviation 4-10 on a flat field, against 1-2 for the
+            classic pipeline; ``benchmarks/flat_field.py``).
+        smooth_sigma: range of the Gaussian blur's sigma in photo pixels, drawn log-uniformly.
     """
 
     patch: int = 256
@@ -101,12 +108,19 @@ class PairConfig:
     augment: bool = True
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     sources: SourceConfig = field(default_factory=SourceConfig)
+    smooth_fraction: float = 0.0
+    smooth_sigma: tuple[float, float] = (1.0, 6.0)
 
     def __post_init__(self) -> None:
         if self.patch < 16 or self.patch % 16:
             raise ValueError(f"patch must be a positive multiple of 16, got {self.patch}")
         if not self.ratios or any(not r >= 1 or not math.isfinite(r) for r in self.ratios):
             raise ValueError(f"ratios must be numbers >= 1, got {self.ratios}")
+        if not 0.0 <= self.smooth_fraction <= 1.0:
+            raise ValueError(f"smooth_fraction must be in [0, 1], got {self.smooth_fraction}")
+        low, high = self.smooth_sigma
+        if not 0.0 < low <= high or not math.isfinite(high):
+            raise ValueError(f"smooth_sigma must be 0 < low <= high, got {self.smooth_sigma}")
 
 
 class SyntheticPairs(Dataset[dict[str, torch.Tensor]]):
@@ -216,6 +230,11 @@ class SyntheticPairs(Dataset[dict[str, torch.Tensor]]):
             except (OSError, ValueError) as err:
                 raise DarkrawError(path, f"cannot read the photo ({err})") from None
             crop = _crop(_pad_to(rgb, side), side, 2, rng, centre=not self.train)
+            # Drawn only when enabled, so that earlier configs keep their exact items.
+            fraction = self.config.smooth_fraction
+            if self.train and fraction > 0 and rng.random() < fraction:
+                low, high = self.config.smooth_sigma
+                crop = blur_scene(crop, float(np.exp(rng.uniform(np.log(low), np.log(high)))))
             params = sample_unprocess_params(self.config.sources.unprocess, rng)
             return unprocess_photo(crop, params, self.config.sources.pattern, source=path)
         raw = read_raw(path)
@@ -229,6 +248,15 @@ class SyntheticPairs(Dataset[dict[str, torch.Tensor]]):
             mosaic, meta.replace(height=side, width=side), self.config.sources.gamma
         )
         return CleanRaw(clean.raw_lin, clean.meta, clean.reference, path)
+
+
+def blur_scene(rgb: np.ndarray, sigma: float) -> np.ndarray:
+    """A ``(3, H, W)`` photo blurred by a Gaussian of ``sigma`` pixels (mirrored borders)."""
+    if not sigma > 0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    hwc = np.ascontiguousarray(np.moveaxis(rgb, 0, -1), dtype=np.float32)
+    blurred = cv2.GaussianBlur(hwc, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT)
+    return np.moveaxis(blurred, -1, 0)
 
 
 def _pad_to(image: np.ndarray, side: int) -> np.ndarray:
