@@ -8,6 +8,7 @@ from darkraw.denoise import (
     denoise_planes,
     estimate_noise,
     inverse_anscombe,
+    negligible_shot_as_gaussian,
     resolve_denoiser,
 )
 
@@ -72,3 +73,23 @@ def test_none_is_a_copy_and_auto_picks_by_size():
     assert resolve_denoiser("auto", 10**8) is Denoiser.NLM
     with pytest.raises(ValueError, match="unknown denoiser 'wavelet'"):
         Denoiser.parse("wavelet")
+
+
+@pytest.mark.parametrize("method", ["nlm", "bm3d"])
+def test_a_tiny_shot_term_does_not_break_the_denoiser(method):
+    """A fit to a flat field can give shot 1e-9 beside read 2e-3: the Anscombe transform of
+    such a model is all rounding error in float32, and the denoiser returned the noise."""
+    rng = np.random.default_rng(0)
+    noisy = 0.05 + rng.normal(0, np.sqrt(2e-3), (4, 48, 48)).astype(np.float32)
+    out = denoise_planes(noisy, method, noise=NoiseLevel(shot=1e-9, read=2e-3))
+    assert out.std() < 0.25 * noisy.std()
+    assert abs(float(out.mean()) - 0.05) < 0.01
+
+
+def test_negligible_shot_noise_becomes_gaussian():
+    assert negligible_shot_as_gaussian(NoiseLevel(1e-9, 2e-3), 1.0) == NoiseLevel(0.0, 2e-3)
+    kept = NoiseLevel(SHOT, READ)
+    assert negligible_shot_as_gaussian(kept, 1.0) == kept
+    # Negligible at the frame's peak, and no further.
+    assert negligible_shot_as_gaussian(NoiseLevel(1e-4, 2e-3), 0.5).shot == 0.0
+    assert negligible_shot_as_gaussian(NoiseLevel(1e-4, 2e-3), 5.0).shot == 1e-4

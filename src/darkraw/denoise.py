@@ -129,6 +129,26 @@ def _fit_nonnegative_line(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> NoiseL
     return NoiseLevel(shot=best[0], read=best[1])
 
 
+#: Shot-noise variance at the brightest value, as a share of the read variance, below which the
+#: noise is treated as Gaussian.
+_NEGLIGIBLE_SHOT = 0.05
+
+
+def negligible_shot_as_gaussian(noise: NoiseLevel, peak: float) -> NoiseLevel:
+    """``noise`` without its shot term when that term is negligible up to ``peak``.
+
+    A fit to a flat or dark frame can return a shot coefficient that is positive but tiny (1e-9
+    against a read variance of 2e-3). The generalized Anscombe transform then adds
+    ``read / shot**2`` (2e15) to the signal and loses every digit of it in float32, and the
+    denoiser gets back pure noise (a flat grey field came out of BM3D with an 8-bit standard
+    deviation of 98). Where the shot noise stays under 5 % of the read noise's variance over the
+    whole signal range, a Gaussian model is as good and exact.
+    """
+    if noise.shot > 0 and noise.shot * max(peak, 0.0) < _NEGLIGIBLE_SHOT * noise.read:
+        return NoiseLevel(shot=0.0, read=noise.read)
+    return noise
+
+
 def anscombe(x: np.ndarray, noise: NoiseLevel) -> np.ndarray:
     """Generalized Anscombe transform: Poisson-Gaussian ``x`` to unit-variance Gaussian."""
     if noise.shot <= 0:
@@ -192,6 +212,7 @@ def denoise_planes(
         noise = estimate_noise(planes)
     if noise.shot <= 0 and noise.read <= 0:
         return planes.astype(np.float32, copy=True)
+    noise = negligible_shot_as_gaussian(noise, float(planes.max()))
     out = np.empty_like(planes, dtype=np.float32)
     # BM3D on a large frame takes minutes: show progress plane by plane (on a terminal only).
     slow = method is Denoiser.BM3D and planes.size > BM3D_AUTO_LIMIT
