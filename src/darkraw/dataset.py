@@ -98,8 +98,9 @@ class PairConfig:
         smooth_fraction: share of training crops of photos blurred before they are unprocessed
             (input and target alike), so that the network sees smooth scenes: photos are
             textured almost everywhere, and a network trained on them alone covers a flat sky or
-            wall with grain (8-bit standard deviation 4-10 on a flat field, against 1-2 for the
-            classic pipeline; ``benchmarks/flat_field.py``).
+            wall with grain (phase 7 of the default model: an 8-bit standard deviation of 6.7-21
+            on a flat field with no colour matrix, against 1.7-5.4 for BM3D on the same frames;
+            ``benchmarks/flat_field.py``).
         smooth_sigma: range of the Gaussian blur's sigma in photo pixels, drawn log-uniformly.
     """
 
