@@ -8,7 +8,8 @@ row and quantisation noise, black level 512 DN), written as a DNG and read back 
 file would be. Both methods render the dark frame at its true ratio with the reference's sRGB
 gamma: the classic pipeline with its default denoiser (BM3D up to 1 Mpixel per plane, NLM
 above), and the network (tiled, exact margin). Scores: PSNR and SSIM on 8-bit images (SID's
-reporting) against the reference, per file and ratio.
+reporting) against the reference, per file and ratio, and SSIM in the reference's flatter and
+more textured halves (:func:`darkraw.evaluate.ssim_by_texture`).
 
 The network runs as ``darkraw enhance`` runs it (``precision=auto``: bf16 where the CPU has it
 natively); ``--precision fp32`` forces fp32, and ``--also-fp32`` scores an fp32 pass beside the
@@ -36,9 +37,9 @@ import torch
 
 from darkraw.denoise import Denoiser
 from darkraw.dng import write_dng
-from darkraw.evaluate import score
+from darkraw.evaluate import score, ssim_by_texture
 from darkraw.figures import side_by_side
-from darkraw.fileio import write_image
+from darkraw.fileio import quantize, write_image
 from darkraw.infer import InferenceOptions, enhance_raw_network, resolve_model
 from darkraw.pipeline import ClassicOptions, ClassicResult, GammaCurve, orient, run_classic
 from darkraw.rawio import BareMosaicSpec, RawImage, read_raw
@@ -87,6 +88,14 @@ def write_rows(path: str | Path, model: str, rows: list[dict[str, object]]) -> P
     return out
 
 
+def ssim8_halves(output: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """8-bit SSIM in the reference's flatter and more textured halves."""
+    out8 = quantize(np.clip(output, 0, 1), 8).astype(np.float32) / 255
+    ref8 = quantize(reference, 8).astype(np.float32) / 255
+    flat, textured = ssim_by_texture(out8, ref8, parts=2)
+    return round(flat, 4), round(textured, 4)
+
+
 def center_crop(image: np.ndarray, side: int) -> np.ndarray:
     _, h, w = image.shape
     top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
@@ -113,6 +122,7 @@ def main() -> None:
     simulation = SimulationConfig(camera="SonyA7S2")
     profile = simulation.profile()
     rows = []
+    wins: list[tuple[bool, bool]] = []
     with tempfile.TemporaryDirectory() as tmp:
         chosen = args.files.split(",") if args.files else list(FILES)
         for name in chosen:
@@ -138,7 +148,8 @@ def main() -> None:
                     ClassicOptions(ratio=1.0, denoiser=Denoiser.NONE, gamma=GammaCurve.SRGB),
                 ).image
                 c, n = score(classic.image, reference), score(network, reference)
-                row = {
+                wins.append((n.psnr8 > c.psnr8, n.ssim8 > c.ssim8))
+                row: dict[str, object] = {
                     "file": name,
                     "size": f"{clean.meta.width}x{clean.meta.height}",
                     "ratio": ratio,
@@ -147,6 +158,8 @@ def main() -> None:
                     "classic_ssim": round(c.ssim8, 4),
                     "network_psnr": round(n.psnr8, 2),
                     "network_ssim": round(n.ssim8, 4),
+                    "classic_ssim_flat_textured": ssim8_halves(classic.image, reference),
+                    "network_ssim_flat_textured": ssim8_halves(network, reference),
                     "classic_s": round(classic_s, 2),
                     "network_s": round(network_s, 2),
                     "K": round(getattr(dark.params, "k", float("nan")), 3),
@@ -184,8 +197,11 @@ def main() -> None:
                 )
                 write_image(images / f"acceptance_{stem}_x{ratio:g}.png", sheet)
     out = write_rows(args.out, args.model, rows)
-    wins = sum(r["network_psnr"] > r["classic_psnr"] for r in rows)
-    print(f"network closer (PSNR) on {wins} of {len(rows)}; written: {out}")
+    psnr_wins, ssim_wins = (sum(w[i] for w in wins) for i in (0, 1))
+    print(
+        f"network closer on {psnr_wins} of {len(wins)} frames in PSNR, {ssim_wins} in SSIM; "
+        f"written: {out}"
+    )
 
 
 if __name__ == "__main__":

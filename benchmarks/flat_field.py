@@ -21,7 +21,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import json
 import tempfile
@@ -69,10 +68,9 @@ def main() -> None:
             clean = unprocess_photo(np.full((3, SIDE, SIDE), level, np.float32), params)
             for ratio in (float(r) for r in args.ratios.split(",")):
                 for k in (float(g) for g in args.gains.split(",")):
-                    fixed = dataclasses.replace(profile, k_min=k, k_max=k)
                     rng = np.random.default_rng([0, int(ratio), int(k * 100)])
                     dark = simulate_dark(
-                        clean.raw_lin, clean.meta, ratio, simulation, rng, profile=fixed
+                        clean.raw_lin, clean.meta, ratio, simulation, rng, profile=profile, k=k
                     )
                     back = as_user_file(dark, tmp)
                     classic = render_classic(back, ratio)

@@ -49,8 +49,10 @@ def main() -> None:
             clean, reference = clean_and_reference(name)
             for ratio in (float(r) for r in args.ratios.split(",")):
                 for k in (float(g) for g in args.gains.split(",")):
+                    # The acceptance benchmark's seed: only K differs from its frame. A profile
+                    # narrowed to one K still draws it (simulate_dark's k= would skip the draw
+                    # and shift every later one).
                     fixed = dataclasses.replace(profile, k_min=k, k_max=k)
-                    # The acceptance benchmark's seed: only K differs from its frame.
                     rng = np.random.default_rng([0, int(ratio)])
                     dark = simulate_dark(
                         clean.raw_lin, clean.meta, ratio, simulation, rng, profile=fixed

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from darkraw.evaluate import classic_method, evaluate, markdown_table, psnr, score, ssim
+from darkraw.evaluate import (
+    classic_method,
+    evaluate,
+    markdown_table,
+    psnr,
+    score,
+    ssim,
+    ssim_by_texture,
+)
 from darkraw.pairs import SimulateOptions, simulate_batch
 from darkraw.sid import ground_truth, read_list
 from darkraw.simulate import SimulationConfig
@@ -38,6 +46,34 @@ def test_metrics_on_known_images():
     assert ssim(reference * 0.5, reference) < 0.95
     with pytest.raises(ValueError, match="one size"):
         psnr(reference[:, :16], reference)
+
+
+def test_ssim_by_texture_puts_noise_in_flat_areas_where_it_is():
+    rng = np.random.default_rng(1)
+    reference = np.full((3, 64, 64), 0.5)
+    reference[:, :, 32:] = rng.uniform(0.1, 0.9, (3, 64, 32))  # flat left half, textured right
+    noisy_flat = reference.copy()
+    noisy_flat[:, :, :32] += rng.normal(0, 0.05, (3, 64, 32))
+    flat, textured = ssim_by_texture(noisy_flat, reference)
+    assert textured > 0.95 > 0.5 > flat
+    noisy_texture = reference.copy()
+    noisy_texture[:, :, 32:] += rng.normal(0, 0.2, (3, 64, 32))
+    flat, textured = ssim_by_texture(noisy_texture, reference)
+    assert flat > 0.95 > textured
+
+
+def test_ssim_by_texture_parts_average_to_ssim():
+    rng = np.random.default_rng(2)
+    reference = rng.uniform(0.0, 1.0, (3, 40, 56))
+    output = np.clip(reference + rng.normal(0, 0.1, reference.shape), 0, 1)
+    for parts in (1, 4):
+        values = ssim_by_texture(output, reference, parts)
+        assert len(values) == parts
+        assert np.mean(values) == pytest.approx(ssim(output, reference), abs=1e-5)
+    constant = np.full((3, 16, 16), 0.5)
+    assert ssim_by_texture(constant, constant, 3) == pytest.approx([1.0] * 3, abs=1e-6)
+    with pytest.raises(ValueError, match="parts"):
+        ssim_by_texture(output, reference, 0)
 
 
 def test_eight_bit_reporting_quantises_first():

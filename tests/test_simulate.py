@@ -167,6 +167,23 @@ def test_simulate_dark_is_reproducible():
         assert not np.array_equal(a, c)
 
 
+def test_simulate_dark_can_fix_the_system_gain():
+    clean = np.full((64, 64), 0.3, dtype=np.float32)
+    meta = RawMetadata.for_bayer("RGGB", 64, 64, white_level=1.0)
+    config = SimulationConfig()
+    low, high = (
+        simulate_dark(clean, meta, 100, config, np.random.default_rng(5), k=k) for k in (0.2, 4.0)
+    )
+    assert low.params.k == pytest.approx(0.2) and high.params.k == pytest.approx(4.0)
+    # More gain (a higher ISO) is fewer electrons for the same light: noisier relative to it.
+    spread = [float(subtract_black_level(d.mosaic_dn, d.meta).std()) for d in (low, high)]
+    assert spread[1] > 2 * spread[0]
+    with pytest.raises(ValueError, match="calibrated"):
+        simulate_dark(
+            clean, meta, 100, SimulationConfig(model="simple"), np.random.default_rng(5), k=1.0
+        )
+
+
 def test_seed_photons_are_per_reference_exposure():
     """At ratio r the dark frame collects photons / r: r times the relative variance."""
     planes = np.full((4, 64, 64), 0.5, dtype=np.float32)

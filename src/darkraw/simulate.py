@@ -357,6 +357,7 @@ def simulate_dark(
     rng: np.random.Generator,
     *,
     profile: NoiseProfile | None = None,
+    k: float | None = None,
 ) -> DarkFrame:
     """A dark raw frame with ``1 / ratio`` of the light of a clean mosaic.
 
@@ -369,6 +370,8 @@ def simulate_dark(
         rng: the only source of randomness.
         profile: the calibrated model's camera; ``config.profile()`` when ``None`` (pass it to
             avoid reloading it for every frame).
+        k: the calibrated model's system gain (DN per electron: the camera's ISO), fixed
+            instead of drawn from the profile's range; the other models have no such setting.
 
     Returns:
         The dark frame in DN: reading it back, subtracting its black level and multiplying by
@@ -387,10 +390,15 @@ def simulate_dark(
             ratio,
             camera,
             rng,
+            k=k,
             read_model=config.read_noise,
             black_level=config.black_level,
         )
         return DarkFrame(dark, dark_meta, float(ratio), params)
+    if k is not None:
+        raise ValueError(
+            f"a fixed system gain k needs the calibrated noise model, not {config.model.value}"
+        )
     if config.model is NoiseModel.SIMPLE:
         dn, dn_meta = clean_frame_dn(clean, unit, config.black_level, config.white_level)
         dark, dark_meta = darken_mosaic(
