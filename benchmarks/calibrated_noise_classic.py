@@ -32,7 +32,7 @@ TOP, LEFT, SIZE = 600, 1200, 1024
 
 def psnr8(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((np.round(a * 255) - np.round(b * 255)) ** 2))
-    return round(10 * np.log10(255**2 / mse), 2)
+    return float(round(10 * np.log10(255**2 / mse), 2))
 
 
 def main() -> None:

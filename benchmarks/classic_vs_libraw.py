@@ -17,6 +17,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -43,7 +44,8 @@ def metrics(ours: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     tb = torch.from_numpy(b[None].astype(np.float32))
     return {
         "psnr": round(10 * np.log10(1 / mse), 2),
-        "ssim": round(float(ssim(ta, tb, data_range=1.0)), 4),
+        # A tuple comes back only with return_full_image=True.
+        "ssim": round(float(cast(torch.Tensor, ssim(ta, tb, data_range=1.0))), 4),
     }
 
 

@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 import darkraw.infer
+from darkraw.fused import fused_available
 from darkraw.infer import InferenceOptions, run_network, tile_spans
 from darkraw.model import ModelConfig, build_model
 from darkraw.train import Precision, autocast_dtype, bf16_supported
@@ -155,8 +156,10 @@ def child(name: str, runs: int) -> dict[str, Any]:
     if setup.flush_denormal:
         torch.set_flush_denormal(True)
     if not setup.fused:
-        # The plain module, under autocast when bf16 is asked for.
-        darkraw.infer.fused_available = lambda *args: False  # type: ignore[assignment]
+        # The plain module, under autocast when bf16 is asked for. run_network looks
+        # fused_available up in darkraw.infer's namespace (which imports it without
+        # re-exporting it), so it is replaced there.
+        vars(darkraw.infer)["fused_available"] = lambda *args: False
     if setup.precision == "bf16" and not bf16_supported(torch.device("cpu")):
         return {
             "skipped": "this CPU has no native bf16 (no AVX-512 BF16 / AMX): autocast would "
@@ -174,7 +177,8 @@ def child(name: str, runs: int) -> dict[str, Any]:
     planes = frame()
     amp = autocast_dtype(options.precision, torch.device("cpu"))
     dtype = amp or torch.float32
-    fused = not setup.module and darkraw.infer.fused_available(torch.device("cpu"), dtype)
+    # Without setup.fused the replacement above says False; this reads the real function.
+    fused = not setup.module and setup.fused and fused_available(torch.device("cpu"), dtype)
     compute = ("bf16" if amp else "fp32") + (" fused" if fused else " module")
 
     memory = torch.channels_last if setup.channels_last else torch.contiguous_format

@@ -22,7 +22,7 @@ import statistics
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -43,7 +43,7 @@ class _Conv(nn.Module):
         self.dequant = torch.ao.quantization.DeQuantStub()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dequant(self.act(self.conv(self.quant(x))))
+        return cast(torch.Tensor, self.dequant(self.act(self.conv(self.quant(x)))))
 
 
 def best_time(fn: Any, x: torch.Tensor, repeats: int = 5) -> float:
@@ -61,16 +61,18 @@ def level(channels: int, side: int) -> dict[str, float]:
     torch.manual_seed(0)
     x = torch.rand(1, channels, side, side).contiguous(memory_format=torch.channels_last)
     fp32 = _Conv(channels).eval()
-    plain = nn.Sequential(fp32.conv, fp32.act).to(memory_format=torch.channels_last)
-    fp32.qconfig = torch.ao.quantization.get_default_qconfig("x86")
+    # Module.to takes memory_format at runtime; torch's overloads leave it out.
+    plain = nn.Sequential(fp32.conv, fp32.act).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    # torch.ao.quantization's eager-mode functions are unannotated.
+    fp32.qconfig = torch.ao.quantization.get_default_qconfig("x86")  # type: ignore[no-untyped-call]
     with warnings.catch_warnings():
         # Eager-mode quantisation is deprecated in favour of torchao, which is not installed
         # here; for a timing probe the eager kernels are the same ones.
         warnings.simplefilter("ignore")
-        prepared = torch.ao.quantization.prepare(fp32)
+        prepared = torch.ao.quantization.prepare(fp32)  # type: ignore[no-untyped-call]
         with torch.no_grad():
             prepared(x)
-        int8 = torch.ao.quantization.convert(prepared)
+        int8 = torch.ao.quantization.convert(prepared)  # type: ignore[no-untyped-call]
         t_fp32, t_int8 = best_time(plain, x), best_time(int8, x)
     gflop = 2 * channels * channels * 9 * side * side / 1e9
     return {

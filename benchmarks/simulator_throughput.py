@@ -21,6 +21,7 @@ import json
 import multiprocessing
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -29,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from darkraw.dataset import PairConfig, SyntheticPairs
 from darkraw.model import ModelConfig, build_model, to_channels_last
-from darkraw.simulate import SimulationConfig
+from darkraw.simulate import NoiseModel, SimulationConfig
 from darkraw.sources import collect_sources
 from darkraw.train import Precision, autocast_dtype
 
@@ -45,7 +46,9 @@ def rss_mib() -> float:
 
 
 def pair_times(files: list[Path], patch: int, model: str, n: int) -> list[float]:
-    ds = SyntheticPairs(files, PairConfig(patch=patch, simulation=SimulationConfig(model=model)))
+    ds = SyntheticPairs(
+        files, PairConfig(patch=patch, simulation=SimulationConfig(model=NoiseModel(model)))
+    )
     times = []
     for i in range(n):
         t = time.perf_counter()
@@ -74,7 +77,7 @@ def loader_rate(files: list[Path], patch: int, workers: int, n: int) -> float:
 AMP = autocast_dtype(Precision.AUTO, torch.device("cpu"))
 
 
-def make_step(patch: int):
+def make_step(patch: int) -> Callable[[torch.Tensor, torch.Tensor], None]:
     torch.manual_seed(0)
     model = build_model(ModelConfig())
     if AMP is not None:
@@ -88,7 +91,7 @@ def make_step(patch: int):
             out = model(inputs)
         loss = torch.nn.functional.l1_loss(out.float(), target)
         opt.zero_grad()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is unannotated
         opt.step()
 
     return step

@@ -39,7 +39,7 @@ CLEAN = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "clean"
 
 def psnr8(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((np.round(a * 255) - np.round(b * 255)) ** 2))
-    return 10 * np.log10(255**2 / max(mse, 1e-12))
+    return float(10 * np.log10(255**2 / max(mse, 1e-12)))
 
 
 def main() -> None:
