@@ -13,11 +13,12 @@ more textured halves (:func:`darkraw.evaluate.ssim_by_texture`).
 
 The network runs as ``darkraw enhance`` runs it (``precision=auto``: bf16 where the CPU has it
 natively); ``--precision fp32`` forces fp32, and ``--also-fp32`` scores an fp32 pass beside the
-default one and records how far apart the two images are.
+default one and records how far apart the two images are; ``--ensemble N`` runs it as
+``darkraw enhance --ensemble N`` does.
 
 Usage:
     python benchmarks/default_model_vs_classic.py [--model default|PATH] [--ratios 100,300]
-        [--precision auto|fp32|bf16] [--also-fp32]
+        [--precision auto|fp32|bf16] [--also-fp32] [--ensemble 1|2|4|8]
         [--out benchmarks/results/default_model_vs_classic.json] [--images docs/images]
 
 The comparison images (``acceptance_<file>_x<ratio>.png``: dark as shot, classic, network,
@@ -112,8 +113,11 @@ def main() -> None:
     parser.add_argument("--images", default="docs/images")
     parser.add_argument("--precision", default="auto", choices=[p.value for p in Precision])
     parser.add_argument("--also-fp32", action="store_true", help="score an fp32 pass as well")
+    parser.add_argument(
+        "--ensemble", type=int, default=1, choices=[1, 2, 4, 8], help="self-ensemble size"
+    )
     args = parser.parse_args()
-    inference = InferenceOptions(precision=Precision(args.precision))
+    inference = InferenceOptions(precision=Precision(args.precision), ensemble=args.ensemble)
     compute = autocast_dtype(inference.precision, torch.device("cpu")) or torch.float32
     ratios = [float(r) for r in args.ratios.split(",")]
     model = resolve_model(args.model)
@@ -164,6 +168,7 @@ def main() -> None:
                     "network_s": round(network_s, 2),
                     "K": round(getattr(dark.params, "k", float("nan")), 3),
                     "network_compute": str(compute).removeprefix("torch."),
+                    "network_ensemble": args.ensemble,
                 }
                 if args.also_fp32:
                     fp32 = InferenceOptions(precision=Precision.FP32)

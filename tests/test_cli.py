@@ -383,7 +383,9 @@ def test_enhance_network_single_file_and_xtrans_refused(
     assert not (tmp_path / "xt.png").exists()
 
 
-@pytest.mark.parametrize("extra", [["--tile", "100"], ["--overlap", "-16"], ["--tile", "x"]])
+@pytest.mark.parametrize(
+    "extra", [["--tile", "100"], ["--overlap", "-16"], ["--tile", "x"], ["--ensemble", "3"]]
+)
 def test_enhance_network_bad_tiles_exit_2(tmp_path, dark_dng, extra):
     with pytest.raises(SystemExit) as exc:
         main(["enhance", str(dark_dng), "-o", str(tmp_path / "o.png"), *extra])
@@ -416,6 +418,23 @@ def test_enhance_precision_fp32_gives_the_exact_network_result(tmp_path, dark_dn
     # 16-bit TIFF: within half a level of the fp32 result.
     assert np.abs(read_image(out).transpose(1, 2, 0) - expected).max() <= 0.5 / 65535 + 1e-7
     assert main([*args, "--method", "classic", "--precision", "fp32"]) == 2
+
+
+def test_enhance_ensemble_gives_the_api_result(tmp_path, dark_dng, tiny_model_file):
+    import darkraw
+    from darkraw.infer import InferenceOptions
+
+    out = tmp_path / "ens.tif"
+    args = ["enhance", str(dark_dng), "-o", str(out), "--ratio", "50", "--precision", "fp32"]
+    assert main([*args, "--model", str(tiny_model_file), "--ensemble", "4"]) == 0
+    options = InferenceOptions(precision="fp32", ensemble=4)
+    expected = darkraw.enhance(dark_dng, model=tiny_model_file, ratio=50, inference=options)
+    plain = darkraw.enhance(
+        dark_dng, model=tiny_model_file, ratio=50, inference=InferenceOptions(precision="fp32")
+    )
+    got = read_image(out).transpose(1, 2, 0)
+    assert np.abs(got - expected).max() <= 0.5 / 65535 + 1e-7
+    assert np.abs(got - plain).max() > 1e-3
 
 
 def test_enhance_uses_the_bundled_network_by_default(tmp_path, dark_dng, capsys):

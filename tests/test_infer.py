@@ -135,6 +135,36 @@ def test_nchw_and_fp32_options_give_the_same_result():
     assert torch.get_num_threads() == 1  # restored after the run
 
 
+def test_ensemble_averages_the_flipped_and_transposed_passes():
+    model, x = tiny_model(), planes((4, 20, 28))
+    plain = run_network(model, x, FP32)
+    copies = [plain]
+    for flip_v, flip_h, transpose in itertools.product((False, True), repeat=3):
+        if flip_v or flip_h or transpose:
+            copy = x[:, ::-1] if flip_v else x
+            copy = copy[:, :, ::-1] if flip_h else copy
+            copy = copy.transpose(0, 2, 1) if transpose else copy
+            out = run_network(model, np.ascontiguousarray(copy), FP32)
+            out = out.transpose(0, 2, 1) if transpose else out
+            out = out[:, :, ::-1] if flip_h else out
+            copies.append(out[:, ::-1] if flip_v else out)
+    for n in (1, 2, 4, 8):
+        got = run_network(model, x, dataclasses.replace(FP32, ensemble=n))
+        assert got.shape == (3, 40, 56)
+        np.testing.assert_allclose(got, np.mean(copies[:n], axis=0), atol=1e-6)
+    # The copies differ (the network is not flip-invariant), so averaging changes the output.
+    assert np.abs(copies[7] - plain).max() > 1e-3
+
+
+def test_ensemble_with_tiles_and_xtrans():
+    model, x = tiny_model(TINY_XTRANS), planes((9, 300, 40))
+    tiled = InferenceOptions(tile=256, precision="fp32", ensemble=8)
+    out = run_network(model, x, tiled)
+    assert out.shape == (3, 900, 120) and out.min() >= 0 and out.max() <= 1
+    whole_frame = run_network(model, x, dataclasses.replace(tiled, tile=0))
+    np.testing.assert_allclose(out, whole_frame, atol=TILING_TOLERANCE)
+
+
 @pytest.mark.parametrize(
     ("shape", "message"),
     [((3, 10, 10), r"\(4, h, w\), got \(3, 10, 10\)"), ((4, 10), r"got \(4, 10\)")],
@@ -154,6 +184,8 @@ def test_bad_planes_are_refused(shape, message):
         {"tile": -16},
         {"device": "tpu"},
         {"precision": "fp8"},
+        {"ensemble": 3},
+        {"ensemble": 0},
     ],
 )
 def test_bad_options_are_refused(kwargs):
