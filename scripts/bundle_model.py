@@ -4,9 +4,15 @@ The card records the checkpoint's config, its step, the validation PSNR of the n
 the classic pipeline at that step (from the run's log.jsonl), and free notes on how the weights
 came to be (a warm start, for instance).
 
+Several checkpoints of one run are averaged, weight by weight: SGD at batch 1 leaves the weights
+wandering from checkpoint to checkpoint, and their mean scores about as well as the best of them
+without choosing one on the benchmark frames (phase 13, ``docs/training.md``). The card then
+lists the averaged steps, and its validation figures are the last checkpoint's.
+
 Usage:
     python scripts/bundle_model.py runs/default_balanced/checkpoints/step_0004000.safetensors \\
         [--note TEXT]... [-o src/darkraw/data/default_model.safetensors] [--name default]
+    python scripts/bundle_model.py runs/x/checkpoints/step_000{1,2,3,4}000.safetensors ...
     python scripts/bundle_model.py runs/small/checkpoints/step_0006000.safetensors \\
         --name small -o src/darkraw/data/small_model.safetensors
 """
@@ -20,7 +26,7 @@ from pathlib import Path
 import torch
 
 from darkraw.checkpoint import load_checkpoint
-from darkraw.infer import load_model, model_card, save_model_file
+from darkraw.infer import average_weights, load_model, model_card, save_model_file
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "darkraw" / "data"
 
@@ -47,23 +53,29 @@ def validation_at(log: Path, step: int) -> dict[str, object]:
     return {}
 
 
+def steps(paths: list[Path]) -> list[int]:
+    return [load_checkpoint(path).step for path in paths]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("checkpoints", type=Path, nargs="+", help="one, or several to average")
     parser.add_argument("--note", action="append", default=[], help="history line (repeatable)")
     parser.add_argument(
         "-o", "--output", type=Path, default=DEFAULT_OUT / "default_model.safetensors"
     )
     parser.add_argument("--name", default="default", help="the model's name in its card")
     args = parser.parse_args()
-    ckpt = load_checkpoint(args.checkpoint)
-    model = load_model(args.checkpoint)
-    run = args.checkpoint.parent.parent
+    last = args.checkpoints[-1]
+    ckpt = load_checkpoint(last)
+    model = average_weights([load_model(path) for path in args.checkpoints])
+    run = last.parent.parent
     card = {
         "name": f"darkraw {args.name} (SID U-Net + 2 FC, width {model.config.width})",
         "task": "dark raw (Bayer) to sRGB, exposure ratios 100-300",
         "input": "network_input: black level, x ratio, as-shot white balance, colour matrix",
         "step": ckpt.step,
+        **({"averaged_steps": averaged} if len(averaged := steps(args.checkpoints)) > 1 else {}),
         "validation": validation_at(run / "log.jsonl", ckpt.step),
         "train_config": ckpt.config,
         "history": args.note,
@@ -71,7 +83,8 @@ def main() -> None:
     }
     save_model_file(args.output, model, dtype=torch.float16, card=card)
     size = args.output.stat().st_size / 2**20
-    print(f"wrote {args.output} ({size:.1f} MiB), step {ckpt.step}")
+    count = len(args.checkpoints)
+    print(f"wrote {args.output} ({size:.1f} MiB), step {ckpt.step}, {count} checkpoint(s)")
     print(json.dumps(model_card(args.output)["validation"]))
 
 

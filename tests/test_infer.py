@@ -16,6 +16,7 @@ from darkraw.infer import (
     EXACT_OVERLAP,
     TILING_TOLERANCE,
     InferenceOptions,
+    average_weights,
     bundled_model_path,
     enhance_raw_network,
     load_model,
@@ -383,3 +384,26 @@ def test_bad_ratio_is_refused():
     mosaic, meta = mosaic_from_rgb(smooth_scene(24, 24), "RGGB")
     with pytest.raises(ValueError, match="ratio"):
         enhance_raw_network(mosaic, meta, tiny_model(), -1.0)
+
+
+def test_average_weights_is_the_weightwise_mean():
+    config = ModelConfig(in_channels=4, width=4, fc_hidden=8)
+    models = [build_model(config, torch.Generator().manual_seed(s)) for s in (1, 2, 3)]
+    mean = average_weights(models)
+    for name, weight in mean.state_dict().items():
+        expected = sum(m.state_dict()[name] for m in models) / 3
+        torch.testing.assert_close(weight, expected)
+    assert mean is not models[0]
+    torch.testing.assert_close(
+        average_weights(models[:1]).state_dict()["fc.0.weight"],
+        models[0].state_dict()["fc.0.weight"],
+    )
+
+
+def test_average_weights_refuses_mixed_configs_and_nothing():
+    small = build_model(ModelConfig(in_channels=4, width=4, fc_hidden=8))
+    wider = build_model(ModelConfig(in_channels=4, width=8, fc_hidden=8))
+    with pytest.raises(ValueError, match="different configs"):
+        average_weights([small, wider])
+    with pytest.raises(ValueError, match="no models"):
+        average_weights([])

@@ -34,7 +34,7 @@ import importlib.resources
 import itertools
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,6 +161,28 @@ class NetworkResult:
 
 
 # --- model files -------------------------------------------------------------------------------
+
+
+def average_weights(models: Sequence[SIDUNet]) -> SIDUNet:
+    """A new network whose every weight is the mean of ``models``' (same config).
+
+    SGD at batch 1 leaves the weights wandering between checkpoints of one run; their mean scores
+    about as well as the best of them without choosing one (``docs/training.md``, phase 13).
+
+    Raises:
+        ValueError: no models, or models of different configs.
+    """
+    if not models:
+        raise ValueError("no models to average")
+    config = models[0].config
+    if any(m.config != config for m in models):
+        raise ValueError("the models to average have different configs")
+    states = [m.state_dict() for m in models]
+    mean = build_model(config)
+    mean.load_state_dict(
+        {name: torch.stack([s[name].float() for s in states]).mean(0) for name in states[0]}
+    )
+    return mean
 
 
 def save_model_file(
