@@ -579,11 +579,14 @@ def test_ctrl_c_leaves_complete_files_and_a_rerun_finishes(tmp_path, capsys):
     for i in range(count):
         write_dng(folder / f"frame{i}.dng", mosaic, meta)
     args = [*ENHANCE_CLASSIC, str(folder), "-o", str(out), "--denoise", "none"]
+    # A shell starting the test runner in the background (`.ci/run &`) sets SIGINT to ignored,
+    # and the child would inherit that and never see the interrupt; a user's terminal does not.
     proc = subprocess.Popen(
         [sys.executable, "-m", "darkraw", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 120
