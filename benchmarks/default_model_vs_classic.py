@@ -166,11 +166,6 @@ def main() -> None:
                 start = time.perf_counter()
                 network = enhance_raw_network(back.mosaic, back.meta, model, ratio, inference).image
                 network_s = time.perf_counter() - start
-                as_shot = run_classic(
-                    back.mosaic,
-                    back.meta,
-                    ClassicOptions(ratio=1.0, denoiser=Denoiser.NONE, gamma=GammaCurve.SRGB),
-                ).image
                 c, n = score(classic.image, reference), score(network, reference)
                 row: dict[str, object] = {
                     "file": name,
@@ -204,6 +199,11 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
                 if seed != seeds[0]:
                     continue
+                as_shot = run_classic(
+                    back.mosaic,
+                    back.meta,
+                    ClassicOptions(ratio=1.0, denoiser=Denoiser.NONE, gamma=GammaCurve.SRGB),
+                ).image
                 stem = Path(name).stem
                 panels = [
                     ("dark, as shot", as_shot),

@@ -53,10 +53,6 @@ def validation_at(log: Path, step: int) -> dict[str, object]:
     return {}
 
 
-def steps(paths: list[Path]) -> list[int]:
-    return [load_checkpoint(path).step for path in paths]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", type=Path, nargs="+", help="one, or several to average")
@@ -66,16 +62,16 @@ def main() -> None:
     )
     parser.add_argument("--name", default="default", help="the model's name in its card")
     args = parser.parse_args()
-    last = args.checkpoints[-1]
-    ckpt = load_checkpoint(last)
+    ckpts = [load_checkpoint(path) for path in args.checkpoints]
+    ckpt = ckpts[-1]
     model = average_weights([load_model(path) for path in args.checkpoints])
-    run = last.parent.parent
+    run = args.checkpoints[-1].parent.parent
     card = {
         "name": f"darkraw {args.name} (SID U-Net + 2 FC, width {model.config.width})",
         "task": "dark raw (Bayer) to sRGB, exposure ratios 100-300",
         "input": "network_input: black level, x ratio, as-shot white balance, colour matrix",
         "step": ckpt.step,
-        **({"averaged_steps": averaged} if len(averaged := steps(args.checkpoints)) > 1 else {}),
+        **({"averaged_steps": [c.step for c in ckpts]} if len(ckpts) > 1 else {}),
         "validation": validation_at(run / "log.jsonl", ckpt.step),
         "train_config": ckpt.config,
         "history": args.note,
@@ -83,8 +79,7 @@ def main() -> None:
     }
     save_model_file(args.output, model, dtype=torch.float16, card=card)
     size = args.output.stat().st_size / 2**20
-    count = len(args.checkpoints)
-    print(f"wrote {args.output} ({size:.1f} MiB), step {ckpt.step}, {count} checkpoint(s)")
+    print(f"wrote {args.output} ({size:.1f} MiB), step {ckpt.step}, {len(ckpts)} checkpoint(s)")
     print(json.dumps(model_card(args.output)["validation"]))
 
 
