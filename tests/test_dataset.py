@@ -69,6 +69,23 @@ def test_items_have_the_documented_shapes(photos):
         ds[5]
 
 
+def test_raw_targets_are_the_clean_planes_as_the_network_sees_them(photos):
+    config = PairConfig(patch=32, ratios=(100.0,), simulation=SimulationConfig(model="simple"))
+    srgb = SyntheticPairs(photos, config, train=False, classic=True)[1]
+    raw = SyntheticPairs(photos, config, train=False, classic=True, raw_target=True)[1]
+    assert raw["target"].shape == raw["classic"].shape == raw["input"].shape == (4, 32, 32)
+    # Same dark frame; only the target's form differs.
+    torch.testing.assert_close(raw["input"], srgb["input"])
+    assert float(raw["target"].min()) >= 0 and float(raw["target"].max()) <= 1
+    # Clean planes are the noisy input's expectation: close in mean, far less rough.
+    assert abs(float(raw["target"].mean() - raw["input"].mean())) < 0.02
+    rough = lambda x: float((x[:, 1:] - x[:, :-1]).abs().mean())  # noqa: E731
+    assert rough(raw["target"]) < 0.5 * rough(raw["input"])
+    assert rough(raw["classic"]) < rough(raw["input"])
+    train_item = SyntheticPairs(photos, config, raw_target=True)[0]
+    assert train_item["target"].shape == train_item["input"].shape
+
+
 def test_small_photos_are_mirror_padded_to_the_crop(tmp_path):
     path = write_photo(tmp_path / "tiny.png", 20, 30)
     item = SyntheticPairs([path], PairConfig(patch=32))[0]

@@ -51,6 +51,17 @@ def test_fp32_fused_pass_equals_the_module(in_channels, channels_last, shape):
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("in_channels", [4, 9])
+def test_fp32_fused_pass_of_a_raw_output_network_equals_the_module(in_channels):
+    model = network(ModelConfig(in_channels=in_channels, width=8, output="raw"))
+    x = smooth((2, in_channels, 37, 45))
+    with torch.inference_mode():
+        expected = model(x)
+        got = FusedUNet(model, torch.float32, True)(x)
+    assert got.shape == expected.shape == (2, in_channels, 37, 45)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
 @BF16
 def test_bf16_fused_pass_is_close_to_fp32_and_its_output_is_not_on_the_bf16_grid():
     model = network()

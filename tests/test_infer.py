@@ -380,6 +380,55 @@ def test_xtrans_file_with_bayer_model_and_the_reverse(tmp_path):
     assert image.shape == (3, 36, 48)
 
 
+TINY_RAW = ModelConfig(width=4, fc_hidden=8, output="raw")
+
+
+@pytest.mark.parametrize("size", [(273, 329), (17, 350)])
+def test_raw_output_network_tiled_equals_whole_frame(size):
+    model = tiny_model(TINY_RAW)
+    x = planes((4, *size))
+    tiled = run_network(model, x, InferenceOptions(tile=240, precision="fp32"))
+    assert tiled.shape == (4, *size)
+    assert np.abs(tiled - whole(model, x)).max() <= TILING_TOLERANCE
+    ensemble = run_network(model, x, InferenceOptions(tile=240, precision="fp32", ensemble=2))
+    assert ensemble.shape == (4, *size)
+
+
+@pytest.mark.parametrize("pattern", ["RGGB", "BGGR", "GRBG", "GBRG"])
+@pytest.mark.parametrize("flip", [0, 6])
+def test_raw_output_network_is_rendered_by_the_file_s_own_pipeline(monkeypatch, pattern, flip):
+    # With a network that returns its input, the rendering is the classic pipeline's without
+    # denoising: the file's white balance, colour matrix and orientation, and the sRGB curve.
+    # (Exact where neither pipeline clips: the network's input is clipped after the colour
+    # matrix, the classic pipeline's after demosaicing; this scene stays inside [0, 1].)
+    import darkraw.infer
+    from darkraw.denoise import Denoiser
+    from darkraw.pipeline import ClassicOptions, GammaCurve, run_classic
+
+    mosaic, meta = mosaic_from_rgb(smooth_scene(31, 45) * 0.5 + 0.1, pattern)
+    meta = dataclasses.replace(meta, flip=flip)
+    monkeypatch.setattr(darkraw.infer, "run_network", lambda model, x, options: x)
+    got = enhance_raw_network(mosaic, meta, tiny_model(TINY_RAW), 1.5)
+    options = ClassicOptions(ratio=1.5, denoiser=Denoiser.NONE, gamma=GammaCurve.SRGB)
+    expected = run_classic(mosaic, meta, options).image
+    assert got.image.shape == expected.shape == ((3, 45, 31) if flip else (3, 31, 45))
+    np.testing.assert_allclose(got.image, expected, atol=2e-5)
+
+
+def test_raw_output_model_renders_every_layout_and_round_trips_as_a_file(tmp_path):
+    model = tiny_model(TINY_RAW)
+    raw = read_raw(dark_dng(tmp_path / "d.dng", "BGGR"))
+    image = enhance_raw_network(raw.mosaic, raw.meta, model, 50.0).image
+    assert image.shape == (3, 30, 46) and image.min() >= 0 and image.max() <= 1
+    file = save_model_file(tmp_path / "raw.safetensors", model, dtype=torch.float32)
+    loaded = load_model(file)
+    assert loaded.config == TINY_RAW
+    again = enhance_raw_network(raw.mosaic, raw.meta, loaded, 50.0, FP32).image
+    np.testing.assert_allclose(
+        again, enhance_raw_network(raw.mosaic, raw.meta, model, 50.0, FP32).image, atol=1e-6
+    )
+
+
 def test_bad_ratio_is_refused():
     mosaic, meta = mosaic_from_rgb(smooth_scene(24, 24), "RGGB")
     with pytest.raises(ValueError, match="ratio"):

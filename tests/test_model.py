@@ -54,6 +54,22 @@ def test_output_shape_at_any_size(config, s, h, w):
     assert torch.isfinite(y).all()
 
 
+@pytest.mark.parametrize("in_channels", [4, 9])
+@pytest.mark.parametrize(("h", "w"), [(13, 21), (1, 1), (16, 32)])
+def test_raw_output_network_gives_packed_planes_of_the_input_size(in_channels, h, w):
+    config = ModelConfig(in_channels=in_channels, width=8, fc_hidden=16, output="raw")
+    assert config.upscale == 1 and config.out_planes == in_channels
+    model = build_model(config, _gen(0))
+    assert model.head.out_channels == in_channels
+    assert [conv.out_channels for conv in model.fc if isinstance(conv, nn.Conv2d)] == [
+        16,
+        in_channels,
+    ]
+    y = model(torch.rand(2, in_channels, h, w, generator=_gen(1)))
+    assert y.shape == (2, in_channels, h, w)
+    assert torch.isfinite(y).all()
+
+
 def test_output_is_the_top_left_crop_of_the_reflect_padded_input():
     model = build_model(TINY, _gen(0)).eval()
     x = torch.rand(1, 4, 13, 21, generator=_gen(1))
@@ -154,6 +170,10 @@ def test_config_round_trip_and_defaults():
     assert ModelConfig.from_dict(config.to_dict()) == config
     assert ModelConfig.from_dict({"width": 8}) == ModelConfig(width=8)
     assert ModelConfig().to_dict() == {"in_channels": 4, "width": 32, "fc_hidden": 64}
+    raw = ModelConfig(width=8, output="raw")
+    assert raw.to_dict()["output"] == "raw"
+    assert ModelConfig.from_dict(raw.to_dict()) == raw
+    assert ModelConfig().out_planes == 3
 
 
 @pytest.mark.parametrize(
@@ -168,6 +188,8 @@ def test_config_round_trip_and_defaults():
         ({"fc_hidden": -1}, "fc_hidden"),
         ({"width": 10**6}, "width"),  # an untrusted model file must not allocate terabytes
         ({"fc_hidden": 10**5}, "fc_hidden"),
+        ({"output": "rgb"}, "output"),
+        ({"output": 1}, "output"),
     ],
 )
 def test_config_rejects_bad_dicts_naming_the_key(d, key):
@@ -178,6 +200,8 @@ def test_config_rejects_bad_dicts_naming_the_key(d, key):
 def test_config_rejects_wrong_types_directly():
     with pytest.raises(TypeError, match="width"):
         ModelConfig(width=3.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="output"):
+        ModelConfig(output="linear")
 
 
 def test_gradient_reaches_the_first_convolution():

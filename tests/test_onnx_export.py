@@ -45,6 +45,20 @@ def test_xtrans_model_exports_with_upscale_three(tmp_path):
     assert np.abs(got - expected).max() <= ONNX_TOLERANCE
 
 
+def test_raw_output_model_exports_its_planes(tmp_path):
+    config = ModelConfig(width=4, fc_hidden=8, output="raw")
+    model = build_model(config, torch.Generator().manual_seed(0)).eval()
+    path = export_onnx(model, tmp_path / "raw.onnx")
+    x = torch.rand(1, 4, 21, 26, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected = model(x).clamp(0, 1).numpy()
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["planes"]
+    got = session.run(["planes"], {"raw": x.numpy()})[0]
+    assert got.shape == (1, 4, 21, 26)
+    assert np.abs(got - expected).max() <= ONNX_TOLERANCE
+
+
 def test_metadata_travels_and_nothing_else_is_left(tmp_path):
     path = export_onnx(tiny(), tmp_path / "m.onnx", card={"name": "tiny"})
     props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}

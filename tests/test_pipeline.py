@@ -18,8 +18,11 @@ from darkraw.pipeline import (
     gamma_decode,
     gamma_encode,
     gray_world_gains,
+    pack,
+    render_planes,
     run_classic,
     subtract_black_level,
+    uncorrect_planes,
     white_balance,
 )
 from darkraw.rawio import read_raw, render_with_libraw
@@ -132,6 +135,28 @@ def test_color_correct_planes_matches_color_correct_on_flat_colour(num_planes):
         out, np.broadcast_to(expected[colors][:, None, None], out.shape), rtol=1e-6
     )
     np.testing.assert_allclose(color_correct_planes(planes * 3, None), np.clip(planes * 3, 0, 1))
+
+
+@pytest.mark.parametrize("num_planes", [4, 9])
+def test_uncorrect_planes_inverts_colour_correction_and_white_balance(num_planes):
+    rng = np.random.default_rng(0)
+    # Values for which neither step clips (each clips to [0, 1]).
+    planes = (0.2 + 0.1 * rng.random((num_planes, 6, 7))).astype(np.float32)
+    matrix = np.array([[1.6, -0.4, -0.2], [-0.2, 1.4, -0.2], [0.0, -0.5, 1.5]])
+    gains = (2.0, 1.0, 1.5)
+    forward = color_correct_planes(white_balance(planes, gains), matrix)
+    np.testing.assert_allclose(uncorrect_planes(forward, matrix, gains), planes, atol=1e-6)
+    np.testing.assert_allclose(
+        uncorrect_planes(white_balance(planes, gains), None, gains), planes, atol=1e-7
+    )
+
+
+def test_render_planes_is_the_classic_pipeline_after_denoising():
+    mosaic, meta = mosaic_from_rgb(smooth_scene(20, 26), "GBRG")
+    expected = run_classic(mosaic, meta.replace(flip=5), NO_DENOISE)
+    planes = pack(subtract_black_level(mosaic, meta), meta)
+    got = render_planes(planes, meta.replace(flip=5), expected.wb_gains)
+    np.testing.assert_array_equal(got, expected.image)
 
 
 @pytest.mark.parametrize("flip", [0, 1, 2, 3, 4, 5, 6, 7])

@@ -313,6 +313,58 @@ def test_start_from_a_model_file_or_a_bundled_model(pretrained, tmp_path, monkey
         _start_from(build_model(ModelConfig(width=8)), file, Transfer.FULL, seed=0)
 
 
+def test_raw_tone_is_the_srgb_curve_continued_as_a_line_below_zero():
+    from darkraw.pipeline import gamma_encode
+    from darkraw.train import raw_tone
+
+    x = torch.linspace(0, 1, 101)
+    torch.testing.assert_close(raw_tone(x), torch.from_numpy(gamma_encode(x.numpy(), "srgb")))
+    below = torch.tensor([-0.1, -0.01])
+    torch.testing.assert_close(raw_tone(below), 12.92 * below)
+    under = torch.tensor([-0.05], requires_grad=True)
+    training_loss(under, torch.zeros(1), 0.0, raw=True).backward()
+    assert under.grad is not None and float(under.grad) < 0  # pushed back up towards black
+
+
+def test_a_raw_output_run_trains_and_validates_on_planes(photo_folder, tmp_path):
+    model = {"width": 4, "fc_hidden": 8, "output": "raw"}
+    config = tiny_config(photo_folder, tmp_path / "run", model=model, steps=3, val_every=3)
+    summary = train(config, progress=False)
+    assert summary.step == 3 and summary.model.config.output == "raw"
+    assert math.isfinite(summary.last_loss)
+    assert summary.val_psnr is not None and summary.classic_psnr is not None
+    records = [
+        json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in records if "val_psnr" in r] == [3]
+    assert list((tmp_path / "run" / "samples").glob("val00_*.png"))
+    ckpt = load_checkpoint(latest_checkpoint(tmp_path / "run" / "checkpoints"))
+    assert ckpt.config["model"]["output"] == "raw"
+
+
+def test_an_srgb_network_starts_a_raw_output_one(pretrained):
+    from darkraw.train import Transfer, _start_from
+
+    model = build_model(ModelConfig(width=4, fc_hidden=8, output="raw"))
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    _start_from(model, pretrained, Transfer.FULL, seed=0)
+    loaded, state = load_checkpoint(pretrained).model_state, model.state_dict()
+    for name, value in state.items():
+        if name.startswith(("head.", "fc.")):
+            assert torch.equal(value, fresh[name])  # other shapes: kept as drawn
+        else:
+            assert torch.equal(value, loaded[name])
+    with pytest.raises(DarkrawError, match="network, the config asks for"):
+        _start_from(build_model(ModelConfig(width=8, output="raw")), pretrained, Transfer.FULL, 0)
+
+
+def test_a_raw_output_model_does_not_train_on_sid_pairs(photo_folder, sid_lists, tmp_path):
+    config = sid_config(photo_folder, sid_lists, tmp_path / "raw")
+    config = replace(config, model=ModelConfig(width=4, fc_hidden=8, output="raw"))
+    with pytest.raises(DarkrawError, match="raw-output model"):
+        train(config, progress=False)
+
+
 def test_sid_fraction_and_per_ratio_pick_subsets(photo_folder, sid_lists, tmp_path):
     from darkraw.train import _Run
 

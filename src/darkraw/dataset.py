@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from darkraw.denoise import Denoiser
+from darkraw.denoise import Denoiser, denoise_planes
 from darkraw.errors import DarkrawError
 from darkraw.fileio import read_image
 from darkraw.metadata import RawMetadata
@@ -137,7 +137,10 @@ class SyntheticPairs(Dataset[dict[str, torch.Tensor]]):
     Items are dictionaries of tensors: ``input`` ``(C, p, p)`` in [0, 1] (already amplified),
     ``target`` ``(3, s*p, s*p)`` sRGB in [0, 1], ``ratio`` (scalar) and ``index``; with
     ``classic=True`` also ``classic``, the traditional pipeline's rendering of the same dark
-    frame (non-local-means denoising), for comparison.
+    frame (non-local-means denoising), for comparison. With ``raw_target=True`` (for a
+    raw-output network) ``target`` is the clean frame's planes as the network would see them
+    (:func:`network_input` at ratio 1), ``(C, p, p)`` in [0, 1], and ``classic`` the input
+    planes denoised by non-local means.
     """
 
     def __init__(
@@ -149,6 +152,7 @@ class SyntheticPairs(Dataset[dict[str, torch.Tensor]]):
         length: int | None = None,
         train: bool = True,
         classic: bool = False,
+        raw_target: bool = False,
     ) -> None:
         if not files:
             raise ValueError("no source files given")
@@ -158,6 +162,7 @@ class SyntheticPairs(Dataset[dict[str, torch.Tensor]]):
         self.length = len(self.files) if length is None else int(length)
         self.train = train
         self.classic = classic
+        self.raw_target = raw_target
         self._profile: NoiseProfile | None = None
         if self.config.simulation.model is NoiseModel.CALIBRATED:
             self._profile = self.config.simulation.profile()
@@ -208,7 +213,11 @@ class SyntheticPairs(Dataset[dict[str, torch.Tensor]]):
             clean.raw_lin, clean.meta, ratio, config.simulation, rng, profile=self._profile
         )
         planes = network_input(dark.mosaic_dn, dark.meta, ratio)
-        target = clean.reference
+        if self.raw_target:
+            # The clean frame as the network sees its dark twin: balanced, colour-corrected.
+            target = network_input(clean.raw_lin, clean.meta, 1.0)
+        else:
+            target = clean.reference
         if self.train and config.augment:
             planes, target = _augment(planes, target, rng)
         item = {
@@ -217,7 +226,10 @@ class SyntheticPairs(Dataset[dict[str, torch.Tensor]]):
             "ratio": torch.tensor(ratio, dtype=torch.float32),
             "index": torch.tensor(index),
         }
-        if self.classic:
+        if self.classic and self.raw_target:
+            denoised = np.clip(denoise_planes(planes, Denoiser.NLM), 0, 1)
+            item["classic"] = torch.from_numpy(np.ascontiguousarray(denoised, dtype=np.float32))
+        elif self.classic:
             options = ClassicOptions(ratio=ratio, denoiser=Denoiser.NLM, gamma=config.sources.gamma)
             rendered = run_classic(dark.mosaic_dn, dark.meta.replace(flip=0), options).image
             item["classic"] = torch.from_numpy(np.ascontiguousarray(rendered, dtype=np.float32))

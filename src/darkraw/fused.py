@@ -100,6 +100,7 @@ class FusedUNet:
         self.tail_in_bias = head_b @ fc1_m + fc1_b
         self.tail_out, self.tail_out_bias = _matrix(fc2)
         self.upscale = model.config.upscale
+        self.out_planes = model.config.out_planes
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -119,18 +120,18 @@ class FusedUNet:
     def _tail(self, y: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """Output convolution, FC layers and depth-to-space, a band of rows at a time: the
         64-channel fp32 hidden layer of a whole tile would be a pass through main memory."""
-        s = self.upscale
+        s, planes = self.upscale, self.out_planes
         n, _, _, width = y.shape
         pixels = y.permute(0, 2, 3, 1)  # a view when y is channels-last
-        out = torch.empty(n, 3, h * s, w * s)
+        out = torch.empty(n, planes, h * s, w * s)
         for r0 in range(0, h, _TAIL_ROWS):
             r1 = min(h, r0 + _TAIL_ROWS)
             band = pixels[:, r0:r1].reshape(-1, pixels.shape[-1]).float()
             hidden = torch.addmm(self.tail_in_bias, band, self.tail_in)
             rgb = torch.addmm(self.tail_out_bias, F.leaky_relu_(hidden, LEAKY_SLOPE), self.tail_out)
             # Depth-to-space: channel c * s * s + i * s + j goes to pixel (s * y + i, s * x + j).
-            rgb = rgb.view(n, r1 - r0, width, 3, s, s)[:, :, :w].permute(0, 3, 1, 4, 2, 5)
-            out[:, :, s * r0 : s * r1].view(n, 3, r1 - r0, s, w, s).copy_(rgb)
+            rgb = rgb.view(n, r1 - r0, width, planes, s, s)[:, :, :w].permute(0, 3, 1, 4, 2, 5)
+            out[:, :, s * r0 : s * r1].view(n, planes, r1 - r0, s, w, s).copy_(rgb)
         return out
 
 

@@ -49,7 +49,18 @@ from darkraw.errors import CheckpointError, DarkrawError
 from darkraw.fused import FusedUNet, fused_available
 from darkraw.metadata import RawMetadata
 from darkraw.model import PAD_MULTIPLE, ModelConfig, SIDUNet, build_model, to_channels_last
-from darkraw.pipeline import auto_ratio, orient, subtract_black_level
+from darkraw.pipeline import (
+    GammaCurve,
+    WhiteBalance,
+    amplify,
+    auto_ratio,
+    choose_gains,
+    orient,
+    pack,
+    render_planes,
+    subtract_black_level,
+    uncorrect_planes,
+)
 from darkraw.train import Precision, autocast_dtype
 
 #: Value of the ``format`` metadata entry of a model file.
@@ -445,7 +456,8 @@ def run_network(
         options: tile size, margin, precision, memory format, threads, device, self-ensemble.
 
     Returns:
-        ``(3, s*h, s*w)`` float32 sRGB clamped to [0, 1], ``s = model.config.upscale``.
+        ``(3, s*h, s*w)`` float32 sRGB clamped to [0, 1], ``s = model.config.upscale``; for a
+        raw-output network ``(C, h, w)`` denoised planes clamped to [0, 1].
 
     Tiling: windows of ``tile`` packed pixels overlap by ``2 * overlap``; each keeps only its
     centre, ``overlap`` pixels away from any window edge that is not the image's edge. Measured
@@ -474,16 +486,16 @@ def run_network(
         net = FusedUNet(model, amp or torch.float32, options.channels_last)
     elif amp:
         autocast = torch.autocast(device.type, dtype=amp)
-    s = model.config.upscale
+    s, out_planes = model.config.upscale, model.config.out_planes
     with _threads(options.threads), torch.inference_mode(), autocast:
         if options.ensemble == 1:
-            return _run_tiles(net, planes, s, device, options)
-        total = np.zeros((3, s * planes.shape[1], s * planes.shape[2]), dtype=np.float32)
+            return _run_tiles(net, planes, s, out_planes, device, options)
+        total = np.zeros((out_planes, s * planes.shape[1], s * planes.shape[2]), dtype=np.float32)
         for flip_v, flip_h, transpose in _ENSEMBLE_TRANSFORMS[: options.ensemble]:
             copy = planes[:, ::-1] if flip_v else planes
             copy = copy[:, :, ::-1] if flip_h else copy
             copy = copy.transpose(0, 2, 1) if transpose else copy
-            out = _run_tiles(net, copy, s, device, options)
+            out = _run_tiles(net, copy, s, out_planes, device, options)
             out = out.transpose(0, 2, 1) if transpose else out
             out = out[:, :, ::-1] if flip_h else out
             total += out[:, ::-1] if flip_v else out
@@ -494,12 +506,13 @@ def _run_tiles(
     net: Callable[[torch.Tensor], torch.Tensor],
     planes: np.ndarray,
     s: int,
+    out_planes: int,
     device: torch.device,
     options: InferenceOptions,
 ) -> np.ndarray:
-    """One tiled pass of ``net`` over ``(C, h, w)`` planes: ``(3, s*h, s*w)`` in [0, 1]."""
+    """One tiled pass of ``net`` over ``(C, h, w)`` planes: ``(P, s*h, s*w)`` in [0, 1]."""
     _, h, w = planes.shape
-    out = np.empty((3, s * h, s * w), dtype=np.float32)
+    out = np.empty((out_planes, s * h, s * w), dtype=np.float32)
     rows = tile_spans(h, options.tile, options.overlap)
     cols = tile_spans(w, options.tile, options.overlap)
     for y0, y1, ky0, ky1 in rows:
@@ -516,6 +529,9 @@ def _run_tiles(
 
 
 # --- raw files ---------------------------------------------------------------------------------
+
+#: Tone curve of a raw-output network's rendering: the one the sRGB networks learn to draw.
+RAW_OUTPUT_GAMMA = GammaCurve.SRGB
 
 
 def enhance_raw_network(
@@ -557,7 +573,16 @@ def enhance_raw_network(
     elif not (ratio > 0 and math.isfinite(ratio)):
         raise ValueError(f"ratio must be a positive number, got {ratio}")
     planes = network_input(mosaic_dn, meta, float(ratio))
-    rgb = run_network(model, planes, options)
+    out = run_network(model, planes, options)
+    if model.config.output == "raw":
+        # The network denoised planes already balanced and colour-corrected (as its input is);
+        # taken back to camera raw, the classic pipeline renders them as it renders the file.
+        camera = pack(amplify(subtract_black_level(mosaic_dn, meta), float(ratio)), meta)
+        gains = choose_gains(camera, meta, WhiteBalance.CAMERA)
+        matrix = None if meta.rgb_cam is None else np.asarray(meta.rgb_cam)
+        clean = uncorrect_planes(out, matrix, gains)
+        image = render_planes(clean, meta, gains, RAW_OUTPUT_GAMMA)
+        return NetworkResult(image=image, ratio=float(ratio))
     # Packing pads the mosaic to whole CFA tiles; the network's output of the padding goes.
-    image = orient(rgb[:, : meta.height, : meta.width], meta.flip)
+    image = orient(out[:, : meta.height, : meta.width], meta.flip)
     return NetworkResult(image=image, ratio=float(ratio))

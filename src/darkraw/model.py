@@ -26,6 +26,7 @@ import math
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from itertools import pairwise
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,9 @@ PAD_MULTIPLE = 2 ** (LEVELS - 1)
 
 _UPSCALE = {4: 2, 9: 3}
 
+#: What a network can output (:attr:`ModelConfig.output`).
+OUTPUTS = ("srgb", "raw")
+
 
 #: Largest ``width`` accepted: 4x SID's, already 124 M parameters.
 MAX_WIDTH = 128
@@ -62,17 +66,25 @@ class ModelConfig:
         width: channels of the first encoder level; level ``i`` has ``width * 2**i``.
             32 is SID.
         fc_hidden: width of the hidden per-pixel fully-connected layer.
+        output: ``srgb`` (SID: the network renders the picture) or ``raw`` (the network only
+            denoises: clean packed raw planes out, at the input's size, which the classic
+            pipeline then renders with the file's white balance and colour matrix).
     """
 
     in_channels: int = 4
     width: int = 32
     fc_hidden: int = 64
+    output: str = "srgb"
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "output":
+                continue
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"{f.name} must be an int, got {type(value).__name__} {value!r}")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
         if self.in_channels not in _UPSCALE:
             raise ValueError(
                 f"in_channels must be 4 (Bayer) or 9 (X-Trans), got {self.in_channels}"
@@ -86,12 +98,21 @@ class ModelConfig:
 
     @property
     def upscale(self) -> int:
-        """Depth-to-space factor: 2 for Bayer, 3 for X-Trans."""
-        return _UPSCALE[self.in_channels]
+        """Depth-to-space factor: 2 for Bayer, 3 for X-Trans; 1 for a raw-output network."""
+        return 1 if self.output == "raw" else _UPSCALE[self.in_channels]
 
-    def to_dict(self) -> dict[str, int]:
-        """The fields as a JSON-able dict; :meth:`from_dict` inverts it."""
-        return asdict(self)
+    @property
+    def out_planes(self) -> int:
+        """Channels of the output: 3 (sRGB), or the packed planes of a raw-output network."""
+        return self.in_channels if self.output == "raw" else 3
+
+    def to_dict(self) -> dict[str, int | str]:
+        """The fields as a JSON-able dict; :meth:`from_dict` inverts it. ``output`` is left
+        out when it is ``srgb``, so that sRGB model files stay readable by earlier versions."""
+        d: dict[str, int | str] = asdict(self)
+        if self.output == "srgb":
+            del d["output"]
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, object]) -> ModelConfig:
@@ -104,13 +125,19 @@ class ModelConfig:
         if not isinstance(d, Mapping):
             raise TypeError(f"expected a mapping of model settings, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
-        kwargs: dict[str, int] = {}
+        kwargs: dict[str, Any] = {}
         for key, value in d.items():
             if key not in known:
                 raise ValueError(
                     f"unknown model config key {key!r}; known keys: {', '.join(sorted(known))}"
                 )
-            if not isinstance(value, int) or isinstance(value, bool):
+            if key == "output":
+                if value not in OUTPUTS:
+                    raise ValueError(
+                        f"model config key 'output' must be one of {', '.join(OUTPUTS)}, "
+                        f"got {value!r}"
+                    )
+            elif not isinstance(value, int) or isinstance(value, bool):
                 raise ValueError(
                     f"model config key {key!r} must be an int, got {type(value).__name__} {value!r}"
                 )
@@ -173,13 +200,15 @@ class SIDUNet(nn.Module):
     replicated when the input is too small to reflect) and the output is cropped back.
 
     Output: ``(N, 3, h * s, w * s)`` sRGB, gamma-encoded, about [0, 1] once trained. It is not
-    clamped so the L1 loss keeps its gradient everywhere; clamp it before display.
+    clamped so the L1 loss keeps its gradient everywhere; clamp it before display. A raw-output
+    network (``config.output == "raw"``) gives ``(N, C, h, w)`` denoised packed planes instead
+    (``s = 1`` and the shuffle is the identity).
     """
 
     def __init__(self, config: ModelConfig, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.config = config
-        w, s = config.width, config.upscale
+        w, s, out = config.width, config.upscale, config.out_planes
         widths = [w * 2**i for i in range(LEVELS)]
         self.encoder = nn.ModuleList(
             _double_conv(c_in, c_out) for c_in, c_out in pairwise([config.in_channels, *widths])
@@ -191,11 +220,11 @@ class SIDUNet(nn.Module):
             for c_in, c_out in pairwise(deep_to_shallow)
         )
         self.decoder = nn.ModuleList(_double_conv(2 * c, c) for c in deep_to_shallow[1:])
-        self.head = nn.Conv2d(w, 3 * s * s, 1)
+        self.head = nn.Conv2d(w, out * s * s, 1)
         self.fc = nn.Sequential(
-            nn.Conv2d(3 * s * s, config.fc_hidden, 1),
+            nn.Conv2d(out * s * s, config.fc_hidden, 1),
             _leaky(),
-            nn.Conv2d(config.fc_hidden, 3 * s * s, 1),
+            nn.Conv2d(config.fc_hidden, out * s * s, 1),
         )
         self.shuffle = nn.PixelShuffle(s)
         self.reset_parameters(generator)
@@ -218,7 +247,8 @@ class SIDUNet(nn.Module):
         _init_layer(fc2, generator, leaky=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, C, h, w)`` packed raw in [0, 1] to ``(N, 3, h*s, w*s)`` sRGB (see the class)."""
+        """``(N, C, h, w)`` packed raw in [0, 1] to ``(N, 3, h*s, w*s)`` sRGB, or to
+        ``(N, C, h, w)`` clean planes for a raw-output network (see the class)."""
         c = self.config.in_channels
         if x.ndim != 4 or x.shape[1] != c or x.shape[2] < 1 or x.shape[3] < 1:
             raise ValueError(

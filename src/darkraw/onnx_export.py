@@ -7,7 +7,9 @@ network's internal padding to a multiple of 16 with dynamic sizes. Its inputs an
   prepared as :func:`darkraw.dataset.network_input` does; ``N``, ``h`` and ``w`` are dynamic,
   ``h, w >= 9`` (the graph always pads by reflection, which needs a pad smaller than the side;
   torch switches to replication below that);
-- ``rgb``: ``(N, 3, s*h, s*w)`` float32 sRGB clamped to [0, 1], ``s`` 2 (Bayer) or 3 (X-Trans).
+- ``rgb``: ``(N, 3, s*h, s*w)`` float32 sRGB clamped to [0, 1], ``s`` 2 (Bayer) or 3 (X-Trans);
+  for a raw-output network (``output: raw`` in its config) ``planes`` instead, ``(N, C, h, w)``
+  denoised packed raw clamped to [0, 1], which the runtime's own pipeline renders.
 
 The model config and card travel in the ONNX file's ``metadata_props``
 (``darkraw.config``, ``darkraw.card``, JSON). The exported graph matches PyTorch within 1e-4
@@ -86,6 +88,7 @@ def export_onnx(
         ) from None
     path = Path(path)
     net = _Clamped(_cpu_fp32_copy(model)).eval()
+    output = output_name(model)
     example = torch.rand(1, model.config.in_channels, *_TRACE_SIZE, generator=_seeded())
     try:
         with atomic_output(path) as tmp:
@@ -101,10 +104,10 @@ def export_onnx(
                     dynamo=False,
                     opset_version=opset,
                     input_names=["raw"],
-                    output_names=["rgb"],
+                    output_names=[output],
                     dynamic_axes={
                         "raw": {0: "batch", 2: "height", 3: "width"},
-                        "rgb": {0: "batch", 2: "out_height", 3: "out_width"},
+                        output: {0: "batch", 2: "out_height", 3: "out_width"},
                     },
                 )
             proto = onnx.load(str(tmp))
@@ -117,7 +120,7 @@ def export_onnx(
             onnx.checker.check_model(proto)
             onnx.save(proto, str(tmp))
             if check:
-                _check_against_torch(net, tmp, model.config.in_channels, path)
+                _check_against_torch(net, tmp, model.config.in_channels, output, path)
     except OSError as err:
         raise OutputError(path, f"cannot write ONNX model ({err.strerror or err})") from None
     return path
@@ -146,7 +149,12 @@ def _cpu_fp32_copy(model: SIDUNet) -> SIDUNet:
     return copy
 
 
-def _check_against_torch(net: nn.Module, tmp: Path, channels: int, path: Path) -> None:
+def output_name(model: SIDUNet) -> str:
+    """Name of the exported graph's output: ``rgb``, or ``planes`` for a raw-output network."""
+    return "planes" if model.config.output == "raw" else "rgb"
+
+
+def _check_against_torch(net: nn.Module, tmp: Path, channels: int, output: str, path: Path) -> None:
     """Run the ONNX file ``tmp`` (to become ``path``) at a size the trace did not see (odd,
     needs padding) and compare it with PyTorch."""
     try:
@@ -159,7 +167,7 @@ def _check_against_torch(net: nn.Module, tmp: Path, channels: int, path: Path) -
     with torch.inference_mode():
         expected = net(x).numpy()
     session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-    got = session.run(["rgb"], {"raw": x.numpy()})[0]
+    got = session.run([output], {"raw": x.numpy()})[0]
     error = float(np.abs(np.asarray(got) - expected).max()) if got.shape == expected.shape else 1.0
     if error > ONNX_TOLERANCE:
         raise DarkrawError(

@@ -174,6 +174,34 @@ def color_correct_planes(planes: np.ndarray, matrix: np.ndarray | None) -> np.nd
     return np.clip(out, 0.0, 1.0)
 
 
+def uncorrect_planes(
+    planes: np.ndarray, matrix: np.ndarray | None, gains: tuple[float, float, float]
+) -> np.ndarray:
+    """Undo :func:`color_correct_planes` and :func:`white_balance`: camera raw planes again.
+
+    Within each packed pixel the colour means go through the matrix (``means_out = M @
+    means_in``), so they come back through its inverse, and each plane's own samples then
+    follow; dividing by the gains undoes the white balance. Exact for values the two steps did
+    not clip.
+
+    Args:
+        planes: ``(C, h, w)`` as :func:`color_correct_planes` returns them.
+        matrix: the camera-to-sRGB matrix it was given (``None``: identity).
+        gains: the white-balance gains (R, G, B) it was given.
+    """
+    colors = np.asarray(plane_colors(planes.shape[0]))
+    out = np.asarray(planes, dtype=np.float32).copy()
+    if matrix is not None:
+        m = np.asarray(matrix, dtype=np.float64)
+        means = np.stack([out[colors == c].mean(axis=0) for c in range(3)])
+        original = np.tensordot(np.linalg.inv(m), means, axes=1).astype(np.float32)
+        for i, c in enumerate(colors):
+            others = sum(np.float32(m[c, k]) * original[k] for k in range(3) if k != c)
+            out[i] = (out[i] - others) / np.float32(m[c, c])
+    g = np.asarray([gains[c] for c in colors], dtype=np.float32)[:, None, None]
+    return out / g
+
+
 def _malvar_kernels() -> dict[str, np.ndarray]:
     """The four 5x5 filters of Malvar-He-Cutler demosaicing, normalized to unit sum."""
     g_at_rb = np.array(
@@ -378,12 +406,31 @@ def run_classic(
     denoiser = resolve_denoiser(options.denoiser, planes.size)
     planes = denoise_planes(planes, denoiser)
     gains = choose_gains(planes, meta, options.white_balance)
-    planes = white_balance(planes, gains)
-    rgb_cam = demosaic(unpack(planes, meta), meta)
+    image = render_planes(planes, meta, gains, options.gamma)
+    return ClassicResult(image=image, ratio=ratio, wb_gains=gains, denoiser=denoiser)
+
+
+def render_planes(
+    planes: np.ndarray,
+    meta: RawMetadata,
+    gains: tuple[float, float, float],
+    gamma: GammaCurve = GammaCurve.BT709,
+) -> np.ndarray:
+    """The classic pipeline after denoising: white balance, demosaic, colour matrix, gamma.
+
+    Args:
+        planes: ``(C, h, w)`` packed, black-subtracted and amplified raw (denoised or not).
+        meta: the file's metadata (CFA, colour matrix, size, orientation).
+        gains: white-balance gains (R, G, B), e.g. from :func:`choose_gains`.
+
+    Returns:
+        The ``(3, H', W')`` gamma-encoded image in [0, 1], oriented.
+    """
+    balanced = white_balance(planes, gains)
+    rgb_cam = demosaic(unpack(balanced, meta), meta)
     matrix = None if meta.rgb_cam is None else np.asarray(meta.rgb_cam)
     rgb_lin = color_correct(rgb_cam, matrix)
-    image = orient(gamma_encode(rgb_lin, options.gamma).astype(np.float32), meta.flip)
-    return ClassicResult(image=image, ratio=ratio, wb_gains=gains, denoiser=denoiser)
+    return orient(gamma_encode(rgb_lin, gamma).astype(np.float32), meta.flip)
 
 
 def choose_gains(

@@ -55,6 +55,7 @@ from darkraw.evaluate import ssim_tensor
 from darkraw.figures import preview_planes, side_by_side
 from darkraw.fileio import atomic_output, write_image
 from darkraw.model import (
+    FC_PREFIX,
     ModelConfig,
     SIDUNet,
     build_model,
@@ -385,8 +386,26 @@ def psnr(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -10 * torch.log10(mse.clamp_min(1e-10))
 
 
-def training_loss(output: torch.Tensor, target: torch.Tensor, ssim_weight: float) -> torch.Tensor:
-    """``(1 - w) * L1 + w * (1 - SSIM)`` of a batch; ``w = 0`` is SID's L1 exactly."""
+def raw_tone(planes: torch.Tensor) -> torch.Tensor:
+    """Linear raw planes through the sRGB curve, continued as a straight line below zero.
+
+    A raw-output network's loss and validation are computed on this: in linear light an L1
+    loss would spend itself on the highlights, while the picture's errors show in the shadows,
+    which the rendering's tone curve lifts. The line below zero keeps a gradient for outputs
+    that undershoot black.
+    """
+    knee = 0.0031308
+    curve = 1.055 * planes.clamp_min(knee) ** (1 / 2.4) - 0.055
+    return torch.where(planes <= knee, 12.92 * planes, curve)
+
+
+def training_loss(
+    output: torch.Tensor, target: torch.Tensor, ssim_weight: float, *, raw: bool = False
+) -> torch.Tensor:
+    """``(1 - w) * L1 + w * (1 - SSIM)`` of a batch; ``w = 0`` is SID's L1 exactly. With
+    ``raw`` (packed planes of a raw-output network) both go through :func:`raw_tone` first."""
+    if raw:
+        output, target = raw_tone(output), raw_tone(target)
     l1 = torch.nn.functional.l1_loss(output, target)
     if ssim_weight == 0:
         return l1
@@ -408,6 +427,13 @@ class _Run:
         if config.threads:
             torch.set_num_threads(config.threads)
         self.amp_dtype = autocast_dtype(config.precision, self.device)
+        self.raw = config.model.output == "raw"
+        if self.raw and config.data.kind is DataKind.SID:
+            raise ConfigError(
+                self.out / "config.yaml",
+                "a raw-output model (model.output: raw) trains on synthetic pairs only; "
+                "SID's ground truth is rendered sRGB",
+            )
         self.ckpt_dir = self.out / "checkpoints"
         self.model = build_model(config.model, torch.Generator().manual_seed(config.seed))
         self.model.to(self.device)
@@ -479,7 +505,9 @@ class _Run:
             return self._sid_datasets(length)
         train_files, val_files = self._sources()
         pairs = data.pairs
-        train_set = SyntheticPairs(train_files, pairs, seed=config.seed, length=length)
+        train_set = SyntheticPairs(
+            train_files, pairs, seed=config.seed, length=length, raw_target=self.raw
+        )
         val_set = SyntheticPairs(
             val_files,
             replace(pairs, patch=data.val_patch),
@@ -487,6 +515,7 @@ class _Run:
             length=data.val_items,
             train=False,
             classic=True,
+            raw_target=self.raw,
         )
         return train_set, val_set
 
@@ -589,7 +618,7 @@ class _Run:
                 inputs, target = self._to_device(item["input"]), self._to_device(item["target"])
                 with self.autocast():
                     output = self.net(inputs)
-                loss = training_loss(output.float(), target, config.optim.ssim_weight)
+                loss = training_loss(output.float(), target, config.optim.ssim_weight, raw=self.raw)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[no-untyped-call]
                 self.optimizer.step()
@@ -660,6 +689,8 @@ class _Run:
         self.val_items = items
         classic = torch.stack([it["classic"] for it in items])
         target = torch.stack([it["target"] for it in items])
+        if self.raw:
+            classic, target = raw_tone(classic), raw_tone(target)
         self.classic_psnr = float(psnr(classic, target).mean())
         self.classic_ssim = float(
             np.mean(
@@ -677,8 +708,14 @@ class _Run:
             inputs = self._to_device(item["input"][None])
             with self.autocast():
                 output = self.model(inputs).float().cpu()
-            scores.append(float(psnr(output, item["target"][None])[0]))
-            similarities.append(float(ssim_tensor(output.clamp(0, 1), item["target"][None])))
+            target = item["target"][None]
+            if self.raw:
+                output = output.clamp(0, 1)
+                scored, target = raw_tone(output), raw_tone(target)
+            else:
+                scored = output
+            scores.append(float(psnr(scored, target)[0]))
+            similarities.append(float(ssim_tensor(scored.clamp(0, 1), target)))
             ratios.append(float(item["ratio"]))
             outputs.append(output[0].clamp(0, 1))
         self.model.train()
@@ -703,11 +740,13 @@ class _Run:
         for k, (item, output) in enumerate(zip(self.val_items or [], outputs, strict=False)):
             if k >= self.config.samples:
                 break
+            # A raw-output network's planes are shown the way the input is.
+            show = preview_planes if self.raw else np.asarray
             panels = [
                 (f"input x{float(item['ratio']):g}", preview_planes(item["input"].float().numpy())),
-                ("classic (NLM)", item["classic"].numpy()),
-                (f"network, step {self.step}", output.numpy()),
-                ("target", item["target"].numpy()),
+                ("classic (NLM)", show(item["classic"].numpy())),
+                (f"network, step {self.step}", show(output.numpy())),
+                ("target", show(item["target"].numpy())),
             ]
             path = self.out / "samples" / f"val{k:02d}_step{self.step:07d}.png"
             write_image(path, side_by_side(panels, max_width=2048))
@@ -812,8 +851,13 @@ def _start_from(model: SIDUNet, path: Path, transfer: Transfer, seed: int) -> No
     else:
         ckpt = load_checkpoint(source)
         saved, state = _config_of(source, ckpt).model, ckpt.model_state
-    if saved != model.config:
+    if replace(saved, output=model.config.output) != model.config:
         raise DarkrawError(source, f"holds a {saved} network, the config asks for {model.config}")
+    if saved.output != model.config.output:
+        # An sRGB network starts a raw-output one (or the reverse): the encoder and decoder
+        # carry over, the output layers have other shapes and keep their fresh weights.
+        fresh = model.state_dict()
+        state = fresh | {k: v for k, v in state.items() if not k.startswith(("head.", FC_PREFIX))}
     _load_weights(source, model, state)
     if transfer in (Transfer.SEED, Transfer.HEAD):
         # Seeded apart from the run's own seed, so the fresh layers differ from the originals.
