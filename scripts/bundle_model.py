@@ -64,11 +64,19 @@ def main() -> None:
     args = parser.parse_args()
     ckpts = [load_checkpoint(path) for path in args.checkpoints]
     ckpt = ckpts[-1]
-    model = average_weights([load_model(path) for path in args.checkpoints])
+    try:
+        model = average_weights([load_model(path) for path in args.checkpoints])
+    except ValueError as err:
+        raise SystemExit(f"bundle_model: {err}") from None
     run = args.checkpoints[-1].parent.parent
+    task = (
+        "dark raw (Bayer) to denoised raw planes, rendered by the file's own pipeline"
+        if model.config.output == "raw"
+        else "dark raw (Bayer) to sRGB"
+    )
     card = {
         "name": f"darkraw {args.name} (SID U-Net + 2 FC, width {model.config.width})",
-        "task": "dark raw (Bayer) to sRGB, exposure ratios 100-300",
+        "task": f"{task}, exposure ratios 100-300",
         "input": "network_input: black level, x ratio, as-shot white balance, colour matrix",
         "step": ckpt.step,
         **({"averaged_steps": [c.step for c in ckpts]} if len(ckpts) > 1 else {}),
