@@ -403,11 +403,14 @@ def test_raw_output_network_is_rendered_by_the_file_s_own_pipeline(monkeypatch, 
     # matrix, the classic pipeline's after demosaicing; this scene stays inside [0, 1].)
     import darkraw.infer
     from darkraw.denoise import Denoiser
-    from darkraw.pipeline import ClassicOptions, GammaCurve, run_classic
+    from darkraw.pipeline import ClassicOptions, GammaCurve, gamma_encode, run_classic
 
     mosaic, meta = mosaic_from_rgb(smooth_scene(31, 45) * 0.5 + 0.1, pattern)
     meta = dataclasses.replace(meta, flip=flip)
-    monkeypatch.setattr(darkraw.infer, "run_network", lambda model, x, options: x)
+    # The network gives its planes through the sRGB curve.
+    monkeypatch.setattr(
+        darkraw.infer, "run_network", lambda model, x, options: gamma_encode(x, GammaCurve.SRGB)
+    )
     got = enhance_raw_network(mosaic, meta, tiny_model(TINY_RAW), 1.5)
     options = ClassicOptions(ratio=1.5, denoiser=Denoiser.NONE, gamma=GammaCurve.SRGB)
     expected = run_classic(mosaic, meta, options).image

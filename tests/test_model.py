@@ -60,7 +60,7 @@ def test_raw_output_network_gives_packed_planes_of_the_input_size(in_channels, h
     config = ModelConfig(in_channels=in_channels, width=8, fc_hidden=16, output="raw")
     assert config.upscale == 1 and config.out_planes == in_channels
     model = build_model(config, _gen(0))
-    assert model.head.out_channels == in_channels
+    assert model.head.out_channels == config.tail_channels == (12 if in_channels == 4 else 27)
     assert [conv.out_channels for conv in model.fc if isinstance(conv, nn.Conv2d)] == [
         16,
         in_channels,
@@ -267,3 +267,36 @@ def test_pad_multiple_matches_the_pooling_depth():
     assert sum(isinstance(m, nn.ConvTranspose2d) for m in model.modules()) == int(
         math.log2(PAD_MULTIPLE)
     )
+
+
+def test_raw_tone_is_the_srgb_curve_continued_as_a_line_below_zero():
+    from darkraw.model import raw_tone
+    from darkraw.pipeline import gamma_encode
+
+    x = torch.linspace(0, 1, 101)
+    torch.testing.assert_close(raw_tone(x), torch.from_numpy(gamma_encode(x.numpy(), "srgb")))
+    below = torch.tensor([-0.1, -0.01])
+    torch.testing.assert_close(raw_tone(below), 12.92 * below)
+
+
+@pytest.mark.parametrize("in_channels", [4, 9])
+def test_a_raw_network_started_from_an_srgb_one_gives_its_picture_averaged_per_colour(
+    in_channels,
+):
+    from darkraw.cfa import plane_colors
+    from darkraw.model import raw_tail_from_srgb
+
+    srgb = build_model(ModelConfig(in_channels=in_channels, width=8, fc_hidden=16), _gen(0))
+    config = ModelConfig(in_channels=in_channels, width=8, fc_hidden=16, output="raw")
+    raw = build_model(config, _gen(1))
+    state = srgb.state_dict()
+    trunk = {k: v for k, v in state.items() if not k.startswith(("head.", "fc."))}
+    raw.load_state_dict(trunk | raw_tail_from_srgb(state, config))
+    x = torch.rand(1, in_channels, 10, 14, generator=_gen(2))
+    with torch.no_grad():
+        picture, planes = srgb.eval()(x), raw.eval()(x)
+    s = 2 if in_channels == 4 else 3
+    # Each packed pixel's s x s block of the picture, averaged, in the plane's colour.
+    blocks = F.avg_pool2d(picture, s)
+    expected = torch.stack([blocks[:, c] for c in plane_colors(in_channels)], dim=1)
+    torch.testing.assert_close(planes, expected, atol=1e-5, rtol=0)

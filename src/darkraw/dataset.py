@@ -75,13 +75,22 @@ def network_input(mosaic_dn: np.ndarray, meta: RawMetadata, ratio: float) -> np.
     Returns:
         ``(4, h, w)`` (Bayer, R G1 B G2) or ``(9, h, w)`` (X-Trans) float32 in [0, 1].
     """
+    return network_input_and_gains(mosaic_dn, meta, ratio)[0]
+
+
+def network_input_and_gains(
+    mosaic_dn: np.ndarray, meta: RawMetadata, ratio: float
+) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """:func:`network_input`, and the white-balance gains it applied (which a raw-output
+    network's planes need to be taken back to camera raw)."""
     if not ratio > 0 or not math.isfinite(ratio):
         raise ValueError(f"ratio must be a positive number, got {ratio}")
     raw_lin = subtract_black_level(mosaic_dn, meta) * np.float32(ratio)
     planes = pack(raw_lin, meta)
-    planes = white_balance(planes, choose_gains(planes, meta, WhiteBalance.CAMERA))
+    gains = choose_gains(planes, meta, WhiteBalance.CAMERA)
+    planes = white_balance(planes, gains)
     matrix = None if meta.rgb_cam is None else np.asarray(meta.rgb_cam)
-    return np.asarray(color_correct_planes(planes, matrix), dtype=np.float32)
+    return np.asarray(color_correct_planes(planes, matrix), dtype=np.float32), gains
 
 
 @dataclass(frozen=True)

@@ -44,19 +44,16 @@ import torch
 
 from darkraw.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from darkraw.checkpoint import content_digest, load_checkpoint, read_safetensors, write_sealed
-from darkraw.dataset import network_input
+from darkraw.dataset import network_input_and_gains
 from darkraw.errors import CheckpointError, DarkrawError
 from darkraw.fused import FusedUNet, fused_available
 from darkraw.metadata import RawMetadata
 from darkraw.model import PAD_MULTIPLE, ModelConfig, SIDUNet, build_model, to_channels_last
 from darkraw.pipeline import (
     GammaCurve,
-    WhiteBalance,
-    amplify,
     auto_ratio,
-    choose_gains,
+    gamma_decode,
     orient,
-    pack,
     render_planes,
     subtract_black_level,
     uncorrect_planes,
@@ -572,15 +569,15 @@ def enhance_raw_network(
         ratio = auto_ratio(subtract_black_level(mosaic_dn, meta))
     elif not (ratio > 0 and math.isfinite(ratio)):
         raise ValueError(f"ratio must be a positive number, got {ratio}")
-    planes = network_input(mosaic_dn, meta, float(ratio))
+    planes, gains = network_input_and_gains(mosaic_dn, meta, float(ratio))
     out = run_network(model, planes, options)
     if model.config.output == "raw":
-        # The network denoised planes already balanced and colour-corrected (as its input is);
-        # taken back to camera raw, the classic pipeline renders them as it renders the file.
-        camera = pack(amplify(subtract_black_level(mosaic_dn, meta), float(ratio)), meta)
-        gains = choose_gains(camera, meta, WhiteBalance.CAMERA)
+        # The network denoised planes already balanced and colour-corrected (as its input is),
+        # and gave them through the sRGB curve; back in linear camera raw, the classic pipeline
+        # renders them as it renders the file.
+        linear = gamma_decode(out, GammaCurve.SRGB)
         matrix = None if meta.rgb_cam is None else np.asarray(meta.rgb_cam)
-        clean = uncorrect_planes(out, matrix, gains)
+        clean = uncorrect_planes(linear, matrix, gains)
         image = render_planes(clean, meta, gains, RAW_OUTPUT_GAMMA)
         return NetworkResult(image=image, ratio=float(ratio))
     # Packing pads the mosaic to whole CFA tiles; the network's output of the padding goes.

@@ -16,6 +16,11 @@ The network stays fully convolutional and runs at any size. Both layers live in 
 ``fc`` (parameter names start with :data:`FC_PREFIX`), so a fine-tuning loop can find them by
 name and :func:`reset_fc` can re-draw them.
 
+A raw-output network (``ModelConfig.output == "raw"``) has the same layers up to ``fc2``, which
+maps to the ``C`` packed planes instead, with no depth-to-space: it only denoises, and gives its
+planes through the sRGB curve (:func:`raw_tone`), the space its loss is measured in. Its output
+layers can start from an sRGB network's (:func:`raw_tail_from_srgb`).
+
 At width 32 on Bayer input the SID part has 7,760,748 parameters (every layer with a bias,
 transposed convolutions included; the paper quotes 7.76 M) and the two FC layers 1,612 more.
 """
@@ -31,6 +36,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from darkraw.cfa import plane_colors
 
 #: Parameter names of the two per-pixel fully-connected layers start with this.
 FC_PREFIX = "fc."
@@ -102,6 +109,12 @@ class ModelConfig:
         return 1 if self.output == "raw" else _UPSCALE[self.in_channels]
 
     @property
+    def tail_channels(self) -> int:
+        """Channels between the output convolution and ``fc2``: ``3*s*s`` for either output,
+        ``s`` the CFA's depth-to-space factor, so an sRGB network's layers fit a raw one's."""
+        return 3 * _UPSCALE[self.in_channels] ** 2
+
+    @property
     def out_planes(self) -> int:
         """Channels of the output: 3 (sRGB), or the packed planes of a raw-output network."""
         return self.in_channels if self.output == "raw" else 3
@@ -131,13 +144,8 @@ class ModelConfig:
                 raise ValueError(
                     f"unknown model config key {key!r}; known keys: {', '.join(sorted(known))}"
                 )
-            if key == "output":
-                if value not in OUTPUTS:
-                    raise ValueError(
-                        f"model config key 'output' must be one of {', '.join(OUTPUTS)}, "
-                        f"got {value!r}"
-                    )
-            elif not isinstance(value, int) or isinstance(value, bool):
+            # ``output`` is checked where every config is built (``__post_init__``).
+            if key != "output" and (not isinstance(value, int) or isinstance(value, bool)):
                 raise ValueError(
                     f"model config key {key!r} must be an int, got {type(value).__name__} {value!r}"
                 )
@@ -201,8 +209,8 @@ class SIDUNet(nn.Module):
 
     Output: ``(N, 3, h * s, w * s)`` sRGB, gamma-encoded, about [0, 1] once trained. It is not
     clamped so the L1 loss keeps its gradient everywhere; clamp it before display. A raw-output
-    network (``config.output == "raw"``) gives ``(N, C, h, w)`` denoised packed planes instead
-    (``s = 1`` and the shuffle is the identity).
+    network (``config.output == "raw"``) gives ``(N, C, h, w)`` denoised packed planes instead,
+    through the sRGB curve (:func:`raw_tone`; ``s = 1`` and the shuffle is the identity).
     """
 
     def __init__(self, config: ModelConfig, generator: torch.Generator | None = None) -> None:
@@ -220,9 +228,10 @@ class SIDUNet(nn.Module):
             for c_in, c_out in pairwise(deep_to_shallow)
         )
         self.decoder = nn.ModuleList(_double_conv(2 * c, c) for c in deep_to_shallow[1:])
-        self.head = nn.Conv2d(w, out * s * s, 1)
+        tail = config.tail_channels
+        self.head = nn.Conv2d(w, tail, 1)
         self.fc = nn.Sequential(
-            nn.Conv2d(out * s * s, config.fc_hidden, 1),
+            nn.Conv2d(tail, config.fc_hidden, 1),
             _leaky(),
             nn.Conv2d(config.fc_hidden, out * s * s, 1),
         )
@@ -282,6 +291,49 @@ def pad_planes(x: torch.Tensor, multiple: int) -> torch.Tensor:
     mode = "reflect" if pad_h < h and pad_w < w else "replicate"
     padded: torch.Tensor = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
     return padded
+
+
+def raw_tone(planes: torch.Tensor) -> torch.Tensor:
+    """Linear raw planes through the sRGB curve, continued as a straight line below zero.
+
+    A raw-output network gives its planes in this space, and its loss is measured in it: in
+    linear light an L1 loss would spend itself on the highlights while the picture's errors show
+    in the shadows, which the rendering's tone curve lifts; and a bf16 network's output steps are
+    even in this space, where in linear light they would be coarse next to the shadows' values.
+    The line below zero keeps a gradient for values that undershoot black.
+    """
+    knee = 0.0031308
+    curve = 1.055 * planes.clamp_min(knee) ** (1 / 2.4) - 0.055
+    return torch.where(planes <= knee, 12.92 * planes, curve)
+
+
+def raw_tail_from_srgb(
+    state: Mapping[str, torch.Tensor], config: ModelConfig
+) -> dict[str, torch.Tensor]:
+    """An sRGB network's output layers adapted to a raw-output network of ``config``.
+
+    The output convolution and ``fc1`` are kept as they are; ``fc2`` becomes its rows averaged
+    over each colour's ``s*s`` sub-pixels, given to every packed plane of that colour. The raw
+    network then starts out giving the sRGB network's picture, averaged over each packed pixel,
+    as its planes: the same tone curve, and colour-corrected as the raw network's planes are.
+    The sub-pixels are averaged because which of them a plane's sample sits on depends on the
+    file's CFA layout, which the network is not told.
+
+    Args:
+        state: the sRGB network's ``state_dict`` (the ``head.`` and ``fc.`` entries are used).
+        config: the raw-output network's config (same ``in_channels`` and ``fc_hidden``).
+
+    Returns:
+        ``head.*`` and ``fc.*`` weights for the raw-output network.
+    """
+    s = _UPSCALE[config.in_channels]
+    weight, bias = state["fc.2.weight"], state["fc.2.bias"]
+    rows = [slice(c * s * s, (c + 1) * s * s) for c in range(3)]
+    colors = plane_colors(config.in_channels)
+    tail = {k: v.clone() for k, v in state.items() if k.startswith(("head.", "fc.0."))}
+    tail["fc.2.weight"] = torch.stack([weight[rows[c]].mean(dim=0) for c in colors])
+    tail["fc.2.bias"] = torch.stack([bias[rows[c]].mean() for c in colors])
+    return tail
 
 
 def build_model(config: ModelConfig, generator: torch.Generator | None = None) -> SIDUNet:

@@ -60,9 +60,12 @@ from darkraw.model import (
     SIDUNet,
     build_model,
     fc_parameter_names,
+    raw_tail_from_srgb,
+    raw_tone,
     reset_fc,
     to_channels_last,
 )
+from darkraw.pipeline import GammaCurve, gamma_decode
 from darkraw.sources import collect_sources
 
 
@@ -386,26 +389,14 @@ def psnr(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -10 * torch.log10(mse.clamp_min(1e-10))
 
 
-def raw_tone(planes: torch.Tensor) -> torch.Tensor:
-    """Linear raw planes through the sRGB curve, continued as a straight line below zero.
-
-    A raw-output network's loss and validation are computed on this: in linear light an L1
-    loss would spend itself on the highlights, while the picture's errors show in the shadows,
-    which the rendering's tone curve lifts. The line below zero keeps a gradient for outputs
-    that undershoot black.
-    """
-    knee = 0.0031308
-    curve = 1.055 * planes.clamp_min(knee) ** (1 / 2.4) - 0.055
-    return torch.where(planes <= knee, 12.92 * planes, curve)
-
-
 def training_loss(
     output: torch.Tensor, target: torch.Tensor, ssim_weight: float, *, raw: bool = False
 ) -> torch.Tensor:
     """``(1 - w) * L1 + w * (1 - SSIM)`` of a batch; ``w = 0`` is SID's L1 exactly. With
-    ``raw`` (packed planes of a raw-output network) both go through :func:`raw_tone` first."""
+    ``raw`` (a raw-output network, whose planes come through the sRGB curve) the target's linear
+    planes go through the same curve (:func:`~darkraw.model.raw_tone`) first."""
     if raw:
-        output, target = raw_tone(output), raw_tone(target)
+        target = raw_tone(target)
     l1 = torch.nn.functional.l1_loss(output, target)
     if ssim_weight == 0:
         return l1
@@ -709,11 +700,9 @@ class _Run:
             with self.autocast():
                 output = self.model(inputs).float().cpu()
             target = item["target"][None]
+            scored = output
             if self.raw:
-                output = output.clamp(0, 1)
-                scored, target = raw_tone(output), raw_tone(target)
-            else:
-                scored = output
+                scored, target = output.clamp(0, 1), raw_tone(target)
             scores.append(float(psnr(scored, target)[0]))
             similarities.append(float(ssim_tensor(scored.clamp(0, 1), target)))
             ratios.append(float(item["ratio"]))
@@ -742,10 +731,11 @@ class _Run:
                 break
             # A raw-output network's planes are shown the way the input is.
             show = preview_planes if self.raw else np.asarray
+            shown = gamma_decode(output.numpy(), GammaCurve.SRGB) if self.raw else output.numpy()
             panels = [
                 (f"input x{float(item['ratio']):g}", preview_planes(item["input"].float().numpy())),
                 ("classic (NLM)", show(item["classic"].numpy())),
-                (f"network, step {self.step}", show(output.numpy())),
+                (f"network, step {self.step}", show(shown)),
                 ("target", show(item["target"].numpy())),
             ]
             path = self.out / "samples" / f"val{k:02d}_step{self.step:07d}.png"
@@ -854,10 +844,16 @@ def _start_from(model: SIDUNet, path: Path, transfer: Transfer, seed: int) -> No
     if replace(saved, output=model.config.output) != model.config:
         raise DarkrawError(source, f"holds a {saved} network, the config asks for {model.config}")
     if saved.output != model.config.output:
-        # An sRGB network starts a raw-output one (or the reverse): the encoder and decoder
-        # carry over, the output layers have other shapes and keep their fresh weights.
-        fresh = model.state_dict()
-        state = fresh | {k: v for k, v in state.items() if not k.startswith(("head.", FC_PREFIX))}
+        # An sRGB network starts a raw-output one: the encoder and decoder carry over and the
+        # output layers are adapted to give the sRGB picture as planes. The reverse keeps the
+        # sRGB network's fresh output layers (theirs cannot be recovered from a raw network's).
+        if model.config.output == "raw":
+            state = dict(state) | raw_tail_from_srgb(state, model.config)
+        else:
+            fresh = model.state_dict()
+            state = fresh | {
+                k: v for k, v in state.items() if not k.startswith(("head.", FC_PREFIX))
+            }
     _load_weights(source, model, state)
     if transfer in (Transfer.SEED, Transfer.HEAD):
         # Seeded apart from the run's own seed, so the fresh layers differ from the originals.
