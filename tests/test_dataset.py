@@ -208,3 +208,48 @@ def test_smooth_config_checks():
         PairConfig(smooth_fraction=1.5)
     with pytest.raises(ValueError, match="smooth_sigma"):
         PairConfig(smooth_sigma=(3.0, 1.0))
+
+
+def test_training_items_keep_each_sample_at_its_own_sub_pixel(tmp_path):
+    # SID's flips of packed planes and picture move red within the picture's 2x2 tiles; here the
+    # photo is flipped before it becomes raw, so the red plane is the picture's top-left
+    # sub-pixels in every item (high-pass correlation, little noise at ratio 1).
+    write_noisy_photo(tmp_path / "n.png", 96, 96)
+    config = PairConfig(patch=32, ratios=(1.0,), simulation=SimulationConfig(camera="SonyA7S2"))
+    items = SyntheticPairs([tmp_path / "n.png"], config, seed=4, length=8)
+
+    def detail(a):
+        return a - (np.roll(a, 1, 0) + np.roll(a, -1, 0) + np.roll(a, 1, 1) + np.roll(a, -1, 1)) / 4
+
+    for i in range(len(items)):
+        item = items[i]
+        red = detail(item["input"].numpy()[0]).ravel()
+        target = item["target"].numpy()[0]
+        corr = [
+            np.corrcoef(red, detail(target[dy::2, dx::2]).ravel())[0, 1]
+            for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1))
+        ]
+        assert int(np.argmax(corr)) == 0 and corr[0] > 0.6, corr
+
+
+@pytest.mark.parametrize("pattern", ["RGGB", "BGGR", "GRBG", "GBRG"])
+def test_a_raw_crop_is_transposed_as_its_mosaic_would_be(pattern):
+    from darkraw.dataset import _transpose_rggb
+    from darkraw.pipeline import pack, rggb_view
+
+    mosaic = np.random.default_rng(1).random((8, 12)).astype(np.float32)
+    meta = RawMetadata.for_bayer(pattern, 8, 12)
+    view = rggb_view(mosaic, meta)
+    planes = pack(view.mosaic, view.meta)
+    picture = np.stack([view.mosaic] * 3)
+    # A generator whose first draw of integers(2) is 1: the transpose is taken.
+    rng = next(np.random.default_rng(s) for s in range(50) if np.random.default_rng(s).integers(2))
+    got_planes, got_picture = _transpose_rggb(planes, picture, rng, target_planes=False)
+    transposed = view.mosaic.T
+    np.testing.assert_array_equal(
+        got_planes, pack(transposed, view.meta.replace(height=12, width=8))
+    )
+    np.testing.assert_array_equal(got_picture[0], transposed)
+    xtrans = planes[:1].repeat(9, 0)
+    same, _ = _transpose_rggb(xtrans, picture, np.random.default_rng(0), target_planes=False)
+    assert same is xtrans  # X-Trans planes are left alone

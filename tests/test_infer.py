@@ -26,8 +26,9 @@ from darkraw.infer import (
     save_model_file,
     tile_spans,
 )
+from darkraw.metadata import RawMetadata
 from darkraw.model import ModelConfig, build_model
-from darkraw.pipeline import auto_ratio, orient, subtract_black_level
+from darkraw.pipeline import auto_ratio, orient, rggb_view, subtract_black_level
 from darkraw.rawio import read_raw
 from darkraw.simulate import darken_mosaic
 
@@ -365,7 +366,36 @@ def test_network_sees_exactly_the_training_input_and_auto_ratio(tmp_path, monkey
     result = enhance_raw_network(raw.mosaic, raw.meta, tiny_model(), None)
     expected_ratio = auto_ratio(subtract_black_level(raw.mosaic, raw.meta))
     assert result.ratio == pytest.approx(expected_ratio)
-    np.testing.assert_array_equal(seen[0], network_input(raw.mosaic, raw.meta, expected_ratio))
+    # ... as training shows it: the GRBG mosaic mirrored to RGGB.
+    view = rggb_view(raw.mosaic, raw.meta)
+    assert view.meta.cfa_name == "RGGB" and view.flips == (False, True)
+    np.testing.assert_array_equal(seen[0], network_input(view.mosaic, view.meta, expected_ratio))
+
+
+@pytest.mark.parametrize("pattern", ["RGGB", "BGGR", "GRBG", "GBRG"])
+@pytest.mark.parametrize("size", [(24, 32), (23, 35)])
+def test_each_sample_comes_back_at_its_own_pixel_for_every_layout(monkeypatch, pattern, size):
+    # A "network" that renders RGGB planes by putting each sample at its RGGB sub-pixel, in its
+    # colour's channel: through the mirroring, every sample of any layout must land on its own
+    # pixel of the output, in its own colour.
+    import darkraw.infer
+    from darkraw.cfa import color_index_map, unpack_bayer
+
+    def place(model, x, options):
+        mosaic = unpack_bayer(x, "RGGB")
+        colors = color_index_map("RGGB", *mosaic.shape)
+        return np.stack([np.where(colors == c, mosaic, 0) for c in range(3)]).astype(np.float32)
+
+    monkeypatch.setattr(darkraw.infer, "run_network", place)
+    h, w = size
+    meta = RawMetadata.for_bayer(
+        pattern, h, w, black_level=0.0, white_level=1.0, wb_gains=(1.0, 1.0, 1.0)
+    )
+    mosaic = np.random.default_rng(0).uniform(0.1, 0.9, size).astype(np.float32)
+    image = enhance_raw_network(mosaic, meta, tiny_model(), 1.0).image
+    colors = color_index_map(pattern, h, w)
+    expected = np.stack([np.where(colors == c, mosaic, 0) for c in range(3)])
+    np.testing.assert_allclose(image, expected, atol=1e-6)
 
 
 def test_xtrans_file_with_bayer_model_and_the_reverse(tmp_path):

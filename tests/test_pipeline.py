@@ -217,3 +217,27 @@ def test_classic_close_to_libraw_on_real_file():
     ours = run_classic(raw.mosaic, raw.meta, NO_DENOISE).image
     ref = render_with_libraw(path)
     assert psnr(np.round(ours * 255), np.round(ref * 255), 255) > 38
+
+
+@pytest.mark.parametrize("pattern", ["RGGB", "BGGR", "GRBG", "GBRG"])
+@pytest.mark.parametrize(("h", "w"), [(8, 12), (7, 11)])
+def test_rggb_view_mirrors_any_layout_to_rggb_and_back(pattern, h, w):
+    from darkraw.cfa import BayerPattern, color_index_map
+    from darkraw.metadata import RawMetadata
+    from darkraw.pipeline import rggb_view
+
+    meta = RawMetadata.for_bayer(pattern, h, w, black_level=(10.0, 20.0, 30.0, 40.0), flip=5)
+    mosaic = np.random.default_rng(0).uniform(50, 1000, (h, w)).astype(np.float32)
+    view = rggb_view(mosaic, meta)
+    assert view.meta.cfa_name == "RGGB" and view.meta.flip == 0
+    assert view.mosaic.shape == (h + h % 2, w + w % 2)
+    assert view.flips == BayerPattern.parse(pattern).rggb_flips
+    # Each pixel keeps its colour and its black level through the mirroring.
+    colors = view.mirror(color_index_map(pattern, h, w)[None].astype(np.float32))[0]
+    np.testing.assert_array_equal(colors, color_index_map("RGGB", *view.mosaic.shape))
+    np.testing.assert_array_equal(
+        view.undo(subtract_black_level(view.mosaic, view.meta)[None])[0],
+        subtract_black_level(mosaic, meta),
+    )
+    image = np.random.default_rng(1).random((3, h, w)).astype(np.float32)
+    np.testing.assert_array_equal(view.undo(view.mirror(image)), image)

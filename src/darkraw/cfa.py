@@ -60,6 +60,18 @@ class BayerPattern(enum.Enum):
             (int(b_row), int(1 - b_col)),
         )
 
+    @property
+    def rggb_flips(self) -> tuple[bool, bool]:
+        """(vertical, horizontal) mirrorings of an even-sized mosaic that make this layout RGGB.
+
+        Every Bayer layout is RGGB seen in a mirror: GRBG left-right, GBRG upside down, BGGR
+        both. A network that renders sub-pixels needs to know where in each 2x2 tile the red
+        sample sits, and a packed input does not say; a mosaic mirrored to RGGB always puts it
+        at the top left.
+        """
+        r_row, r_col = self.offsets[0]
+        return bool(r_row), bool(r_col)
+
     @classmethod
     def from_tile(cls, tile: npt.ArrayLike) -> BayerPattern:
         """The layout whose 2x2 tile of colour indices (0 R, 1 G, 2 B) is ``tile``."""

@@ -55,6 +55,7 @@ from darkraw.pipeline import (
     gamma_decode,
     orient,
     render_planes,
+    rggb_view,
     subtract_black_level,
     uncorrect_planes,
 )
@@ -569,7 +570,10 @@ def enhance_raw_network(
         ratio = auto_ratio(subtract_black_level(mosaic_dn, meta))
     elif not (ratio > 0 and math.isfinite(ratio)):
         raise ValueError(f"ratio must be a positive number, got {ratio}")
-    planes, gains = network_input_and_gains(mosaic_dn, meta, float(ratio))
+    # The network sees every Bayer file as RGGB, as it was trained, so that it knows where in
+    # each 2x2 tile each colour's sample sits; its picture is mirrored back afterwards.
+    view = rggb_view(mosaic_dn, meta)
+    planes, gains = network_input_and_gains(view.mosaic, view.meta, float(ratio))
     out = run_network(model, planes, options)
     if model.config.output == "raw":
         # The network denoised planes already balanced and colour-corrected (as its input is),
@@ -578,8 +582,8 @@ def enhance_raw_network(
         linear = gamma_decode(out, GammaCurve.SRGB)
         matrix = None if meta.rgb_cam is None else np.asarray(meta.rgb_cam)
         clean = uncorrect_planes(linear, matrix, gains)
-        image = render_planes(clean, meta, gains, RAW_OUTPUT_GAMMA)
-        return NetworkResult(image=image, ratio=float(ratio))
-    # Packing pads the mosaic to whole CFA tiles; the network's output of the padding goes.
-    image = orient(out[:, : meta.height, : meta.width], meta.flip)
+        image = render_planes(clean, view.meta, gains, RAW_OUTPUT_GAMMA)
+    else:
+        image = out
+    image = orient(view.undo(image), meta.flip)
     return NetworkResult(image=image, ratio=float(ratio))

@@ -91,6 +91,66 @@ def pack(raw_lin: np.ndarray, meta: RawMetadata) -> np.ndarray:
     return pack_bayer(padded, meta.bayer_pattern)
 
 
+@dataclass(frozen=True)
+class RGGBView:
+    """A Bayer mosaic mirrored to the RGGB layout (:func:`rggb_view`), and how to go back.
+
+    Attributes:
+        mosaic: the mosaic, padded to an even size and mirrored.
+        meta: its metadata: RGGB, the black levels mirrored alike, the padded size, no
+            orientation (the caller orients what it renders from the original metadata).
+        flips: (vertical, horizontal) mirrorings applied.
+        shape: the original ``(H, W)``.
+    """
+
+    mosaic: np.ndarray
+    meta: RawMetadata
+    flips: tuple[bool, bool]
+    shape: tuple[int, int]
+
+    def mirror(self, image: np.ndarray) -> np.ndarray:
+        """A ``(C, H, W)`` image of the original mosaic's size or of the padded size, padded
+        as the mosaic was and mirrored as it was (or back: each mirroring is its own
+        inverse)."""
+        if image.shape[-2:] != self.mosaic.shape:
+            period = self.meta.period
+            image = np.stack([pad_to_multiple(np.asarray(c), period)[0] for c in image])
+        if image.shape[-2:] != self.mosaic.shape:
+            raise ValueError(f"image {image.shape} does not fit the mosaic {self.mosaic.shape}")
+        flip_v, flip_h = self.flips
+        out = image[..., ::-1, :] if flip_v else image
+        return np.ascontiguousarray(out[..., ::-1] if flip_h else out)
+
+    def undo(self, image: np.ndarray) -> np.ndarray:
+        """A ``(C, H', W')`` image rendered from :attr:`mosaic`, mirrored back and cropped to
+        the original mosaic's size."""
+        return self.mirror(image)[..., : self.shape[0], : self.shape[1]]
+
+
+def rggb_view(mosaic: np.ndarray, meta: RawMetadata) -> RGGBView:
+    """A Bayer mosaic mirrored so that its layout is RGGB (:attr:`BayerPattern.rggb_flips`).
+
+    It is padded to an even size first (repeating the last tile's colours), so that mirroring
+    moves each tile as a whole. X-Trans mosaics are only padded to whole tiles.
+    """
+    padded, shape = pad_to_multiple(np.asarray(mosaic), meta.period)
+    size = {"height": padded.shape[0], "width": padded.shape[1], "flip": 0}
+    if meta.is_xtrans:
+        return RGGBView(padded, meta.replace(**size), (False, False), shape)
+    flip_v, flip_h = meta.bayer_pattern.rggb_flips
+    black = np.asarray(meta.black_tile)
+    if flip_v:
+        padded, black = padded[::-1], black[::-1]
+    if flip_h:
+        padded, black = padded[:, ::-1], black[:, ::-1]
+    view = meta.replace(
+        cfa_tile=tuple(tuple(int(c) for c in row) for row in BayerPattern.RGGB.tile),
+        black_tile=tuple(tuple(float(b) for b in row) for row in black),
+        **size,
+    )
+    return RGGBView(np.ascontiguousarray(padded), view, (flip_v, flip_h), shape)
+
+
 def unpack(planes: np.ndarray, meta: RawMetadata) -> np.ndarray:
     """Inverse of :func:`pack`, cropped back to the metadata's ``(H, W)``."""
     if meta.is_xtrans:
