@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from darkraw.cfa import BayerPattern, pack_bayer, pad_to_multiple, unpack_bayer
 from darkraw.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from darkraw.checkpoint import content_digest, load_checkpoint, read_safetensors, write_sealed
 from darkraw.dataset import network_input_and_gains
@@ -488,6 +489,8 @@ def run_network(
     with _threads(options.threads), torch.inference_mode(), autocast:
         if options.ensemble == 1:
             return _run_tiles(net, planes, s, out_planes, device, options)
+        if model.config.output == "srgb" and c == 4:
+            return _bayer_ensemble(net, planes, device, options)
         total = np.zeros((out_planes, s * planes.shape[1], s * planes.shape[2]), dtype=np.float32)
         for flip_v, flip_h, transpose in _ENSEMBLE_TRANSFORMS[: options.ensemble]:
             copy = planes[:, ::-1] if flip_v else planes
@@ -498,6 +501,44 @@ def run_network(
             out = out[:, :, ::-1] if flip_h else out
             total += out[:, ::-1] if flip_v else out
         return total / np.float32(options.ensemble)
+
+
+def _bayer_ensemble(
+    net: Callable[[torch.Tensor], torch.Tensor],
+    planes: np.ndarray,
+    device: torch.device,
+    options: InferenceOptions,
+) -> np.ndarray:
+    """The self-ensemble of an sRGB network on RGGB planes, each copy a view of the mosaic that
+    is RGGB again, so that the network renders every sample at its own sub-pixel.
+
+    Mirroring packed planes would move each colour's sample within its 2x2 tile of the
+    picture. Here a copy mirrors the mosaic itself and drops its first row (column): the
+    layout is RGGB again, shifted by one pixel, and the last row (column) of the picture, which
+    that copy does not see, comes from the others. A transposed RGGB mosaic is RGGB.
+    """
+    _, h, w = planes.shape
+    mosaic = unpack_bayer(planes, BayerPattern.RGGB)
+    total = np.zeros((3, 2 * h, 2 * w), dtype=np.float32)
+    count = np.zeros((1, 2 * h, 2 * w), dtype=np.float32)
+    for flip_v, flip_h, transpose in _ENSEMBLE_TRANSFORMS[: options.ensemble]:
+        copy = mosaic.T if transpose else mosaic
+        # Mirrored and shifted by one pixel: pixel i of the copy is pixel n - 2 - i of the
+        # original; the copy's last row (column) only pads it to whole tiles.
+        copy = copy[-2::-1] if flip_v else copy
+        copy = copy[:, -2::-1] if flip_h else copy
+        copy, _ = pad_to_multiple(np.ascontiguousarray(copy), 2)
+        out = _run_tiles(net, pack_bayer(copy, BayerPattern.RGGB), 2, 3, device, options)
+        seen = np.ones((1, *out.shape[1:]), dtype=np.float32)
+        if flip_h:
+            out[:, :, :-1], out[:, :, -1] = out[:, :, -2::-1].copy(), 0.0
+            seen[:, :, -1] = 0.0
+        if flip_v:
+            out[:, :-1], out[:, -1] = out[:, -2::-1].copy(), 0.0
+            seen[:, -1] = 0.0
+        total += out.transpose(0, 2, 1) if transpose else out
+        count += seen.transpose(0, 2, 1) if transpose else seen
+    return total / count
 
 
 def _run_tiles(
