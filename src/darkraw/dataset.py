@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from darkraw.cfa import BayerPattern, pack_bayer, unpack_bayer
 from darkraw.denoise import Denoiser, denoise_planes
 from darkraw.errors import DarkrawError
 from darkraw.fileio import read_image
@@ -367,17 +368,20 @@ def _transpose_rggb(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Transpose RGGB planes and their target with probability 1/2, as one mosaic would be.
 
-    A transposed RGGB mosaic is RGGB again with the two greens' places exchanged, so the planes
-    are transposed and ``G1`` and ``G2`` swap (in the target too when it is planes). Mirroring
-    has no such counterpart (it moves red to another corner of the tile). X-Trans planes are
-    returned as they are.
+    A transposed RGGB mosaic is RGGB again (with the two greens' places exchanged), so the
+    planes are unpacked, transposed as a mosaic and packed again (the target too when it is
+    planes). Mirroring has no such counterpart (it moves red to another corner of the tile).
+    X-Trans planes are returned as they are.
     """
     if planes.shape[0] != 4 or not rng.integers(2):
         return planes, target
-    swap = [0, 3, 2, 1]
-    planes = planes.transpose(0, 2, 1)[swap]
-    target = target.transpose(0, 2, 1)
-    return planes, (target[swap] if target_planes else target)
+
+    def transposed(p: np.ndarray) -> np.ndarray:
+        mosaic = unpack_bayer(p, BayerPattern.RGGB).T
+        return pack_bayer(np.ascontiguousarray(mosaic), BayerPattern.RGGB)
+
+    target = transposed(target) if target_planes else target.transpose(0, 2, 1)
+    return transposed(planes), target
 
 
 class SIDPairs(Dataset[dict[str, torch.Tensor]]):
