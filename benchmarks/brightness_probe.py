@@ -24,10 +24,10 @@ import json
 import tempfile
 
 import numpy as np
-from default_model_vs_classic import as_user_file, clean_and_reference, write_rows
+from default_model_vs_classic import ONE_PASS, as_user_file, clean_and_reference, write_rows
 
 from darkraw.evaluate import score
-from darkraw.infer import InferenceOptions, enhance_raw_network, resolve_model
+from darkraw.infer import enhance_raw_network, resolve_model
 from darkraw.noise import NoiseProfile
 from darkraw.simulate import NoiseModel, SimulationConfig, simulate_dark
 
@@ -67,7 +67,7 @@ def main() -> None:
                     )
                     back = as_user_file(dark, tmp)
                     output = enhance_raw_network(
-                        back.mosaic, back.meta, model, ratio, InferenceOptions()
+                        back.mosaic, back.meta, model, ratio, ONE_PASS
                     ).image
                     s = score(output, reference)
                     row = {

@@ -19,10 +19,10 @@ import argparse
 import json
 from pathlib import Path
 
-from default_model_vs_classic import DATA, FILES, clean_and_reference
+from default_model_vs_classic import DATA, FILES, ONE_PASS, clean_and_reference
 
 from darkraw.evaluate import score
-from darkraw.infer import InferenceOptions, enhance_raw_network, resolve_model
+from darkraw.infer import enhance_raw_network, resolve_model
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
             print(f"skipped {name}: not in {DATA}")
             continue
         clean, reference = clean_and_reference(name)
-        image = enhance_raw_network(clean.raw_lin, clean.meta, model, 1.0, InferenceOptions())
+        image = enhance_raw_network(clean.raw_lin, clean.meta, model, 1.0, ONE_PASS)
         s = score(image.image, reference)
         bias = (image.image.mean(axis=(1, 2)) - reference.mean(axis=(1, 2))) * 255
         row: dict[str, object] = {

@@ -12,9 +12,10 @@ reporting) against the reference, per file and ratio, and SSIM in the reference'
 more textured halves (:func:`darkraw.evaluate.ssim_by_texture`).
 
 The network runs as ``darkraw enhance`` runs it (``precision=auto``: bf16 where the CPU has it
-natively); ``--precision fp32`` forces fp32, and ``--also-fp32`` scores an fp32 pass beside the
-default one and records how far apart the two images are; ``--ensemble N`` runs it as
-``darkraw enhance --ensemble N`` does.
+natively; ``ensemble=auto``: 8 flipped copies averaged for the three small files, one pass for
+the GoPro frames, whose 9-12 Mpixel take the whole budget); ``--precision fp32`` forces fp32, and
+``--also-fp32`` scores an fp32 pass beside the default one and records how far apart the two
+images are; ``--ensemble N`` runs it as ``darkraw enhance --ensemble N`` does.
 
 One noise draw per frame is one sample, and draws differ most in the system gain K (log-uniform
 over the profile's 0.09-6 DN/e-): on the Kodak DC50 file at x100, seeds 0-4 drew K 1.4-5.8 and
@@ -24,7 +25,7 @@ are counted; the images show the first seed.
 
 Usage:
     python benchmarks/default_model_vs_classic.py [--model default|PATH] [--ratios 100,300]
-        [--precision auto|fp32|bf16] [--also-fp32] [--ensemble 1|2|4|8] [--seeds 0,1,2]
+        [--precision auto|fp32|bf16] [--also-fp32] [--ensemble auto|1|2|4|8] [--seeds 0,1,2]
         [--out benchmarks/results/default_model_vs_classic.json] [--images docs/images]
 
 The comparison images (``acceptance_<file>_x<ratio>.png``: dark as shot, classic, network,
@@ -48,7 +49,7 @@ from darkraw.dng import write_dng
 from darkraw.evaluate import score, ssim_by_texture
 from darkraw.figures import side_by_side
 from darkraw.fileio import quantize, write_image
-from darkraw.infer import InferenceOptions, enhance_raw_network, resolve_model
+from darkraw.infer import InferenceOptions, enhance_raw_network, ensemble_copies, resolve_model
 from darkraw.pipeline import ClassicOptions, ClassicResult, GammaCurve, orient, run_classic
 from darkraw.rawio import BareMosaicSpec, RawImage, read_raw
 from darkraw.simulate import DarkFrame, SimulationConfig, simulate_dark
@@ -65,6 +66,11 @@ FILES: dict[str, BareMosaicSpec | None] = {
     "halide_bayer_small.png": BareMosaicSpec("GRBG", white_level=1023, black_level=25),
     "aisp_vivoX90_x90_3_4.npy": BareMosaicSpec("RGGB", white_level=4095, black_level=0),
 }
+
+#: The network's single pass, for the probes that study the model itself (flat fields, noise
+#: levels, brightness, the clean ceiling): their figures were measured so, and an ensemble would
+#: mix the model's behaviour with the averaging's.
+ONE_PASS = InferenceOptions(ensemble=1)
 
 #: Side of the full-resolution crop shown in the comparison images.
 CROP = 640
@@ -134,10 +140,14 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", choices=[p.value for p in Precision])
     parser.add_argument("--also-fp32", action="store_true", help="score an fp32 pass as well")
     parser.add_argument(
-        "--ensemble", type=int, default=1, choices=[1, 2, 4, 8], help="self-ensemble size"
+        "--ensemble",
+        default="auto",
+        choices=["auto", "1", "2", "4", "8"],
+        help="self-ensemble size; auto as darkraw enhance (8 copies up to 1.5 Mpixel, 1 above)",
     )
     args = parser.parse_args()
-    inference = InferenceOptions(precision=Precision(args.precision), ensemble=args.ensemble)
+    ensemble = "auto" if args.ensemble == "auto" else int(args.ensemble)
+    inference = InferenceOptions(precision=Precision(args.precision), ensemble=ensemble)
     compute = autocast_dtype(inference.precision, torch.device("cpu")) or torch.float32
     ratios = [float(r) for r in args.ratios.split(",")]
     model = resolve_model(args.model)
@@ -183,10 +193,10 @@ def main() -> None:
                     "network_s": round(network_s, 2),
                     "K": round(getattr(dark.params, "k", float("nan")), 3),
                     "network_compute": str(compute).removeprefix("torch."),
-                    "network_ensemble": args.ensemble,
+                    "network_ensemble": ensemble_copies(ensemble, reference[0].size),
                 }
                 if args.also_fp32:
-                    fp32 = InferenceOptions(precision=Precision.FP32)
+                    fp32 = InferenceOptions(precision=Precision.FP32, ensemble=ensemble)
                     start = time.perf_counter()
                     exact = enhance_raw_network(back.mosaic, back.meta, model, ratio, fp32).image
                     row["fp32_s"] = round(time.perf_counter() - start, 2)

@@ -26,9 +26,9 @@ import json
 import tempfile
 
 import numpy as np
-from default_model_vs_classic import as_user_file, render_classic, write_rows
+from default_model_vs_classic import ONE_PASS, as_user_file, render_classic, write_rows
 
-from darkraw.infer import InferenceOptions, enhance_raw_network, resolve_model
+from darkraw.infer import enhance_raw_network, resolve_model
 from darkraw.simulate import SimulationConfig, simulate_dark
 from darkraw.sources import unprocess_photo
 from darkraw.unprocess import UnprocessParams, camera_matrix
@@ -86,7 +86,7 @@ def main() -> None:
                     }
                     for i, model in enumerate(models.values()):
                         network = enhance_raw_network(
-                            back.mosaic, back.meta, model, ratio, InferenceOptions()
+                            back.mosaic, back.meta, model, ratio, ONE_PASS
                         ).image
                         n_std, n_err = flat_stats(network, clean.reference)
                         row[f"network{i}_std"] = round(n_std, 2)

@@ -173,6 +173,7 @@ def child(name: str, runs: int) -> dict[str, Any]:
         channels_last=setup.channels_last,
         threads=setup.threads,
         device="cpu",
+        ensemble=1,
     )
     planes = frame()
     amp = autocast_dtype(options.precision, torch.device("cpu"))
@@ -291,9 +292,9 @@ def tiling_tolerance(trained: Path | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for model_name, model in models.items():
         for input_name, planes in inputs.items():
-            whole = run_network(model, planes, InferenceOptions(tile=0, precision=FP32))
+            whole = run_network(model, planes, InferenceOptions(tile=0, precision=FP32, ensemble=1))
             for overlap in (32, 64, 112):
-                options = InferenceOptions(tile=256, overlap=overlap, precision=FP32)
+                options = InferenceOptions(tile=256, overlap=overlap, precision=FP32, ensemble=1)
                 tiled = run_network(model, planes, options)
                 diff = np.abs(tiled - whole)
                 key = f"{model_name}/{input_name}/overlap_{overlap}"

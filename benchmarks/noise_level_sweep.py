@@ -21,6 +21,7 @@ import tempfile
 
 import numpy as np
 from default_model_vs_classic import (
+    ONE_PASS,
     as_user_file,
     clean_and_reference,
     render_classic,
@@ -28,7 +29,7 @@ from default_model_vs_classic import (
 )
 
 from darkraw.evaluate import score
-from darkraw.infer import InferenceOptions, enhance_raw_network, resolve_model
+from darkraw.infer import enhance_raw_network, resolve_model
 from darkraw.simulate import SimulationConfig, simulate_dark
 
 
@@ -60,7 +61,7 @@ def main() -> None:
                     back = as_user_file(dark, tmp)
                     classic = render_classic(back, ratio)
                     network = enhance_raw_network(
-                        back.mosaic, back.meta, model, ratio, InferenceOptions()
+                        back.mosaic, back.meta, model, ratio, ONE_PASS
                     ).image
                     c, n = score(classic.image, reference), score(network, reference)
                     row = {

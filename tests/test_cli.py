@@ -384,7 +384,15 @@ def test_enhance_network_single_file_and_xtrans_refused(
 
 
 @pytest.mark.parametrize(
-    "extra", [["--tile", "100"], ["--overlap", "-16"], ["--tile", "x"], ["--ensemble", "3"]]
+    "extra",
+    [
+        ["--tile", "100"],
+        ["--overlap", "-16"],
+        ["--tile", "x"],
+        ["--ensemble", "3"],
+        ["--ensemble", "0"],
+        ["--ensemble", "x"],
+    ],
 )
 def test_enhance_network_bad_tiles_exit_2(tmp_path, dark_dng, extra):
     with pytest.raises(SystemExit) as exc:
@@ -429,12 +437,26 @@ def test_enhance_ensemble_gives_the_api_result(tmp_path, dark_dng, tiny_model_fi
     assert main([*args, "--model", str(tiny_model_file), "--ensemble", "4"]) == 0
     options = InferenceOptions(precision="fp32", ensemble=4)
     expected = darkraw.enhance(dark_dng, model=tiny_model_file, ratio=50, inference=options)
-    plain = darkraw.enhance(
-        dark_dng, model=tiny_model_file, ratio=50, inference=InferenceOptions(precision="fp32")
-    )
+    one_pass = InferenceOptions(precision="fp32", ensemble=1)
+    plain = darkraw.enhance(dark_dng, model=tiny_model_file, ratio=50, inference=one_pass)
     got = read_image(out).transpose(1, 2, 0)
     assert np.abs(got - expected).max() <= 0.5 / 65535 + 1e-7
     assert np.abs(got - plain).max() > 1e-3
+
+
+@pytest.mark.parametrize("flag", [[], ["--ensemble", "auto"], ["--ensemble", "AUTO"]])
+def test_enhance_runs_the_whole_ensemble_on_a_small_photo_by_default(
+    tmp_path, dark_dng, tiny_model_file, flag
+):
+    import darkraw
+    from darkraw.infer import InferenceOptions
+
+    out = tmp_path / "auto.tif"
+    args = ["enhance", str(dark_dng), "-o", str(out), "--ratio", "50", "--precision", "fp32"]
+    assert main([*args, "--model", str(tiny_model_file), *flag]) == 0
+    options = InferenceOptions(precision="fp32", ensemble=8)
+    expected = darkraw.enhance(dark_dng, model=tiny_model_file, ratio=50, inference=options)
+    assert np.abs(read_image(out).transpose(1, 2, 0) - expected).max() <= 0.5 / 65535 + 1e-7
 
 
 def test_enhance_uses_the_bundled_network_by_default(tmp_path, dark_dng, capsys):

@@ -80,14 +80,14 @@ def test_bf16_fused_pass_is_close_to_fp32_and_its_output_is_not_on_the_bf16_grid
 def test_tiled_fused_output_equals_its_whole_frame_output(precision):
     model = network()
     x = smooth((1, 4, 250, 270))[0].numpy()
-    tiled = run_network(model, x, InferenceOptions(tile=240, precision=precision))
-    whole = run_network(model, x, InferenceOptions(tile=0, precision=precision))
+    tiled = run_network(model, x, InferenceOptions(tile=240, precision=precision, ensemble=1))
+    whole = run_network(model, x, InferenceOptions(tile=0, precision=precision, ensemble=1))
     assert np.abs(tiled - whole).max() <= darkraw.infer.TILING_TOLERANCE
 
 
 def test_run_network_takes_the_fused_pass_and_it_matches_the_plain_one(monkeypatch):
     model, x = network(), smooth((1, 4, 30, 34))[0].numpy()
-    options = InferenceOptions(precision="fp32")
+    options = InferenceOptions(precision="fp32", ensemble=1)
     calls = []
 
     class Spy(FusedUNet):

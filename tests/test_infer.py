@@ -19,6 +19,7 @@ from darkraw.infer import (
     average_weights,
     bundled_model_path,
     enhance_raw_network,
+    ensemble_copies,
     load_model,
     model_card,
     resolve_model,
@@ -52,11 +53,11 @@ def planes(shape, seed=0):
 
 #: Tests that compare outputs to float rounding run in fp32: where the CPU has native bf16,
 #: ``precision="auto"`` computes in bf16 (its tolerance is tested in test_fused.py).
-FP32 = InferenceOptions(precision="fp32")
+FP32 = InferenceOptions(precision="fp32", ensemble=1)
 
 
 def whole(model, x):
-    return run_network(model, x, InferenceOptions(tile=0, precision="fp32"))
+    return run_network(model, x, InferenceOptions(tile=0, precision="fp32", ensemble=1))
 
 
 def dark_dng(path, pattern, height=30, width=46, seed=0):
@@ -94,7 +95,7 @@ def test_tile_spans_partition_the_axis_on_the_pooling_grid(length, tile, overlap
 def test_tiled_equals_whole_frame_with_the_default_margin(size):
     model = tiny_model()
     x = planes((4, *size))
-    options = InferenceOptions(tile=240, precision="fp32")
+    options = InferenceOptions(tile=240, precision="fp32", ensemble=1)
     assert options.overlap == EXACT_OVERLAP
     assert len(tile_spans(max(size), 240, EXACT_OVERLAP)) > 1
     diff = np.abs(run_network(model, x, options) - whole(model, x))
@@ -106,7 +107,9 @@ def test_a_narrower_margin_is_approximate_within_the_measured_bound(size):
     # Documented: with a 64-pixel margin up to 0.093 for random-init networks (less trained).
     model = tiny_model()
     x = planes((4, *size))
-    tiled = run_network(model, x, InferenceOptions(tile=160, overlap=64, precision="fp32"))
+    tiled = run_network(
+        model, x, InferenceOptions(tile=160, overlap=64, precision="fp32", ensemble=1)
+    )
     diff = np.abs(tiled - whole(model, x))
     assert 1e-4 < diff.max() <= 0.15
     assert diff.mean() < 1e-2
@@ -131,8 +134,10 @@ def test_output_is_clamped_and_xtrans_upscales_by_three():
 
 def test_nchw_and_fp32_options_give_the_same_result():
     model, x = tiny_model(), planes((4, 40, 52))
-    a = run_network(model, x, InferenceOptions(channels_last=False, precision="fp32", threads=2))
-    b = run_network(model, x, InferenceOptions(channels_last=True, precision="fp32"))
+    a = run_network(
+        model, x, InferenceOptions(channels_last=False, precision="fp32", threads=2, ensemble=1)
+    )
+    b = run_network(model, x, InferenceOptions(channels_last=True, precision="fp32", ensemble=1))
     np.testing.assert_allclose(a, b, atol=1e-5)
     assert torch.get_num_threads() == 1  # restored after the run
 
@@ -156,7 +161,7 @@ def test_bayer_ensemble_copies_keep_every_sample_at_its_own_sub_pixel(n):
     x = planes((4, 10, 14))
     expected = place_rggb(torch.from_numpy(x)[None])[0].numpy()
     options = InferenceOptions(tile=0, precision="fp32", ensemble=n)
-    got = _bayer_ensemble(place_rggb, x, torch.device("cpu"), options)
+    got = _bayer_ensemble(place_rggb, x, n, torch.device("cpu"), options)
     np.testing.assert_allclose(got, expected, atol=1e-7)
 
 
@@ -172,6 +177,32 @@ def test_ensemble_averages_copies_that_differ():
         run_network(model, x, tiled),
         run_network(model, x, dataclasses.replace(tiled, tile=0)),
         atol=TILING_TOLERANCE,
+    )
+
+
+@pytest.mark.parametrize(
+    ("pixels", "copies"),
+    [
+        (1, 8),
+        (1_562_500, 8),
+        (1_562_501, 4),
+        (3_125_000, 4),
+        (6_250_000, 2),
+        (4256 * 2848, 1),
+        (100_000_000, 1),
+    ],
+)
+def test_auto_ensemble_fits_the_work_of_one_full_frame(pixels, copies):
+    assert ensemble_copies("auto", pixels) == copies
+    assert ensemble_copies(2, pixels) == 2  # a number is taken as given
+
+
+def test_auto_ensemble_is_the_default_and_runs_eight_copies_on_a_small_frame():
+    model, x = tiny_model(), planes((4, 12, 18))
+    auto = InferenceOptions(tile=0, precision="fp32")
+    assert auto.ensemble == "auto"
+    np.testing.assert_array_equal(
+        run_network(model, x, auto), run_network(model, x, dataclasses.replace(auto, ensemble=8))
     )
 
 
@@ -205,6 +236,8 @@ def test_bad_planes_are_refused(shape, message):
         {"precision": "fp8"},
         {"ensemble": 3},
         {"ensemble": 0},
+        {"ensemble": True},
+        {"ensemble": "Auto"},
     ],
 )
 def test_bad_options_are_refused(kwargs):
@@ -434,7 +467,7 @@ TINY_RAW = ModelConfig(width=4, fc_hidden=8, output="raw")
 def test_raw_output_network_tiled_equals_whole_frame(size):
     model = tiny_model(TINY_RAW)
     x = planes((4, *size))
-    tiled = run_network(model, x, InferenceOptions(tile=240, precision="fp32"))
+    tiled = run_network(model, x, InferenceOptions(tile=240, precision="fp32", ensemble=1))
     assert tiled.shape == (4, *size)
     assert np.abs(tiled - whole(model, x)).max() <= TILING_TOLERANCE
     ensemble = run_network(model, x, InferenceOptions(tile=240, precision="fp32", ensemble=2))

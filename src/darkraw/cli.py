@@ -33,6 +33,14 @@ def _ratio(text: str) -> float | None:
     return value
 
 
+def _ensemble(text: str) -> int | str:
+    if text.lower() == "auto":
+        return "auto"
+    if text not in ("1", "2", "4", "8"):
+        raise argparse.ArgumentTypeError(f"expected 1, 2, 4, 8 or 'auto', got {text!r}")
+    return int(text)
+
+
 def _black_level(text: str) -> float | tuple[float, float, float, float]:
     try:
         parts = [float(p) for p in text.split(",")]
@@ -163,11 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     enh.add_argument(
         "--ensemble",
-        type=int,
-        choices=[1, 2, 4, 8],
+        type=_ensemble,
         default=None,
+        metavar="{auto,1,2,4,8}",
         help="network: run N flipped and transposed copies and average them, N times slower; "
-        "8 cleans flat areas a little more (0.3-0.4 dB on a darkened Kodak frame) (default: 1)",
+        "8 cleans flat areas a little more (0.3 dB, 0.014 SSIM on darkened Kodak, Halide and "
+        "vivo frames); auto takes as many as fit in the work of one 12-Mpixel frame: 8 up to "
+        "1.5 Mpixel, 1 for a full-size camera frame (default: auto)",
     )
     enh.add_argument(
         "--ratio",

@@ -203,7 +203,8 @@ def tiled_network_method(model: SIDUNet) -> Method:
     """A network as an evaluation method: SID's input, tiled inference, oriented output."""
     from darkraw.infer import InferenceOptions, enhance_raw_network
 
-    options = InferenceOptions()
+    # One pass, as SID scores its network: the scores compare models, not ensembles.
+    options = InferenceOptions(ensemble=1)
 
     def run(mosaic_dn: np.ndarray, meta: RawMetadata, ratio: float) -> np.ndarray:
         return enhance_raw_network(mosaic_dn, meta, model, ratio, options).image

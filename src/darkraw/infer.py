@@ -37,7 +37,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -91,6 +91,11 @@ TILING_TOLERANCE = 1e-5
 #: Sizes of the self-ensemble (:attr:`InferenceOptions.ensemble`).
 ENSEMBLE_SIZES = (1, 2, 4, 8)
 
+#: ``ensemble="auto"`` runs as many copies as keep the work within this many output pixels:
+#: about one SID-size frame (4256x2848, 12.1 Mpixel, the speed target's frame), which takes one
+#: copy. Smaller photos get more copies for about the same time: 8 up to 1.56 Mpixel.
+ENSEMBLE_AUTO_PIXELS = 12_500_000
+
 #: The ensemble's copies as (vertical flip, horizontal flip, transpose), in the order they are
 #: added: the first ``n`` make an ensemble of ``n``.
 _ENSEMBLE_TRANSFORMS = tuple(itertools.product((False, True), repeat=3))
@@ -120,9 +125,10 @@ class InferenceOptions:
         threads: CPU threads for torch during the run; 0 keeps torch's setting.
         device: ``auto`` (CUDA if present), ``cpu`` or ``cuda``.
         ensemble: how many flipped and transposed copies of the input to run and average
-            (1, 2, 4 or 8; SID's training augmentations, undone on each output). Each copy costs
-            a full pass; 8 took 0.3-0.4 dB more PSNR and 0.01 more SSIM out of the darkened
-            Kodak DC50 (``docs/inference.md``).
+            (1, 2, 4 or 8; SID's training augmentations, undone on each output), or ``"auto"``:
+            as many as fit in the work of one 12-Mpixel frame (:func:`ensemble_copies`). Each
+            copy costs a full pass; 8 took 0.3-0.4 dB more PSNR and 0.01 more SSIM out of the
+            darkened Kodak, Halide and vivo frames (``docs/inference.md``).
     """
 
     tile: int = 1024
@@ -131,7 +137,7 @@ class InferenceOptions:
     channels_last: bool = True
     threads: int = 0
     device: str = "auto"
-    ensemble: int = 1
+    ensemble: int | Literal["auto"] = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", Precision(self.precision))
@@ -151,8 +157,24 @@ class InferenceOptions:
             )
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
-        if self.ensemble not in ENSEMBLE_SIZES:
-            raise ValueError(f"ensemble must be one of {ENSEMBLE_SIZES}, got {self.ensemble!r}")
+        if self.ensemble != "auto" and (
+            isinstance(self.ensemble, bool) or self.ensemble not in ENSEMBLE_SIZES
+        ):
+            raise ValueError(
+                f"ensemble must be one of {ENSEMBLE_SIZES} or 'auto', got {self.ensemble!r}"
+            )
+
+
+def ensemble_copies(ensemble: int | Literal["auto"], pixels: int) -> int:
+    """How many copies an ensemble setting runs for an output of ``pixels`` pixels.
+
+    ``"auto"`` takes the largest of 8, 4, 2 and 1 whose copies together stay within
+    :data:`ENSEMBLE_AUTO_PIXELS` (at least 1), so that a small photo gets the ensemble's
+    cleaner flat areas for about the time one full-size frame takes without it.
+    """
+    if isinstance(ensemble, int):
+        return ensemble
+    return next((n for n in ENSEMBLE_SIZES[::-1] if n * pixels <= ENSEMBLE_AUTO_PIXELS), 1)
 
 
 @dataclass(frozen=True)
@@ -486,13 +508,14 @@ def run_network(
     elif amp:
         autocast = torch.autocast(device.type, dtype=amp)
     s, out_planes = model.config.upscale, model.config.out_planes
+    copies = ensemble_copies(options.ensemble, s * s * planes.shape[1] * planes.shape[2])
     with _threads(options.threads), torch.inference_mode(), autocast:
-        if options.ensemble == 1:
+        if copies == 1:
             return _run_tiles(net, planes, s, out_planes, device, options)
         if model.config.output == "srgb" and c == 4:
-            return _bayer_ensemble(net, planes, device, options)
+            return _bayer_ensemble(net, planes, copies, device, options)
         total = np.zeros((out_planes, s * planes.shape[1], s * planes.shape[2]), dtype=np.float32)
-        for flip_v, flip_h, transpose in _ENSEMBLE_TRANSFORMS[: options.ensemble]:
+        for flip_v, flip_h, transpose in _ENSEMBLE_TRANSFORMS[:copies]:
             copy = planes[:, ::-1] if flip_v else planes
             copy = copy[:, :, ::-1] if flip_h else copy
             copy = copy.transpose(0, 2, 1) if transpose else copy
@@ -500,12 +523,13 @@ def run_network(
             out = out.transpose(0, 2, 1) if transpose else out
             out = out[:, :, ::-1] if flip_h else out
             total += out[:, ::-1] if flip_v else out
-        return total / np.float32(options.ensemble)
+        return total / np.float32(copies)
 
 
 def _bayer_ensemble(
     net: Callable[[torch.Tensor], torch.Tensor],
     planes: np.ndarray,
+    copies: int,
     device: torch.device,
     options: InferenceOptions,
 ) -> np.ndarray:
@@ -521,7 +545,7 @@ def _bayer_ensemble(
     mosaic = unpack_bayer(planes, BayerPattern.RGGB)
     total = np.zeros((3, 2 * h, 2 * w), dtype=np.float32)
     count = np.zeros((1, 2 * h, 2 * w), dtype=np.float32)
-    for flip_v, flip_h, transpose in _ENSEMBLE_TRANSFORMS[: options.ensemble]:
+    for flip_v, flip_h, transpose in _ENSEMBLE_TRANSFORMS[:copies]:
         copy = mosaic.T if transpose else mosaic
         # Mirrored and shifted by one pixel: pixel i of the copy is pixel n - 2 - i of the
         # original; the copy's last row (column) only pads it to whole tiles.
