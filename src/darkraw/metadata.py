@@ -29,7 +29,8 @@ XYZ_FROM_SRGB = np.array(
 _COLOR_NAMES = "RGB"
 
 
-def _tile_tuple(arr: Any, kind: type) -> tuple[tuple[Any, ...], ...]:
+def tile_tuple(arr: Any, kind: type) -> tuple[tuple[Any, ...], ...]:
+    """A 2-D array as the nested tuples a :class:`RawMetadata` tile is stored as."""
     return tuple(tuple(kind(v) for v in row) for row in np.asarray(arr))
 
 
@@ -114,8 +115,8 @@ class RawMetadata:
         bayer = BayerPattern.parse(pattern)
         black = np.broadcast_to(np.asarray(black_level, dtype=float).reshape(-1), (4,))
         return cls(
-            cfa_tile=_tile_tuple(bayer.tile, int),
-            black_tile=_tile_tuple(black.reshape(2, 2), float),
+            cfa_tile=tile_tuple(bayer.tile, int),
+            black_tile=tile_tuple(black.reshape(2, 2), float),
             white_level=float(white_level),
             height=height,
             width=width,

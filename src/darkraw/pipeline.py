@@ -28,7 +28,7 @@ from darkraw.cfa import (
 )
 from darkraw.choices import parse_choice
 from darkraw.denoise import Denoiser, denoise_planes, resolve_denoiser
-from darkraw.metadata import RawMetadata
+from darkraw.metadata import RawMetadata, tile_tuple
 
 
 class GammaCurve(enum.Enum):
@@ -144,8 +144,8 @@ def rggb_view(mosaic: np.ndarray, meta: RawMetadata) -> RGGBView:
     if flip_h:
         padded, black = padded[:, ::-1], black[:, ::-1]
     view = meta.replace(
-        cfa_tile=tuple(tuple(int(c) for c in row) for row in BayerPattern.RGGB.tile),
-        black_tile=tuple(tuple(float(b) for b in row) for row in black),
+        cfa_tile=tile_tuple(BayerPattern.RGGB.tile, int),
+        black_tile=tile_tuple(black, float),
         **size,
     )
     return RGGBView(np.ascontiguousarray(padded), view, (flip_v, flip_h), shape)
