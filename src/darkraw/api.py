@@ -59,7 +59,9 @@ def enhance(
             ``None`` estimates it (gray world), as for bare mosaic files.
         color_matrix: camera-to-sRGB 3x3 matrix of a mosaic array, rows summing to 1; ``None``
             is the identity.
-        inference: how the network runs (tiles, precision, device); defaults if ``None``.
+        inference: how the network runs (tiles, precision, device, self-ensemble); defaults
+            if ``None``, which average 8 flipped copies on photos up to 1.56 Mpixel and run one
+            pass on larger ones (:func:`darkraw.infer.ensemble_copies`).
         classic: the classic pipeline's settings (its ``ratio`` is replaced by ``ratio``).
 
     Returns:
