@@ -91,6 +91,13 @@ def pack(raw_lin: np.ndarray, meta: RawMetadata) -> np.ndarray:
     return pack_bayer(padded, meta.bayer_pattern)
 
 
+def _mirrored(array: np.ndarray, flips: tuple[bool, bool]) -> np.ndarray:
+    """``array`` mirrored over its last two axes: (vertical, horizontal)."""
+    flip_v, flip_h = flips
+    out = array[..., ::-1, :] if flip_v else array
+    return np.ascontiguousarray(out[..., ::-1] if flip_h else out)
+
+
 @dataclass(frozen=True)
 class RGGBView:
     """A Bayer mosaic mirrored to the RGGB layout (:func:`rggb_view`), and how to go back.
@@ -117,9 +124,7 @@ class RGGBView:
             image = np.stack([pad_to_multiple(np.asarray(c), period)[0] for c in image])
         if image.shape[-2:] != self.mosaic.shape:
             raise ValueError(f"image {image.shape} does not fit the mosaic {self.mosaic.shape}")
-        flip_v, flip_h = self.flips
-        out = image[..., ::-1, :] if flip_v else image
-        return np.ascontiguousarray(out[..., ::-1] if flip_h else out)
+        return _mirrored(image, self.flips)
 
     def undo(self, image: np.ndarray) -> np.ndarray:
         """A ``(C, H', W')`` image rendered from :attr:`mosaic`, mirrored back and cropped to
@@ -137,18 +142,13 @@ def rggb_view(mosaic: np.ndarray, meta: RawMetadata) -> RGGBView:
     size = {"height": padded.shape[0], "width": padded.shape[1], "flip": 0}
     if meta.is_xtrans:
         return RGGBView(padded, meta.replace(**size), (False, False), shape)
-    flip_v, flip_h = meta.bayer_pattern.rggb_flips
-    black = np.asarray(meta.black_tile)
-    if flip_v:
-        padded, black = padded[::-1], black[::-1]
-    if flip_h:
-        padded, black = padded[:, ::-1], black[:, ::-1]
+    flips = meta.bayer_pattern.rggb_flips
     view = meta.replace(
         cfa_tile=tile_tuple(BayerPattern.RGGB.tile, int),
-        black_tile=tile_tuple(black, float),
+        black_tile=tile_tuple(_mirrored(np.asarray(meta.black_tile), flips), float),
         **size,
     )
-    return RGGBView(np.ascontiguousarray(padded), view, (flip_v, flip_h), shape)
+    return RGGBView(_mirrored(padded, flips), view, flips, shape)
 
 
 def unpack(planes: np.ndarray, meta: RawMetadata) -> np.ndarray:
