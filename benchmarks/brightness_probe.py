@@ -26,10 +26,10 @@ import tempfile
 import numpy as np
 from default_model_vs_classic import ONE_PASS, as_user_file, clean_and_reference, write_rows
 
-from darkraw.evaluate import score
-from darkraw.infer import enhance_raw_network, resolve_model
-from darkraw.noise import NoiseProfile
-from darkraw.simulate import NoiseModel, SimulationConfig, simulate_dark
+from darkraw.nn.infer import enhance_raw_network, resolve_model
+from darkraw.synth.noise import NoiseProfile
+from darkraw.synth.simulate import NoiseModel, SimulationConfig, simulate_dark
+from darkraw.training.evaluate import score
 
 
 def levels(image: np.ndarray) -> list[float]:

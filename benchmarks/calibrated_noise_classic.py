@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from darkraw.denoise import Denoiser
-from darkraw.dng import write_dng
-from darkraw.noise import load_profile
-from darkraw.pipeline import ClassicOptions, run_classic
-from darkraw.rawio import read_raw
-from darkraw.simulate import darken_calibrated, darken_mosaic
+from darkraw.classic.denoise import Denoiser
+from darkraw.classic.pipeline import ClassicOptions, run_classic
+from darkraw.raw.dng import write_dng
+from darkraw.raw.rawio import read_raw
+from darkraw.synth.noise import load_profile
+from darkraw.synth.simulate import darken_calibrated, darken_mosaic
 
 SOURCE = (
     Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "raw" / "HERO7_GOPR9231.DNG"

@@ -23,13 +23,13 @@ import numpy as np
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
-from darkraw.denoise import Denoiser
-from darkraw.dng import write_dng
-from darkraw.figures import side_by_side
-from darkraw.fileio import write_image
-from darkraw.pipeline import ClassicOptions, run_classic
-from darkraw.rawio import read_raw, render_with_libraw
-from darkraw.simulate import darken_mosaic
+from darkraw.classic.denoise import Denoiser
+from darkraw.classic.pipeline import ClassicOptions, run_classic
+from darkraw.raw.dng import write_dng
+from darkraw.raw.figures import side_by_side
+from darkraw.raw.fileio import write_image
+from darkraw.raw.rawio import read_raw, render_with_libraw
+from darkraw.synth.simulate import darken_mosaic
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "raw"
 FILES = ["HERO7_GOPR9231.DNG", "Fusion_GPBK7066.DNG", "RAW_KODAK_DC50.KDC"]

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from default_model_vs_classic import DATA, FILES, ONE_PASS, clean_and_reference
 
-from darkraw.evaluate import score
-from darkraw.infer import enhance_raw_network, resolve_model
+from darkraw.nn.infer import enhance_raw_network, resolve_model
+from darkraw.training.evaluate import score
 
 
 def main() -> None:

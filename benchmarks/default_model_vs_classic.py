@@ -9,7 +9,7 @@ file would be. Both methods render the dark frame at its true ratio with the ref
 gamma: the classic pipeline with its default denoiser (BM3D up to 1 Mpixel per plane, NLM
 above), and the network (tiled, exact margin). Scores: PSNR and SSIM on 8-bit images (SID's
 reporting) against the reference, per file and ratio, and SSIM in the reference's flatter and
-more textured halves (:func:`darkraw.evaluate.ssim_by_texture`).
+more textured halves (:func:`darkraw.training.evaluate.ssim_by_texture`).
 
 The network runs as ``darkraw enhance`` runs it (``precision=auto``: bf16 where the CPU has it
 natively; ``ensemble=auto``: 8 flipped copies averaged for the three small files, one pass for
@@ -44,17 +44,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from darkraw.denoise import Denoiser
-from darkraw.dng import write_dng
-from darkraw.evaluate import score, ssim_by_texture
-from darkraw.figures import side_by_side
-from darkraw.fileio import quantize, write_image
-from darkraw.infer import InferenceOptions, enhance_raw_network, ensemble_copies, resolve_model
-from darkraw.pipeline import ClassicOptions, ClassicResult, GammaCurve, orient, run_classic
-from darkraw.rawio import BareMosaicSpec, RawImage, read_raw
-from darkraw.simulate import DarkFrame, SimulationConfig, simulate_dark
-from darkraw.sources import CleanRaw, clean_from_raw
-from darkraw.train import Precision, autocast_dtype
+from darkraw.classic.denoise import Denoiser
+from darkraw.classic.pipeline import ClassicOptions, ClassicResult, GammaCurve, orient, run_classic
+from darkraw.nn.infer import InferenceOptions, enhance_raw_network, ensemble_copies, resolve_model
+from darkraw.nn.precision import Precision, autocast_dtype
+from darkraw.raw.dng import write_dng
+from darkraw.raw.figures import side_by_side
+from darkraw.raw.fileio import quantize, write_image
+from darkraw.raw.rawio import BareMosaicSpec, RawImage, read_raw
+from darkraw.synth.simulate import DarkFrame, SimulationConfig, simulate_dark
+from darkraw.synth.sources import CleanRaw, clean_from_raw
+from darkraw.training.evaluate import score, ssim_by_texture
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "raw"
 

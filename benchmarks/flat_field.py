@@ -28,10 +28,10 @@ import tempfile
 import numpy as np
 from default_model_vs_classic import ONE_PASS, as_user_file, render_classic, write_rows
 
-from darkraw.infer import enhance_raw_network, resolve_model
-from darkraw.simulate import SimulationConfig, simulate_dark
-from darkraw.sources import unprocess_photo
-from darkraw.unprocess import UnprocessParams, camera_matrix
+from darkraw.nn.infer import enhance_raw_network, resolve_model
+from darkraw.synth.simulate import SimulationConfig, simulate_dark
+from darkraw.synth.sources import unprocess_photo
+from darkraw.synth.unprocess import UnprocessParams, camera_matrix
 
 SIDE = 512
 MARGIN = 64

@@ -6,10 +6,10 @@ its peak RSS (``resource.getrusage``) is its own:
 
 - ``naive``: the plain module (``model(x)``) on the whole frame in one pass, fp32, NCHW memory;
 - ``whole_cl``: the plain module, whole frame, fp32, channels_last;
-- ``tiled``: :func:`darkraw.infer.run_network` with its defaults, the default of ``darkraw
+- ``tiled``: :func:`darkraw.nn.infer.run_network` with its defaults, the default of ``darkraw
   enhance``: tiles of 1024 with the exact margin, channels_last, ``precision=auto`` (bf16 where
   the CPU has it natively, else fp32), oneDNN's fused convolution + LeakyReLU
-  (:mod:`darkraw.fused`) where available;
+  (:mod:`darkraw.nn.fused`) where available;
 - ``tiled_fp32``: the same in fp32;
 - ``tiled_<T>_<M>``, ``whole``: other tiles ``T`` and margins ``M``, or one pass;
 - ``autocast_bf16``, ``autocast_fp32``: tiled, the plain module under bf16 autocast (the
@@ -55,11 +55,11 @@ import numpy as np
 import torch
 from torch import nn
 
-import darkraw.infer
-from darkraw.fused import fused_available
-from darkraw.infer import InferenceOptions, run_network, tile_spans
-from darkraw.model import ModelConfig, build_model
-from darkraw.train import Precision, autocast_dtype, bf16_supported
+import darkraw.nn.infer
+from darkraw.nn.fused import fused_available
+from darkraw.nn.infer import InferenceOptions, run_network, tile_spans
+from darkraw.nn.model import ModelConfig, build_model
+from darkraw.nn.precision import Precision, autocast_dtype, bf16_supported
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "inference_speed.json"
@@ -157,9 +157,9 @@ def child(name: str, runs: int) -> dict[str, Any]:
         torch.set_flush_denormal(True)
     if not setup.fused:
         # The plain module, under autocast when bf16 is asked for. run_network looks
-        # fused_available up in darkraw.infer's namespace (which imports it without
+        # fused_available up in darkraw.nn.infer's namespace (which imports it without
         # re-exporting it), so it is replaced there.
-        vars(darkraw.infer)["fused_available"] = lambda *args: False
+        vars(darkraw.nn.infer)["fused_available"] = lambda *args: False
     if setup.precision == "bf16" and not bf16_supported(torch.device("cpu")):
         return {
             "skipped": "this CPU has no native bf16 (no AVX-512 BF16 / AMX): autocast would "
@@ -272,7 +272,7 @@ def tiling_tolerance(trained: Path | None) -> dict[str, Any]:
     Tiles of 256 packed pixels cut the input into several windows whatever the margin; the
     difference depends on the margin, not on the tile size.
     """
-    from darkraw.infer import load_model
+    from darkraw.nn.infer import load_model
 
     models = {
         f"random_w{w}": build_model(ModelConfig(width=w), torch.Generator().manual_seed(0))

@@ -28,9 +28,9 @@ from default_model_vs_classic import (
     write_rows,
 )
 
-from darkraw.evaluate import score
-from darkraw.infer import enhance_raw_network, resolve_model
-from darkraw.simulate import SimulationConfig, simulate_dark
+from darkraw.nn.infer import enhance_raw_network, resolve_model
+from darkraw.synth.simulate import SimulationConfig, simulate_dark
+from darkraw.training.evaluate import score
 
 
 def main() -> None:

@@ -28,11 +28,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from darkraw.dataset import PairConfig, SyntheticPairs
-from darkraw.model import ModelConfig, build_model, to_channels_last
-from darkraw.simulate import NoiseModel, SimulationConfig
-from darkraw.sources import collect_sources
-from darkraw.train import Precision, autocast_dtype
+from darkraw.nn.model import ModelConfig, build_model, to_channels_last
+from darkraw.nn.precision import Precision, autocast_dtype
+from darkraw.synth.simulate import NoiseModel, SimulationConfig
+from darkraw.synth.sources import collect_sources
+from darkraw.training.dataset import PairConfig, SyntheticPairs
 
 ROOT = Path(__file__).resolve().parents[1]
 CLEAN = ROOT / ".." / "shared" / "data" / "clean"

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from darkraw.denoise import Denoiser
-from darkraw.fileio import read_image
-from darkraw.pipeline import (
+from darkraw.classic.denoise import Denoiser
+from darkraw.classic.pipeline import (
     ClassicOptions,
     GammaCurve,
     color_correct,
@@ -26,7 +25,8 @@ from darkraw.pipeline import (
     gamma_encode,
     run_classic,
 )
-from darkraw.unprocess import (
+from darkraw.raw.fileio import read_image
+from darkraw.synth.unprocess import (
     UnprocessConfig,
     inverse_color_correct,
     inverse_white_balance,

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from darkraw.checkpoint import load_checkpoint
-from darkraw.infer import average_weights, load_model, model_card, save_model_file
+from darkraw.nn.checkpoint import load_checkpoint
+from darkraw.nn.infer import average_weights, load_model, model_card, save_model_file
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "darkraw" / "data"
 

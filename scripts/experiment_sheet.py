@@ -1,7 +1,8 @@
 """A compact comparison sheet of a finished ``darkraw experiment`` for the docs.
 
 Picks a few test pairs (one scene per row, the given ratio) and a few of the experiment's
-models under short labels, and writes ``sheet.png`` through :func:`darkraw.evaluate.evaluate`.
+models under short labels, and writes ``sheet.png`` through
+:func:`darkraw.training.evaluate.evaluate`.
 
 Usage:
     python scripts/experiment_sheet.py runs/experiment_sid_proxy \\
@@ -16,10 +17,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from darkraw.evaluate import Method, classic_method, evaluate
-from darkraw.experiment import tiled_network_method
-from darkraw.infer import load_model
-from darkraw.sid import read_list
+from darkraw.nn.infer import load_model
+from darkraw.training.evaluate import Method, classic_method, evaluate
+from darkraw.training.experiment import tiled_network_method
+from darkraw.training.sid import read_list
 
 #: Short label -> run folder of the experiment.
 RUNS = {

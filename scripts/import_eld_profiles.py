@@ -2,7 +2,7 @@
 
 Reads the JSON files in ../shared/data/noise_profiles/ (Wei et al., CVPR 2020, camera
 calibrations of 14-bit raw noise) and writes src/darkraw/data/noise_profiles.json in darkraw's
-own layout (see darkraw.noise.NoiseProfile). Only the numbers are taken.
+own layout (see darkraw.synth.noise.NoiseProfile). Only the numbers are taken.
 Run from the repository root: python scripts/import_eld_profiles.py [SOURCE_DIR]
 """
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from darkraw.dng import write_dng
-from darkraw.rawio import read_raw
-from darkraw.simulate import darken_mosaic
+from darkraw.raw.dng import write_dng
+from darkraw.raw.rawio import read_raw
+from darkraw.synth.simulate import darken_mosaic
 
 SOURCE = Path("../shared/data/raw/HERO7_GOPR9231.DNG")
 TOP, LEFT, HEIGHT, WIDTH = 900, 1348, 768, 1152

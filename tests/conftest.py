@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from darkraw.cfa import color_index_map
-from darkraw.metadata import RawMetadata
+from darkraw.raw.cfa import color_index_map
+from darkraw.raw.metadata import RawMetadata
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -41,8 +41,8 @@ def tiny_model_file(tmp_path):
     """A width-4 Bayer network with fixed random weights, saved as a model file."""
     import torch
 
-    from darkraw.infer import save_model_file
-    from darkraw.model import ModelConfig, build_model
+    from darkraw.nn.infer import save_model_file
+    from darkraw.nn.model import ModelConfig, build_model
 
     model = build_model(ModelConfig(width=4, fc_hidden=8), torch.Generator().manual_seed(0))
     return save_model_file(tmp_path / "tiny.safetensors", model)
@@ -109,3 +109,54 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float = 1.0) -> float:
 @pytest.fixture
 def scene() -> np.ndarray:
     return smooth_scene(48, 64)
+
+
+XTRANS = np.array(
+    [
+        [1, 1, 0, 1, 1, 2],
+        [1, 1, 2, 1, 1, 0],
+        [2, 0, 1, 0, 2, 1],
+        [1, 1, 2, 1, 1, 0],
+        [1, 1, 0, 1, 1, 2],
+        [0, 2, 1, 2, 0, 1],
+    ]
+)
+
+
+def xtrans_meta(height=36, width=48, **fields):
+    """Metadata of an X-Trans mosaic (black 1024, white 16383), as the tests write it."""
+    from darkraw.raw.metadata import RawMetadata
+
+    return RawMetadata(
+        cfa_tile=tuple(map(tuple, XTRANS.tolist())),
+        black_tile=tuple(tuple([1024.0] * 6) for _ in range(6)),
+        white_level=16383,
+        height=height,
+        width=width,
+        **fields,
+    )
+
+
+def tiny_settings(photo_folder, out_dir, **changes):
+    """A tiny training run (width 4, 16-pixel crops, 6 steps) as a YAML-ready dict."""
+    base = {
+        "data": {
+            "train": [str(photo_folder)],
+            "val_fraction": 0.3,
+            "val_items": 2,
+            "val_patch": 16,
+            "pairs": {"patch": 16},
+            "workers": 0,
+        },
+        "model": {"width": 4, "fc_hidden": 8},
+        "out_dir": str(out_dir),
+        "steps": 6,
+        "precision": "fp32",
+        "threads": 1,
+        "log_every": 1,
+        "val_every": 3,
+        "checkpoint_every": 2,
+        "samples": 1,
+    }
+    base.update(changes)
+    return base

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 import darkraw
-from darkraw.dng import write_dng
-from darkraw.infer import InferenceOptions
-from darkraw.simulate import darken_mosaic
+from darkraw.nn.infer import InferenceOptions
+from darkraw.raw.dng import write_dng
+from darkraw.synth.simulate import darken_mosaic
 
 from conftest import mosaic_from_rgb, smooth_scene
 
@@ -59,7 +59,7 @@ def test_colour_of_an_array_comes_from_its_arguments(dark, tiny_model_file):
 
 
 def test_a_loaded_network_and_auto_ratio(dark, tiny_model_file):
-    from darkraw.infer import load_model
+    from darkraw.nn.infer import load_model
 
     network = load_model(tiny_model_file)
     image = darkraw.enhance(dark[0], model=network)

@@ -1,8 +1,8 @@
 import pytest
 
-from darkraw.cfa import BayerPattern
 from darkraw.choices import parse_choice
-from darkraw.pipeline import GammaCurve
+from darkraw.classic.pipeline import GammaCurve
+from darkraw.raw.cfa import BayerPattern
 
 
 def test_parse_choice_ignores_case_and_passes_members_through():

@@ -9,9 +9,9 @@ import tifffile
 from PIL import Image
 
 from darkraw.cli import main
-from darkraw.dng import write_dng
-from darkraw.fileio import read_image
-from darkraw.simulate import darken_mosaic
+from darkraw.raw.dng import write_dng
+from darkraw.raw.fileio import read_image
+from darkraw.synth.simulate import darken_mosaic
 
 from conftest import ENHANCE_CLASSIC, mosaic_from_rgb, smooth_scene
 
@@ -212,7 +212,7 @@ def photos(tmp_path):
 
 
 def test_simulate_flat_writes_dngs_and_summary(tmp_path, photos, capsys):
-    from darkraw.rawio import read_raw
+    from darkraw.raw.rawio import read_raw
 
     out = tmp_path / "pairs"
     args = ["simulate", str(photos), "-o", str(out), "--ratios", "100,300", "--seed", "3"]
@@ -347,9 +347,9 @@ def test_enhance_network_bad_model_is_one_line_and_writes_nothing(
 
 
 def test_enhance_default_model_absent_is_one_line(tmp_path, dark_dng, capsys, monkeypatch):
-    import darkraw.infer
+    import darkraw.nn.infer
 
-    monkeypatch.setattr(darkraw.infer, "bundled_model_path", lambda name: tmp_path / "none")
+    monkeypatch.setattr(darkraw.nn.infer, "bundled_model_path", lambda name: tmp_path / "none")
     out = tmp_path / "out.png"
     assert main(["enhance", str(dark_dng), "-o", str(out), "--method", "network"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -368,7 +368,7 @@ def test_enhance_network_single_file_and_xtrans_refused(
     tmp_path, tiny_model_file, dark_dng, capsys
 ):
 
-    from test_cfa import xtrans_meta
+    from conftest import xtrans_meta
 
     out = tmp_path / "out.tif"
     assert main(["enhance", str(dark_dng), "-o", str(out), "--model", str(tiny_model_file)]) == 0
@@ -415,7 +415,7 @@ def test_options_of_the_other_method_or_tile_too_small_exit_2(tmp_path, dark_dng
 
 def test_enhance_precision_fp32_gives_the_exact_network_result(tmp_path, dark_dng, tiny_model_file):
     import darkraw
-    from darkraw.infer import InferenceOptions
+    from darkraw.nn.infer import InferenceOptions
 
     out = tmp_path / "exact.tif"
     args = ["enhance", str(dark_dng), "-o", str(out), "--ratio", "50"]
@@ -430,7 +430,7 @@ def test_enhance_precision_fp32_gives_the_exact_network_result(tmp_path, dark_dn
 
 def test_enhance_ensemble_gives_the_api_result(tmp_path, dark_dng, tiny_model_file):
     import darkraw
-    from darkraw.infer import InferenceOptions
+    from darkraw.nn.infer import InferenceOptions
 
     out = tmp_path / "ens.tif"
     args = ["enhance", str(dark_dng), "-o", str(out), "--ratio", "50", "--precision", "fp32"]
@@ -449,7 +449,7 @@ def test_enhance_runs_the_whole_ensemble_on_a_small_photo_by_default(
     tmp_path, dark_dng, tiny_model_file, flag
 ):
     import darkraw
-    from darkraw.infer import InferenceOptions
+    from darkraw.nn.infer import InferenceOptions
 
     out = tmp_path / "auto.tif"
     args = ["enhance", str(dark_dng), "-o", str(out), "--ratio", "50", "--precision", "fp32"]

@@ -5,10 +5,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from darkraw.checkpoint import latest_checkpoint
 from darkraw.cli import main
-from darkraw.pairs import SimulateOptions, simulate_batch
-from darkraw.simulate import SimulationConfig
+from darkraw.nn.checkpoint import latest_checkpoint
+from darkraw.synth.pairs import SimulateOptions, simulate_batch
+from darkraw.synth.simulate import SimulationConfig
 
 from conftest import smooth_scene
 

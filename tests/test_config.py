@@ -86,8 +86,8 @@ def test_load_config_errors_are_one_line(tmp_path):
     "path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name
 )
 def test_shipped_configs_load(path):
-    from darkraw.experiment import ExperimentConfig
-    from darkraw.train import TrainConfig
+    from darkraw.training.experiment import ExperimentConfig
+    from darkraw.training.train import TrainConfig
 
     kind = ExperimentConfig if path.name.startswith("experiment_") else TrainConfig
     config = load_config(kind, path)

@@ -36,15 +36,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from darkraw.cfa import BayerPattern, check_xtrans_tile
 from darkraw.config import ConfigError, from_dict, load_config, to_dict
-from darkraw.dng import write_dng
-from darkraw.metadata import RawMetadata
-from darkraw.rawio import read_raw
-from darkraw.train import TrainConfig
+from darkraw.raw.cfa import BayerPattern, check_xtrans_tile
+from darkraw.raw.dng import write_dng
+from darkraw.raw.metadata import RawMetadata
+from darkraw.raw.rawio import read_raw
+from darkraw.training.train import TrainConfig
 
-from conftest import RGB_CAM, mosaic_from_rgb, smooth_scene
-from test_cfa import XTRANS
+from conftest import RGB_CAM, XTRANS, mosaic_from_rgb, smooth_scene
 
 SCALE = float(os.environ.get("DARKRAW_FUZZ_SCALE", "1"))
 
@@ -96,7 +95,7 @@ import json, resource, sys, traceback
 # LibRaw may allocate up to 2 GiB for one image; more than this means a runaway allocation.
 resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
 from darkraw.errors import DarkrawError
-from darkraw.rawio import read_raw
+from darkraw.raw.rawio import read_raw
 print("ready", flush=True)
 for line in sys.stdin:
     path = line.rstrip("\\n")

@@ -26,20 +26,18 @@ import tifffile
 import torch
 from PIL import Image
 
-from darkraw.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from darkraw.cli import main
 from darkraw.config import dump_yaml, from_dict, to_dict
-from darkraw.dng import write_dng
 from darkraw.errors import CheckpointError, RawReadError
-from darkraw.fileio import read_image
-from darkraw.metadata import RawMetadata
-from darkraw.model import ModelConfig, build_model
-from darkraw.rawio import read_raw
-from darkraw.train import TrainConfig, train
+from darkraw.nn.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from darkraw.nn.model import ModelConfig, build_model
+from darkraw.raw.dng import write_dng
+from darkraw.raw.fileio import read_image
+from darkraw.raw.metadata import RawMetadata
+from darkraw.raw.rawio import read_raw
+from darkraw.training.train import TrainConfig, train
 
-from conftest import ENHANCE_CLASSIC, mosaic_from_rgb, smooth_scene
-from test_cfa import XTRANS
-from test_train import tiny_settings
+from conftest import ENHANCE_CLASSIC, XTRANS, mosaic_from_rgb, smooth_scene, tiny_settings
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "darkraw"
 
@@ -637,7 +635,7 @@ def test_no_loader_can_unpickle():
 
 
 def test_model_loader_refuses_a_malicious_pickle(tmp_path):
-    from darkraw import infer
+    from darkraw.nn import infer
 
     marker = tmp_path / "marker"
     torch_file = tmp_path / "model.safetensors"
@@ -654,7 +652,7 @@ def test_model_loader_refuses_a_malicious_pickle(tmp_path):
 
 
 def test_xtrans_file_given_to_a_bayer_model(tmp_path):
-    from darkraw import infer
+    from darkraw.nn import infer
 
     meta = RawMetadata(
         cfa_tile=tuple(tuple(int(v) for v in row) for row in XTRANS),

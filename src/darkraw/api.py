@@ -1,7 +1,8 @@
 """One call from a dark raw photo to a bright image: ``darkraw.enhance(path)``.
 
 The same two methods as ``darkraw enhance``: the See-in-the-Dark network (Chen et al., CVPR
-2018; :mod:`darkraw.infer`) or the traditional pipeline (:mod:`darkraw.pipeline`). torch is
+2018; :mod:`darkraw.nn.infer`) or the traditional pipeline (:mod:`darkraw.classic.pipeline`).
+torch is
 imported only when a network is used (and OpenCV only for the classic pipeline), so
 ``import darkraw`` stays fast.
 """
@@ -14,14 +15,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from darkraw.fileio import to_hwc
-from darkraw.metadata import RawMetadata, as_matrix3
-from darkraw.rawio import BareMosaicSpec, read_raw
+from darkraw.raw.fileio import to_hwc
+from darkraw.raw.metadata import RawMetadata, as_matrix3
+from darkraw.raw.rawio import BareMosaicSpec, read_raw
 
 if TYPE_CHECKING:
-    from darkraw.infer import InferenceOptions
-    from darkraw.model import SIDUNet
-    from darkraw.pipeline import ClassicOptions
+    from darkraw.classic.pipeline import ClassicOptions
+    from darkraw.nn.infer import InferenceOptions
+    from darkraw.nn.model import SIDUNet
 
 #: ``model=`` value that selects the traditional pipeline.
 CLASSIC = "classic"
@@ -61,7 +62,7 @@ def enhance(
             is the identity.
         inference: how the network runs (tiles, precision, device, self-ensemble); defaults
             if ``None``, which average 8 flipped copies on photos up to 1.56 Mpixel and run one
-            pass on larger ones (:func:`darkraw.infer.ensemble_copies`).
+            pass on larger ones (:func:`darkraw.nn.infer.ensemble_copies`).
         classic: the classic pipeline's settings (its ``ratio`` is replaced by ``ratio``).
 
     Returns:
@@ -82,7 +83,7 @@ def enhance(
         )
     if isinstance(model, str) and model == CLASSIC:
         # Imported here: OpenCV and the denoisers cost time that ``import darkraw`` should not.
-        from darkraw.pipeline import ClassicOptions, run_classic
+        from darkraw.classic.pipeline import ClassicOptions, run_classic
 
         options = classic or ClassicOptions()
         options = ClassicOptions(
@@ -92,7 +93,7 @@ def enhance(
             gamma=options.gamma,
         )
         return to_hwc(run_classic(mosaic, meta, options).image)
-    from darkraw.infer import InferenceOptions, enhance_raw_network, resolve_model
+    from darkraw.nn.infer import InferenceOptions, enhance_raw_network, resolve_model
 
     network = resolve_model(model)
     result = enhance_raw_network(mosaic, meta, network, ratio, inference or InferenceOptions())

@@ -1,7 +1,7 @@
 """Enhancing dark raw files on disk: one file, or a batch that goes on past bad files.
 
-Two methods render a file: the traditional pipeline (:mod:`darkraw.pipeline`) and the
-See-in-the-Dark network (Chen et al., CVPR 2018; :mod:`darkraw.infer`). The network and torch
+Two methods render a file: the traditional pipeline (:mod:`darkraw.classic.pipeline`) and the
+See-in-the-Dark network (Chen et al., CVPR 2018; :mod:`darkraw.nn.infer`). The network and torch
 are imported only when a network is asked for, so the classic method starts fast.
 """
 
@@ -9,44 +9,19 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from darkraw.classic.pipeline import ClassicOptions, ClassicResult, run_classic
 from darkraw.errors import DarkrawError, OutputError
-from darkraw.fileio import IMAGE_FORMATS, write_image
-from darkraw.pipeline import ClassicOptions, ClassicResult, run_classic
-from darkraw.rawio import BARE_EXTENSIONS, BareMosaicSpec, read_raw
+from darkraw.raw.fileio import IMAGE_FORMATS, BatchReport, check_distinct_outputs, write_image
+from darkraw.raw.rawio import BARE_EXTENSIONS, RAW_EXTENSIONS, BareMosaicSpec, read_raw
 
 if TYPE_CHECKING:
-    from darkraw.infer import InferenceOptions, NetworkResult
-    from darkraw.model import SIDUNet
-
-#: File extensions LibRaw reads that a folder given as input is searched for.
-_RAW_EXTENSIONS_TEXT = (
-    ".3fr .ari .arw .bay .cr2 .cr3 .crw .dcr .dng .erf .fff .iiq .k25 .kdc .mef .mos .mrw .nef "
-    ".nrw .orf .pef .raf .raw .rw2 .rwl .sr2 .srf .srw .x3f"
-)
-RAW_EXTENSIONS = frozenset(_RAW_EXTENSIONS_TEXT.split())
-
-
-@dataclass
-class BatchReport:
-    """What happened to each input of a batch."""
-
-    written: list[Path] = field(default_factory=list)
-    skipped: list[Path] = field(default_factory=list)
-    failed: list[tuple[Path, str]] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def summary(self) -> str:
-        counts = (len(self.written), len(self.skipped), len(self.failed))
-        return "{} written, {} skipped, {} failed".format(*counts)
+    from darkraw.nn.infer import InferenceOptions, NetworkResult
+    from darkraw.nn.model import SIDUNet
 
 
 def collect_inputs(inputs: Sequence[str | Path], include_bare: bool = False) -> list[Path]:
@@ -85,19 +60,6 @@ def plan_outputs(inputs: Sequence[Path], output: str | Path, fmt: str = "png") -
     return targets
 
 
-def check_distinct_outputs(inputs: Sequence[Path], targets: Sequence[Path]) -> None:
-    """Refuse two inputs that would be written to one output (``a/x.dng`` and ``b/x.dng``).
-
-    Raises:
-        OutputError: naming the output and both inputs.
-    """
-    seen: dict[Path, Path] = {}
-    for src, dst in zip(inputs, targets, strict=True):
-        if dst in seen:
-            raise OutputError(dst, f"both {seen[dst]} and {src} would be written here")
-        seen[dst] = src
-
-
 def enhance_file(
     path: str | Path,
     output: str | Path,
@@ -126,7 +88,7 @@ def enhance_file(
     if model is None:
         result = run_classic(raw.mosaic, raw.meta, options)
     else:
-        from darkraw.infer import InferenceOptions, enhance_raw_network
+        from darkraw.nn.infer import InferenceOptions, enhance_raw_network
 
         result = enhance_raw_network(
             raw.mosaic, raw.meta, model, options.ratio, inference or InferenceOptions()
@@ -170,7 +132,7 @@ def enhance_batch(
     """
     network = None
     if model is not None:
-        from darkraw.infer import resolve_model
+        from darkraw.nn.infer import resolve_model
 
         network = resolve_model(model)
     given = list(inputs)

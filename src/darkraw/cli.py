@@ -8,14 +8,14 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from darkraw import __version__
-from darkraw.denoise import Denoiser
+from darkraw._version import __version__
+from darkraw.classic.denoise import Denoiser
+from darkraw.classic.pipeline import ClassicOptions, GammaCurve, WhiteBalance
 from darkraw.errors import DarkrawError
-from darkraw.pipeline import ClassicOptions, GammaCurve, WhiteBalance
-from darkraw.rawio import BareMosaicSpec
+from darkraw.raw.rawio import BareMosaicSpec
 
 if TYPE_CHECKING:
-    from darkraw.train import TrainSummary
+    from darkraw.training.train import TrainSummary
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Train the SID U-Net (with its two per-pixel FC layers) on pairs simulated on the "
             "fly from photos or raw files. CONFIG is a YAML file overriding the defaults of "
-            "darkraw.train.TrainConfig (see configs/). Under torchrun it trains with "
+            "darkraw.training.train.TrainConfig (see configs/). Under torchrun it trains with "
             "DistributedDataParallel."
         ),
     )
@@ -336,8 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the seed's experiment: pretrain, baseline, transfers, evaluated together",
         description=(
             "Train the synthetic model, the SID baseline and every transfer of CONFIG "
-            "(darkraw.experiment.ExperimentConfig), reusing finished runs, then evaluate them "
-            "all with the classic pipeline on the test list."
+            "(darkraw.training.experiment.ExperimentConfig), reusing finished runs, then "
+            "evaluate them all with the classic pipeline on the test list."
         ),
     )
     ex.add_argument("config", metavar="CONFIG", help="YAML experiment config")
@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from darkraw.noise import DEFAULT_CAMERA, available_profiles
+    from darkraw.synth.noise import DEFAULT_CAMERA, available_profiles
 
     sim = sub.add_parser(
         "simulate",
@@ -457,7 +457,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     )
     inference, model = None, None
     if method == "network":
-        from darkraw.infer import DEFAULT_MODEL, InferenceOptions
+        from darkraw.nn.infer import DEFAULT_MODEL, InferenceOptions
 
         defaults = InferenceOptions()
         tile = defaults.tile if args.tile is None else args.tile
@@ -504,8 +504,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from darkraw.pairs import SimulateOptions, simulate_batch
-    from darkraw.simulate import SimulationConfig
+    from darkraw.synth.pairs import SimulateOptions, simulate_batch
+    from darkraw.synth.simulate import SimulationConfig
 
     options = SimulateOptions(
         ratios=args.ratios,
@@ -525,7 +525,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from darkraw.config import load_config
-    from darkraw.train import TrainConfig, train
+    from darkraw.training.train import TrainConfig, train
 
     config = load_config(TrainConfig, args.config)
     return _report_training(train(config, resume=args.resume, stop_after=args.stop_after))
@@ -551,7 +551,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from darkraw.config import load_config
-    from darkraw.train import DataKind, TrainConfig, Transfer, train
+    from darkraw.training.train import DataKind, TrainConfig, Transfer, train
 
     config = load_config(TrainConfig, args.config)
     data = config.data
@@ -566,10 +566,10 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from darkraw.evaluate import Method, classic_method, evaluate, markdown_table
-    from darkraw.experiment import tiled_network_method
-    from darkraw.infer import resolve_model
-    from darkraw.sid import read_list, select
+    from darkraw.nn.infer import resolve_model
+    from darkraw.training.evaluate import Method, classic_method, evaluate, markdown_table
+    from darkraw.training.experiment import tiled_network_method
+    from darkraw.training.sid import read_list, select
 
     pairs = select(
         read_list(args.data),
@@ -593,8 +593,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
     from darkraw.config import load_config
-    from darkraw.evaluate import markdown_table
-    from darkraw.experiment import ExperimentConfig, run_experiment
+    from darkraw.training.evaluate import markdown_table
+    from darkraw.training.experiment import ExperimentConfig, run_experiment
 
     result = run_experiment(load_config(ExperimentConfig, args.config))
     print(markdown_table(result.table), end="")
@@ -603,7 +603,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
-    from darkraw.onnx_export import export_model_file
+    from darkraw.nn.onnx_export import export_model_file
 
     path = export_model_file(args.model, args.output, opset=args.opset)
     print(f"wrote {path}")

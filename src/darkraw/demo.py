@@ -5,12 +5,12 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from darkraw.denoise import Denoiser
-from darkraw.figures import side_by_side
-from darkraw.fileio import write_image
-from darkraw.infer import DEFAULT_MODEL, enhance_raw_network, resolve_model
-from darkraw.pipeline import ClassicOptions, run_classic
-from darkraw.rawio import read_raw
+from darkraw.classic.denoise import Denoiser
+from darkraw.classic.pipeline import ClassicOptions, run_classic
+from darkraw.nn.infer import DEFAULT_MODEL, enhance_raw_network, resolve_model
+from darkraw.raw.figures import side_by_side
+from darkraw.raw.fileio import write_image
+from darkraw.raw.rawio import read_raw
 
 #: Exposure ratio the bundled sample was darkened by (see docs/sample.md).
 SAMPLE_RATIO = 100.0

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from darkraw.rawio import BareMosaicSpec, read_raw
+from darkraw.raw.rawio import BareMosaicSpec, read_raw
 
 
 def describe_file(path: str | Path, bare: BareMosaicSpec | None = None) -> dict[str, Any]:

@@ -1,0 +1,654 @@
+"""Running the See-in-the-Dark U-Net on whole raw files (Chen et al., CVPR 2018).
+
+SID's test script feeds the whole packed frame to the network at once; a Sony frame then needs
+several GiB and small GPUs run out of memory (SID issues #4 and #64). Here the frame is cut into
+overlapping tiles: each tile is run on its own, the margin of width ``overlap`` around it is
+thrown away and only its centre is kept, so memory is bounded by the tile, not the photo.
+
+An output pixel depends on packed inputs up to 107 pixels away, so the default margin of 112
+(:data:`EXACT_OVERLAP`) makes the tiled output equal to one whole-frame pass up to float
+rounding (:data:`TILING_TOLERANCE`, 1e-5). A narrower margin does less repeated work and is
+approximate: the *effective* receptive field of a trained network is much narrower than the
+true one, and with a 64-pixel margin the difference stays near one 8-bit level (see
+:func:`run_network`).
+
+On a CPU the tiles go through :class:`darkraw.nn.fused.FusedUNet`, the same network with each
+convolution and its LeakyReLU fused into one oneDNN call, in bf16 where the CPU has it natively.
+
+Tile windows start on multiples of 16 packed pixels, so the network's four 2x2 max-pools cut
+every tile on the same grid as the whole frame, and the internal padding to a multiple of 16 at
+the bottom and right of a tile equals the whole frame's wherever the tile touches that edge.
+
+A *model file* holds only the weights, for distribution: one safetensors file whose tensors are
+the ``state_dict`` (fp16 or fp32) and whose string metadata is JSON: ``format``
+(``"darkraw-model"``), ``version`` (1), ``config`` (the :class:`~darkraw.nn.model.ModelConfig`),
+``card`` (free JSON: training data, metrics, licence), ``dtype`` and ``sha256`` (a digest of every
+tensor and the other entries, checked on load). :func:`load_model` also reads the training
+checkpoints of :mod:`darkraw.nn.checkpoint`. Neither format ever unpickles anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import itertools
+import json
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from darkraw.classic.pipeline import (
+    GammaCurve,
+    auto_ratio,
+    gamma_decode,
+    orient,
+    render_planes,
+    rggb_view,
+    subtract_black_level,
+    uncorrect_planes,
+)
+from darkraw.errors import CheckpointError, DarkrawError
+from darkraw.nn.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from darkraw.nn.checkpoint import content_digest, load_checkpoint, read_safetensors, write_sealed
+from darkraw.nn.fused import FusedUNet, fused_available
+from darkraw.nn.inputs import network_input_and_gains
+from darkraw.nn.model import PAD_MULTIPLE, ModelConfig, SIDUNet, build_model, to_channels_last
+from darkraw.nn.precision import Precision, autocast_dtype
+from darkraw.raw.cfa import BayerPattern, pack_bayer, pad_to_multiple, unpack_bayer
+from darkraw.raw.metadata import RawMetadata
+
+#: Value of the ``format`` metadata entry of a model file.
+MODEL_FORMAT = "darkraw-model"
+
+#: Model-file layout version this module writes and reads.
+MODEL_VERSION = 1
+
+#: What ``--model default`` names: the weights shipped inside the package, when present.
+DEFAULT_MODEL = "default"
+
+#: The bundled models by name, and their files under ``darkraw/data``: the default model and
+#: the half-width ``small`` one, 2-3x faster.
+BUNDLED_MODELS = {
+    DEFAULT_MODEL: "default_model.safetensors",
+    "small": "small_model.safetensors",
+}
+
+#: How far the network looks: an output pixel depends on packed inputs up to 107 pixels away
+#: (measured by back-propagating from single output pixels), rounded up to the pooling grid. A
+#: margin this wide makes tiled output equal to whole-frame output up to float rounding.
+EXACT_OVERLAP = 112
+
+#: Largest difference (sRGB, output range [0, 1]) between tiled output with the default margin
+#: (:data:`EXACT_OVERLAP`) and whole-frame output, for any weights: measured at most 5.2e-6 on
+#: 300x400 packed inputs (random-init widths 4 and 32, and width 32 after 500 and 1000 steps).
+TILING_TOLERANCE = 1e-5
+
+#: Sizes of the self-ensemble (:attr:`InferenceOptions.ensemble`).
+ENSEMBLE_SIZES = (1, 2, 4, 8)
+
+#: ``ensemble="auto"`` runs as many copies as keep the work within this many output pixels:
+#: about one SID-size frame (4256x2848, 12.1 Mpixel, the speed target's frame), which takes one
+#: copy. Smaller photos get more copies for about the same time: 8 up to 1.56 Mpixel.
+ENSEMBLE_AUTO_PIXELS = 12_500_000
+
+#: The ensemble's copies as (vertical flip, horizontal flip, transpose), in the order they are
+#: added: the first ``n`` make an ensemble of ``n``.
+_ENSEMBLE_TRANSFORMS = tuple(itertools.product((False, True), repeat=3))
+
+_MODEL_METADATA_KEYS = ("format", "version", "config", "card", "dtype", "sha256")
+_STORAGE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How :func:`run_network` runs the network.
+
+    Attributes:
+        tile: side of a tile window in packed pixels (the output is ``s`` times that), a multiple
+            of 16; 0 runs the whole frame at once (memory grows with the photo). 1024 with the
+            exact margin cuts a Sony frame into 2x3 tiles; measured on a 2-core Zen 5 in bf16:
+            as fast as a whole-frame pass (3.6 vs 3.8 s) in less memory (1.13 vs 1.44 GiB),
+            although the margins repeat 40 % of the work (see ``docs/inference.md``).
+        overlap: margin in packed pixels cut from each side of a tile where it meets another
+            tile, a multiple of 16; ``tile >= 2 * overlap + 16`` when tiling. The default,
+            :data:`EXACT_OVERLAP`, covers the receptive field; 64 does ~13 % less work on a Sony
+            frame and differs from whole-frame output by up to ~3e-3 (trained network).
+        precision: ``auto`` (bf16 only where the hardware has it natively), ``bf16`` (always;
+            emulated, hence slower, on CPUs without AVX-512 BF16 or AMX) or ``fp32``. On a CPU
+            the network's output layers run in fp32 either way (:mod:`darkraw.nn.fused`).
+        channels_last: NHWC memory format, faster on CPU.
+        threads: CPU threads for torch during the run; 0 keeps torch's setting.
+        device: ``auto`` (CUDA if present), ``cpu`` or ``cuda``.
+        ensemble: how many flipped and transposed copies of the input to run and average
+            (1, 2, 4 or 8; SID's training augmentations, undone on each output), or ``"auto"``:
+            as many as fit in the work of one 12-Mpixel frame (:func:`ensemble_copies`). Each
+            copy costs a full pass; 8 took 0.3-0.4 dB more PSNR and 0.01 more SSIM out of the
+            darkened Kodak, Halide and vivo frames (``docs/inference.md``).
+    """
+
+    tile: int = 1024
+    overlap: int = EXACT_OVERLAP
+    precision: Precision = Precision.AUTO
+    channels_last: bool = True
+    threads: int = 0
+    device: str = "auto"
+    ensemble: int | Literal["auto"] = "auto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "precision", Precision(self.precision))
+        for name in ("tile", "overlap", "threads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+        if self.tile % PAD_MULTIPLE or self.overlap % PAD_MULTIPLE:
+            raise ValueError(
+                f"tile and overlap must be multiples of {PAD_MULTIPLE}, "
+                f"got tile={self.tile} overlap={self.overlap}"
+            )
+        if self.tile and self.tile < 2 * self.overlap + PAD_MULTIPLE:
+            raise ValueError(
+                f"tile {self.tile} leaves no centre after cutting overlap {self.overlap} from "
+                f"both sides; use tile >= {2 * self.overlap + PAD_MULTIPLE}"
+            )
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.ensemble != "auto" and (
+            isinstance(self.ensemble, bool) or self.ensemble not in ENSEMBLE_SIZES
+        ):
+            raise ValueError(
+                f"ensemble must be one of {ENSEMBLE_SIZES} or 'auto', got {self.ensemble!r}"
+            )
+
+
+def ensemble_copies(ensemble: int | Literal["auto"], pixels: int) -> int:
+    """How many copies an ensemble setting runs for an output of ``pixels`` pixels.
+
+    ``"auto"`` takes the largest of 8, 4, 2 and 1 whose copies together stay within
+    :data:`ENSEMBLE_AUTO_PIXELS` (at least 1), so that a small photo gets the ensemble's
+    cleaner flat areas for about the time one full-size frame takes without it.
+    """
+    if isinstance(ensemble, int):
+        return ensemble
+    return next((n for n in ENSEMBLE_SIZES[::-1] if n * pixels <= ENSEMBLE_AUTO_PIXELS), 1)
+
+
+@dataclass(frozen=True)
+class NetworkResult:
+    """What :func:`enhance_raw_network` returns.
+
+    Attributes:
+        image: ``(3, H', W')`` float32 sRGB in [0, 1] at the mosaic's full size, oriented as the
+            camera recorded (``H'``, ``W'`` swap for portrait orientations).
+        ratio: the amplification used (chosen by
+            :func:`~darkraw.classic.pipeline.auto_ratio` if none was given).
+    """
+
+    image: np.ndarray
+    ratio: float
+
+
+# --- model files -------------------------------------------------------------------------------
+
+
+def average_weights(models: Sequence[SIDUNet]) -> SIDUNet:
+    """A new network whose every weight is the mean of ``models``' (same config).
+
+    SGD at batch 1 leaves the weights wandering between checkpoints of one run; their mean scores
+    about as well as the best of them without choosing one (``docs/training.md``, phase 13).
+
+    Raises:
+        ValueError: no models, or models of different configs.
+    """
+    if not models:
+        raise ValueError("no models to average")
+    config = models[0].config
+    if any(m.config != config for m in models):
+        raise ValueError("the models to average have different configs")
+    states = [m.state_dict() for m in models]
+    mean = build_model(config)
+    mean.load_state_dict(
+        {name: torch.stack([s[name].float() for s in states]).mean(0) for name in states[0]}
+    )
+    return mean
+
+
+def save_model_file(
+    path: str | Path,
+    model: SIDUNet,
+    *,
+    dtype: torch.dtype = torch.float16,
+    card: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``model``'s weights and config as a model file, atomically.
+
+    Args:
+        path: the ``.safetensors`` file to write; its folder must exist.
+        model: the network; its weights are copied to the CPU.
+        dtype: storage type, ``torch.float16`` (half the size; loads back as fp32 and predicts
+            within about 1e-3 of the fp32 weights) or ``torch.float32``.
+        card: free JSON describing the model (training data, metrics, licence).
+
+    Raises:
+        ValueError: another dtype, a card that is not JSON, or a weight fp16 cannot hold.
+        OutputError: the file cannot be written.
+    """
+    path = Path(path)
+    names = {v: k for k, v in _STORAGE_DTYPES.items()}
+    if dtype not in names:
+        raise ValueError(f"dtype must be torch.float16 or torch.float32, got {dtype}")
+    card_json = json.dumps(dict(card or {}), sort_keys=True)
+    tensors: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        # A private contiguous copy: safetensors refuses channels_last or shared storage.
+        stored = torch.empty(value.shape, dtype=dtype)
+        stored.copy_(value.detach())
+        if not torch.isfinite(stored).all():
+            raise ValueError(f"weight {key!r} is not finite once stored as {names[dtype]}")
+        tensors[key] = stored
+    metadata = {
+        "format": json.dumps(MODEL_FORMAT),
+        "version": json.dumps(MODEL_VERSION),
+        "config": json.dumps(model.config.to_dict()),
+        "card": card_json,
+        "dtype": json.dumps(names[dtype]),
+    }
+    write_sealed(path, tensors, metadata, "model file")
+    return path
+
+
+def load_model(path: str | Path) -> SIDUNet:
+    """The network stored in a model file or a training checkpoint, fp32, on the CPU, in eval
+    mode and without gradients.
+
+    Raises:
+        CheckpointError: (one line naming the file) it is missing, not safetensors (a pickle is
+            refused before any of it is interpreted), truncated, of another format or version,
+            fails its sha256 check, or holds weights that do not fit its config or are not
+            finite.
+    """
+    path = Path(path)
+    metadata = _read_metadata(path)
+    fmt = _json_entry(path, metadata, "format")
+    if fmt == CHECKPOINT_FORMAT:
+        ckpt = load_checkpoint(path)
+        section = ckpt.config.get("model", {})
+        config = _model_config(path, section)
+        state = ckpt.model_state
+    elif fmt == MODEL_FORMAT:
+        config, state = _read_model_file(path, metadata)
+    else:
+        raise CheckpointError(
+            path, f"not a darkraw model file or checkpoint (format {fmt!r} in its metadata)"
+        )
+    model = build_model(config)
+    _check_state(path, model, state)
+    model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def is_model_file(path: str | Path) -> bool:
+    """Whether ``path`` is a model file (not a training checkpoint); reads only the header.
+
+    Raises:
+        CheckpointError: it is missing, not safetensors, or not a darkraw file.
+    """
+    path = Path(path)
+    return bool(_json_entry(path, _read_metadata(path), "format") == MODEL_FORMAT)
+
+
+def model_card(path: str | Path) -> dict[str, Any]:
+    """The card of a model file (empty for a training checkpoint); reads only the header."""
+    path = Path(path)
+    metadata = _read_metadata(path)
+    if _json_entry(path, metadata, "format") != MODEL_FORMAT:
+        return {}
+    card = _json_entry(path, metadata, "card")
+    if not isinstance(card, dict):
+        raise CheckpointError(path, "model card is not a JSON object")
+    return card
+
+
+def bundled_model_path(name: str) -> Path:
+    """Where the bundled model ``name`` (a key of :data:`BUNDLED_MODELS`) lives; may be absent."""
+    return Path(str(importlib.resources.files("darkraw").joinpath("data", BUNDLED_MODELS[name])))
+
+
+def model_source(spec: str | Path) -> Path:
+    """The file a model spec names: a bundled model's file, or the path itself."""
+    if str(spec) in BUNDLED_MODELS:
+        return bundled_model_path(str(spec))
+    return Path(spec)
+
+
+def resolve_model(spec: str | Path | SIDUNet) -> SIDUNet:
+    """A network from a bundled model's name (``"default"``, ``"small"``), a file path, or a
+    network as is.
+
+    Raises:
+        CheckpointError: the file cannot be loaded, or the named model is not bundled.
+    """
+    if isinstance(spec, SIDUNet):
+        return spec
+    if str(spec) not in BUNDLED_MODELS:
+        return load_model(spec)
+    path = bundled_model_path(str(spec))
+    if not path.is_file():
+        raise CheckpointError(
+            path,
+            f"no {spec} model is bundled with this darkraw yet; "
+            "give a model file or checkpoint with --model PATH, or use --method classic",
+        )
+    return load_model(path)
+
+
+def _read_metadata(path: Path) -> dict[str, str]:
+    return read_safetensors(path, "model file", tensors=False)[1]
+
+
+def _json_entry(path: Path, metadata: Mapping[str, str], key: str) -> Any:
+    if key not in metadata:
+        raise CheckpointError(path, f"a safetensors file but not a darkraw model (no {key!r})")
+    try:
+        return json.loads(metadata[key])
+    except json.JSONDecodeError:
+        raise CheckpointError(path, f"metadata {key!r} is not valid JSON") from None
+
+
+def _model_config(path: Path, section: object) -> ModelConfig:
+    if not isinstance(section, dict):
+        raise CheckpointError(path, f"model config is not a JSON object: {section!r}")
+    try:
+        return ModelConfig.from_dict(section)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(path, f"bad model config: {err}") from None
+
+
+def _read_model_file(
+    path: Path, metadata: Mapping[str, str]
+) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    values = {key: _json_entry(path, metadata, key) for key in _MODEL_METADATA_KEYS}
+    if values["version"] != MODEL_VERSION:
+        raise CheckpointError(
+            path, f"model file version {values['version']!r} is not supported (reads 1)"
+        )
+    if values["dtype"] not in _STORAGE_DTYPES:
+        raise CheckpointError(path, f"unknown storage dtype {values['dtype']!r}")
+    config = _model_config(path, values["config"])
+    state, _ = read_safetensors(path, "model file")
+    if values["sha256"] != content_digest(state, metadata):
+        raise CheckpointError(path, "sha256 mismatch: the model file is corrupt")
+    return config, state
+
+
+def _check_state(path: Path, model: SIDUNet, state: Mapping[str, torch.Tensor]) -> None:
+    """One-line errors instead of torch's multi-line ``load_state_dict`` report."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            path,
+            f"weights do not fit the model config {model.config.to_dict()}: "
+            f"missing {missing[:3]}, unexpected {unexpected[:3]}",
+        )
+    for key, tensor in expected.items():
+        if state[key].shape != tensor.shape:
+            raise CheckpointError(
+                path,
+                f"weight {key!r} has shape {tuple(state[key].shape)}, the config "
+                f"{model.config.to_dict()} needs {tuple(tensor.shape)}",
+            )
+        if not state[key].is_floating_point() or not torch.isfinite(state[key]).all():
+            # NaN weights give an all-black image that looks like a pipeline bug (SID #73).
+            raise CheckpointError(path, f"weight {key!r} is not finite")
+
+
+# --- tiled inference ---------------------------------------------------------------------------
+
+
+def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """How :func:`run_network` cuts one axis of ``length`` packed pixels.
+
+    Returns:
+        ``(window_start, window_end, keep_start, keep_end)`` per tile, half-open: the network
+        sees the window and its output is kept for the ``keep`` range only. The kept ranges
+        partition ``[0, length)``; every window starts on a multiple of 16 and is at most
+        ``tile`` long. ``tile == 0`` or ``length <= tile`` gives one window, the whole axis.
+    """
+    if length < 1:
+        raise ValueError(f"length must be >= 1, got {length}")
+    if tile == 0 or length <= tile:
+        return [(0, length, 0, length)]
+    core_max = tile - 2 * overlap
+    count = -(-length // core_max)
+    # Equal shares, rounded up to the pooling grid, so no last tile is a sliver.
+    core = -(-length // count)
+    core = -(-core // PAD_MULTIPLE) * PAD_MULTIPLE
+    return [
+        (
+            max(0, start - overlap),
+            min(length, start + core + overlap),
+            start,
+            min(length, start + core),
+        )
+        for start in range(0, length, core)
+    ]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA if present), ``cpu`` or ``cuda`` as a torch device."""
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise DarkrawError(None, "device cuda asked for, but no GPU is visible")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def _threads(count: int) -> Iterator[None]:
+    if not count:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_network(
+    model: SIDUNet, planes: np.ndarray, options: InferenceOptions = InferenceOptions()
+) -> np.ndarray:
+    """Run the network over packed raw planes, tile by tile.
+
+    Args:
+        model: the network; it is moved to the device (and to channels-last memory if asked)
+            in place and put in eval mode.
+        planes: ``(C, h, w)`` packed raw in [0, 1], ``C = model.config.in_channels``, any
+            ``h, w >= 1`` (odd, smaller than a tile, not multiples of 16).
+        options: tile size, margin, precision, memory format, threads, device, self-ensemble.
+
+    Returns:
+        ``(3, s*h, s*w)`` float32 sRGB clamped to [0, 1], ``s = model.config.upscale``; for a
+        raw-output network ``(C, h, w)`` denoised planes clamped to [0, 1].
+
+    Tiling: windows of ``tile`` packed pixels overlap by ``2 * overlap``; each keeps only its
+    centre, ``overlap`` pixels away from any window edge that is not the image's edge. Measured
+    max |tiled - whole frame| on 300x400 packed inputs (``benchmarks/inference_speed.py
+    --tolerance``): with the default margin (112) at most 5.2e-6 for any weights (stated
+    tolerance :data:`TILING_TOLERANCE` = 1e-5); with 64, 2.3e-3 to 3.2e-3 for a trained width-32
+    network and up to 0.093 for random init; with 32, 1.2e-2 trained and 0.6 random.
+    ``tile=0`` or an image within one tile gives the whole-frame result exactly.
+    """
+    c = model.config.in_channels
+    planes = np.asarray(planes)
+    if planes.ndim != 3 or planes.shape[0] != c or min(planes.shape[1:]) < 1:
+        raise ValueError(f"expected packed raw planes of shape ({c}, h, w), got {planes.shape}")
+    if not np.issubdtype(planes.dtype, np.floating):
+        raise TypeError(f"expected floating-point planes, got {planes.dtype}")
+    planes = np.asarray(planes, dtype=np.float32)
+    device = resolve_device(options.device)
+    amp = autocast_dtype(options.precision, device)
+    model.eval()
+    model.to(device)
+    if options.channels_last:
+        to_channels_last(model)
+    net: Callable[[torch.Tensor], torch.Tensor] = model
+    autocast: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if fused_available(device, amp or torch.float32):
+        net = FusedUNet(model, amp or torch.float32, options.channels_last)
+    elif amp:
+        autocast = torch.autocast(device.type, dtype=amp)
+    s, out_planes = model.config.upscale, model.config.out_planes
+    copies = ensemble_copies(options.ensemble, s * s * planes.shape[1] * planes.shape[2])
+    with _threads(options.threads), torch.inference_mode(), autocast:
+        if copies == 1:
+            return _run_tiles(net, planes, s, out_planes, device, options)
+        if model.config.output == "srgb" and c == 4:
+            return _bayer_ensemble(net, planes, copies, device, options)
+        total = np.zeros((out_planes, s * planes.shape[1], s * planes.shape[2]), dtype=np.float32)
+        for flip_v, flip_h, transpose in _ENSEMBLE_TRANSFORMS[:copies]:
+            copy = planes[:, ::-1] if flip_v else planes
+            copy = copy[:, :, ::-1] if flip_h else copy
+            copy = copy.transpose(0, 2, 1) if transpose else copy
+            out = _run_tiles(net, copy, s, out_planes, device, options)
+            out = out.transpose(0, 2, 1) if transpose else out
+            out = out[:, :, ::-1] if flip_h else out
+            total += out[:, ::-1] if flip_v else out
+        return total / np.float32(copies)
+
+
+def _bayer_ensemble(
+    net: Callable[[torch.Tensor], torch.Tensor],
+    planes: np.ndarray,
+    copies: int,
+    device: torch.device,
+    options: InferenceOptions,
+) -> np.ndarray:
+    """The self-ensemble of an sRGB network on RGGB planes, each copy a view of the mosaic that
+    is RGGB again, so that the network renders every sample at its own sub-pixel.
+
+    Mirroring packed planes would move each colour's sample within its 2x2 tile of the
+    picture. Here a copy mirrors the mosaic itself and drops its first row (column): the
+    layout is RGGB again, shifted by one pixel, and the last row (column) of the picture, which
+    that copy does not see, comes from the others. A transposed RGGB mosaic is RGGB.
+    """
+    _, h, w = planes.shape
+    mosaic = unpack_bayer(planes, BayerPattern.RGGB)
+    total = np.zeros((3, 2 * h, 2 * w), dtype=np.float32)
+    count = np.zeros((1, 2 * h, 2 * w), dtype=np.float32)
+    for flip_v, flip_h, transpose in _ENSEMBLE_TRANSFORMS[:copies]:
+        copy = mosaic.T if transpose else mosaic
+        # Mirrored and shifted by one pixel: pixel i of the copy is pixel n - 2 - i of the
+        # original; the copy's last row (column) only pads it to whole tiles.
+        copy = copy[-2::-1] if flip_v else copy
+        copy = copy[:, -2::-1] if flip_h else copy
+        copy, _ = pad_to_multiple(np.ascontiguousarray(copy), 2)
+        out = _run_tiles(net, pack_bayer(copy, BayerPattern.RGGB), 2, 3, device, options)
+        seen = np.ones((1, *out.shape[1:]), dtype=np.float32)
+        if flip_h:
+            out[:, :, :-1], out[:, :, -1] = out[:, :, -2::-1].copy(), 0.0
+            seen[:, :, -1] = 0.0
+        if flip_v:
+            out[:, :-1], out[:, -1] = out[:, -2::-1].copy(), 0.0
+            seen[:, -1] = 0.0
+        total += out.transpose(0, 2, 1) if transpose else out
+        count += seen.transpose(0, 2, 1) if transpose else seen
+    return total / count
+
+
+def _run_tiles(
+    net: Callable[[torch.Tensor], torch.Tensor],
+    planes: np.ndarray,
+    s: int,
+    out_planes: int,
+    device: torch.device,
+    options: InferenceOptions,
+) -> np.ndarray:
+    """One tiled pass of ``net`` over ``(C, h, w)`` planes: ``(P, s*h, s*w)`` in [0, 1]."""
+    _, h, w = planes.shape
+    out = np.empty((out_planes, s * h, s * w), dtype=np.float32)
+    rows = tile_spans(h, options.tile, options.overlap)
+    cols = tile_spans(w, options.tile, options.overlap)
+    for y0, y1, ky0, ky1 in rows:
+        for x0, x1, kx0, kx1 in cols:
+            x = torch.from_numpy(np.ascontiguousarray(planes[:, y0:y1, x0:x1]))[None]
+            x = x.to(device)
+            if options.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = net(x)[0]
+            keep = y[:, s * (ky0 - y0) : s * (ky1 - y0), s * (kx0 - x0) : s * (kx1 - x0)]
+            block = keep.float().clamp_(0.0, 1.0).cpu().numpy()
+            out[:, s * ky0 : s * ky1, s * kx0 : s * kx1] = block
+    return out
+
+
+# --- raw files ---------------------------------------------------------------------------------
+
+#: Tone curve of a raw-output network's rendering: the one the sRGB networks learn to draw.
+RAW_OUTPUT_GAMMA = GammaCurve.SRGB
+
+
+def enhance_raw_network(
+    mosaic_dn: np.ndarray,
+    meta: RawMetadata,
+    model: SIDUNet,
+    ratio: float | None = None,
+    options: InferenceOptions = InferenceOptions(),
+) -> NetworkResult:
+    """Render a dark raw mosaic with the network.
+
+    The input is exactly the training input (:func:`darkraw.nn.inputs.network_input`: black
+    subtracted, packed, times ``ratio``, clipped to [0, 1]).
+
+    Args:
+        mosaic_dn: ``(H, W)`` in DN.
+        meta: its metadata; a Bayer mosaic needs a 4-plane model, X-Trans a 9-plane one.
+        model: the network.
+        ratio: amplification (exposure ratio); ``None`` chooses one with
+            :func:`~darkraw.classic.pipeline.auto_ratio`, as the classic pipeline does.
+        options: how the network runs.
+
+    Returns:
+        :class:`NetworkResult` with the ``(3, H, W)`` image (oriented) and the ratio used.
+
+    Raises:
+        ValueError: the CFA does not fit the model, or a bad ratio or mosaic shape.
+    """
+    want = 9 if meta.is_xtrans else 4
+    if model.config.in_channels != want:
+        kinds = {4: "Bayer", 9: "X-Trans"}
+        raise ValueError(
+            f"the model takes {kinds[model.config.in_channels]} raw "
+            f"({model.config.in_channels} packed planes) but this file is {kinds[want]}; "
+            f"use a model for {kinds[want]} raw or --method classic"
+        )
+    if ratio is None:
+        ratio = auto_ratio(subtract_black_level(mosaic_dn, meta))
+    elif not (ratio > 0 and math.isfinite(ratio)):
+        raise ValueError(f"ratio must be a positive number, got {ratio}")
+    # The network sees every Bayer file as RGGB, as it was trained, so that it knows where in
+    # each 2x2 tile each colour's sample sits; its picture is mirrored back afterwards.
+    view = rggb_view(mosaic_dn, meta)
+    planes, gains = network_input_and_gains(view.mosaic, view.meta, float(ratio))
+    out = run_network(model, planes, options)
+    if model.config.output == "raw":
+        # The network denoised planes already balanced and colour-corrected (as its input is),
+        # and gave them through the sRGB curve; back in linear camera raw, the classic pipeline
+        # renders them as it renders the file.
+        linear = gamma_decode(out, GammaCurve.SRGB)
+        matrix = None if meta.rgb_cam is None else np.asarray(meta.rgb_cam)
+        clean = uncorrect_planes(linear, matrix, gains)
+        image = render_planes(clean, view.meta, gains, RAW_OUTPUT_GAMMA)
+    else:
+        image = out
+    image = orient(view.undo(image), meta.flip)
+    return NetworkResult(image=image, ratio=float(ratio))

@@ -1,0 +1,330 @@
+"""Reading raw photos and bare mosaics: the only module that imports rawpy (LibRaw).
+
+Any file LibRaw opens (ARW, DNG, NEF, CR2, RAF, ...) gives its visible mosaic in sensor digital
+numbers (DN) and a :class:`~darkraw.raw.metadata.RawMetadata`. Bare mosaics (``.npy``, 16-bit PNG or
+TIFF) carry no metadata, so the caller supplies the CFA pattern and levels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rawpy
+
+from darkraw.errors import RawReadError, UnsupportedSensorError
+from darkraw.raw.cfa import BayerPattern, unpack_bayer
+from darkraw.raw.metadata import RawMetadata, as_matrix3, rgb_cam_from_cam_xyz
+
+#: Extensions read as bare mosaics rather than through LibRaw.
+BARE_EXTENSIONS = (".npy", ".png", ".tif", ".tiff")
+
+_COLOR_LETTERS = {"R": 0, "G": 1, "B": 2}
+
+#: LibRaw (like dcraw) refuses raw images narrower or shorter than this, in pixels.
+LIBRAW_MIN_SIDE = 22
+
+#: TIFF PhotometricInterpretation values of raw image data: CFA and LinearRaw.
+_RAW_PHOTOMETRIC = (32803, 34892)
+
+#: File extensions LibRaw reads that a folder given as input is searched for.
+_RAW_EXTENSIONS_TEXT = (
+    ".3fr .ari .arw .bay .cr2 .cr3 .crw .dcr .dng .erf .fff .iiq .k25 .kdc .mef .mos .mrw .nef "
+    ".nrw .orf .pef .raf .raw .rw2 .rwl .sr2 .srf .srw .x3f"
+)
+RAW_EXTENSIONS = frozenset(_RAW_EXTENSIONS_TEXT.split())
+
+
+@dataclass(frozen=True)
+class RawImage:
+    """A mosaic in DN, ``(H, W)``, with its metadata and where it came from."""
+
+    mosaic: np.ndarray
+    meta: RawMetadata
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class BareMosaicSpec:
+    """What a bare mosaic file does not say about itself.
+
+    Attributes:
+        pattern: Bayer layout of the mosaic (for a packed ``(h, w, 4)`` array: the layout whose
+            2x2 tile, in raster order, gives the order of the four channels).
+        white_level: saturation level in DN.
+        black_level: black level in DN (one value, or four in the tile's raster order).
+    """
+
+    pattern: BayerPattern | str
+    white_level: float
+    black_level: float | tuple[float, float, float, float] = 0.0
+
+
+def is_bare_mosaic(path: str | Path) -> bool:
+    """True if ``path`` is read as a bare mosaic (array or image file), not via LibRaw."""
+    return Path(path).suffix.lower() in BARE_EXTENSIONS
+
+
+def read_raw(path: str | Path, bare: BareMosaicSpec | None = None) -> RawImage:
+    """Read a raw photo (through LibRaw) or a bare mosaic (with ``bare`` metadata).
+
+    Raises:
+        RawReadError: the file is missing, unreadable, or not a raw photo.
+        UnsupportedSensorError: the sensor is monochrome, Foveon, or has an unknown CFA.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise RawReadError(path, "no such file")
+    if path.is_dir():
+        raise RawReadError(path, "is a directory, not a raw file")
+    if is_bare_mosaic(path):
+        if bare is None:
+            raise RawReadError(
+                path,
+                "a bare mosaic carries no metadata: give its CFA pattern and white level "
+                "(--pattern, --white-level)",
+            )
+        return _read_bare(path, bare)
+    return _read_libraw(path)
+
+
+def _read_libraw(path: Path) -> RawImage:
+    size = path.stat().st_size
+    if size == 0:
+        raise RawReadError(path, "empty file")
+    try:
+        with _libraw_stderr_captured(), rawpy.imread(str(path)) as raw:
+            return _from_rawpy(raw, path)
+    except rawpy.LibRawFileUnsupportedError:
+        problem = "not a raw photo LibRaw can read (unknown or corrupt format)"
+        tiny = _small_tiff_raw_size(path)
+        if tiny is not None:
+            problem = (
+                f"image of {tiny[0]}x{tiny[1]} pixels is too small "
+                f"(LibRaw reads {LIBRAW_MIN_SIDE}x{LIBRAW_MIN_SIDE} and larger)"
+            )
+        raise RawReadError(path, problem) from None
+    except (rawpy.LibRawIOError, rawpy.LibRawDataError) as err:
+        raise RawReadError(path, f"corrupt or truncated raw data ({type(err).__name__})") from None
+    except rawpy.LibRawError as err:
+        problem = f"LibRaw could not read it ({type(err).__name__}: {err})"
+        raise RawReadError(path, problem) from None
+    except MemoryError:
+        raise RawReadError(path, "image size in the header is too large to read") from None
+
+
+@contextlib.contextmanager
+def _libraw_stderr_captured() -> Iterator[None]:
+    """Keep LibRaw's own C-level messages ("Unexpected end of file") off the terminal.
+
+    darkraw reports every problem in one line of its own; LibRaw's duplicates would break that.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as sink:
+            os.dup2(sink.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _from_rawpy(raw: rawpy.RawPy, path: Path) -> RawImage:
+    if raw.raw_type != rawpy.RawType.Flat:
+        raise UnsupportedSensorError(
+            path, "not a mosaic sensor (Foveon, linear DNG or already demosaiced); unsupported"
+        )
+    desc = raw.color_desc.decode("ascii", "replace")
+    pattern = raw.raw_pattern
+    if pattern is None or raw.num_colors < 3:
+        problem = "monochrome sensor (no colour filter array); unsupported"
+        raise UnsupportedSensorError(path, problem)
+    if set(desc) - set("RGB"):
+        raise UnsupportedSensorError(path, f"colour filters {desc!r} are not RGB; unsupported")
+    colors_visible = raw.raw_colors_visible
+    period = pattern.shape[0]
+    if pattern.shape not in ((2, 2), (6, 6)):
+        raise UnsupportedSensorError(
+            path, f"CFA pattern of shape {pattern.shape} is neither Bayer nor X-Trans; unsupported"
+        )
+    mosaic = np.array(raw.raw_image_visible, dtype=np.uint16, copy=True)
+    h, w = mosaic.shape
+    if h < period or w < period:
+        raise RawReadError(path, f"image of {h}x{w} pixels is too small")
+    tile_idx = np.asarray(colors_visible[:period, :period])
+    cfa_tile = np.vectorize(lambda i: _COLOR_LETTERS[desc[i]])(tile_idx)
+    black_per_index = np.asarray(raw.black_level_per_channel, dtype=float)
+    black_tile = black_per_index[tile_idx]
+    white = float(raw.white_level)
+
+    cam_wb = np.asarray(raw.camera_whitebalance, dtype=float)
+    wb: tuple[float, float, float] | None = None
+    if np.all(np.isfinite(cam_wb[:3])) and cam_wb[1] > 0 and cam_wb[0] > 0 and cam_wb[2] > 0:
+        wb = (float(cam_wb[0] / cam_wb[1]), 1.0, float(cam_wb[2] / cam_wb[1]))
+
+    rgb_cam = None
+    color_matrix = np.asarray(raw.color_matrix, dtype=float)[:3, :3]
+    if np.any(color_matrix) and np.all(np.isfinite(color_matrix)):
+        rgb_cam = as_matrix3(color_matrix)
+    else:
+        rgb_cam = rgb_cam_from_cam_xyz(np.asarray(raw.rgb_xyz_matrix, dtype=float))
+
+    other = raw.other
+    exposure = float(other.shutter_speed) if other.shutter_speed > 0 else None
+    iso = float(other.iso_speed) if other.iso_speed > 0 else None
+    make, model = _make_model(path)
+    try:
+        meta = RawMetadata(
+            cfa_tile=tuple(tuple(int(v) for v in row) for row in cfa_tile),
+            black_tile=tuple(tuple(float(v) for v in row) for row in black_tile),
+            white_level=white,
+            height=h,
+            width=w,
+            wb_gains=wb,
+            rgb_cam=rgb_cam,
+            exposure_time=exposure,
+            iso=iso,
+            make=make,
+            model=model,
+            flip=int(raw.sizes.flip) & 7,
+            source="LibRaw",
+        )
+    except ValueError as err:
+        if period == 6:
+            raise UnsupportedSensorError(path, f"6x6 CFA that is not X-Trans: {err}") from None
+        raise RawReadError(path, f"inconsistent metadata: {err}") from None
+    return RawImage(mosaic=mosaic, meta=meta, path=path)
+
+
+def _make_model(path: Path) -> tuple[str | None, str | None]:
+    """Camera make and model from the TIFF header, for the TIFF-based raw formats."""
+    import tifffile
+
+    try:
+        with _tifffile_quiet(), tifffile.TiffFile(path) as tif:
+            tags = tif.pages.first.tags
+            make = tags.get("Make")
+            model = tags.get("Model")
+            return (
+                str(make.value).strip() if make is not None else None,
+                str(model.value).strip() if model is not None else None,
+            )
+    except Exception:
+        # Not every raw format is TIFF-based (RAF, CRW, ...); make and model are optional.
+        return None, None
+
+
+def _small_tiff_raw_size(path: Path) -> tuple[int, int] | None:
+    """``(H, W)`` of a DNG/TIFF raw image too small for LibRaw, or ``None``.
+
+    Explains why LibRaw refuses an otherwise well-formed small file, instead of calling it an
+    unknown format.
+    """
+    import tifffile
+
+    try:
+        with _tifffile_quiet(), tifffile.TiffFile(path) as tif:
+            for page in tif.pages:
+                for ifd in [page, *(page.pages or [])]:
+                    if int(ifd.photometric) in _RAW_PHOTOMETRIC:
+                        h, w = int(ifd.imagelength), int(ifd.imagewidth)
+                        return (h, w) if min(h, w) < LIBRAW_MIN_SIDE else None
+    except Exception:
+        # Not a TIFF at all (or not one tifffile can read): nothing more to say.
+        return None
+    return None
+
+
+@contextlib.contextmanager
+def _tifffile_quiet() -> Iterator[None]:
+    """Keep tifffile's log messages about a damaged header off the terminal (one-line errors)."""
+    log = logging.getLogger("tifffile")
+    was_disabled, log.disabled = log.disabled, True
+    try:
+        yield
+    finally:
+        log.disabled = was_disabled
+
+
+def _read_bare(path: Path, spec: BareMosaicSpec) -> RawImage:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        elif suffix == ".png":
+            import cv2
+
+            arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if arr is None:
+                raise RawReadError(path, "not a readable PNG image")
+        else:
+            import tifffile
+
+            arr = tifffile.imread(path)
+    except RawReadError:
+        raise
+    except (ValueError, OSError, EOFError) as err:
+        raise RawReadError(path, f"cannot read the mosaic ({err})") from None
+    except Exception as err:
+        raise RawReadError(path, f"cannot read the mosaic ({type(err).__name__}: {err})") from None
+    pattern = BayerPattern.parse(spec.pattern)
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[-1] == 4:
+        # A packed (h, w, 4) array holds the tile's positions in raster order.
+        raster = np.moveaxis(arr, -1, 0)
+        canonical = np.empty_like(raster)
+        raster_pos = [(0, 0), (0, 1), (1, 0), (1, 1)]
+        for plane, offset in enumerate(pattern.offsets):
+            canonical[plane] = raster[raster_pos.index(offset)]
+        arr = unpack_bayer(canonical, pattern)
+    if arr.ndim != 2:
+        raise RawReadError(
+            path, f"expected a single-channel mosaic (H, W) or packed (h, w, 4), got {arr.shape}"
+        )
+    if not np.issubdtype(arr.dtype, np.integer) and not np.issubdtype(arr.dtype, np.floating):
+        raise RawReadError(path, f"mosaic has non-numeric dtype {arr.dtype}")
+    if not np.all(np.isfinite(arr)):
+        raise RawReadError(path, "mosaic contains NaN or infinite values")
+    if arr.shape[0] < 2 or arr.shape[1] < 2:
+        raise RawReadError(path, f"mosaic of {arr.shape[0]}x{arr.shape[1]} is too small")
+    try:
+        meta = RawMetadata.for_bayer(
+            pattern,
+            height=arr.shape[0],
+            width=arr.shape[1],
+            black_level=spec.black_level,
+            white_level=spec.white_level,
+            source=suffix.lstrip("."),
+        )
+    except ValueError as err:
+        raise RawReadError(path, str(err)) from None
+    mosaic = arr.astype(np.float32) if np.issubdtype(arr.dtype, np.floating) else arr.copy()
+    return RawImage(mosaic=mosaic, meta=meta, path=path)
+
+
+def render_with_libraw(path: str | Path, *, half_size: bool = False) -> np.ndarray:
+    """LibRaw's own rendering (camera WB, no auto-brightening, 16-bit), as SID's ground truth.
+
+    Returns:
+        ``(3, H, W)`` float32 in [0, 1], gamma-encoded (LibRaw's BT.709 curve), oriented.
+    """
+    path = Path(path)
+    try:
+        with _libraw_stderr_captured(), rawpy.imread(str(path)) as raw:
+            rgb = raw.postprocess(
+                use_camera_wb=True, no_auto_bright=True, output_bps=16, half_size=half_size
+            )
+    except rawpy.LibRawError as err:
+        raise RawReadError(path, f"LibRaw could not render it ({type(err).__name__})") from None
+    return np.ascontiguousarray(np.moveaxis(rgb, -1, 0), dtype=np.float32) / 65535.0

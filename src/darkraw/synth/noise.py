@@ -1,0 +1,281 @@
+"""Physically calibrated raw noise of real cameras (Wei et al., CVPR 2020, "ELD").
+
+Noise in sensor DN: shot noise through the system gain K (``K * Poisson(signal / K)``), read noise
+(Tukey-lambda, or Gaussian as the simpler alternative), row noise (one Gaussian offset per sensor
+row), quantisation (uniform over one DN) and a per-channel colour bias of the black level. For
+each camera, log K is uniform in ``[log k_min, log k_max]`` and the log of each noise scale is
+normal around a line in log K. The bundled numbers are ELD's calibrations of five cameras;
+a user's own camera is a JSON file in the same layout (see :func:`load_profile`).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from dataclasses import dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from darkraw.choices import parse_choice
+from darkraw.raw.cfa import BAYER_PLANE_ROWS
+
+#: The camera of the See-in-the-Dark dataset.
+DEFAULT_CAMERA = "SonyA7S2"
+
+
+class ReadNoise(enum.Enum):
+    """Distribution of read noise."""
+
+    TUKEY = "tukey"
+    GAUSSIAN = "gaussian"
+
+    @classmethod
+    def parse(cls, name: str | ReadNoise) -> ReadNoise:
+        return parse_choice(cls, name, "read-noise model")
+
+
+@dataclass(frozen=True)
+class LogLinearFit:
+    """``log(scale) ~ Normal(slope * log(K) + bias, sigma)``."""
+
+    slope: float
+    bias: float
+    sigma: float
+
+    def median(self, k: float) -> float:
+        """The median scale at system gain ``k``."""
+        return math.exp(self.slope * math.log(k) + self.bias)
+
+    def sample(self, k: float, rng: np.random.Generator) -> float:
+        return math.exp(rng.normal(self.slope * math.log(k) + self.bias, self.sigma))
+
+
+@dataclass(frozen=True)
+class NoiseFit:
+    """Noise scales as functions of K: Tukey-lambda read, Gaussian read, and row noise."""
+
+    tukey_scale: LogLinearFit
+    gauss_scale: LogLinearFit
+    row_scale: LogLinearFit
+
+
+@dataclass(frozen=True)
+class NoiseProfile:
+    """A camera's measured noise, in DN of a sensor whose white level is ``white_level``.
+
+    Attributes:
+        name: camera name.
+        k_min, k_max: range of the system gain K (DN per photo-electron).
+        white_level: white level (above black) of the DN the profile was measured in.
+        tukey_shapes: measured Tukey-lambda shape parameters; one is drawn per sample.
+        color_bias: black-level offsets per packed plane (R, G1, B, G2) in DN, one row per
+            measured setting; one row is drawn per sample.
+        fits: noise-scale fits; most cameras have one, ELD gives the Nikon D850 two (its
+            calibration does not say which gain range each covers, so the first is used unless
+            asked otherwise).
+    """
+
+    name: str
+    k_min: float
+    k_max: float
+    white_level: float
+    tukey_shapes: tuple[float, ...]
+    color_bias: tuple[tuple[float, float, float, float], ...]
+    fits: tuple[NoiseFit, ...]
+
+    def __post_init__(self) -> None:
+        if not 0 < self.k_min <= self.k_max or not math.isfinite(self.k_max):
+            raise ValueError(
+                f"{self.name}: need 0 < k_min <= k_max, got {self.k_min}, {self.k_max}"
+            )
+        if not self.tukey_shapes or not self.fits:
+            raise ValueError(f"{self.name}: tukey_shapes and fits must not be empty")
+        if not self.color_bias or any(len(row) != 4 for row in self.color_bias):
+            raise ValueError(f"{self.name}: color_bias must be rows of 4 values (R, G1, B, G2)")
+
+
+def _check_keys(obj: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = set(obj) - allowed
+    missing = allowed - set(obj)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
+    if missing:
+        raise ValueError(f"{where}: missing keys {sorted(missing)}")
+
+
+def _fit(obj: Any, where: str) -> LogLinearFit:
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: expected an object with slope, bias, sigma")
+    _check_keys(obj, {"slope", "bias", "sigma"}, where)
+    return LogLinearFit(float(obj["slope"]), float(obj["bias"]), float(obj["sigma"]))
+
+
+def profile_from_dict(name: str, obj: Any) -> NoiseProfile:
+    """Build a profile from darkraw's JSON layout.
+
+    Raises:
+        ValueError: naming the profile, for unknown or missing keys and wrong values or types.
+    """
+    if not isinstance(obj, dict):
+        raise ValueError(f"{name}: expected a profile object, got {type(obj).__name__}")
+    keys = {f.name for f in fields(NoiseProfile)} - {"name"}
+    _check_keys(obj, keys, name)
+    fit_keys = ("tukey_scale", "gauss_scale", "row_scale")
+    try:
+        fits = []
+        for i, entry in enumerate(obj["fits"]):
+            where = f"{name}.fits[{i}]"
+            if not isinstance(entry, dict):
+                raise ValueError(f"{where}: expected an object with {', '.join(fit_keys)}")
+            _check_keys(entry, set(fit_keys), where)
+            fits.append(NoiseFit(**{key: _fit(entry[key], f"{where}.{key}") for key in fit_keys}))
+        return NoiseProfile(
+            name=name,
+            k_min=float(obj["k_min"]),
+            k_max=float(obj["k_max"]),
+            white_level=float(obj["white_level"]),
+            tukey_shapes=tuple(float(v) for v in obj["tukey_shapes"]),
+            # Rows are kept whole, so that the profile's own check sees a wrong length.
+            color_bias=tuple(tuple(float(v) for v in row) for row in obj["color_bias"]),  # type: ignore[misc]
+            fits=tuple(fits),
+        )
+    except TypeError as err:
+        raise ValueError(f"{name}: a value has the wrong type ({err})") from None
+
+
+def _bundled() -> dict[str, Any]:
+    text = (resources.files("darkraw") / "data" / "noise_profiles.json").read_text()
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+def available_profiles() -> list[str]:
+    """Names of the bundled camera profiles."""
+    return sorted(_bundled())
+
+
+def load_profile(name_or_path: str | Path = DEFAULT_CAMERA) -> NoiseProfile:
+    """A bundled camera profile by name, or a user's profile from a JSON file.
+
+    A user's file holds one profile object (the keys of :class:`NoiseProfile` but ``name``), or
+    an object mapping one camera name to it.
+    """
+    path = Path(name_or_path)
+    if path.suffix.lower() == ".json":
+        try:
+            obj = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}: cannot read noise profile ({err})") from None
+        if isinstance(obj, dict) and len(obj) == 1 and "fits" not in obj:
+            ((name, body),) = obj.items()
+            return profile_from_dict(str(name), body)
+        return profile_from_dict(path.stem, obj)
+    bundled = _bundled()
+    if str(name_or_path) not in bundled:
+        raise ValueError(
+            f"unknown camera {str(name_or_path)!r}; bundled: {', '.join(sorted(bundled))}, "
+            "or give a .json profile file"
+        )
+    return profile_from_dict(str(name_or_path), bundled[str(name_or_path)])
+
+
+@dataclass(frozen=True)
+class CalibratedNoiseParams:
+    """One draw of a camera's noise parameters, in the profile's DN."""
+
+    k: float
+    read_model: ReadNoise
+    tukey_lambda: float
+    read_scale: float
+    row_scale: float
+    color_bias: tuple[float, float, float, float]
+
+
+def sample_calibrated_params(
+    profile: NoiseProfile,
+    rng: np.random.Generator,
+    *,
+    k: float | None = None,
+    read_model: ReadNoise | str = ReadNoise.TUKEY,
+    fit_index: int = 0,
+) -> CalibratedNoiseParams:
+    """Draw noise parameters as ELD does: log K uniform, scales log-normal around their fits.
+
+    Args:
+        k: fix the system gain instead of drawing it.
+        read_model: Tukey-lambda (ELD) or Gaussian read noise.
+        fit_index: which of the profile's fits to use.
+    """
+    read_model = ReadNoise.parse(read_model)
+    if not 0 <= fit_index < len(profile.fits):
+        raise ValueError(f"{profile.name} has {len(profile.fits)} fits, got index {fit_index}")
+    fit = profile.fits[fit_index]
+    if k is None:
+        k = math.exp(rng.uniform(math.log(profile.k_min), math.log(profile.k_max)))
+    elif not k > 0:
+        raise ValueError(f"system gain K must be positive, got {k}")
+    scale_fit = fit.tukey_scale if read_model is ReadNoise.TUKEY else fit.gauss_scale
+    bias = profile.color_bias[int(rng.integers(len(profile.color_bias)))]
+    return CalibratedNoiseParams(
+        k=float(k),
+        read_model=read_model,
+        tukey_lambda=float(profile.tukey_shapes[int(rng.integers(len(profile.tukey_shapes)))]),
+        read_scale=scale_fit.sample(k, rng),
+        row_scale=fit.row_scale.sample(k, rng),
+        color_bias=bias,
+    )
+
+
+def tukey_lambda_quantile(u: np.ndarray, lam: float) -> np.ndarray:
+    """Quantile function of the standard Tukey-lambda distribution."""
+    if abs(lam) < 1e-6:
+        return np.asarray(np.log(u / (1.0 - u)))
+    return np.asarray((np.power(u, lam) - np.power(1.0 - u, lam)) / lam)
+
+
+def tukey_lambda_variance(lam: float) -> float:
+    """Variance of the standard Tukey-lambda distribution (finite for lam > -1/2)."""
+    if abs(lam) < 1e-6:
+        return math.pi**2 / 3
+    g = math.lgamma(lam + 1) * 2 - math.lgamma(2 * lam + 2)
+    return 2 / lam**2 * (1 / (1 + 2 * lam) - math.exp(g))
+
+
+def calibrated_noise(
+    signal_dn: np.ndarray,
+    params: CalibratedNoiseParams,
+    rng: np.random.Generator,
+    *,
+    quantization: bool = True,
+) -> np.ndarray:
+    """A noisy raw reading of a clean signal, in DN above black.
+
+    Args:
+        signal_dn: ``(4, h, w)`` packed Bayer planes (R, G1, B, G2), expected DN above black.
+        quantization: add uniform noise of one DN step; leave it out when the caller rounds
+            the result to whole DN itself.
+
+    Returns:
+        ``(4, h, w)`` float32 DN above black: shot + read + row + quantisation noise and the
+        colour bias. Not clipped: negative values are what a sensor reads below black.
+    """
+    if signal_dn.ndim != 3 or signal_dn.shape[0] != 4:
+        raise ValueError(f"expected packed Bayer planes (4, h, w), got {signal_dn.shape}")
+    h = signal_dn.shape[1]
+    k = params.k
+    shot = k * rng.poisson(np.clip(signal_dn, 0.0, None).astype(np.float64) / k)
+    if params.read_model is ReadNoise.TUKEY:
+        u = rng.uniform(np.finfo(np.float64).tiny, 1.0, size=signal_dn.shape)
+        read = params.read_scale * tukey_lambda_quantile(u, params.tukey_lambda)
+    else:
+        read = rng.normal(0.0, params.read_scale, size=signal_dn.shape)
+    # One offset per sensor row: a packed row holds two sensor rows (R/G1 and G2/B).
+    rows = rng.normal(0.0, params.row_scale, size=(2, h))
+    row = rows[np.asarray(BAYER_PLANE_ROWS)][:, :, None]
+    quant = rng.uniform(-0.5, 0.5, size=signal_dn.shape) if quantization else 0.0
+    bias = np.asarray(params.color_bias)[:, None, None]
+    return np.asarray(shot + read + row + quant + bias, dtype=np.float32)

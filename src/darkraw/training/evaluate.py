@@ -1,0 +1,398 @@
+"""Measuring methods on (dark, reference) pairs: PSNR and SSIM per image and per ratio.
+
+Two ways of reporting, because published numbers differ by them (SID issues #23, #52):
+SID's, on images quantised to 8 bits as they would be saved as PNG, and on the float images.
+SSIM is the Gaussian-window SSIM of Wang et al. (11x11, sigma 1.5) over the RGB channels
+(torchmetrics). A method is any function from a dark mosaic, its metadata and the exposure
+ratio to an sRGB image; the classic pipeline and trained networks are both methods.
+
+Outputs of :func:`evaluate` in its folder: ``results.jsonl`` (one line per method and image;
+a rerun skips what is already there), ``table.md``, ``table.csv`` and ``table.json`` (methods x
+ratios), ``sheet.png`` (input | each method | reference for a few images) and ``report.html``,
+a self-contained page with the table and the images.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from darkraw.classic.denoise import Denoiser
+from darkraw.classic.pipeline import (
+    ClassicOptions,
+    orient,
+    run_classic,
+)
+from darkraw.errors import DarkrawError
+from darkraw.nn.inputs import network_input
+from darkraw.raw.figures import preview_planes, side_by_side
+from darkraw.raw.fileio import atomic_output, quantize, write_image
+from darkraw.raw.metadata import RawMetadata
+from darkraw.raw.rawio import read_raw
+from darkraw.training.sid import SIDPair, ground_truth
+
+#: A method: (mosaic in DN, metadata, exposure ratio) -> (3, H, W) sRGB in [0, 1], oriented.
+Method = Callable[[np.ndarray, RawMetadata, float], np.ndarray]
+
+
+def classic_method(denoiser: Denoiser | str = Denoiser.NLM) -> Method:
+    """The traditional pipeline at the pair's ratio, LibRaw's gamma (as SID's ground truth)."""
+
+    def run(mosaic_dn: np.ndarray, meta: RawMetadata, ratio: float) -> np.ndarray:
+        options = ClassicOptions(ratio=ratio, denoiser=Denoiser.parse(denoiser))
+        return run_classic(mosaic_dn, meta, options).image
+
+    return run
+
+
+@dataclass(frozen=True)
+class Scores:
+    """PSNR (dB) and SSIM of one image, on 8-bit quantised images and on float images."""
+
+    psnr8: float
+    ssim8: float
+    psnr: float
+    ssim: float
+
+
+def psnr(output: np.ndarray, reference: np.ndarray) -> float:
+    """PSNR in dB of two ``(3, H, W)`` images in [0, 1] (the output is clipped first)."""
+    _check_pair(output, reference)
+    diff = np.clip(output, 0.0, 1.0).astype(np.float64) - reference.astype(np.float64)
+    mse = float(np.mean(diff**2))
+    return float("inf") if mse == 0 else float(-10.0 * np.log10(mse))
+
+
+def ssim(output: np.ndarray, reference: np.ndarray) -> float:
+    """SSIM (Gaussian 11x11 window, sigma 1.5, data range 1) of ``(3, H, W)`` images (the
+    output is clipped first)."""
+    _check_pair(output, reference)
+    a = torch.from_numpy(np.clip(output, 0.0, 1.0).astype(np.float32))[None]
+    b = torch.from_numpy(reference.astype(np.float32))[None]
+    return float(ssim_tensor(a, b))
+
+
+def ssim_tensor(output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Mean SSIM of ``(N, 3, H, W)`` tensors as :func:`ssim`, unclipped and differentiable
+    (the training loss's SSIM term)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    value = structural_similarity_index_measure(output, reference, data_range=1.0)
+    if isinstance(value, tuple):  # only when full images are asked for, which they are not
+        value = value[0]
+    return value
+
+
+def ssim_by_texture(output: np.ndarray, reference: np.ndarray, parts: int = 2) -> list[float]:
+    """SSIM of ``(3, H, W)`` images within equal-area parts of the reference, flattest first.
+
+    Texture is the local variance of the reference's channel mean in SSIM's own window, so the
+    parts show where a method's SSIM is won or lost: residual noise costs most in flat areas
+    (sky, walls), lost detail in textured ones. The parts' mean is :func:`ssim`.
+    """
+    _check_pair(output, reference)
+    if parts < 1:
+        raise ValueError(f"parts must be >= 1, got {parts}")
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    a = torch.from_numpy(np.clip(output, 0.0, 1.0).astype(np.float32))[None]
+    b = torch.from_numpy(reference.astype(np.float32))[None]
+    _, full = structural_similarity_index_measure(a, b, data_range=1.0, return_full_image=True)
+    ssim_map = full[0].mean(dim=0).numpy()
+    luma = reference.mean(axis=0, dtype=np.float64)
+    texture = _gaussian_window(luma * luma) - _gaussian_window(luma) ** 2
+    # A stable sort splits ties (a constant reference) into equal parts too.
+    order = np.argsort(texture, axis=None, kind="stable")
+    return [float(ssim_map.ravel()[chunk].mean()) for chunk in np.array_split(order, parts)]
+
+
+def _gaussian_window(image: np.ndarray) -> np.ndarray:
+    """``image`` filtered with SSIM's window (11x11 Gaussian, sigma 1.5), reflected borders."""
+    import cv2
+
+    return np.asarray(
+        cv2.GaussianBlur(image, (11, 11), 1.5, borderType=cv2.BORDER_REFLECT_101), np.float64
+    )
+
+
+def score(output: np.ndarray, reference: np.ndarray) -> Scores:
+    """Both reportings: 8-bit (as saved to PNG, SID's tables) and float."""
+    out8 = quantize(np.clip(output, 0, 1), 8).astype(np.float32) / 255
+    ref8 = quantize(reference, 8).astype(np.float32) / 255
+    return Scores(
+        psnr(out8, ref8), ssim(out8, ref8), psnr(output, reference), ssim(output, reference)
+    )
+
+
+def _check_pair(output: np.ndarray, reference: np.ndarray) -> None:
+    if output.shape != reference.shape or output.ndim != 3 or output.shape[0] != 3:
+        raise ValueError(
+            f"expected two (3, H, W) images of one size, got {output.shape} and {reference.shape}"
+        )
+
+
+@dataclass(frozen=True)
+class Record:
+    """One method on one image."""
+
+    method: str
+    pair: str
+    scene: int
+    ratio: int
+    psnr8: float
+    ssim8: float
+    psnr: float
+    ssim: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Every record and where the reports are."""
+
+    records: list[Record]
+    table: dict[str, dict[str, dict[str, float]]]
+    folder: Path
+
+
+def evaluate(
+    pairs: Sequence[SIDPair],
+    methods: Mapping[str, Method],
+    out_dir: str | Path,
+    *,
+    cache_dir: str | Path | None = None,
+    sheet_images: int = 4,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Run every method on every pair and write the tables, sheet and HTML report.
+
+    Args:
+        pairs: (short, long) pairs, e.g. from :func:`darkraw.training.sid.read_list` and
+            :func:`darkraw.training.sid.select`.
+        methods: name -> method.
+        out_dir: report folder (created).
+        cache_dir: where rendered ground truths are cached (default ``out_dir/ground_truth``).
+        sheet_images: how many pairs appear in the comparison sheet and report.
+
+    Raises:
+        DarkrawError: an unreadable pair file (naming it).
+    """
+    if not pairs or not methods:
+        raise ValueError("need at least one pair and one method")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = Path(cache_dir) if cache_dir is not None else out / "ground_truth"
+    done = _read_done(out / "results.jsonl")
+    records = [r for r in done.values() if r.method in methods]
+    shown = {p.short.name for p in pairs[:sheet_images]}
+    panels: dict[str, list[tuple[str, np.ndarray]]] = {}
+    bar = tqdm(total=len(pairs) * len(methods), disable=not progress, desc="evaluate")
+    for pair in pairs:
+        todo = [m for m in methods if (m, pair.short.name) not in done]
+        need_panels = pair.short.name in shown and not (out / "sheet.png").exists()
+        if not todo and not need_panels:
+            bar.update(len(methods))
+            continue
+        raw = read_raw(pair.short)
+        reference = ground_truth(pair.long, cache)
+        if pair.short.name in shown:
+            preview = _preview(raw.mosaic, raw.meta, pair.ratio)
+            panels[pair.short.name] = [(f"input x{pair.ratio:g}", preview)]
+        for name, method in methods.items():
+            if name not in todo and not need_panels:
+                bar.update(1)
+                continue
+            started = time.perf_counter()
+            image = method(raw.mosaic, raw.meta, pair.ratio)
+            seconds = time.perf_counter() - started
+            if image.shape != reference.shape:
+                raise DarkrawError(
+                    pair.short, f"{name} gave {image.shape}, the reference is {reference.shape}"
+                )
+            if name in todo:
+                scores = score(image, reference)
+                record = Record(
+                    name,
+                    pair.short.name,
+                    pair.scene,
+                    pair.ratio_class,
+                    scores.psnr8,
+                    scores.ssim8,
+                    scores.psnr,
+                    scores.ssim,
+                    seconds,
+                )
+                records.append(record)
+                with open(out / "results.jsonl", "a") as log:
+                    log.write(json.dumps(asdict(record)) + "\n")
+            if pair.short.name in panels:
+                panels[pair.short.name].append((name, image))
+            bar.update(1)
+        if pair.short.name in panels:
+            panels[pair.short.name].append(("reference", reference))
+    bar.close()
+    table = summarize(records)
+    write_tables(table, out)
+    if panels:
+        write_image(out / "sheet.png", _sheet(list(panels.values())))
+    write_report(table, records, out)
+    return EvaluationResult(records, table, out)
+
+
+def _preview(mosaic_dn: np.ndarray, meta: RawMetadata, ratio: float) -> np.ndarray:
+    """The dark frame as the network sees it, roughly viewable (packed, green averaged)."""
+    full = preview_planes(network_input(mosaic_dn, meta, ratio))[:, : meta.height, : meta.width]
+    return orient(full, meta.flip)
+
+
+def _sheet(rows: list[list[tuple[str, np.ndarray]]]) -> np.ndarray:
+    strips = [side_by_side(row, max_width=2400) for row in rows]
+    width = max(s.shape[2] for s in strips)
+    padded = [
+        np.pad(s, ((0, 0), (0, 8), (0, width - s.shape[2])), constant_values=1.0) for s in strips
+    ]
+    return np.concatenate(padded, axis=1)
+
+
+def _read_done(path: Path) -> dict[tuple[str, str], Record]:
+    done: dict[tuple[str, str], Record] = {}
+    if not path.exists():
+        return done
+    for line in path.read_text().splitlines():
+        try:
+            record = Record(**json.loads(line))
+        except (ValueError, TypeError):
+            continue  # a line cut by a kill: that image is measured again
+        done[(record.method, record.pair)] = record
+    return done
+
+
+def summarize(records: Sequence[Record]) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean scores per method and ratio (``"x100"``...) and over all (``"all"``)."""
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for method in dict.fromkeys(r.method for r in records):
+        mine = [r for r in records if r.method == method]
+        ratios = sorted({r.ratio for r in mine})
+        groups = {f"x{ratio}": [r for r in mine if r.ratio == ratio] for ratio in ratios}
+        groups["all"] = mine
+        table[method] = {
+            key: {
+                "psnr8": float(np.mean([r.psnr8 for r in rows])),
+                "ssim8": float(np.mean([r.ssim8 for r in rows])),
+                "psnr": float(np.mean([r.psnr for r in rows])),
+                "ssim": float(np.mean([r.ssim for r in rows])),
+                "images": float(len(rows)),
+            }
+            for key, rows in groups.items()
+        }
+    return table
+
+
+def _ratio_columns(table: Mapping[str, Mapping[str, Mapping[str, float]]]) -> list[str]:
+    ratios = {k for row in table.values() for k in row if k != "all"}
+    return [*sorted(ratios, key=lambda k: float(k[1:])), "all"]
+
+
+def markdown_table(table: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
+    """Methods x ratios, ``PSNR / SSIM`` on 8-bit images (SID's reporting)."""
+    columns = _ratio_columns(table)
+    lines = [
+        "| method | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for method, row in table.items():
+        cells = [
+            f"{row[c]['psnr8']:.2f} / {row[c]['ssim8']:.3f}" if c in row else "-" for c in columns
+        ]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(table: Mapping[str, Mapping[str, Mapping[str, float]]], out: Path) -> None:
+    """``table.md``, ``table.csv`` and ``table.json`` in ``out``, each written atomically."""
+    with atomic_output(out / "table.md") as tmp:
+        tmp.write_text(
+            "PSNR (dB) / SSIM on 8-bit sRGB images (SID's reporting); float figures in "
+            "table.json and table.csv.\n\n" + markdown_table(table)
+        )
+    with atomic_output(out / "table.json") as tmp:
+        tmp.write_text(json.dumps(table, indent=2) + "\n")
+    with atomic_output(out / "table.csv") as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "ratio", "psnr8", "ssim8", "psnr", "ssim", "images"])
+        for method, row in table.items():
+            for ratio, s in row.items():
+                writer.writerow(
+                    [
+                        method,
+                        ratio,
+                        f"{s['psnr8']:.4f}",
+                        f"{s['ssim8']:.5f}",
+                        f"{s['psnr']:.4f}",
+                        f"{s['ssim']:.5f}",
+                        int(s["images"]),
+                    ]
+                )
+
+
+def write_report(
+    table: Mapping[str, Mapping[str, Mapping[str, float]]], records: Sequence[Record], out: Path
+) -> Path:
+    """A self-contained HTML page: the table, the comparison sheet, and every image's scores."""
+    sheet = out / "sheet.png"
+    image_html = ""
+    if sheet.exists():
+        from PIL import Image
+
+        with Image.open(sheet) as im:
+            im.thumbnail((2400, 2400))
+            buffer = io.BytesIO()
+            im.convert("RGB").save(buffer, format="JPEG", quality=90)
+        data = base64.b64encode(buffer.getvalue()).decode("ascii")
+        image_html = (
+            '<h2>Comparison</h2><img alt="comparison sheet" style="max-width:100%" '
+            f'src="data:image/jpeg;base64,{data}">'
+        )
+    columns = _ratio_columns(table)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = ""
+    for method, row in table.items():
+        cells = "".join(
+            f"<td>{row[c]['psnr8']:.2f} / {row[c]['ssim8']:.3f}</td>" if c in row else "<td>-</td>"
+            for c in columns
+        )
+        body += f"<tr><th>{html.escape(method)}</th>{cells}</tr>"
+    per_image = "".join(
+        f"<tr><td>{html.escape(r.method)}</td><td>{html.escape(r.pair)}</td><td>x{r.ratio}</td>"
+        f"<td>{r.psnr8:.2f}</td><td>{r.ssim8:.3f}</td><td>{r.psnr:.2f}</td><td>{r.ssim:.3f}</td>"
+        f"<td>{r.seconds:.1f}</td></tr>"
+        for r in records
+    )
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>darkraw evaluation</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style></head><body>
+<h1>darkraw evaluation</h1>
+<p>PSNR (dB) / SSIM on 8-bit sRGB images against the long exposure rendered by LibRaw.</p>
+<table><tr><th>method</th>{head}</tr>{body}</table>
+{image_html}
+<h2>Every image</h2>
+<table><tr><th>method</th><th>pair</th><th>ratio</th><th>PSNR 8-bit</th><th>SSIM 8-bit</th>
+<th>PSNR float</th><th>SSIM float</th><th>seconds</th></tr>{per_image}</table>
+</body></html>
+"""
+    path = out / "report.html"
+    with atomic_output(path) as tmp:
+        tmp.write_text(page)
+    return path
