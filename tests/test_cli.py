@@ -406,8 +406,10 @@ def test_options_of_the_other_method_or_tile_too_small_exit_2(tmp_path, dark_dng
     assert main([*args, "--method", "classic", "--model", "m.safetensors", "--tile", "64"]) == 2
     assert "--model, --tile apply to --method network only" in capsys.readouterr().err
     # The network is the default method, so classic-only options need --method classic.
-    assert main([*args, "--denoise", "nlm", "--gamma", "srgb"]) == 2
-    assert "--denoise, --gamma apply to --method classic only" in capsys.readouterr().err
+    assert main([*args, "--denoise", "nlm", "--wb", "gray"]) == 2
+    assert "--denoise, --wb apply to --method classic only" in capsys.readouterr().err
+    assert main([*args, "--denoise", "nlm"]) == 2
+    assert "--denoise applies to --method classic only" in capsys.readouterr().err
     assert main([*args, "--method", "network", "--tile", "64", "--overlap", "32"]) == 2
     assert "leaves no centre" in capsys.readouterr().err
     assert not out.exists()
@@ -463,7 +465,7 @@ def test_enhance_uses_the_bundled_network_by_default(tmp_path, dark_dng, capsys)
     out = tmp_path / "out.png"
     assert main(["enhance", str(dark_dng), "-o", str(out), "--ratio", "50"]) == 0
     assert read_image(out).shape == (3, 64, 96)
-    assert "network" in capsys.readouterr().out
+    assert "model default" in capsys.readouterr().out
 
 
 def test_two_inputs_with_one_name_are_refused_before_anything_is_written(

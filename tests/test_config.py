@@ -86,9 +86,13 @@ def test_load_config_errors_are_one_line(tmp_path):
     "path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name
 )
 def test_shipped_configs_load(path):
+    from darkraw.config import read_yaml
     from darkraw.training.experiment import ExperimentConfig
     from darkraw.training.train import TrainConfig
+    from darkraw.training.train_denoiser import DenoiserTrainConfig, is_denoiser_task
 
-    kind = ExperimentConfig if path.name.startswith("experiment_") else TrainConfig
+    kind: type = ExperimentConfig if path.name.startswith("experiment_") else TrainConfig
+    if is_denoiser_task(read_yaml(path)):
+        kind = DenoiserTrainConfig
     config = load_config(kind, path)
     assert isinstance(config, kind)

@@ -1,10 +1,9 @@
 """One call from a dark raw photo to a bright image: ``darkraw.enhance(path)``.
 
-The same two methods as ``darkraw enhance``: the See-in-the-Dark network (Chen et al., CVPR
-2018; :mod:`darkraw.nn.infer`) or the traditional pipeline (:mod:`darkraw.classic.pipeline`).
-torch is
-imported only when a network is used (and OpenCV only for the classic pipeline), so
-``import darkraw`` stays fast.
+The same methods as ``darkraw enhance``: the raw denoiser (:mod:`darkraw.nn.rawdenoise`, the
+default), the See-in-the-Dark network (Chen et al., CVPR 2018; :mod:`darkraw.nn.infer`) or the
+traditional pipeline (:mod:`darkraw.classic.pipeline`). torch is imported only when a network
+is used (and OpenCV only for the classic pipeline), so ``import darkraw`` stays fast.
 """
 
 from __future__ import annotations
@@ -21,8 +20,8 @@ from darkraw.raw.rawio import BareMosaicSpec, read_raw
 
 if TYPE_CHECKING:
     from darkraw.classic.pipeline import ClassicOptions
-    from darkraw.nn.infer import InferenceOptions
-    from darkraw.nn.model import SIDUNet
+    from darkraw.nn.infer import InferenceOptions, Network
+    from darkraw.nn.rawdenoise import DenoiseOptions
 
 #: ``model=`` value that selects the traditional pipeline.
 CLASSIC = "classic"
@@ -30,15 +29,18 @@ CLASSIC = "classic"
 
 def enhance(
     raw: str | Path | np.ndarray,
-    model: str | Path | SIDUNet = "default",
+    model: str | Path | Network = "default",
     ratio: float | None = None,
     *,
+    strength: float | None = None,
+    noise_profiles: str | Path | None = None,
     pattern: str | None = None,
     white_level: float | None = None,
     black_level: float | tuple[float, float, float, float] = 0.0,
     wb_gains: tuple[float, float, float] | None = None,
     color_matrix: Sequence[Sequence[float]] | None = None,
     inference: InferenceOptions | None = None,
+    denoise: DenoiseOptions | None = None,
     classic: ClassicOptions | None = None,
 ) -> np.ndarray:
     """Enhance a dark raw photo.
@@ -48,10 +50,13 @@ def enhance(
             16-bit PNG/TIFF; give ``pattern`` and ``white_level``), or a 2-D ``(H, W)`` Bayer
             mosaic array in DN (give ``pattern`` and ``white_level``; ``black_level`` defaults
             to 0).
-        model: ``"default"`` (the bundled network), ``"small"`` (the bundled half-width
-            network), a model file or training checkpoint path, a loaded network (to enhance
-            many photos without reloading), or ``"classic"`` for the traditional pipeline.
+        model: ``"default"`` (the bundled raw denoiser), ``"sid"`` (the bundled See-in-the-Dark
+            U-Net), ``"small"`` (its half-width version), a model file or training checkpoint
+            path, a loaded network (to enhance many photos without reloading), or
+            ``"classic"`` for the traditional pipeline.
         ratio: amplification (exposure ratio); ``None`` chooses one from the image.
+        strength: the raw denoiser's strength (0 leaves the frame as it is, 1 the measured
+            noise level, above 1 smooths more); overrides ``denoise.strength``.
         pattern: Bayer layout of a bare mosaic: ``RGGB``, ``BGGR``, ``GRBG`` or ``GBRG``.
         white_level: saturation level of a bare mosaic, DN.
         black_level: black level of a bare mosaic, DN (one value or four in the 2x2 tile's
@@ -60,9 +65,14 @@ def enhance(
             ``None`` estimates it (gray world), as for bare mosaic files.
         color_matrix: camera-to-sRGB 3x3 matrix of a mosaic array, rows summing to 1; ``None``
             is the identity.
-        inference: how the network runs (tiles, precision, device, self-ensemble); defaults
+        inference: how a SID network runs (tiles, precision, device, self-ensemble); defaults
             if ``None``, which average 8 flipped copies on photos up to 1.56 Mpixel and run one
             pass on larger ones (:func:`darkraw.nn.infer.ensemble_copies`).
+        noise_profiles: camera noise profiles for the raw denoiser (a file in darktable's
+            ``noiseprofiles.json`` format, or ``"darktable"`` for darktable's own); ``None``
+            estimates the noise from the frame itself, as for cameras the profiles lack.
+        denoise: how the raw denoiser runs (strength, renderer, tone curve, tiles); defaults
+            if ``None``.
         classic: the classic pipeline's settings (its ``ratio`` is replaced by ``ratio``).
 
     Returns:
@@ -93,10 +103,29 @@ def enhance(
             gamma=options.gamma,
         )
         return to_hwc(run_classic(mosaic, meta, options).image)
-    from darkraw.nn.infer import InferenceOptions, enhance_raw_network, resolve_model
+    from dataclasses import replace
+
+    from darkraw.nn.denoiser import RawDenoiser
+    from darkraw.nn.enhance import enhance_mosaic
+    from darkraw.nn.infer import resolve_model
+    from darkraw.nn.rawdenoise import DenoiseOptions
+    from darkraw.synth.noiselevel import load_noise_profiles
 
     network = resolve_model(model)
-    result = enhance_raw_network(mosaic, meta, network, ratio, inference or InferenceOptions())
+    source = None if isinstance(raw, np.ndarray) or meta.source != "LibRaw" else raw
+    if not isinstance(network, RawDenoiser):
+        if strength is not None or denoise is not None:
+            raise ValueError("strength= and denoise= are for the raw denoiser, not a SID model")
+        return to_hwc(enhance_mosaic(mosaic, meta, network, ratio, inference=inference).image)
+    if inference is not None:
+        raise ValueError("inference= is for SID models; the raw denoiser takes denoise=")
+    settings = denoise or DenoiseOptions()
+    if strength is not None:
+        settings = replace(settings, strength=strength)
+    database = None if noise_profiles is None else load_noise_profiles(noise_profiles)
+    result = enhance_mosaic(
+        mosaic, meta, network, ratio, denoise=settings, source=source, database=database
+    )
     return to_hwc(result.image)
 
 

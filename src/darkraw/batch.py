@@ -20,8 +20,9 @@ from darkraw.raw.fileio import IMAGE_FORMATS, BatchReport, check_distinct_output
 from darkraw.raw.rawio import BARE_EXTENSIONS, RAW_EXTENSIONS, BareMosaicSpec, read_raw
 
 if TYPE_CHECKING:
-    from darkraw.nn.infer import InferenceOptions, NetworkResult
-    from darkraw.nn.model import SIDUNet
+    from darkraw.nn.infer import InferenceOptions, Network, NetworkResult
+    from darkraw.nn.rawdenoise import DenoisedResult, DenoiseOptions
+    from darkraw.synth.noiselevel import NoiseDatabase
 
 
 def collect_inputs(inputs: Sequence[str | Path], include_bare: bool = False) -> list[Path]:
@@ -66,9 +67,11 @@ def enhance_file(
     options: ClassicOptions = ClassicOptions(),
     bare: BareMosaicSpec | None = None,
     *,
-    model: SIDUNet | None = None,
+    model: Network | None = None,
     inference: InferenceOptions | None = None,
-) -> ClassicResult | NetworkResult:
+    denoise: DenoiseOptions | None = None,
+    database: NoiseDatabase | None = None,
+) -> ClassicResult | NetworkResult | DenoisedResult:
     """Render one raw file and write the image atomically.
 
     Args:
@@ -77,21 +80,31 @@ def enhance_file(
         options: the classic pipeline's settings; with a ``model`` only ``options.ratio`` is
             used (``None``: chosen automatically).
         model: render with this network instead of the classic pipeline.
-        inference: how the network runs (tiles, precision, device); defaults if ``None``.
+        inference: how a SID network runs (tiles, precision, device); defaults if ``None``.
+        denoise: how the raw denoiser runs (strength, renderer); defaults if ``None``.
+        database: camera noise profiles for the raw denoiser (else it estimates the noise).
 
     Raises:
         DarkrawError: the file cannot be read or the image cannot be written.
         ValueError: the file does not fit the model (X-Trans file, Bayer model, or the reverse).
     """
     raw = read_raw(path, bare)
-    result: ClassicResult | NetworkResult
+    result: ClassicResult | NetworkResult | DenoisedResult
     if model is None:
         result = run_classic(raw.mosaic, raw.meta, options)
     else:
-        from darkraw.nn.infer import InferenceOptions, enhance_raw_network
+        from darkraw.nn.enhance import enhance_mosaic
 
-        result = enhance_raw_network(
-            raw.mosaic, raw.meta, model, options.ratio, inference or InferenceOptions()
+        source = raw.path if raw.meta.source == "LibRaw" else None
+        result = enhance_mosaic(
+            raw.mosaic,
+            raw.meta,
+            model,
+            options.ratio,
+            inference=inference,
+            denoise=denoise,
+            source=source,
+            database=database,
         )
     write_image(output, result.image)
     return result
@@ -107,8 +120,10 @@ def enhance_batch(
     overwrite: bool = False,
     log: Callable[[str], None] = print,
     progress: bool | None = None,
-    model: SIDUNet | str | Path | None = None,
+    model: Network | str | Path | None = None,
     inference: InferenceOptions | None = None,
+    denoise: DenoiseOptions | None = None,
+    noise_profiles: str | Path | None = None,
 ) -> BatchReport:
     """Enhance many files; a bad file is reported and the batch goes on.
 
@@ -123,18 +138,34 @@ def enhance_batch(
         progress: show a progress bar (``None``: only on a terminal).
         model: render with a network instead of the classic pipeline: the network itself, a
             model file or training checkpoint, or a bundled model's name (``"default"``,
-            ``"small"``). A file is loaded once, before any output is written.
-        inference: how the network runs; defaults if ``None``.
+            ``"sid"``, ``"small"``). A file is loaded once, before any output is written.
+        inference: how a SID network runs; defaults if ``None``.
+        denoise: how the raw denoiser runs; defaults if ``None``.
+        noise_profiles: camera noise profiles for the raw denoiser: a file in darktable's
+            ``noiseprofiles.json`` format, or ``"darktable"`` for darktable's own; cameras and
+            ISOs it does not know (and every file when ``None``) get the noise estimated from
+            the frame itself.
 
     Raises:
         CheckpointError: the model cannot be loaded (nothing has been written then).
         OutputError: the outputs cannot be planned or the output folder cannot be made.
     """
-    network = None
+    network, database, name = None, None, ""
     if model is not None:
+        from darkraw.nn.denoiser import RawDenoiser
         from darkraw.nn.infer import resolve_model
+        from darkraw.synth.noiselevel import load_noise_profiles
 
         network = resolve_model(model)
+        name = (
+            model
+            if isinstance(model, str)
+            else Path(model).name
+            if isinstance(model, Path)
+            else type(network).__name__
+        )
+        if isinstance(network, RawDenoiser) and noise_profiles is not None:
+            database = load_noise_profiles(noise_profiles)
     given = list(inputs)
     files = collect_inputs(given, include_bare=bare is not None)
     report = BatchReport()
@@ -163,7 +194,16 @@ def enhance_batch(
             emit(f"{dst}: exists, skipped (use --overwrite to replace it)")
             continue
         try:
-            result = enhance_file(src, dst, options, bare, model=network, inference=inference)
+            result = enhance_file(
+                src,
+                dst,
+                options,
+                bare,
+                model=network,
+                inference=inference,
+                denoise=denoise,
+                database=database,
+            )
         except DarkrawError as err:
             report.failed.append((src, err.problem))
             tqdm.write(f"error: {err}", file=sys.stderr)
@@ -174,13 +214,20 @@ def enhance_batch(
             continue
         report.written.append(dst)
         chosen = "auto " if options.ratio is None else ""
-        if isinstance(result, ClassicResult):
-            how = f"denoise {result.denoiser.value}, wb {_fmt_gains(result.wb_gains)}"
-        else:
-            how = "network"
-        emit(f"{src} -> {dst}  (ratio {chosen}{result.ratio:.1f}, {how})")
+        emit(f"{src} -> {dst}  (ratio {chosen}{result.ratio:.1f}, {_describe(result, name)})")
     bar.close()
     return report
+
+
+def _describe(result: ClassicResult | NetworkResult | DenoisedResult, model: str) -> str:
+    """What rendered a file, for its line in the log."""
+    if isinstance(result, ClassicResult):
+        return f"classic, denoise {result.denoiser.value}, wb {_fmt_gains(result.wb_gains)}"
+    from darkraw.nn.rawdenoise import DenoisedResult
+
+    if isinstance(result, DenoisedResult):
+        return f"model {model}, strength {result.strength:g}, noise {result.noise.describe()}"
+    return f"model {model}"
 
 
 def _fmt_gains(gains: tuple[float, float, float]) -> str:

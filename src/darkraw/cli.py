@@ -33,6 +33,16 @@ def _ratio(text: str) -> float | None:
     return value
 
 
+def _strength(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"strength must be a number >= 0, got {text!r}")
+    return value
+
+
 def _ensemble(text: str) -> int | str:
     if text.lower() == "auto":
         return "auto"
@@ -141,8 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         default=None,
         help="network weights: a darkraw model file or training checkpoint (.safetensors), "
-        "'default' for the bundled model, or 'small' for the bundled half-width model, 2-3x "
-        "faster and somewhat worse (default: default)",
+        "'default' for the bundled raw denoiser, 'sid' for the bundled See-in-the-Dark U-Net "
+        "(the seed's network, which renders colour itself), or 'small' for its half-width "
+        "version (default: default)",
     )
     enh.add_argument(
         "--tile",
@@ -180,6 +191,30 @@ def build_parser() -> argparse.ArgumentParser:
         "1.5 Mpixel, 1 for a full-size camera frame (default: auto)",
     )
     enh.add_argument(
+        "--strength",
+        type=_strength,
+        default=None,
+        metavar="S",
+        help="raw denoiser: scales the noise level the network is told: 0 leaves the frame as "
+        "it is, 1 is the measured level, above 1 smooths more (default: 1)",
+    )
+    enh.add_argument(
+        "--render",
+        # Listed here: the renderer's module imports torch, which parsing should not.
+        choices=["darkraw", "libraw"],
+        default=None,
+        help="raw denoiser: who renders the denoised raw: darkraw (its classic pipeline) or "
+        "libraw (LibRaw, from the denoised mosaic) (default: darkraw)",
+    )
+    enh.add_argument(
+        "--noise-profile",
+        metavar="FILE",
+        default=None,
+        help="raw denoiser: camera noise profiles: a file in darktable's noiseprofiles.json "
+        "format, or 'darktable' for darktable's own (installed with darktable); cameras it "
+        "lacks, and every file without this option, get the noise estimated from the frame",
+    )
+    enh.add_argument(
         "--ratio",
         type=_ratio,
         default=None,
@@ -202,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--gamma",
         choices=[g.value for g in GammaCurve],
         default=None,
-        help="classic: transfer curve: bt709 (LibRaw's default) or srgb (default: bt709)",
+        help="classic and raw denoiser: tone curve: bt709 (LibRaw's default) or srgb "
+        "(default: bt709)",
     )
     enh.add_argument(
         "--format", choices=["png", "jpg", "tiff"], default="png", help="format in a folder"
@@ -435,39 +471,66 @@ def _add_simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
     )
 
 
+def _applies(flags: list[str]) -> str:
+    return "applies" if len(flags) == 1 else "apply"
+
+
+def _refuse(args: argparse.Namespace, flags: list[str], owner: str) -> None:
+    """A flag for another kind of network would be silently ignored: say so instead."""
+    given = [flag for flag in flags if getattr(args, flag[2:].replace("-", "_")) is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)} {_applies(given)} to {owner} only")
+
+
 def _cmd_enhance(args: argparse.Namespace) -> int:
     from darkraw.batch import enhance_batch
 
     method = args.method or "network"
-    # An option of the other method would be silently ignored; say so instead.
-    network_only, classic_only = (
-        ["--model", "--tile", "--overlap", "--precision", "--ensemble"],
-        ["--denoise", "--wb", "--gamma"],
-    )
-    wrong = network_only if method == "classic" else classic_only
-    given = [flag for flag in wrong if getattr(args, flag[2:]) is not None]
+    # An option of the other method (or network) would be silently ignored; say so instead.
+    network_flags = ["--model", "--tile", "--overlap", "--precision"]
+    sid_flags, denoiser_flags = ["--ensemble"], ["--strength", "--render", "--noise-profile"]
+    classic_flags = ["--denoise", "--wb"]
+    wrong = [*network_flags, *sid_flags, *denoiser_flags] if method == "classic" else classic_flags
+    given = [flag for flag in wrong if getattr(args, flag[2:].replace("-", "_")) is not None]
     if given:
         other = "network" if method == "classic" else "classic"
-        raise ValueError(f"{', '.join(given)} apply to --method {other} only")
+        raise ValueError(f"{', '.join(given)} {_applies(given)} to --method {other} only")
+    gamma = GammaCurve.parse(args.gamma or GammaCurve.BT709)
     options = ClassicOptions(
         ratio=args.ratio,
         denoiser=Denoiser.parse(args.denoise or Denoiser.AUTO),
         white_balance=WhiteBalance.parse(args.wb or WhiteBalance.CAMERA),
-        gamma=GammaCurve.parse(args.gamma or GammaCurve.BT709),
+        gamma=gamma,
     )
-    inference, model = None, None
+    inference, denoise, model = None, None, None
     if method == "network":
-        from darkraw.nn.infer import DEFAULT_MODEL, InferenceOptions
+        from darkraw.nn.infer import DEFAULT_MODEL, model_arch
 
-        defaults = InferenceOptions()
-        tile = defaults.tile if args.tile is None else args.tile
-        overlap = defaults.overlap if args.overlap is None else args.overlap
-        precision = args.precision or defaults.precision
-        ensemble = args.ensemble or defaults.ensemble
-        inference = InferenceOptions(
-            tile=tile, overlap=overlap, precision=precision, ensemble=ensemble
-        )
         model = args.model or DEFAULT_MODEL
+        if model_arch(model) == "raw_denoiser":
+            from darkraw.nn.rawdenoise import DenoiseOptions
+
+            _refuse(args, sid_flags, "the SID network (--model sid)")
+            base = DenoiseOptions()
+            denoise = DenoiseOptions(
+                strength=base.strength if args.strength is None else args.strength,
+                renderer=args.render or base.renderer,
+                gamma=gamma,
+                tile=base.tile if args.tile is None else args.tile,
+                overlap=base.overlap if args.overlap is None else args.overlap,
+                precision=args.precision or base.precision,
+            )
+        else:
+            from darkraw.nn.infer import InferenceOptions
+
+            _refuse(args, [*denoiser_flags, "--gamma"], "the raw denoiser (--model default)")
+            defaults = InferenceOptions()
+            inference = InferenceOptions(
+                tile=defaults.tile if args.tile is None else args.tile,
+                overlap=defaults.overlap if args.overlap is None else args.overlap,
+                precision=args.precision or defaults.precision,
+                ensemble=args.ensemble or defaults.ensemble,
+            )
     report = enhance_batch(
         args.inputs,
         args.output,
@@ -477,6 +540,8 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         model=model,
         inference=inference,
+        denoise=denoise,
+        noise_profiles=args.noise_profile,
     )
     if len(report.written) + len(report.skipped) + len(report.failed) > 1 or report.failed:
         print(report.summary(), file=sys.stderr)
@@ -524,7 +589,21 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from darkraw.config import load_config
+    from darkraw.config import load_config, read_yaml
+
+    data = read_yaml(args.config)
+    if isinstance(data, dict) and data.get("task") == "denoise":
+        from darkraw.training.train_denoiser import DenoiserTrainConfig, train_denoiser
+
+        settings = load_config(DenoiserTrainConfig, args.config)
+        summary = train_denoiser(settings, resume=args.resume, stop_after=args.stop_after)
+        scores = ", ".join(f"{k} {v:.2f}" for k, v in summary.val.items())
+        print(
+            f"{summary.out_dir}: step {summary.step}: loss {summary.last_loss:.4f}; "
+            f"{summary.steps_per_s:.2f} steps/s, peak RSS {summary.peak_rss_mib:.0f} MiB"
+            + (f"; {scores}" if scores else "")
+        )
+        return 0
     from darkraw.training.train import TrainConfig, train
 
     config = load_config(TrainConfig, args.config)
@@ -566,7 +645,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from darkraw.nn.infer import resolve_model
+    from darkraw.nn.infer import sid_network
     from darkraw.training.evaluate import Method, classic_method, evaluate, markdown_table
     from darkraw.training.experiment import tiled_network_method
     from darkraw.training.sid import read_list, select
@@ -582,7 +661,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if not args.no_classic:
         methods[f"classic ({args.denoise})"] = classic_method(args.denoise)
     for spec in args.model:
-        methods[str(spec)] = tiled_network_method(resolve_model(spec))
+        methods[str(spec)] = tiled_network_method(sid_network(spec))
     if not methods:
         raise ValueError("nothing to evaluate: give --model or drop --no-classic")
     result = evaluate(pairs, methods, args.output)

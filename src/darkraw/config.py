@@ -156,6 +156,19 @@ def load_config(cls: type[T], path: str | Path) -> T:
     """
     path = Path(path)
     try:
+        return from_dict(cls, read_yaml(path))
+    except ValueError as err:
+        raise ConfigError(path, str(err)) from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file's content.
+
+    Raises:
+        ConfigError: the file is missing, unreadable or not YAML; one line naming it.
+    """
+    path = Path(path)
+    try:
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(path, "no such file") from None
@@ -172,10 +185,7 @@ def load_config(cls: type[T], path: str | Path) -> T:
     except ValueError as err:
         # PyYAML lets some errors through, e.g. an integer of more than 4300 digits.
         raise ConfigError(path, f"not a config: {err}") from None
-    try:
-        return from_dict(cls, data)
-    except ValueError as err:
-        raise ConfigError(path, str(err)) from None
+    return data
 
 
 def dump_yaml(config: Any) -> str:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from darkraw.classic.denoise import Denoiser
 from darkraw.classic.pipeline import ClassicOptions, run_classic
-from darkraw.nn.infer import DEFAULT_MODEL, enhance_raw_network, resolve_model
+from darkraw.nn.enhance import enhance_mosaic
+from darkraw.nn.infer import DEFAULT_MODEL, resolve_model
 from darkraw.raw.figures import side_by_side
 from darkraw.raw.fileio import write_image
 from darkraw.raw.rawio import read_raw
@@ -31,7 +32,8 @@ def run_demo(
     Args:
         out_dir: folder of the outputs (created if missing).
         denoiser: the classic pipeline's denoiser.
-        model: the network: a bundled model's name (``"default"``, ``"small"``) or a model file.
+        model: the network: a bundled model's name (``"default"``, ``"sid"``, ``"small"``) or a
+            model file.
 
     Returns:
         Paths of the written files: ``network``, ``classic`` and ``comparison``.
@@ -43,7 +45,9 @@ def run_demo(
     before = run_classic(raw.mosaic, raw.meta, ClassicOptions(ratio=1.0, denoiser=Denoiser.NONE))
     options = ClassicOptions(ratio=SAMPLE_RATIO, denoiser=Denoiser.parse(denoiser))
     classic = run_classic(raw.mosaic, raw.meta, options)
-    enhanced = enhance_raw_network(raw.mosaic, raw.meta, network, SAMPLE_RATIO).image
+    enhanced = enhance_mosaic(
+        raw.mosaic, raw.meta, network, SAMPLE_RATIO, source=sample_path()
+    ).image
     return {
         "network": write_image(out / "sample_network.png", enhanced),
         "classic": write_image(out / "sample_classic.png", classic.image),
@@ -53,7 +57,7 @@ def run_demo(
                 [
                     ("as shot (dark raw, x1)", before.image),
                     (f"classic (x{SAMPLE_RATIO:g}, {classic.denoiser.value})", classic.image),
-                    (f"network (x{SAMPLE_RATIO:g}, default model)", enhanced),
+                    (f"network (x{SAMPLE_RATIO:g}, {model} model)", enhanced),
                 ]
             ),
         ),

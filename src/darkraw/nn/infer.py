@@ -55,6 +55,7 @@ from darkraw.classic.pipeline import (
 from darkraw.errors import CheckpointError, DarkrawError
 from darkraw.nn.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from darkraw.nn.checkpoint import content_digest, load_checkpoint, read_safetensors, write_sealed
+from darkraw.nn.denoiser import DenoiserConfig, RawDenoiser, build_denoiser, is_denoiser_config
 from darkraw.nn.fused import FusedUNet, fused_available
 from darkraw.nn.inputs import network_input_and_gains
 from darkraw.nn.model import PAD_MULTIPLE, ModelConfig, SIDUNet, build_model, to_channels_last
@@ -99,6 +100,9 @@ ENSEMBLE_AUTO_PIXELS = 12_500_000
 #: The ensemble's copies as (vertical flip, horizontal flip, transpose), in the order they are
 #: added: the first ``n`` make an ensemble of ``n``.
 _ENSEMBLE_TRANSFORMS = tuple(itertools.product((False, True), repeat=3))
+
+#: A network darkraw can load: SID's U-Net (the seed's) or the raw denoiser.
+Network = SIDUNet | RawDenoiser
 
 _MODEL_METADATA_KEYS = ("format", "version", "config", "card", "dtype", "sha256")
 _STORAGE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
@@ -195,7 +199,7 @@ class NetworkResult:
 # --- model files -------------------------------------------------------------------------------
 
 
-def average_weights(models: Sequence[SIDUNet]) -> SIDUNet:
+def average_weights(models: Sequence[Network]) -> Network:
     """A new network whose every weight is the mean of ``models``' (same config).
 
     SGD at batch 1 leaves the weights wandering between checkpoints of one run; their mean scores
@@ -210,7 +214,7 @@ def average_weights(models: Sequence[SIDUNet]) -> SIDUNet:
     if any(m.config != config for m in models):
         raise ValueError("the models to average have different configs")
     states = [m.state_dict() for m in models]
-    mean = build_model(config)
+    mean = _build(config)
     mean.load_state_dict(
         {name: torch.stack([s[name].float() for s in states]).mean(0) for name in states[0]}
     )
@@ -219,7 +223,7 @@ def average_weights(models: Sequence[SIDUNet]) -> SIDUNet:
 
 def save_model_file(
     path: str | Path,
-    model: SIDUNet,
+    model: Network,
     *,
     dtype: torch.dtype = torch.float16,
     card: Mapping[str, Any] | None = None,
@@ -261,7 +265,7 @@ def save_model_file(
     return path
 
 
-def load_model(path: str | Path) -> SIDUNet:
+def load_model(path: str | Path) -> Network:
     """The network stored in a model file or a training checkpoint, fp32, on the CPU, in eval
     mode and without gradients.
 
@@ -277,6 +281,9 @@ def load_model(path: str | Path) -> SIDUNet:
     if fmt == CHECKPOINT_FORMAT:
         ckpt = load_checkpoint(path)
         section = ckpt.config.get("model", {})
+        if ckpt.config.get("task") == "denoise" and isinstance(section, dict):
+            # A denoiser run's config names its network without the model file's ``arch``.
+            section = {**section, "arch": "raw_denoiser"}
         config = _model_config(path, section)
         state = ckpt.model_state
     elif fmt == MODEL_FORMAT:
@@ -285,7 +292,7 @@ def load_model(path: str | Path) -> SIDUNet:
         raise CheckpointError(
             path, f"not a darkraw model file or checkpoint (format {fmt!r} in its metadata)"
         )
-    model = build_model(config)
+    model = _build(config)
     _check_state(path, model, state)
     model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
     model.eval()
@@ -315,6 +322,24 @@ def model_card(path: str | Path) -> dict[str, Any]:
     return card
 
 
+def model_arch(spec: str | Path) -> str:
+    """Which network a model spec holds, from the file's header alone: ``"raw_denoiser"`` or
+    ``"sid"``.
+
+    Raises:
+        CheckpointError: the file is missing, not safetensors or not a darkraw model.
+    """
+    path = _existing_source(spec)
+    metadata = _read_metadata(path)
+    fmt = _json_entry(path, metadata, "format")
+    config = _json_entry(path, metadata, "config")
+    if not isinstance(config, dict):
+        raise CheckpointError(path, "its config is not a JSON object")
+    if fmt == CHECKPOINT_FORMAT:
+        return "raw_denoiser" if config.get("task") == "denoise" else "sid"
+    return "raw_denoiser" if is_denoiser_config(config) else "sid"
+
+
 def bundled_model_path(name: str) -> Path:
     """Where the bundled model ``name`` (a key of :data:`BUNDLED_MODELS`) lives; may be absent."""
     return Path(str(importlib.resources.files("darkraw").joinpath("data", BUNDLED_MODELS[name])))
@@ -327,17 +352,22 @@ def model_source(spec: str | Path) -> Path:
     return Path(spec)
 
 
-def resolve_model(spec: str | Path | SIDUNet) -> SIDUNet:
+def resolve_model(spec: str | Path | Network) -> Network:
     """A network from a bundled model's name (``"default"``, ``"small"``), a file path, or a
     network as is.
 
     Raises:
         CheckpointError: the file cannot be loaded, or the named model is not bundled.
     """
-    if isinstance(spec, SIDUNet):
+    if isinstance(spec, SIDUNet | RawDenoiser):
         return spec
+    return load_model(_existing_source(spec))
+
+
+def _existing_source(spec: str | Path) -> Path:
+    """The file a model spec names; a bundled model that is absent is a one-line error."""
     if str(spec) not in BUNDLED_MODELS:
-        return load_model(spec)
+        return Path(spec)
     path = bundled_model_path(str(spec))
     if not path.is_file():
         raise CheckpointError(
@@ -345,7 +375,27 @@ def resolve_model(spec: str | Path | SIDUNet) -> SIDUNet:
             f"no {spec} model is bundled with this darkraw yet; "
             "give a model file or checkpoint with --model PATH, or use --method classic",
         )
-    return load_model(path)
+    return path
+
+
+def _build(config: ModelConfig | DenoiserConfig) -> Network:
+    if isinstance(config, DenoiserConfig):
+        return build_denoiser(config)
+    return build_model(config)
+
+
+def sid_network(spec: str | Path | Network) -> SIDUNet:
+    """:func:`resolve_model`, for the commands that run the seed's SID U-Net only (training
+    from it, evaluation, ONNX export).
+
+    Raises:
+        CheckpointError: the spec holds the raw denoiser, or cannot be loaded.
+    """
+    network = resolve_model(spec)
+    if not isinstance(network, SIDUNet):
+        where = None if isinstance(spec, RawDenoiser | SIDUNet) else model_source(spec)
+        raise CheckpointError(where, "holds the raw denoiser; this needs a SID network (sid)")
+    return network
 
 
 def _read_metadata(path: Path) -> dict[str, str]:
@@ -361,10 +411,12 @@ def _json_entry(path: Path, metadata: Mapping[str, str], key: str) -> Any:
         raise CheckpointError(path, f"metadata {key!r} is not valid JSON") from None
 
 
-def _model_config(path: Path, section: object) -> ModelConfig:
+def _model_config(path: Path, section: object) -> ModelConfig | DenoiserConfig:
     if not isinstance(section, dict):
         raise CheckpointError(path, f"model config is not a JSON object: {section!r}")
     try:
+        if is_denoiser_config(section):
+            return DenoiserConfig.from_dict(section)
         return ModelConfig.from_dict(section)
     except (ValueError, TypeError) as err:
         raise CheckpointError(path, f"bad model config: {err}") from None
@@ -372,7 +424,7 @@ def _model_config(path: Path, section: object) -> ModelConfig:
 
 def _read_model_file(
     path: Path, metadata: Mapping[str, str]
-) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+) -> tuple[ModelConfig | DenoiserConfig, dict[str, torch.Tensor]]:
     values = {key: _json_entry(path, metadata, key) for key in _MODEL_METADATA_KEYS}
     if values["version"] != MODEL_VERSION:
         raise CheckpointError(
@@ -387,7 +439,7 @@ def _read_model_file(
     return config, state
 
 
-def _check_state(path: Path, model: SIDUNet, state: Mapping[str, torch.Tensor]) -> None:
+def _check_state(path: Path, model: Network, state: Mapping[str, torch.Tensor]) -> None:
     """One-line errors instead of torch's multi-line ``load_state_dict`` report."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))

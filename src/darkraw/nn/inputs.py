@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 
 from darkraw.classic.pipeline import (
@@ -23,6 +24,7 @@ from darkraw.classic.pipeline import (
     white_balance,
 )
 from darkraw.raw.metadata import RawMetadata
+from darkraw.synth.noiselevel import RawNoise
 
 
 def network_input(mosaic_dn: np.ndarray, meta: RawMetadata, ratio: float) -> np.ndarray:
@@ -57,3 +59,56 @@ def network_input_and_gains(
     planes = white_balance(planes, gains)
     matrix = None if meta.rgb_cam is None else np.asarray(meta.rgb_cam)
     return np.asarray(color_correct_planes(planes, matrix), dtype=np.float32), gains
+
+
+def denoiser_planes(mosaic_dn: np.ndarray, meta: RawMetadata, ratio: float) -> np.ndarray:
+    """A Bayer mosaic as the raw denoiser sees it: in the camera's own colours.
+
+    Black level subtracted, scaled to white 1, packed (R, G1, B, G2), times ``ratio``, and
+    clipped above at 1 (what is brighter is white in any rendering). Values below zero are kept:
+    the noise around black is part of what the network removes, and clipping it would shift the
+    mean of dark areas up. No white balance or colour matrix: noise is independent between raw
+    samples and its level is known there, which a colour matrix would mix.
+
+    Returns:
+        ``(4, H/2, W/2)`` float32 (odd sizes lose their last row or column of samples).
+    """
+    if not ratio > 0 or not math.isfinite(ratio):
+        raise ValueError(f"ratio must be a positive number, got {ratio}")
+    planes = pack(subtract_black_level(mosaic_dn, meta), meta) * np.float32(ratio)
+    return np.minimum(planes, np.float32(1.0)).astype(np.float32, copy=False)
+
+
+def noise_map(planes: np.ndarray, noise: RawNoise) -> np.ndarray:
+    """The standard deviation of each packed sample's noise: ``sqrt(shot * s + read)``.
+
+    ``s`` is the signal, estimated as the 3x3 mean of the plane around the sample and at least
+    zero: the noisy sample itself would make the map as noisy as the picture.
+
+    Args:
+        planes: ``(4, h, w)`` as :func:`denoiser_planes` gives them (amplified).
+        noise: the noise of those planes (already :meth:`~RawNoise.amplified` by the ratio).
+
+    Returns:
+        ``(4, h, w)`` float32, in the planes' units.
+    """
+    if planes.ndim != 3 or planes.shape[0] != 4:
+        raise ValueError(f"expected (4, h, w) packed Bayer planes, got {planes.shape}")
+    out = np.empty(planes.shape, dtype=np.float32)
+    for i, plane in enumerate(planes):
+        mean = cv2.blur(np.ascontiguousarray(plane, dtype=np.float32), (3, 3))
+        var = np.float32(noise.shot[i]) * np.maximum(mean, 0.0) + np.float32(noise.read[i])
+        out[i] = np.sqrt(np.maximum(var, 0.0))
+    return out
+
+
+def denoiser_input(planes: np.ndarray, noise: RawNoise, *, with_map: bool = True) -> np.ndarray:
+    """The network's input: the planes, then (``with_map``) their :func:`noise_map`.
+
+    Returns:
+        ``(8, h, w)`` float32 (or the ``(4, h, w)`` planes alone for a blind network).
+    """
+    planes = np.asarray(planes, dtype=np.float32)
+    if not with_map:
+        return planes
+    return np.concatenate([planes, noise_map(planes, noise)])

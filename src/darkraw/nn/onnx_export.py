@@ -30,7 +30,7 @@ from torch import nn
 from torch.jit._trace import TracerWarning
 
 from darkraw.errors import DarkrawError, OutputError
-from darkraw.nn.infer import model_card, model_source, resolve_model
+from darkraw.nn.infer import model_card, model_source, sid_network
 from darkraw.nn.model import SIDUNet
 from darkraw.raw.fileio import atomic_output
 
@@ -134,7 +134,7 @@ def export_model_file(model: str | Path, output: str | Path, *, opset: int = DEF
         CheckpointError: the model cannot be loaded.
         DarkrawError, OutputError: as :func:`export_onnx`.
     """
-    network = resolve_model(model)
+    network = sid_network(model)
     return export_onnx(network, output, opset=opset, card=model_card(model_source(model)))
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import rawpy
 
-from darkraw.errors import RawReadError, UnsupportedSensorError
+from darkraw.errors import DarkrawError, RawReadError, UnsupportedSensorError
 from darkraw.raw.cfa import BayerPattern, unpack_bayer
 from darkraw.raw.metadata import RawMetadata, as_matrix3, rgb_cam_from_cam_xyz
 
@@ -327,4 +327,147 @@ def render_with_libraw(path: str | Path, *, half_size: bool = False) -> np.ndarr
             )
     except rawpy.LibRawError as err:
         raise RawReadError(path, f"LibRaw could not render it ({type(err).__name__})") from None
+    return np.ascontiguousarray(np.moveaxis(rgb, -1, 0), dtype=np.float32) / 65535.0
+
+
+#: LibRaw's default tone curve, as rawpy names it: ITU-R BT.709 (power 2.222, toe slope 4.5).
+LIBRAW_BT709_GAMMA: tuple[float, float] = (2.222, 4.5)
+
+
+def render_mosaic_with_libraw(
+    source: str | Path | None,
+    mosaic_dn: np.ndarray,
+    meta: RawMetadata,
+    *,
+    gamma: tuple[float, float] = LIBRAW_BT709_GAMMA,
+    half_size: bool = False,
+) -> np.ndarray:
+    """LibRaw's rendering of a mosaic that replaces the one in ``source``.
+
+    The settings are :func:`render_with_libraw`'s (camera white balance, no auto-brightening,
+    16-bit output, BT.709 gamma by default), so an unchanged mosaic renders exactly as
+    ``render_with_libraw(source)`` does, and a denoised one can be compared with it directly.
+    Like it, this keeps LibRaw's ``adjust_maximum_thr`` of 0.75: for some formats (the Kodak
+    KDC, not DNG) LibRaw lowers its white point to the mosaic's own peak when that peak lies
+    between 0.75 and 1 times white, so such a mosaic renders brighter (+17 % linear mean for
+    a Kodak DC50 frame capped at 14000 of 16383 DN).
+
+    Args:
+        source: the raw file the mosaic was read from; LibRaw opens it, the new mosaic replaces
+            its visible raw area (margins kept) and LibRaw takes all metadata from the file.
+            ``None``, or a bare mosaic file (``.npy``, ``.png``, ``.tif``), renders a temporary
+            DNG written from ``meta`` instead.
+        mosaic_dn: ``(H, W)`` mosaic in the file's DN, black level included (as
+            ``read_raw(source).mosaic``); any real dtype, rounded and clipped to
+            ``[0, meta.white_level]`` (an amplified frame may exceed white).
+        meta: the mosaic's metadata as :func:`read_raw` gives it. For a file ``source`` only
+            its size and white level are used.
+        gamma: ``(power, toe slope)`` of the output curve; ``(1, 1)`` gives linear output.
+        half_size: LibRaw's half-size rendering (one pixel per 2x2 tile, no demosaicking).
+
+    Returns:
+        ``(3, H', W')`` float32 sRGB in [0, 1], gamma-encoded, oriented as LibRaw orients the
+        file (``meta.flip`` for a DNG): ``H', W'`` are ``H, W`` or ``W, H``, halved with
+        ``half_size``.
+
+    Raises:
+        ValueError: ``mosaic_dn`` is not ``(meta.height, meta.width)``, nor the visible raw
+            area of ``source``, or holds NaN or infinite values.
+        RawReadError: ``source`` is missing, LibRaw cannot open it, or it holds no flat mosaic.
+        DarkrawError: LibRaw cannot render the temporary DNG (e.g. smaller than 22x22 pixels).
+    """
+    mosaic = np.asarray(mosaic_dn)
+    if mosaic.shape != (meta.height, meta.width):
+        raise ValueError(
+            f"mosaic shape {mosaic.shape} differs from its metadata's {(meta.height, meta.width)}"
+        )
+    if not (np.issubdtype(mosaic.dtype, np.integer) or np.issubdtype(mosaic.dtype, np.floating)):
+        raise ValueError(f"expected a real-valued mosaic, got dtype {mosaic.dtype}")
+    if not np.all(np.isfinite(mosaic)):
+        raise ValueError("mosaic contains NaN or infinite values")
+    dn = _mosaic_as_libraw_dn(mosaic, meta.white_level)
+    settings = _libraw_render_settings(gamma, half_size)
+    if source is None or is_bare_mosaic(source):
+        return _render_mosaic_via_dng(dn, meta, settings)
+    return _render_mosaic_in_place(Path(source), dn, settings)
+
+
+def _mosaic_as_libraw_dn(mosaic: np.ndarray, white_level: float) -> np.ndarray:
+    """``(H, W)`` uint16 DN in [0, white], as LibRaw holds a mosaic.
+
+    Clipped, not wrapped: a casting of 70000 to uint16 would turn a saturated pixel dark.
+    """
+    top = min(int(np.floor(white_level)), 65535)
+    if np.issubdtype(mosaic.dtype, np.floating):
+        mosaic = np.rint(mosaic)
+    clipped: np.ndarray = np.clip(mosaic, 0, top).astype(np.uint16)
+    return clipped
+
+
+def _libraw_render_settings(gamma: tuple[float, float], half_size: bool) -> rawpy.Params:
+    """rawpy's ``postprocess`` settings of :func:`render_with_libraw`, with a chosen gamma."""
+    power, slope = (float(v) for v in gamma)
+    if not (np.isfinite(power) and np.isfinite(slope) and power > 0 and slope >= 0):
+        raise ValueError(f"gamma must be (power > 0, slope >= 0), got {gamma}")
+    return rawpy.Params(
+        use_camera_wb=True,
+        no_auto_bright=True,
+        output_bps=16,
+        half_size=half_size,
+        gamma=(power, slope),
+    )
+
+
+def _render_mosaic_in_place(path: Path, dn: np.ndarray, settings: rawpy.Params) -> np.ndarray:
+    if not path.is_file():
+        problem = "is a directory, not a raw file" if path.is_dir() else "no such file"
+        raise RawReadError(path, problem)
+    try:
+        with _libraw_stderr_captured(), rawpy.imread(str(path)) as raw:
+            if raw.raw_type != rawpy.RawType.Flat:
+                # LibRaw decoded it to colour planes (sRAW, linear DNG, Foveon): no mosaic to
+                # replace; read_raw refuses such files too.
+                raise RawReadError(
+                    path, "holds no single-plane mosaic to replace; render with source=None"
+                )
+            # raw_image_visible is a writable view of LibRaw's own buffer without its margins,
+            # the very area read_raw copies out; postprocess starts from that buffer, and LibRaw
+            # subtracts the file's black level (kept in dn) and reads the masked margins itself.
+            visible = raw.raw_image_visible
+            if visible.shape != dn.shape:
+                raise ValueError(
+                    f"mosaic shape {dn.shape} differs from the visible raw area "
+                    f"{visible.shape} of {path}"
+                )
+            visible[...] = dn
+            rgb = raw.postprocess(settings)
+    except rawpy.LibRawFileUnsupportedError:
+        problem = "not a raw photo LibRaw can read; render the mosaic with source=None"
+        raise RawReadError(path, problem) from None
+    except rawpy.LibRawError as err:
+        raise RawReadError(path, f"LibRaw could not render it ({type(err).__name__})") from None
+    return np.ascontiguousarray(np.moveaxis(rgb, -1, 0), dtype=np.float32) / 65535.0
+
+
+def _render_mosaic_via_dng(dn: np.ndarray, meta: RawMetadata, settings: rawpy.Params) -> np.ndarray:
+    import tempfile
+
+    # Imported here, like tifffile elsewhere in this module, so reading a raw file does not pay
+    # for the DNG writer; dng does not import rawio, so there is no cycle either way.
+    from darkraw.raw.dng import write_dng
+
+    if min(dn.shape) < LIBRAW_MIN_SIDE:
+        raise DarkrawError(
+            None,
+            f"LibRaw renders mosaics of {LIBRAW_MIN_SIDE}x{LIBRAW_MIN_SIDE} pixels and larger, "
+            f"got {dn.shape[0]}x{dn.shape[1]}",
+        )
+    with tempfile.TemporaryDirectory(prefix="darkraw-render-") as folder:
+        path = write_dng(Path(folder) / "mosaic.dng", dn, meta)
+        try:
+            with _libraw_stderr_captured(), rawpy.imread(str(path)) as raw:
+                rgb = raw.postprocess(settings)
+        except rawpy.LibRawError as err:
+            problem = f"LibRaw could not render the mosaic as a DNG ({type(err).__name__})"
+            raise DarkrawError(None, problem) from None
     return np.ascontiguousarray(np.moveaxis(rgb, -1, 0), dtype=np.float32) / 65535.0

@@ -213,13 +213,17 @@ class SyntheticPairs(Dataset[dict[str, torch.Tensor]]):
             item["classic"] = torch.from_numpy(np.ascontiguousarray(rendered, dtype=np.float32))
         return item
 
+    def _photo(self, path: Path) -> np.ndarray:
+        """A photo as ``(3, H, W)`` float32 in [0, 1]."""
+        try:
+            return read_image(path)
+        except (OSError, ValueError) as err:
+            raise DarkrawError(path, f"cannot read the photo ({err})") from None
+
     def _clean_crop(self, path: Path, rng: np.random.Generator) -> CleanRaw:
         side = 2 * self.config.patch
         if source_kind(path) is SourceKind.PHOTO:
-            try:
-                rgb = read_image(path)
-            except (OSError, ValueError) as err:
-                raise DarkrawError(path, f"cannot read the photo ({err})") from None
+            rgb = self._photo(path)
             crop = _crop(_pad_to(rgb, side), side, 2, rng, centre=not self.train)
             # Drawn only when enabled, so that earlier configs keep their exact items.
             fraction = self.config.smooth_fraction

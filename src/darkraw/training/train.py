@@ -776,11 +776,11 @@ def _start_from(model: SIDUNet, path: Path, transfer: Transfer, seed: int) -> No
     ``path`` is a training checkpoint, a model file, or a bundled model's name (``default``).
     """
     # Imported here: infer imports this module for the precision settings.
-    from darkraw.nn.infer import is_model_file, load_model, model_source
+    from darkraw.nn.infer import is_model_file, model_source, sid_network
 
     source = model_source(path)
     if is_model_file(source):
-        network = load_model(source)
+        network = sid_network(source)
         saved, state = network.config, network.state_dict()
     else:
         ckpt = load_checkpoint(source)

@@ -1,0 +1,277 @@
+"""Enhancing a raw file with the raw denoiser: denoise in the camera's raw space, then render
+with the file's own pipeline.
+
+The steps, as ELD (Wei et al., CVPR 2020) and PMN (MM 2022) do it and darktable's and DxO's
+denoisers hand it to the photographer:
+
+1. the mosaic is seen as RGGB (:func:`~darkraw.classic.pipeline.rggb_view`), black subtracted,
+   scaled, packed and amplified by the exposure ratio (:func:`~darkraw.nn.inputs.denoiser_planes`);
+2. its noise level comes from the camera's profile or from the frame itself
+   (:func:`~darkraw.synth.noiselevel.noise_for_frame`), amplified by the ratio and scaled by the
+   user's ``strength``, and becomes a per-pixel noise map (:func:`~darkraw.nn.inputs.noise_map`);
+3. the network gives clean planes in the same space, tile by tile with margins wide enough that
+   tiles join exactly;
+4. the clean planes are rendered: by darkraw's classic pipeline (the file's white balance,
+   demosaicing, its colour matrix, the tone curve) or by LibRaw from the clean mosaic put back in
+   the file (:func:`~darkraw.raw.rawio.render_mosaic_with_libraw`).
+
+Colours and tone therefore are the camera's and the renderer's; the network only removes noise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from darkraw.choices import parse_choice
+from darkraw.classic.pipeline import (
+    GammaCurve,
+    WhiteBalance,
+    auto_ratio,
+    choose_gains,
+    orient,
+    render_planes,
+    rggb_view,
+    subtract_black_level,
+    unpack,
+)
+from darkraw.nn.denoiser import RawDenoiser
+from darkraw.nn.inputs import denoiser_input, denoiser_planes
+from darkraw.nn.precision import Precision, autocast_dtype
+from darkraw.raw.metadata import RawMetadata
+from darkraw.raw.rawio import LIBRAW_BT709_GAMMA, render_mosaic_with_libraw
+from darkraw.synth.noiselevel import NoiseDatabase, RawNoise, noise_for_frame
+
+
+class Renderer(enum.Enum):
+    """Who renders the clean planes into a picture."""
+
+    #: darkraw's classic pipeline: white balance, Malvar-He-Cutler demosaic, colour matrix, curve.
+    DARKRAW = "darkraw"
+    #: LibRaw (what dcraw-like tools show for the file), from the clean mosaic.
+    LIBRAW = "libraw"
+
+    @classmethod
+    def parse(cls, value: Renderer | str) -> Renderer:
+        return parse_choice(cls, value, "renderer")
+
+
+#: LibRaw's ``gamma=(power, toe slope)`` for each of darkraw's curves.
+_LIBRAW_CURVES = {GammaCurve.BT709: LIBRAW_BT709_GAMMA, GammaCurve.SRGB: (2.4, 12.92)}
+
+
+@dataclass(frozen=True)
+class DenoiseOptions:
+    """How :func:`enhance_with_denoiser` runs.
+
+    Attributes:
+        strength: scales the noise level the network is told (its standard deviation): 0 leaves
+            the frame as it is (the network is not run), 1 is the measured level, above 1
+            smooths more.
+        renderer: ``darkraw`` or ``libraw``.
+        gamma: tone curve of the picture (both renderers draw it).
+        tile: side of a tile window in packed pixels, a multiple of 8 (0: the whole frame).
+        overlap: margin cut from each tile where it meets another; the default, 64, covers
+            the default network's reach (:func:`~darkraw.nn.denoiser.receptive_radius`, 59), so
+            tiles join exactly.
+        precision: ``auto`` (bf16 where the CPU runs it fast), ``bf16`` or ``fp32``.
+        threads: CPU threads for torch during the run; 0 keeps torch's setting.
+    """
+
+    strength: float = 1.0
+    renderer: Renderer = Renderer.DARKRAW
+    gamma: GammaCurve = GammaCurve.SRGB
+    tile: int = 512
+    overlap: int = 64
+    precision: Precision = Precision.AUTO
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "renderer", Renderer.parse(self.renderer))
+        object.__setattr__(self, "gamma", GammaCurve.parse(self.gamma))
+        object.__setattr__(self, "precision", Precision(self.precision))
+        if not (self.strength >= 0 and math.isfinite(self.strength)):
+            raise ValueError(f"strength must be a number >= 0, got {self.strength!r}")
+        for name in ("tile", "overlap", "threads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+        if self.tile % 8 or self.overlap % 8:
+            raise ValueError(
+                f"tile and overlap must be multiples of 8, got {self.tile}, {self.overlap}"
+            )
+        if self.tile and self.tile < 2 * self.overlap + 8:
+            raise ValueError(f"tile {self.tile} leaves no centre after margins of {self.overlap}")
+
+
+@dataclass(frozen=True)
+class DenoisedResult:
+    """What :func:`enhance_with_denoiser` returns.
+
+    Attributes:
+        image: ``(3, H', W')`` float32 sRGB in [0, 1], oriented as the camera recorded.
+        ratio: the amplification used.
+        noise: the frame's noise level, amplified by the ratio (before the strength).
+        strength: the strength it was denoised with (the network was told ``noise`` scaled
+            by it).
+        mosaic_dn: the clean, amplified mosaic in the file's DN and layout (black level
+            included, clipped to the white level): what a DNG writer would store.
+    """
+
+    image: np.ndarray
+    ratio: float
+    noise: RawNoise
+    strength: float
+    mosaic_dn: np.ndarray
+
+
+def tile_spans(length: int, tile: int, overlap: int, grid: int) -> list[tuple[int, int, int, int]]:
+    """``(window_start, window_end, keep_start, keep_end)`` per tile along one axis.
+
+    The kept ranges partition ``[0, length)``; windows start on multiples of ``grid`` (with
+    ``overlap`` a multiple of it), so pooling cuts every tile as it cuts the whole frame.
+    """
+    if tile == 0 or length <= tile:
+        return [(0, length, 0, length)]
+    count = math.ceil(length / (tile - 2 * overlap))
+    # Equal shares rounded up to the pooling grid, so that no last tile is a sliver.
+    core = math.ceil(math.ceil(length / count) / grid) * grid
+    return [
+        (max(0, s - overlap), min(length, s + core + overlap), s, min(length, s + core))
+        for s in range(0, length, core)
+    ]
+
+
+def run_denoiser(
+    model: RawDenoiser, x: np.ndarray, options: DenoiseOptions = DenoiseOptions()
+) -> np.ndarray:
+    """Run the network over ``(C, h, w)`` input planes (:func:`denoiser_input`), tile by tile.
+
+    Returns:
+        ``(P, h, w)`` float32 clean planes (not clamped).
+    """
+    c, p = model.config.in_channels, model.config.planes
+    if x.ndim != 3 or x.shape[0] != c:
+        raise ValueError(f"expected input of shape ({c}, h, w), got {x.shape}")
+    device = torch.device("cpu")
+    amp = autocast_dtype(options.precision, device)
+    model.eval()
+    grid = model.config.pad_multiple
+    if options.tile and (options.overlap % grid or options.tile % grid):
+        raise ValueError(f"tile and overlap must be multiples of {grid} for this network")
+    _, h, w = x.shape
+    out = np.empty((p, h, w), dtype=np.float32)
+    autocast: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if amp is not None:
+        autocast = torch.autocast("cpu", dtype=amp)
+    before = torch.get_num_threads()
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    try:
+        with torch.inference_mode(), autocast:
+            for y0, y1, ky0, ky1 in tile_spans(h, options.tile, options.overlap, grid):
+                for x0, x1, kx0, kx1 in tile_spans(w, options.tile, options.overlap, grid):
+                    window = torch.from_numpy(np.ascontiguousarray(x[:, y0:y1, x0:x1]))[None]
+                    window = window.contiguous(memory_format=torch.channels_last)
+                    y = model(window)[0].float()
+                    keep = y[:, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
+                    out[:, ky0:ky1, kx0:kx1] = keep.numpy()
+    finally:
+        torch.set_num_threads(before)
+    return out
+
+
+def enhance_with_denoiser(
+    mosaic_dn: np.ndarray,
+    meta: RawMetadata,
+    model: RawDenoiser,
+    ratio: float | None = None,
+    options: DenoiseOptions = DenoiseOptions(),
+    *,
+    source: str | Path | None = None,
+    noise: RawNoise | None = None,
+    database: NoiseDatabase | None = None,
+) -> DenoisedResult:
+    """Denoise a raw mosaic in its raw space and render it.
+
+    Args:
+        mosaic_dn: ``(H, W)`` Bayer mosaic in DN.
+        meta: its metadata (make, model and ISO choose a noise profile from ``database``).
+        model: the raw denoiser.
+        ratio: amplification; ``None`` chooses one with
+            :func:`~darkraw.classic.pipeline.auto_ratio`.
+        options: strength, renderer, tiling, precision.
+        source: the file the mosaic came from (LibRaw renders from it); ``None`` for a bare
+            mosaic, which LibRaw renders through a temporary DNG.
+        noise: the frame's noise before amplification; ``None`` looks it up in ``database`` or
+            estimates it from the frame.
+
+    Raises:
+        ValueError: an X-Trans mosaic (the denoiser is for Bayer), or a bad ratio.
+    """
+    if meta.is_xtrans:
+        raise ValueError(
+            "the raw denoiser handles Bayer files; for X-Trans use --model sid or --method classic"
+        )
+    if ratio is None:
+        ratio = auto_ratio(subtract_black_level(mosaic_dn, meta))
+    elif not (ratio > 0 and math.isfinite(ratio)):
+        raise ValueError(f"ratio must be a positive number, got {ratio}")
+    view = rggb_view(mosaic_dn, meta)
+    planes = denoiser_planes(view.mosaic, view.meta, 1.0)
+    if noise is None:
+        noise = noise_for_frame(planes, meta.make, meta.model, meta.iso, database)
+    amplified = noise.amplified(float(ratio))
+    told = amplified.scaled(options.strength)
+    planes = np.minimum(planes * np.float32(ratio), np.float32(1.0))
+    if options.strength == 0:
+        clean = planes
+    else:
+        with_map = model.config.noise_input == "map"
+        clean = run_denoiser(model, denoiser_input(planes, told, with_map=with_map), options)
+    clean = np.clip(clean, 0.0, 1.0)
+    mosaic_out = _mosaic_dn(clean, view, meta)
+    if options.renderer is Renderer.LIBRAW:
+        curve = _LIBRAW_CURVES[options.gamma]
+        image = render_mosaic_with_libraw(source, mosaic_out, meta, gamma=curve)
+    else:
+        gains = choose_gains(planes, view.meta, WhiteBalance.CAMERA)
+        image = orient(view.undo(render_planes(clean, view.meta, gains, options.gamma)), meta.flip)
+    return DenoisedResult(
+        image=image,
+        ratio=float(ratio),
+        noise=amplified,
+        strength=options.strength,
+        mosaic_dn=mosaic_out,
+    )
+
+
+def _mosaic_dn(clean: np.ndarray, view: Any, meta: RawMetadata) -> np.ndarray:
+    """Clean RGGB planes (white 1) back to a mosaic of the file: its layout, size and DN."""
+    mosaic_view = unpack(clean, view.meta)
+    linear = view.undo(mosaic_view[None])[0]
+    black = np.tile(
+        np.asarray(meta.black_tile, dtype=np.float32),
+        (
+            -(-linear.shape[0] // meta.period),
+            -(-linear.shape[1] // meta.period),
+        ),
+    )[: linear.shape[0], : linear.shape[1]]
+    out: np.ndarray = black + linear * (np.float32(meta.white_level) - black)
+    return out
+
+
+__all__ = [
+    "DenoiseOptions",
+    "DenoisedResult",
+    "Renderer",
+    "enhance_with_denoiser",
+    "run_denoiser",
+]

@@ -1,0 +1,401 @@
+"""Training the raw denoiser (:mod:`darkraw.nn.denoiser`) on simulated pairs of many cameras.
+
+The loss is measured where the picture is judged: both the network's planes and the clean ones
+are rendered with the clean frame's white balance and colour matrix through the sRGB curve
+(:func:`darkraw.nn.model.raw_tone`) and compared by L1, plus a smaller L1 in linear raw that
+keeps highlights and the G1/G2 balance anchored. In linear light an L1 loss spends itself on
+highlights while the picture's errors show in the shadows (the reasoning of SID's sRGB loss).
+Adam with a short warm-up and a cosine decay; batches of ``batch_size`` crops.
+
+A run lives in one folder: ``config.yaml``, ``log.jsonl`` (training loss per ``log_every``
+steps, validation per ``val_every``) and ``checkpoints/step_NNNNNNN.safetensors``. The folder
+must be new, empty, or an earlier run of the same config; a stopped run continues with
+``resume=True`` from its newest checkpoint and ends with the weights an uninterrupted run would
+have had (every pair is a function of its index, the learning rate of its step).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+
+from darkraw.config import dump_yaml, from_dict, to_dict
+from darkraw.errors import DarkrawError, OutputError
+from darkraw.nn.checkpoint import (
+    checkpoint_name,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from darkraw.nn.denoiser import DenoiserConfig, RawDenoiser, build_denoiser
+from darkraw.nn.model import raw_tone
+from darkraw.nn.precision import Precision, autocast_dtype
+from darkraw.raw.fileio import atomic_output
+from darkraw.synth.sources import collect_sources
+from darkraw.training.denoise_pairs import DenoisePairConfig, DenoisePairs
+from darkraw.training.train import peak_rss_mib, split_sources
+
+#: The ``task`` entry of a denoiser's training config (``darkraw train`` dispatches on it).
+TASK = "denoise"
+
+
+@dataclass(frozen=True)
+class DenoiserTrainConfig:
+    """A denoiser training run (``darkraw train CONFIG.yaml`` with ``task: denoise``).
+
+    Attributes:
+        task: always ``denoise``.
+        train: folders or files of clean photos (or raw files).
+        val_fraction: share of ``train`` held out for validation (by a hash of each name).
+        val_items: validation crops (centre crops, ratios in turn).
+        pairs: how pairs are made.
+        model: the network.
+        steps: optimizer steps in all.
+        batch_size: crops per step.
+        lr, lr_final: Adam's rate after warm-up, and at the end of the cosine decay.
+        warmup: steps of linear warm-up.
+        raw_weight: weight of the linear-raw L1 term beside the rendered one.
+        seed: seeds the weights and every pair.
+        precision: ``auto`` (bf16 where fast), ``bf16`` or ``fp32``.
+        threads: CPU threads for torch (0 keeps torch's choice).
+        workers: data-loading processes.
+        out_dir: the run's folder.
+        log_every, val_every, checkpoint_every: intervals in steps.
+        keep_checkpoints: newest checkpoints kept, besides every ``keep_every``-th step's.
+        keep_every: checkpoints at multiples of this are never deleted (for weight averaging);
+            0 keeps only the newest.
+    """
+
+    task: str = TASK
+    train: tuple[str, ...] = ()
+    val_fraction: float = 0.08
+    val_items: int = 32
+    pairs: DenoisePairConfig = field(default_factory=DenoisePairConfig)
+    model: DenoiserConfig = field(default_factory=DenoiserConfig)
+    steps: int = 20000
+    batch_size: int = 8
+    lr: float = 1e-3
+    lr_final: float = 1e-5
+    warmup: int = 200
+    raw_weight: float = 0.25
+    seed: int = 0
+    precision: Precision = Precision.AUTO
+    threads: int = 0
+    workers: int = 1
+    out_dir: str = "runs/denoiser"
+    log_every: int = 50
+    val_every: int = 1000
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    keep_every: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "precision", Precision(self.precision))
+        if self.task != TASK:
+            raise ValueError(f"task must be {TASK!r}, got {self.task!r}")
+        if min(self.steps, self.batch_size, self.log_every, self.val_every) < 1:
+            raise ValueError("steps, batch_size and the intervals must be >= 1")
+        if min(self.checkpoint_every, self.keep_checkpoints, self.val_items) < 1:
+            raise ValueError("checkpoint_every, keep_checkpoints and val_items must be >= 1")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not self.lr > 0 or not self.lr_final > 0 or self.warmup < 0 or self.raw_weight < 0:
+            raise ValueError("lr and lr_final must be > 0, warmup and raw_weight >= 0")
+        if self.threads < 0 or self.workers < 0 or self.keep_every < 0:
+            raise ValueError("threads, workers and keep_every must be >= 0")
+
+
+def is_denoiser_task(data: object) -> bool:
+    """Whether a loaded YAML config (or a checkpoint's config) is a denoiser run's."""
+    return isinstance(data, dict) and data.get("task") == TASK
+
+
+def learning_rate(config: DenoiserTrainConfig, step: int) -> float:
+    """Rate of 1-based ``step``: linear warm-up, then cosine from ``lr`` to ``lr_final``."""
+    if step <= config.warmup:
+        return config.lr * step / max(config.warmup, 1)
+    span = max(config.steps - config.warmup, 1)
+    t = min(1.0, (step - config.warmup) / span)
+    return config.lr_final + 0.5 * (config.lr - config.lr_final) * (1 + math.cos(math.pi * t))
+
+
+def render_planes_torch(
+    planes: torch.Tensor, gains: torch.Tensor, matrix: torch.Tensor
+) -> torch.Tensor:
+    """``(N, 4, h, w)`` RGGB planes as the picture shows them: white balance, colour matrix,
+    sRGB curve, each green with the red and blue of its tile.
+
+    Returns:
+        ``(N, 6, h, w)``: the (R, G1, B) and (R, G2, B) triplets rendered.
+    """
+    r, g1, b, g2 = planes.float().unbind(1)
+    out = []
+    for g in (g1, g2):
+        rgb = torch.stack([r, g, b], 1) * gains[:, :, None, None]
+        rgb = torch.einsum("nij,njhw->nihw", matrix, rgb)
+        # Clipped as the picture clips; the linear-raw term keeps what lies outside anchored.
+        out.append(raw_tone(rgb.clamp(0.0, 1.0)))
+    return torch.cat(out, 1)
+
+
+def denoiser_loss(
+    output: torch.Tensor, batch: dict[str, torch.Tensor], raw_weight: float
+) -> torch.Tensor:
+    """L1 after rendering, plus ``raw_weight`` times L1 in linear raw."""
+    target = batch["target"]
+    gains, matrix = batch["gains"], batch["matrix"]
+    rendered = F.l1_loss(
+        render_planes_torch(output, gains, matrix), render_planes_torch(target, gains, matrix)
+    )
+    return rendered + raw_weight * F.l1_loss(output.float(), target)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two tensors in [0, 1] (clamped)."""
+    mse = float(F.mse_loss(a.clamp(0, 1).float(), b.clamp(0, 1).float()))
+    return 10.0 * math.log10(1.0 / max(mse, 1e-12))
+
+
+@dataclass(frozen=True)
+class DenoiserSummary:
+    """How a run ended."""
+
+    out_dir: Path
+    step: int
+    last_loss: float
+    val: dict[str, float]
+    steps_per_s: float
+    peak_rss_mib: float
+
+
+class _StepBatches(Sampler[list[int]]):
+    """Batches of item indices for steps ``start+1 .. steps``: step ``s`` reads items
+    ``(s-1)*batch .. s*batch - 1``, so a resumed run reads what an uninterrupted one would."""
+
+    def __init__(self, start: int, steps: int, batch: int) -> None:
+        self.start, self.steps, self.batch = start, steps, batch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.steps):
+            yield list(range(step * self.batch, (step + 1) * self.batch))
+
+    def __len__(self) -> int:
+        return self.steps - self.start
+
+
+def _prepare_folder(out: Path, config: DenoiserTrainConfig, resume: bool) -> None:
+    """Check the run folder and write its config.
+
+    Raises:
+        OutputError: the folder holds other files, or a run of another config.
+    """
+    text = dump_yaml(config)
+    cfg_file = out / "config.yaml"
+    if out.exists() and not out.is_dir():
+        raise OutputError(out, "the run folder is a file")
+    if out.is_dir() and any(out.iterdir()):
+        if not cfg_file.is_file():
+            raise OutputError(out, "not empty and not a darkraw run; give a new or empty folder")
+        if cfg_file.read_text() != text:
+            raise OutputError(out, "holds a run of another config; give a new or empty folder")
+        if not resume:
+            raise OutputError(out, "holds this run already; add --resume to continue it")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "checkpoints").mkdir(exist_ok=True)
+    if not cfg_file.is_file():
+        with atomic_output(cfg_file) as tmp:
+            tmp.write_text(text)
+
+
+def train_denoiser(
+    config: DenoiserTrainConfig,
+    *,
+    resume: bool = False,
+    stop_after: int | None = None,
+    progress: bool = True,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+) -> DenoiserSummary:
+    """Train (or continue) a denoiser run; see the module docstring.
+
+    Args:
+        resume: continue from the newest checkpoint in the run folder.
+        stop_after: stop (with a checkpoint) after this step, as a kill would, for tests.
+    """
+    out = Path(config.out_dir)
+    _prepare_folder(out, config, resume)
+    ckpt_dir = out / "checkpoints"
+    sources = collect_sources([Path(p) for p in config.train])
+    if not sources:
+        raise DarkrawError(None, f"no training sources found in {list(config.train)}")
+    train_files, val_files = split_sources(sources, config.val_fraction)
+    if not train_files or not val_files:
+        raise DarkrawError(None, f"{len(sources)} sources are too few to hold some out")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = torch.device("cpu")
+    amp = autocast_dtype(config.precision, device)
+    generator = torch.Generator().manual_seed(config.seed)
+    model = build_denoiser(config.model, generator)
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    start = 0
+    newest = latest_checkpoint(ckpt_dir) if resume else None
+    if newest is not None:
+        ckpt = load_checkpoint(newest)
+        model.load_state_dict(ckpt.model_state)
+        if ckpt.optimizer_state is not None:
+            optimizer.load_state_dict(ckpt.optimizer_state)
+        start = ckpt.step
+    with_map = config.model.noise_input == "map"
+    data = DenoisePairs(
+        train_files,
+        config.pairs,
+        seed=config.seed,
+        length=config.steps * config.batch_size,
+        with_map=with_map,
+    )
+    val_data = DenoisePairs(
+        val_files,
+        replace(config.pairs, told_error=0.0),
+        seed=config.seed,
+        length=config.val_items,
+        train=False,
+        with_map=with_map,
+    )
+    loader = DataLoader(
+        data,
+        batch_sampler=_StepBatches(start, config.steps, config.batch_size),
+        num_workers=config.workers,
+        persistent_workers=False,
+    )
+    log_path = out / "log.jsonl"
+    t0, last_loss, val = time.perf_counter(), float("nan"), {}
+    losses: list[float] = []
+    step = start
+    bar = tqdm(total=config.steps, initial=start, disable=not progress, unit="step")
+    model.train()
+    for batch in loader:
+        step += 1
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, step)
+        x = batch["input"].contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
+            output = model(x)
+        loss = denoiser_loss(output, batch, config.raw_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+        losses.append(loss.item())
+        bar.update(1)
+        if step % config.log_every == 0 or step == config.steps:
+            last_loss = float(np.mean(losses))
+            losses.clear()
+            entry = {"step": step, "loss": last_loss, "lr": learning_rate(config, step)}
+            entry["steps_per_s"] = (step - start) / (time.perf_counter() - t0)
+            _log(log_path, entry, on_log)
+            bar.set_postfix(loss=f"{last_loss:.4f}")
+        if step % config.val_every == 0 or step == config.steps:
+            val = validate(model, val_data, amp)
+            model.train()
+            _log(log_path, {"step": step, **val}, on_log)
+        stopping = stop_after is not None and step >= stop_after
+        if step % config.checkpoint_every == 0 or step == config.steps or stopping:
+            _save(ckpt_dir, model, optimizer, step, config)
+        if stopping:
+            break
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    return DenoiserSummary(
+        out_dir=out,
+        step=step,
+        last_loss=last_loss,
+        val=val,
+        steps_per_s=(step - start) / elapsed if elapsed > 0 else 0.0,
+        peak_rss_mib=peak_rss_mib(),
+    )
+
+
+def validate(model: RawDenoiser, data: DenoisePairs, amp: torch.dtype | None) -> dict[str, float]:
+    """Mean PSNR on the validation items: raw (linear planes) and rendered, for the network's
+    output and for the noisy input as it is."""
+    model.eval()
+    sums = {"val_raw_psnr": 0.0, "val_raw_psnr_input": 0.0, "val_psnr": 0.0, "val_psnr_input": 0}
+    planes = model.config.planes
+    with torch.inference_mode():
+        for i in range(len(data)):
+            item = data[i]
+            batch = {k: v[None] for k, v in item.items()}
+            x = batch["input"]
+            with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
+                out = model(x).float()
+            noisy = x[:, :planes]
+            target, gains, matrix = batch["target"], batch["gains"], batch["matrix"]
+            sums["val_raw_psnr"] += psnr(out, target)
+            sums["val_raw_psnr_input"] += psnr(noisy, target)
+            ref = render_planes_torch(target, gains, matrix)
+            sums["val_psnr"] += psnr(render_planes_torch(out, gains, matrix), ref)
+            sums["val_psnr_input"] += psnr(render_planes_torch(noisy, gains, matrix), ref)
+    return {k: v / len(data) for k, v in sums.items()}
+
+
+def _log(
+    path: Path, entry: dict[str, Any], on_log: Callable[[dict[str, Any]], None] | None
+) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(entry) + "\n")
+    if on_log is not None:
+        on_log(entry)
+
+
+def _save(
+    ckpt_dir: Path,
+    model: RawDenoiser,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    config: DenoiserTrainConfig,
+) -> None:
+    save_checkpoint(
+        ckpt_dir / checkpoint_name(step),
+        model_state=model.state_dict(),
+        optimizer_state=optimizer.state_dict(),
+        step=step,
+        config=to_dict(config),
+    )
+    found = sorted(ckpt_dir.glob("step_*.safetensors"))
+    kept_every = {p for p in found if config.keep_every and _step_of(p) % config.keep_every == 0}
+    rolling = [p for p in found if p not in kept_every]
+    for old in rolling[: -config.keep_checkpoints]:
+        old.unlink(missing_ok=True)
+
+
+def _step_of(path: Path) -> int:
+    return int(path.stem.split("_")[1])
+
+
+def load_denoiser_config(data: dict[str, Any]) -> DenoiserTrainConfig:
+    """A :class:`DenoiserTrainConfig` from a YAML file's content or a checkpoint's config."""
+    return from_dict(DenoiserTrainConfig, data)
+
+
+__all__: Sequence[str] = [
+    "TASK",
+    "DenoiserSummary",
+    "DenoiserTrainConfig",
+    "denoiser_loss",
+    "is_denoiser_task",
+    "learning_rate",
+    "load_denoiser_config",
+    "render_planes_torch",
+    "train_denoiser",
+]

@@ -1,0 +1,100 @@
+import pytest
+import torch
+from torch import nn
+
+from darkraw.nn.denoiser import (
+    DenoiserConfig,
+    build_denoiser,
+    is_denoiser_config,
+    macs_per_packed_pixel,
+    receptive_radius,
+)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def model(config=DenoiserConfig(width=4, levels=3), seed=0):
+    return build_denoiser(config, torch.Generator().manual_seed(seed))
+
+
+def counted_macs(net, config, side=64):
+    total = 0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1]
+            total += output.numel() * module.in_channels * k
+        elif isinstance(module, nn.ConvTranspose2d):
+            total += inputs[0].numel() * module.out_channels * 4
+
+    handles = [m.register_forward_hook(hook) for m in net.modules()]
+    with torch.no_grad():
+        net(torch.zeros(1, config.in_channels, side, side))
+    for h in handles:
+        h.remove()
+    return total / side**2
+
+
+def test_untrained_network_returns_its_input():
+    config = DenoiserConfig(width=4, levels=3)
+    x = torch.rand(2, config.in_channels, 20, 28)
+    torch.testing.assert_close(model(config)(x), x[:, :4])
+
+
+@pytest.mark.parametrize(("h", "w"), [(1, 1), (7, 13), (16, 16), (33, 50)])
+def test_any_size_gives_planes_of_that_size(h, w):
+    net = model()
+    torch.nn.init.normal_(net.out.weight)
+    out = net(torch.rand(1, 8, h, w))
+    assert out.shape == (1, 4, h, w)
+    assert torch.isfinite(out).all()
+
+
+def test_blind_network_takes_the_planes_alone():
+    config = DenoiserConfig(width=4, levels=2, noise_input="none")
+    assert config.in_channels == 4
+    assert model(config)(torch.rand(1, 4, 8, 8)).shape == (1, 4, 8, 8)
+    with pytest.raises(ValueError, match=r"\(N, 4, h, w\)"):
+        model(config)(torch.rand(1, 8, 8, 8))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"width": 0}, {"width": 1000}, {"levels": 9}, {"width": True}, {"noise_input": "sigma"}],
+)
+def test_config_refuses_bad_values(changes):
+    with pytest.raises(ValueError):
+        DenoiserConfig(**changes)
+
+
+def test_config_round_trips_through_its_dict_and_is_recognised():
+    config = DenoiserConfig(width=8, levels=3)
+    data = config.to_dict()
+    assert is_denoiser_config(data)
+    assert not is_denoiser_config({"width": 32, "fc_hidden": 64})
+    assert DenoiserConfig.from_dict(data) == config
+    with pytest.raises(ValueError, match="unknown"):
+        DenoiserConfig.from_dict({**data, "dropout": 0.1})
+
+
+@pytest.mark.parametrize("config", [DenoiserConfig(), DenoiserConfig(width=8, levels=3)])
+def test_mac_count_matches_the_layers(config):
+    assert macs_per_packed_pixel(config) == counted_macs(model(config), config)
+
+
+def test_default_costs_at_most_12_gmac_per_raw_megapixel():
+    # One packed pixel is four raw pixels; SID's U-Net costs 46 GMAC per megapixel.
+    per_raw_megapixel = macs_per_packed_pixel(DenoiserConfig()) / 4 * 1e6
+    assert per_raw_megapixel <= 12e9
+
+
+def test_receptive_radius_covers_what_an_output_pixel_sees():
+    config = DenoiserConfig(width=4, levels=4)
+    net = model(config)
+    torch.nn.init.normal_(net.out.weight)
+    x = torch.rand(1, config.in_channels, 160, 160, requires_grad=True)
+    net(x)[0, :, 80, 80].sum().backward()
+    rows = (x.grad[0].abs().sum((0, 2)) > 0).nonzero()
+    reach = max(80 - int(rows.min()), int(rows.max()) - 80)
+    assert 0 < reach <= receptive_radius(config)

@@ -1,0 +1,163 @@
+import numpy as np
+import pytest
+import torch
+
+from darkraw.classic.denoise import Denoiser
+from darkraw.classic.pipeline import ClassicOptions, GammaCurve, run_classic
+from darkraw.nn.denoiser import DenoiserConfig, build_denoiser
+from darkraw.nn.infer import bundled_model_path, load_model, save_model_file
+from darkraw.nn.rawdenoise import (
+    DenoiseOptions,
+    enhance_with_denoiser,
+    run_denoiser,
+    tile_spans,
+)
+from darkraw.raw.dng import write_dng
+from darkraw.raw.metadata import RawMetadata
+from darkraw.raw.rawio import read_raw
+from darkraw.synth.noiselevel import RawNoise
+
+from conftest import mosaic_from_rgb, smooth_scene
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+FP32 = DenoiseOptions(precision="fp32")
+NOISE = RawNoise((1e-3,) * 4, (1e-5,) * 4, "test")
+
+
+def random_model(config=DenoiserConfig(width=4, levels=3), seed=0):
+    """A network that changes its input (the output layer is not left at zero)."""
+    net = build_denoiser(config, torch.Generator().manual_seed(seed))
+    torch.nn.init.normal_(net.out.weight, std=0.05, generator=torch.Generator().manual_seed(1))
+    return net
+
+
+def scene_mosaic(pattern="RGGB", height=40, width=52, seed=0):
+    return mosaic_from_rgb(smooth_scene(height, width, seed), pattern)
+
+
+@pytest.mark.parametrize("length", [1, 7, 64, 65, 200, 1000])
+@pytest.mark.parametrize(("tile", "overlap", "grid"), [(0, 0, 8), (64, 16, 8), (512, 64, 8)])
+def test_tile_spans_partition_the_axis_on_the_grid(length, tile, overlap, grid):
+    spans = tile_spans(length, tile, overlap, grid)
+    kept = [i for _, _, k0, k1 in spans for i in range(k0, k1)]
+    assert kept == list(range(length))
+    for w0, w1, k0, k1 in spans:
+        assert w0 % grid == 0 and w0 <= k0 < k1 <= w1 <= length
+        assert tile == 0 or w1 - w0 <= tile
+
+
+def test_tiles_join_exactly_with_the_default_margin():
+    config = DenoiserConfig(width=4, levels=4)
+    net = random_model(config)
+    x = np.random.default_rng(0).random((8, 150, 170), dtype=np.float32)
+    whole = run_denoiser(net, x, DenoiseOptions(tile=0, precision="fp32"))
+    tiled = run_denoiser(net, x, DenoiseOptions(tile=136, overlap=64, precision="fp32"))
+    assert np.abs(whole - x[:4]).max() > 1e-2  # the network does change its input
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+
+
+@pytest.mark.parametrize("pattern", ["RGGB", "BGGR", "GRBG", "GBRG"])
+def test_strength_zero_is_the_undenoised_rendering(pattern):
+    mosaic, meta = scene_mosaic(pattern)
+    black = float(np.mean(meta.black_tile))
+    dark = ((mosaic.astype(np.float32) - black) / 8 + black).round().astype(np.uint16)
+    options = DenoiseOptions(strength=0, gamma=GammaCurve.BT709)
+    result = enhance_with_denoiser(dark, meta, random_model(), 8.0, options, noise=NOISE)
+    plain = run_classic(dark, meta, ClassicOptions(ratio=8.0, denoiser=Denoiser.NONE)).image
+    np.testing.assert_allclose(result.image, plain, atol=2e-6)
+    # The clean mosaic is the file's own, amplified: same layout, DN and black level.
+    amplified = black + np.clip((dark - black) * 8.0, 0, meta.white_level - black)
+    np.testing.assert_allclose(result.mosaic_dn, amplified, rtol=1e-6)
+
+
+@pytest.mark.parametrize("pattern", ["RGGB", "BGGR", "GRBG", "GBRG"])
+def test_every_layout_reaches_the_network_as_r_g1_b_g2(pattern, monkeypatch):
+    """A network that brightens its first plane makes every layout's picture redder, and only
+    redder: the planes it sees are red, green, blue, green whatever the file's layout."""
+    import darkraw.nn.rawdenoise as rawdenoise
+
+    def brighten_red(model, x, options):
+        out = x[:4].copy()
+        out[0] *= 1.5
+        return out
+
+    mosaic, meta = scene_mosaic(pattern)
+    meta = meta.replace(rgb_cam=None)  # no colour matrix to mix red into the other channels
+    plain = enhance_with_denoiser(mosaic, meta, random_model(), 1.0, DenoiseOptions(strength=0))
+    monkeypatch.setattr(rawdenoise, "run_denoiser", brighten_red)
+    redder = enhance_with_denoiser(mosaic, meta, random_model(), 1.0, FP32, noise=NOISE)
+    gain = redder.image.mean(axis=(1, 2)) / plain.image.mean(axis=(1, 2))
+    assert gain[0] > 1.15
+    assert abs(gain[1] - 1) < 0.03 and abs(gain[2] - 1) < 0.03
+
+
+@pytest.mark.parametrize(("height", "width"), [(41, 53), (39, 50), (2, 2)])
+def test_odd_and_tiny_sizes(height, width):
+    mosaic, meta = scene_mosaic("GRBG", height + height % 2, width + width % 2)
+    mosaic = mosaic[:height, :width]
+    meta = meta.replace(height=height, width=width)
+    result = enhance_with_denoiser(mosaic, meta, random_model(), 2.0, FP32, noise=NOISE)
+    assert result.image.shape == (3, height, width)
+    assert result.mosaic_dn.shape == (height, width)
+
+
+def test_libraw_renderer_gives_the_files_picture(tmp_path):
+    mosaic, meta = scene_mosaic("BGGR", 48, 64)
+    path = write_dng(tmp_path / "f.dng", mosaic, meta)
+    raw = read_raw(path)
+    options = DenoiseOptions(strength=0, renderer="libraw", gamma="bt709", precision="fp32")
+    libraw = enhance_with_denoiser(raw.mosaic, raw.meta, random_model(), 1.0, options, source=path)
+    ours = enhance_with_denoiser(
+        raw.mosaic, raw.meta, random_model(), 1.0, DenoiseOptions(strength=0, gamma="bt709")
+    )
+    assert libraw.image.shape == ours.image.shape == (3, 48, 64)
+    assert np.abs(libraw.image - ours.image).mean() < 0.03
+
+
+def test_xtrans_is_refused():
+    from conftest import xtrans_meta
+
+    meta: RawMetadata = xtrans_meta()
+    with pytest.raises(ValueError, match="Bayer"):
+        enhance_with_denoiser(np.zeros((36, 48), np.uint16), meta, random_model(), 1.0)
+
+
+def test_strength_must_be_a_number_at_least_zero():
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="strength"):
+            DenoiseOptions(strength=bad)
+
+
+def test_model_file_round_trip_keeps_the_denoiser(tmp_path):
+    net = random_model()
+    path = save_model_file(tmp_path / "d.safetensors", net, dtype=torch.float32)
+    loaded = load_model(path)
+    assert loaded.config == net.config
+    x = torch.rand(1, 8, 16, 16)
+    torch.testing.assert_close(loaded(x), net(x))
+
+
+@pytest.fixture(scope="module")
+def bundled_denoiser():
+    path = bundled_model_path("default")
+    model = load_model(path) if path.is_file() else None
+    if model is None or model.__class__.__name__ != "RawDenoiser":
+        pytest.skip("no raw denoiser is bundled as the default model")
+    return model
+
+
+def test_a_higher_noise_level_smooths_more(bundled_denoiser):
+    """On a noisy flat patch, the telling decides how much noise is left."""
+    rng = np.random.default_rng(0)
+    flat = np.full((64, 64), 0.2, dtype=np.float32)
+    meta = RawMetadata.for_bayer("RGGB", 64, 64, white_level=1.0)
+    level = RawNoise((2e-3,) * 4, (2e-5,) * 4, "test")
+    noisy = flat + rng.normal(0, np.sqrt(2e-3 * 0.2 + 2e-5), flat.shape).astype(np.float32)
+    left = []
+    for strength in (0.0, 0.5, 1.0, 2.0):
+        options = DenoiseOptions(strength=strength, precision="fp32")
+        out = enhance_with_denoiser(noisy, meta, bundled_denoiser, 1.0, options, noise=level)
+        left.append(float(np.std(out.mosaic_dn[8:-8, 8:-8])))
+    assert left[0] > left[1] > left[2] > left[3]
+    assert left[2] < 0.3 * left[0]

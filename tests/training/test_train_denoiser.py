@@ -1,0 +1,109 @@
+import itertools
+import json
+
+import pytest
+import torch
+
+from darkraw.config import from_dict
+from darkraw.errors import OutputError
+from darkraw.nn.denoiser import RawDenoiser
+from darkraw.nn.infer import load_model, model_arch
+from darkraw.training.train_denoiser import (
+    DenoiserTrainConfig,
+    denoiser_loss,
+    learning_rate,
+    render_planes_torch,
+    train_denoiser,
+)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def tiny(photo_folder, out_dir, **changes):
+    settings = {
+        "task": "denoise",
+        "train": [str(photo_folder)],
+        "val_fraction": 0.3,
+        "val_items": 2,
+        "pairs": {"crop": {"patch": 16}},
+        "model": {"width": 4, "levels": 2},
+        "steps": 6,
+        "batch_size": 2,
+        "warmup": 2,
+        "precision": "fp32",
+        "workers": 0,
+        "out_dir": str(out_dir),
+        "log_every": 1,
+        "val_every": 3,
+        "checkpoint_every": 2,
+    }
+    settings.update(changes)
+    return from_dict(DenoiserTrainConfig, settings)
+
+
+def test_a_tiny_run_trains_logs_and_saves_a_loadable_denoiser(photo_folder, tmp_path):
+    summary = train_denoiser(tiny(photo_folder, tmp_path / "run"), progress=False)
+    assert summary.step == 6
+    lines = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in lines if "loss" in e] == [1, 2, 3, 4, 5, 6]
+    assert {"val_raw_psnr", "val_psnr", "val_raw_psnr_input"} <= set(lines[-1])
+    newest = tmp_path / "run" / "checkpoints" / "step_0000006.safetensors"
+    assert model_arch(newest) == "raw_denoiser"
+    assert isinstance(load_model(newest), RawDenoiser)
+
+
+def test_a_stopped_run_resumes_to_the_same_weights(photo_folder, tmp_path):
+    whole = train_denoiser(tiny(photo_folder, tmp_path / "a"), progress=False)
+    assert whole.step == 6
+    config = tiny(photo_folder, tmp_path / "b")
+    train_denoiser(config, stop_after=3, progress=False)
+    train_denoiser(config, resume=True, progress=False)
+    a = load_model(tmp_path / "a" / "checkpoints" / "step_0000006.safetensors")
+    b = load_model(tmp_path / "b" / "checkpoints" / "step_0000006.safetensors")
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        torch.testing.assert_close(x, y, msg=name)
+
+
+def test_run_folder_must_be_new_empty_or_the_same_run(photo_folder, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("# my own notes\n")
+    with pytest.raises(OutputError, match="another config"):
+        train_denoiser(tiny(photo_folder, folder), progress=False)
+    assert (folder / "config.yaml").read_text() == "# my own notes\n"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("x")
+    with pytest.raises(OutputError, match="not a darkraw run"):
+        train_denoiser(tiny(photo_folder, other), progress=False)
+    run = tmp_path / "run"
+    train_denoiser(tiny(photo_folder, run, steps=2), progress=False)
+    with pytest.raises(OutputError, match="--resume"):
+        train_denoiser(tiny(photo_folder, run, steps=2), progress=False)
+
+
+def test_learning_rate_warms_up_then_decays_to_the_final_rate(photo_folder, tmp_path):
+    config = tiny(photo_folder, tmp_path, steps=100, warmup=10, lr=1e-3, lr_final=1e-5)
+    rates = [learning_rate(config, s) for s in range(1, 101)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in itertools.pairwise(rates[9:]))
+    assert rates[-1] == pytest.approx(1e-5)
+
+
+def test_loss_is_zero_for_the_target_and_weighs_shadows_more_than_highlights():
+    target = torch.full((1, 4, 8, 8), 0.5)
+    batch = {"target": target, "gains": torch.ones(1, 3), "matrix": torch.eye(3)[None]}
+    assert float(denoiser_loss(target, batch, 0.25)) == 0.0
+    dark = {**batch, "target": torch.full((1, 4, 8, 8), 0.02)}
+    bright = {**batch, "target": torch.full((1, 4, 8, 8), 0.8)}
+    assert float(denoiser_loss(dark["target"] + 0.01, dark, 0.0)) > float(
+        denoiser_loss(bright["target"] + 0.01, bright, 0.0)
+    )
+
+
+def test_rendering_uses_each_green_with_its_tile():
+    planes = torch.tensor([0.2, 0.4, 0.1, 0.3]).reshape(1, 4, 1, 1)
+    out = render_planes_torch(planes, torch.tensor([[2.0, 1.0, 1.5]]), torch.eye(3)[None])
+    assert out.shape == (1, 6, 1, 1)
+    assert out[0, 1] > out[0, 4]  # G1 is 0.4, G2 0.3
+    torch.testing.assert_close(out[0, [0, 2]], out[0, [3, 5]])  # the same red and blue
