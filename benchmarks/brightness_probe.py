@@ -26,7 +26,7 @@ import tempfile
 import numpy as np
 from default_model_vs_classic import ONE_PASS, as_user_file, clean_and_reference, write_rows
 
-from darkraw.nn.infer import enhance_raw_network, resolve_model
+from darkraw.nn.infer import enhance_raw_network, sid_network
 from darkraw.synth.noise import NoiseProfile
 from darkraw.synth.simulate import NoiseModel, SimulationConfig, simulate_dark
 from darkraw.training.evaluate import score
@@ -39,12 +39,12 @@ def levels(image: np.ndarray) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default", help="'default' or a model/checkpoint")
+    parser.add_argument("--model", default="sid", help="'sid' or a SID model/checkpoint")
     parser.add_argument("--files", default="HERO7_GOPR9231.DNG")
     parser.add_argument("--ratios", default="100,300")
     parser.add_argument("--out", default="benchmarks/results/brightness_probe.json")
     args = parser.parse_args()
-    model = resolve_model(args.model)
+    model = sid_network(args.model)
     calibrated = SimulationConfig(camera="SonyA7S2")
     light_only = SimulationConfig(model=NoiseModel.SIMPLE, gain=1e-3, read_noise_dn=0.0)
     profile = calibrated.profile()

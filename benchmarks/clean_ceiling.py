@@ -21,17 +21,17 @@ from pathlib import Path
 
 from default_model_vs_classic import DATA, FILES, ONE_PASS, clean_and_reference
 
-from darkraw.nn.infer import enhance_raw_network, resolve_model
+from darkraw.nn.infer import enhance_raw_network, sid_network
 from darkraw.training.evaluate import score
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default", help="'default' or a model/checkpoint")
+    parser.add_argument("--model", default="sid", help="'sid' or a SID model/checkpoint")
     parser.add_argument("--files", default="", help="comma-separated subset of the files")
     parser.add_argument("--out", default="benchmarks/results/clean_ceiling.json")
     args = parser.parse_args()
-    model = resolve_model(args.model)
+    model = sid_network(args.model)
     rows: list[dict[str, object]] = []
     for name in args.files.split(",") if args.files else list(FILES):
         if not (DATA / name).exists():

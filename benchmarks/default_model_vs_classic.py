@@ -46,7 +46,7 @@ import torch
 
 from darkraw.classic.denoise import Denoiser
 from darkraw.classic.pipeline import ClassicOptions, ClassicResult, GammaCurve, orient, run_classic
-from darkraw.nn.infer import InferenceOptions, enhance_raw_network, ensemble_copies, resolve_model
+from darkraw.nn.infer import InferenceOptions, enhance_raw_network, ensemble_copies, sid_network
 from darkraw.nn.precision import Precision, autocast_dtype
 from darkraw.raw.dng import write_dng
 from darkraw.raw.figures import side_by_side
@@ -131,7 +131,7 @@ def center_crop(image: np.ndarray, side: int) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default", help="'default' or a model/checkpoint")
+    parser.add_argument("--model", default="sid", help="'sid' or a SID model/checkpoint")
     parser.add_argument("--ratios", default="100,300")
     parser.add_argument("--files", default="", help="comma-separated subset of the files")
     parser.add_argument("--seeds", default="0", help="comma-separated noise seeds")
@@ -150,7 +150,7 @@ def main() -> None:
     inference = InferenceOptions(precision=Precision(args.precision), ensemble=ensemble)
     compute = autocast_dtype(inference.precision, torch.device("cpu")) or torch.float32
     ratios = [float(r) for r in args.ratios.split(",")]
-    model = resolve_model(args.model)
+    model = sid_network(args.model)
     images = Path(args.images)
     images.mkdir(parents=True, exist_ok=True)
     simulation = SimulationConfig(camera="SonyA7S2")

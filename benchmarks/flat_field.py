@@ -28,7 +28,7 @@ import tempfile
 import numpy as np
 from default_model_vs_classic import ONE_PASS, as_user_file, render_classic, write_rows
 
-from darkraw.nn.infer import enhance_raw_network, resolve_model
+from darkraw.nn.infer import enhance_raw_network, sid_network
 from darkraw.synth.simulate import SimulationConfig, simulate_dark
 from darkraw.synth.sources import unprocess_photo
 from darkraw.synth.unprocess import UnprocessParams, camera_matrix
@@ -47,16 +47,14 @@ def flat_stats(image: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--models", default="default", help="comma-separated: 'default', 'small' or paths"
-    )
+    parser.add_argument("--models", default="sid", help="comma-separated: 'sid', 'small' or paths")
     parser.add_argument("--levels", default="0.1,0.25,0.5,0.75", help="sRGB grey levels")
     parser.add_argument("--gains", default="0.19,1.4", help="system gains K (DN/e-)")
     parser.add_argument("--ratios", default="100,300")
     parser.add_argument("--cameras", default="gopro_hero7,identity", help="colour matrices")
     parser.add_argument("--out", default="benchmarks/results/flat_field.json")
     args = parser.parse_args()
-    models = {name: resolve_model(name) for name in args.models.split(",")}
+    models = {name: sid_network(name) for name in args.models.split(",")}
     simulation = SimulationConfig(camera="SonyA7S2")
     profile = simulation.profile()
     rows = []

@@ -28,20 +28,20 @@ from default_model_vs_classic import (
     write_rows,
 )
 
-from darkraw.nn.infer import enhance_raw_network, resolve_model
+from darkraw.nn.infer import enhance_raw_network, sid_network
 from darkraw.synth.simulate import SimulationConfig, simulate_dark
 from darkraw.training.evaluate import score
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default", help="'default' or a model/checkpoint")
+    parser.add_argument("--model", default="sid", help="'sid' or a SID model/checkpoint")
     parser.add_argument("--files", default="RAW_KODAK_DC50.KDC,aisp_vivoX90_x90_3_4.npy")
     parser.add_argument("--ratios", default="100,300")
     parser.add_argument("--gains", default="0.1,0.19,0.4,0.8,1.4,3,6")
     parser.add_argument("--out", default="benchmarks/results/noise_level_sweep.json")
     args = parser.parse_args()
-    model = resolve_model(args.model)
+    model = sid_network(args.model)
     simulation = SimulationConfig(camera="SonyA7S2")
     profile = simulation.profile()
     rows = []

@@ -89,11 +89,14 @@ def test_folder_input_and_skip_existing(tmp_path, dark_dng, capsys):
 
 
 def test_unwritable_output_gives_one_line_and_no_partial_file(tmp_path, dark_dng, capsys):
-    out = tmp_path / "no_such_folder" / "out.png"
+    # A missing folder is created (issue 26); one whose path runs through a file cannot be.
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file")
+    out = blocker / "out.png"
     assert main([*ENHANCE_CLASSIC, str(dark_dng), "-o", str(out), "--denoise", "none"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert any(f"{out}: output folder" in line for line in err)
-    assert not out.parent.exists()
+    assert err == [f"darkraw: error: {out}: cannot create output folder {blocker} (it is a file)"]
+    assert only_files(tmp_path) == ["blocker", "dark.dng"]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only folders")

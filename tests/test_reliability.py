@@ -175,8 +175,8 @@ def test_bad_input_gives_one_line_and_no_output(corpus, case, tmp_path, capfd):
     )
     err = capfd.readouterr().err  # file-descriptor level: LibRaw's own messages would show here
     assert code == 1
-    errors = [line for line in error_lines(err) if line.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith(f"error: {path}: {problem}"), errors
+    errors = [line for line in error_lines(err) if line.startswith("darkraw: error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"darkraw: error: {path}: {problem}"), errors
     assert sorted(out.iterdir()) == []
 
 
@@ -222,7 +222,9 @@ def test_a_batch_goes_on_past_every_bad_file(corpus, tmp_path, capfd):
     lines = error_lines(err)
     assert f"2 written, 0 skipped, {len(corpus)} failed" in lines
     for path, problem in corpus.values():
-        assert any(line.startswith(f"error: {folder / path.name}: {problem}") for line in lines)
+        assert any(
+            line.startswith(f"darkraw: error: {folder / path.name}: {problem}") for line in lines
+        )
     assert sorted(p.name for p in out.iterdir()) == ["good_a.png", "good_b.png"]
 
 
@@ -268,7 +270,7 @@ def test_permission_denied_output_folder(tmp_path, dng_folder, monkeypatch, caps
     assert main([*ENHANCE_CLASSIC, str(dng_folder), "-o", str(out), "--denoise", "none"]) == 1
     lines = error_lines(capsys.readouterr().err)
     assert "0 written, 0 skipped, 3 failed" in lines
-    assert f"error: {out / 'a.png'}: cannot write here (Permission denied)" in lines
+    assert f"darkraw: error: {out / 'a.png'}: cannot write here (Permission denied)" in lines
     assert sorted(out.iterdir()) == []
 
 
@@ -295,7 +297,7 @@ def test_full_disk_during_a_batch(tmp_path, dng_folder, file_size_limit, capsys)
     assert code == 1
     lines = error_lines(capsys.readouterr().err)
     assert "0 written, 0 skipped, 3 failed" in lines
-    assert f"error: {out / 'b.png'}: cannot write image (File too large)" in lines
+    assert f"darkraw: error: {out / 'b.png'}: cannot write image (File too large)" in lines
     assert sorted(out.iterdir()) == []
 
 

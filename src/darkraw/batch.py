@@ -16,7 +16,18 @@ from tqdm import tqdm
 
 from darkraw.classic.pipeline import ClassicOptions, ClassicResult, run_classic
 from darkraw.errors import DarkrawError, OutputError
-from darkraw.raw.fileio import IMAGE_FORMATS, BatchReport, check_distinct_outputs, write_image
+from darkraw.raw.fileio import (
+    IMAGE_FORMATS,
+    OTHER_IMAGE_EXTENSIONS,
+    BatchReport,
+    InputScan,
+    check_distinct_outputs,
+    check_outputs_are_not_inputs,
+    image_formats_text,
+    prepare_output_folder,
+    scan_inputs,
+    write_image,
+)
 from darkraw.raw.rawio import BARE_EXTENSIONS, RAW_EXTENSIONS, BareMosaicSpec, read_raw
 
 if TYPE_CHECKING:
@@ -25,18 +36,24 @@ if TYPE_CHECKING:
     from darkraw.synth.noiselevel import NoiseDatabase
 
 
-def collect_inputs(inputs: Sequence[str | Path], include_bare: bool = False) -> list[Path]:
-    """Expand folders into the raw files they hold (recursively, sorted); keep files as given."""
-    exts = set(RAW_EXTENSIONS) | (set(BARE_EXTENSIONS) if include_bare else set())
-    out: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = (p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in exts)
-            out.extend(sorted(found))
-        else:
-            out.append(path)
-    return out
+def input_extensions(include_bare: bool = False) -> frozenset[str]:
+    """The extensions a folder given as input is searched for."""
+    return RAW_EXTENSIONS | (frozenset(BARE_EXTENSIONS) if include_bare else frozenset())
+
+
+def collect_inputs(
+    inputs: Sequence[str | Path], include_bare: bool = False, output: str | Path | None = None
+) -> list[Path]:
+    """Expand folders into the raw files they hold (recursively, sorted); keep files as given.
+
+    Hidden files in folders are left out, and so is ``output`` where it lies inside a folder
+    (see :func:`darkraw.raw.fileio.scan_inputs`, which also says what was left out).
+    """
+    return scan_inputs(inputs, input_extensions(include_bare), output).files
+
+
+#: Output extensions that name a file darkraw cannot write, rather than a folder.
+_NOT_WRITTEN = OTHER_IMAGE_EXTENSIONS | RAW_EXTENSIONS
 
 
 def plan_outputs(inputs: Sequence[Path], output: str | Path, fmt: str = "png") -> list[Path]:
@@ -46,19 +63,52 @@ def plan_outputs(inputs: Sequence[Path], output: str | Path, fmt: str = "png") -
     folder and each input becomes ``<folder>/<stem>.<fmt>``.
 
     Raises:
-        OutputError: two inputs would write the same file, or an unknown format.
+        OutputError: two inputs would write the same file, an output is an input, an unknown
+            format, an output named like an image darkraw does not write (``.heic``, ``.dng``),
+            or an existing file where a folder is needed.
     """
     output = Path(output)
     suffix = "." + fmt.lower().lstrip(".")
     if suffix not in IMAGE_FORMATS:
         raise OutputError(output, f"unknown image format {fmt!r}; use png, jpg or tiff")
-    if len(inputs) == 1 and output.suffix.lower() in IMAGE_FORMATS and not output.is_dir():
-        return [output]
-    if output.suffix.lower() in IMAGE_FORMATS and not output.is_dir():
-        raise OutputError(output, f"{len(inputs)} inputs need an output folder, not an image file")
+    out_suffix = output.suffix.lower()
+    if not output.is_dir():
+        if out_suffix in IMAGE_FORMATS:
+            if len(inputs) != 1:
+                problem = f"{len(inputs)} inputs need an output folder, not an image file"
+                raise OutputError(output, problem)
+            check_outputs_are_not_inputs(inputs, [output])
+            return [output]
+        if out_suffix in _NOT_WRITTEN:
+            problem = f"darkraw does not write {out_suffix} images"
+            raise OutputError(output, f"{problem}; name a {image_formats_text()} file, or a folder")
+        if output.exists():
+            problem = (
+                "several inputs need a folder"
+                if len(inputs) > 1
+                else f"name a {image_formats_text()} image, or a folder"
+            )
+            raise OutputError(output, f"is a file; {problem}")
     targets = [output / f"{p.stem}{suffix}" for p in inputs]
     check_distinct_outputs(inputs, targets)
+    check_outputs_are_not_inputs(inputs, targets)
     return targets
+
+
+def prepare_outputs(targets: Sequence[Path], output: str | Path, overwrite: bool = False) -> None:
+    """Check every output location before any frame is computed: create the folder (a single
+    output's too), and refuse a folder that cannot be written or a target that is a folder.
+
+    Raises:
+        OutputError: the first location that cannot be written.
+    """
+    for dst in targets:
+        if dst.is_dir():
+            raise OutputError(dst, "is a folder, not an image file")
+    folder = targets[0].parent
+    single = None if folder == Path(output) else targets[0]
+    write = overwrite or not all(dst.exists() for dst in targets)
+    prepare_output_folder(folder, single, write=write)
 
 
 def enhance_file(
@@ -128,8 +178,10 @@ def enhance_batch(
     """Enhance many files; a bad file is reported and the batch goes on.
 
     Args:
-        inputs: raw files and folders of raw files.
-        output: an image file (single input) or a folder (created if missing).
+        inputs: raw files and folders of raw files (hidden files and ``output``, where it lies
+            inside a folder, are left out of a folder and counted in the report).
+        output: an image file (single input) or a folder; a missing folder (a single image's
+            too) is created. Every output location is checked before the first frame.
         options: the classic pipeline's settings; with a ``model`` only ``options.ratio``.
         fmt: image format for outputs in a folder: ``png`` (8-bit), ``jpg`` or ``tiff`` (16-bit).
         overwrite: replace existing outputs; otherwise they are skipped, so an interrupted batch
@@ -148,7 +200,8 @@ def enhance_batch(
 
     Raises:
         CheckpointError: the model cannot be loaded (nothing has been written then).
-        OutputError: the outputs cannot be planned or the output folder cannot be made.
+        OutputError: the outputs cannot be planned (an output would be an input, or two inputs
+            would share one), or an output location cannot be made or written.
     """
     network, database, name = None, None, ""
     if model is not None:
@@ -167,19 +220,15 @@ def enhance_batch(
         if isinstance(network, RawDenoiser) and noise_profiles is not None:
             database = load_noise_profiles(noise_profiles)
     given = list(inputs)
-    files = collect_inputs(given, include_bare=bare is not None)
-    report = BatchReport()
+    scan: InputScan = scan_inputs(given, input_extensions(bare is not None), output)
+    files = scan.files
+    report = BatchReport(hidden=scan.hidden, in_output=scan.in_output)
     if not files:
         for item in given:
             report.failed.append((Path(item), "no raw files found here"))
         return report
     targets = plan_outputs(files, output, fmt)
-    folder = Path(output)
-    if targets[0].parent == folder and not folder.exists():
-        try:
-            folder.mkdir(parents=True)
-        except OSError as err:
-            raise OutputError(folder, f"cannot create output folder ({err.strerror})") from None
+    prepare_outputs(targets, output, overwrite)
     bar = tqdm(
         list(zip(files, targets, strict=True)),
         desc="enhance",
@@ -206,11 +255,11 @@ def enhance_batch(
             )
         except DarkrawError as err:
             report.failed.append((src, err.problem))
-            tqdm.write(f"error: {err}", file=sys.stderr)
+            tqdm.write(f"darkraw: error: {err}", file=sys.stderr)
             continue
         except (ValueError, MemoryError) as err:
             report.failed.append((src, str(err) or type(err).__name__))
-            tqdm.write(f"error: {src}: {err}", file=sys.stderr)
+            tqdm.write(f"darkraw: error: {src}: {err}", file=sys.stderr)
             continue
         report.written.append(dst)
         chosen = "auto " if options.ratio is None else ""

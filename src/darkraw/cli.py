@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from darkraw._version import __version__
+from darkraw.api import RATIO_RANGE
 from darkraw.classic.denoise import Denoiser
 from darkraw.classic.pipeline import ClassicOptions, GammaCurve, WhiteBalance
 from darkraw.errors import DarkrawError
@@ -19,6 +26,22 @@ if TYPE_CHECKING:
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+#: Exit code when the reader of standard output went away (``darkraw info ... | head``): what a
+#: shell reports for a program that SIGPIPE ended (128 + 13).
+EXIT_BROKEN_PIPE = 141
+#: Exit codes after Ctrl-C (SIGINT) and after SIGTERM (``kill``, a job scheduler, a container
+#: stopping): 128 + the signal's number, as a shell reports it.
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser with darkraw's one error prefix: ``darkraw: error: ...`` (argparse's
+    own says ``darkraw enhance: error:``). Subcommands' parsers are of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"darkraw: error: {message}\n")
 
 
 def _ratio(text: str) -> float | None:
@@ -28,8 +51,11 @@ def _ratio(text: str) -> float | None:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"ratio must be a positive number, got {text!r}")
+    low, high = RATIO_RANGE
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(
+            f"ratio must be between {low:g} and {high:g} (or 'auto'), got {text!r}"
+        )
     return value
 
 
@@ -122,7 +148,7 @@ def _bare_spec(args: argparse.Namespace) -> BareMosaicSpec | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="darkraw",
         description="Make raw photos taken in the dark look as if taken in good light.",
     )
@@ -137,7 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     enh.add_argument("inputs", nargs="+", metavar="INPUT", help="raw files or folders of them")
     enh.add_argument(
-        "-o", "--output", required=True, help="output image (one input) or folder (several)"
+        "-o",
+        "--output",
+        required=True,
+        help="output image (one input; .png, .jpg or .tif) or folder (several); a missing folder "
+        "is created",
     )
     enh.add_argument(
         "--method",
@@ -218,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--ratio",
         type=_ratio,
         default=None,
-        help="exposure ratio (amplification), or 'auto' to choose from the image (default: auto)",
+        help="exposure ratio (amplification) from 1 to 10000, or 'auto' to choose from the image "
+        "(default: auto)",
     )
     enh.add_argument(
         "--denoise",
@@ -246,8 +277,17 @@ def build_parser() -> argparse.ArgumentParser:
     enh.add_argument("--overwrite", action="store_true", help="replace existing output files")
     _add_bare_options(enh)
 
-    info = sub.add_parser("info", help="print raw files' metadata")
-    info.add_argument("inputs", nargs="+", metavar="FILE")
+    info = sub.add_parser(
+        "info",
+        help="print raw files' metadata",
+        description=(
+            "Print what raw files say about themselves: camera, CFA pattern, size, black and "
+            "white levels, as-shot white balance, colour matrix, exposure, orientation, and the "
+            "range and mean of the pixel values. Folders are searched for raw files as by "
+            "enhance; bare mosaics need --pattern and --white-level."
+        ),
+    )
+    info.add_argument("inputs", nargs="+", metavar="INPUT", help="raw files or folders of them")
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_bare_options(info)
 
@@ -381,6 +421,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo",
         help="enhance the bundled dark sample with the default model and the classic pipeline",
+        description=(
+            "Enhance the dark raw sample that comes with darkraw twice, with the default network "
+            "and with the classic pipeline, and write both results and a side-by-side "
+            "comparison (as shot | classic pipeline | network) into the output folder."
+        ),
     )
     demo.add_argument("-o", "--output", default="darkraw-demo", help="output folder")
     demo.add_argument(
@@ -392,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_simulate_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     from darkraw.synth.noise import DEFAULT_CAMERA, available_profiles
 
     sim = sub.add_parser(
@@ -517,7 +562,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
                 renderer=args.render or base.renderer,
                 gamma=gamma,
                 tile=base.tile if args.tile is None else args.tile,
-                overlap=base.overlap if args.overlap is None else args.overlap,
+                overlap=args.overlap,
                 precision=args.precision or base.precision,
             )
         else:
@@ -543,7 +588,8 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
         denoise=denoise,
         noise_profiles=args.noise_profile,
     )
-    if len(report.written) + len(report.skipped) + len(report.failed) > 1 or report.failed:
+    done = len(report.written) + len(report.skipped) + len(report.failed)
+    if done > 1 or report.failed or report.hidden or report.in_output:
         print(report.summary(), file=sys.stderr)
         for path, why in report.failed:
             print(f"  failed: {path}: {why}", file=sys.stderr)
@@ -551,19 +597,18 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from darkraw.info import describe_file, format_json, format_table
+    from darkraw.info import describe_inputs, format_json, format_table
 
-    bare = _bare_spec(args)
     infos, failed = [], 0
-    for path in args.inputs:
-        try:
-            infos.append(describe_file(path, bare))
-        except DarkrawError as err:
-            print(f"darkraw: error: {err}", file=sys.stderr)
+    for info in describe_inputs(args.inputs, _bare_spec(args)):
+        if isinstance(info, DarkrawError):
+            print(f"darkraw: error: {info}", file=sys.stderr)
             failed += 1
+        else:
+            infos.append(info)
     if args.json:
         print(format_json(infos))
-    else:
+    elif infos:
         print("\n\n".join(format_table(i) for i in infos))
     return EXIT_FAILED if failed else 0
 
@@ -713,11 +758,19 @@ _COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 1 failed inputs, 2 usage)."""
+    """Entry point; returns the exit code (0 ok, 1 failed inputs, 2 usage, 130 after Ctrl-C,
+    143 after SIGTERM)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return _COMMANDS[args.command](args)
+        with _terminate_as_interrupt(), _warnings_as_lines():
+            code = _COMMANDS[args.command](args)
+        # Inside the try: a closed pipe shows at this flush when the output fitted the buffer.
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
     except DarkrawError as err:
         if args.debug:
             traceback.print_exc()
@@ -728,12 +781,100 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"darkraw: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as err:
+        # What no check before it words (a 5000-character output path: "File name too long").
+        if args.debug:
+            traceback.print_exc()
+        print(f"darkraw: error: {_os_error(err)}", file=sys.stderr)
+        return EXIT_FAILED
+    except _Terminated:
+        print(
+            "darkraw: terminated; finished outputs are complete, run again to do the rest",
+            file=sys.stderr,
+        )
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(
             "darkraw: interrupted; finished outputs are complete, run again to do the rest",
             file=sys.stderr,
         )
-        return 130
+        return EXIT_INTERRUPTED
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it unwinds as after Ctrl-C: every atomic
+    write deletes its temporary file and every ``finally`` runs."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into :class:`_Terminated` while the command runs (the main thread only:
+    signals are delivered there), and put the earlier handler back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    owner = os.getpid()
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != owner:
+            # A forked child (a data-loading worker) ends as SIGTERM ends a process.
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise _Terminated
+
+    before = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Print darkraw's warnings as ``darkraw: warning: ...``, one line each, beside the progress
+    bar; other libraries' warnings keep Python's format."""
+    with warnings.catch_warnings():
+        default = warnings.showwarning
+
+        def show(
+            message: Warning | str,
+            category: type[Warning],
+            filename: str,
+            lineno: int,
+            file: TextIO | None = None,
+            line: str | None = None,
+        ) -> None:
+            if not category.__module__.startswith("darkraw."):
+                default(message, category, filename, lineno, file, line)
+                return
+            from tqdm import tqdm
+
+            tqdm.write(f"darkraw: warning: {message}", file=sys.stderr)
+
+        warnings.showwarning = show
+        yield
+
+
+def _os_error(err: OSError) -> str:
+    """``PATH: problem`` for an OSError, the path shortened to fit a line."""
+    problem = err.strerror or str(err)
+    if err.filename is None:
+        return problem
+    name = os.fsdecode(err.filename) if isinstance(err.filename, bytes) else str(err.filename)
+    if len(name) > 120:
+        name = f"{name[:60]}...{name[-40:]} ({len(name)} characters)"
+    return f"{name}: {problem}"
+
+
+def _discard_stdout() -> None:
+    """Point standard output at /dev/null, so that flushing it at exit raises nothing more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass  # no file descriptor behind sys.stdout (a test's capture): nothing to flush
 
 
 if __name__ == "__main__":

@@ -148,6 +148,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
+#: Largest config file read: a config is a page of YAML.
+MAX_CONFIG_BYTES = 4 * 2**20
+
+
 def load_config(cls: type[T], path: str | Path) -> T:
     """Read a YAML file of overrides into dataclass ``cls``.
 
@@ -168,6 +172,11 @@ def read_yaml(path: str | Path) -> Any:
         ConfigError: the file is missing, unreadable or not YAML; one line naming it.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():
+        # A FIFO would block for ever and /dev/zero fill the memory.
+        raise ConfigError(path, "not a regular file")
+    if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(path, f"over {MAX_CONFIG_BYTES // 2**20} MiB: not a config")
     try:
         text = path.read_text()
     except FileNotFoundError:

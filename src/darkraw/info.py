@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from darkraw.raw.rawio import BareMosaicSpec, read_raw
+from darkraw.errors import DarkrawError, RawReadError
+from darkraw.raw.fileio import scan_inputs
+from darkraw.raw.rawio import BARE_EXTENSIONS, RAW_EXTENSIONS, BareMosaicSpec, read_raw
 
 
 def describe_file(path: str | Path, bare: BareMosaicSpec | None = None) -> dict[str, Any]:
@@ -25,6 +28,27 @@ def describe_file(path: str | Path, bare: BareMosaicSpec | None = None) -> dict[
     span = meta.white_level - float(np.mean(meta.black_tile))
     out["mean_level"] = (out["dn_mean"] - float(np.mean(meta.black_tile))) / span
     return out
+
+
+def describe_inputs(
+    inputs: Iterable[str | Path], bare: BareMosaicSpec | None = None
+) -> Iterator[dict[str, Any] | DarkrawError]:
+    """:func:`describe_file` of every input, folders searched as ``darkraw enhance`` searches
+    them (recursively, sorted, hidden files left out; bare mosaics only with ``bare``).
+
+    Yields, in order, each file's description or the error that stopped it; a folder without a
+    raw file yields ``FOLDER: no raw files found here``.
+    """
+    extensions = RAW_EXTENSIONS | (frozenset(BARE_EXTENSIONS) if bare is not None else frozenset())
+    for item in inputs:
+        files = scan_inputs([item], extensions).files
+        if not files:
+            yield RawReadError(item, "no raw files found here")
+        for path in files:
+            try:
+                yield describe_file(path, bare)
+            except DarkrawError as err:
+                yield err
 
 
 def _fmt(value: Any) -> str:

@@ -98,3 +98,45 @@ def test_receptive_radius_covers_what_an_output_pixel_sees():
     rows = (x.grad[0].abs().sum((0, 2)) > 0).nonzero()
     reach = max(80 - int(rows.min()), int(rows.max()) - 80)
     assert 0 < reach <= receptive_radius(config)
+
+
+def test_mean_window_takes_out_offsets_and_slow_changes_of_the_correction():
+    """A correction that is an offset (its output layer's bias, which drifts in training) moves
+    a region's level, its colour once balanced; the window takes it out entirely, and the rest
+    of the correction averages about zero."""
+    config = DenoiserConfig(width=4, levels=3, mean_window=9)
+    net = model(config)
+    torch.nn.init.constant_(net.out.bias, 0.3)
+    x = torch.rand(1, config.in_channels, 40, 48)
+    torch.testing.assert_close(net(x), x[:, :4])
+    torch.nn.init.normal_(net.out.weight, std=0.5)
+    correction = net(x) - x[:, :4]
+    assert correction.abs().mean() > 0.05
+    assert correction.mean((2, 3)).abs().max() < 0.05 * correction.std()
+
+
+def test_box_mean_is_the_mean_of_the_box_inside_the_frame():
+    from darkraw.nn.denoiser import box_mean
+
+    x = torch.arange(30.0).reshape(1, 1, 5, 6)
+    out = box_mean(x, 3)
+    assert float(out[0, 0, 2, 2]) == pytest.approx(float(x[0, 0, 1:4, 1:4].mean()))
+    assert float(out[0, 0, 0, 0]) == pytest.approx(float(x[0, 0, :2, :2].mean()))
+
+
+@pytest.mark.parametrize("window", [2, -1, 301, True])
+def test_mean_window_must_be_zero_or_odd_and_bounded(window):
+    with pytest.raises(ValueError, match="mean_window"):
+        DenoiserConfig(mean_window=window)
+
+
+def test_receptive_radius_counts_the_mean_window():
+    config = DenoiserConfig(width=4, levels=3, mean_window=15)
+    net = model(config)
+    torch.nn.init.normal_(net.out.weight)
+    x = torch.rand(1, config.in_channels, 160, 160, requires_grad=True)
+    net(x)[0, :, 80, 80].sum().backward()
+    rows = (x.grad[0].abs().sum((0, 2)) > 0).nonzero()
+    reach = max(80 - int(rows.min()), int(rows.max()) - 80)
+    assert receptive_radius(DenoiserConfig(width=4, levels=3)) < reach
+    assert reach <= receptive_radius(config)

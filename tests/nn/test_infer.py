@@ -356,7 +356,7 @@ def test_non_finite_weights_are_refused(tmp_path):
         save_model_file(tmp_path / "nan.safetensors", model)
 
 
-@pytest.mark.parametrize("name", ["default", "small"])
+@pytest.mark.parametrize("name", ["sid", "small"])
 def test_bundled_model_missing_and_present(tmp_path, monkeypatch, name):
     import darkraw.nn.infer
 
@@ -375,7 +375,7 @@ def test_bundled_model_missing_and_present(tmp_path, monkeypatch, name):
 def test_bundled_models_are_shipped_and_load(name):
     path = bundled_model_path(name)
     model = resolve_model(name)
-    assert model.config.width == (32 if name == "default" else 16)
+    assert model.config.width == (32 if name == "sid" else 16)
     assert model_card(path)["step"] > 0
 
 

@@ -229,3 +229,15 @@ def test_kodak_file_renders_its_own_mosaic_as_libraw_does():
     np.testing.assert_array_equal(
         render_mosaic_with_libraw(path, raw.mosaic, raw.meta), render_with_libraw(path)
     )
+
+
+def test_white_point_adjustment_is_off_unless_asked():
+    """LibRaw lowers its white point to a peak between 0.75 and 1 of white; the denoiser's
+    renderer does not, so a picture's brightness does not hang on its brightest pixel."""
+    path = shared_data("raw", "RAW_KODAK_DC50.KDC")
+    raw = read_raw(path)
+    capped = np.minimum(raw.mosaic, 0.85 * raw.meta.white_level)
+    plain = render_mosaic_with_libraw(path, capped, raw.meta)
+    adjusted = render_mosaic_with_libraw(path, capped, raw.meta, adjust_maximum=True)
+    assert adjusted.mean() > 1.03 * plain.mean()
+    np.testing.assert_array_equal(plain, render_mosaic_with_libraw(path, capped, raw.meta))

@@ -147,3 +147,131 @@ def test_malformed_user_profile_gives_a_value_error(tmp_path, change, message):
     path.write_text(json.dumps(body))
     with pytest.raises(ValueError, match=message):
         load_profile(path)
+
+
+# --- issue 26: every number of a profile is checked, naming its key -----------------------------
+
+
+def sony_body():
+    body = json.loads(json.dumps(load_profile("SonyA7S2").__dict__, default=lambda o: o.__dict__))
+    return {k: v for k, v in body.items() if k != "name"}
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("tukey_shapes", 0), math.nan, r"tukey_shapes\[0\]: expected a finite number"),
+        (
+            ("tukey_shapes", 1),
+            5.0,
+            r"tukey_shapes\[1\]: expected a Tukey-lambda shape in \(-0\.5, 1\]",
+        ),
+        (("tukey_shapes", 1), -0.5, r"tukey_shapes\[1\]"),
+        (("color_bias", 2, 1), math.nan, r"color_bias\[2\]\[1\]: expected a finite number"),
+        (("color_bias", 0, 3), 1e30, r"color_bias\[0\]\[3\]: .*below the white level"),
+        (("color_bias", 0, 3), -20000.0, r"color_bias\[0\]\[3\]: .*below the white level"),
+        (("k_max",), 1e300, r"k_max: expected .*<= 10000"),
+        (("k_max",), math.inf, r"k_max: expected a finite number"),
+        (("k_min",), -1.0, r"k_min: expected a number > 0"),
+        (("k_min",), 0.0, r"k_min: expected a number > 0"),
+        (("k_max",), 0.01, r"k_max: expected a number >= k_min"),
+        (("white_level",), math.nan, r"white_level: expected a finite number"),
+        (("white_level",), 0.5, r"white_level: "),
+        (("fits", 0, "tukey_scale", "sigma"), -1.0, r"fits\[0\]\.tukey_scale\.sigma: .*>= 0"),
+        (
+            ("fits", 0, "row_scale", "slope"),
+            math.inf,
+            r"fits\[0\]\.row_scale\.slope: expected a fin",
+        ),
+        (
+            ("fits", 0, "gauss_scale", "bias"),
+            math.nan,
+            r"fits\[0\]\.gauss_scale\.bias: expected a fin",
+        ),
+        (("fits", 0, "gauss_scale", "bias"), 1e300, r"fits\[0\]\.gauss_scale\.bias: "),
+        (("k_min",), 10**400, r"k_min: expected a number"),
+    ],
+    ids=lambda v: ".".join(map(str, v)) if isinstance(v, tuple) else f"{v!r:.12}",
+)
+def test_profile_numbers_out_of_range_name_their_key(tmp_path, path, value, message):
+    body = sony_body()
+    where = body
+    for key in path[:-1]:
+        where = where[key]
+    where[path[-1]] = value
+    file = tmp_path / "Bad.json"
+    file.write_text(json.dumps(body))  # NaN and Infinity as Python's json writes them
+    with pytest.raises(ValueError, match=rf"^Bad\.{message}") as err:
+        load_profile(file)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 300
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (json.dumps({"Cam": {"Inner": sony_body()}}), r"Cam: unknown keys \['Inner'\]"),
+        (json.dumps({"Cam": [sony_body()]}), "Cam: expected a profile object, got list"),
+        (json.dumps([sony_body()]), "Bad: expected a profile object, got list"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"Cam": ' * 50_000 + "{}" + "}" * 50_000, "nested too deeply"),
+        (json.dumps({**sony_body(), "tukey_shapes": {"a": 1}}), r"tukey_shapes: expected a list"),
+        (
+            json.dumps({**sony_body(), "color_bias": [1, 2, 3, 4]}),
+            r"color_bias\[0\]: expected a list",
+        ),
+        ("1" * 5000, "cannot read noise profile"),
+        (b"\xff\xfe\x00", "cannot read noise profile"),
+    ],
+)
+def test_nested_or_malformed_profile_files_are_one_line(tmp_path, text, message):
+    file = tmp_path / "Bad.json"
+    if isinstance(text, bytes):
+        file.write_bytes(text)
+    else:
+        file.write_text(text)
+    with pytest.raises(ValueError, match=message) as err:
+        load_profile(file)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 400
+
+
+def test_profile_files_that_are_not_regular_files_are_refused(tmp_path):
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    done = threading.Event()
+
+    def unblock():
+        # Were the FIFO opened for reading, a writer lets the reader see EOF: fail, not hang.
+        while not done.wait(0.2):
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                continue
+
+    threading.Thread(target=unblock, daemon=True).start()
+    try:
+        with pytest.raises(ValueError, match=r"pipe\.json: .*not a regular file"):
+            load_profile(fifo)
+    finally:
+        done.set()
+    zero = tmp_path / "zero.json"
+    zero.symlink_to("/dev/zero")
+    with pytest.raises(ValueError, match=r"zero\.json: .*not a regular file"):
+        load_profile(zero)
+
+
+def test_a_nan_profile_is_refused_by_the_dataclass_too():
+    sony = load_profile("SonyA7S2")
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match=r"SonyA7S2\.tukey_shapes\[0\]"):
+        replace(sony, tukey_shapes=(math.nan,))
+    with pytest.raises(ValueError, match=r"SonyA7S2\.color_bias\[0\]\[0\]"):
+        replace(sony, color_bias=((math.inf, 0.0, 0.0, 0.0),))
+
+
+def test_every_bundled_profile_passes_the_checks():
+    for name in available_profiles():
+        assert load_profile(name).name == name

@@ -107,3 +107,37 @@ def test_rendering_uses_each_green_with_its_tile():
     assert out.shape == (1, 6, 1, 1)
     assert out[0, 1] > out[0, 4]  # G1 is 0.4, G2 0.3
     torch.testing.assert_close(out[0, [0, 2]], out[0, [3, 5]])  # the same red and blue
+
+
+def test_a_run_starts_from_another_runs_weights_with_a_mean_window(photo_folder, tmp_path):
+    train_denoiser(tiny(photo_folder, tmp_path / "a", steps=2), progress=False)
+    start = tmp_path / "a" / "checkpoints" / "step_0000002.safetensors"
+    config = tiny(
+        photo_folder,
+        tmp_path / "b",
+        steps=1,
+        lr=1e-12,
+        lr_final=1e-12,
+        warmup=0,
+        init_from=str(start),
+        model={"width": 4, "levels": 2, "mean_window": 5},
+    )
+    train_denoiser(config, progress=False)
+    before = load_model(start).state_dict()
+    after = load_model(tmp_path / "b" / "checkpoints" / "step_0000001.safetensors")
+    assert after.config.mean_window == 5
+    for name, value in after.state_dict().items():
+        torch.testing.assert_close(value, before[name], atol=1e-6, rtol=0, msg=name)
+    with pytest.raises(Exception, match="another network"):
+        wider = tiny(photo_folder, tmp_path / "c", init_from=str(start), model={"width": 8})
+        train_denoiser(wider, progress=False)
+
+
+@pytest.mark.parametrize("threads", [-1, 1_000_000])
+def test_threads_are_bounded_naming_the_key(photo_folder, tmp_path, threads):
+    from darkraw.training.train import TrainConfig
+
+    with pytest.raises(ValueError, match="threads must be from 0 to 1024"):
+        tiny(photo_folder, tmp_path, threads=threads)
+    with pytest.raises(ValueError, match="threads must be from 0 to 1024"):
+        from_dict(TrainConfig, {"threads": threads})

@@ -57,6 +57,11 @@ _TENSOR, _TUPLE, _INT_DICT = "__tensor__", "__tuple__", "__int_dict__"
 _TAGS = frozenset({_TENSOR, _TUPLE, _INT_DICT})
 _NUMPY_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
 
+#: Deepest nesting of lists and objects a metadata entry may have. darkraw writes 5 levels at
+#: most (an optimizer's state); a file may hold 100,000, which Python's JSON parser and any
+#: recursive walk of the result meet as a RecursionError.
+MAX_JSON_DEPTH = 32
+
 
 @dataclass(frozen=True)
 class Checkpoint:
@@ -200,7 +205,10 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     optimizer_state = None
     if values["optim"] is not None:
         used: set[str] = set()
-        optimizer_state = _decode(path, values["optim"], optim_tensors, used)
+        try:
+            optimizer_state = _decode(path, values["optim"], optim_tensors, used)
+        except RecursionError:
+            raise CheckpointError(path, "optimizer state is nested too deeply") from None
         if not isinstance(optimizer_state, dict):
             raise CheckpointError(path, "optimizer state is not a dict")
         unused = set(optim_tensors) - used
@@ -433,10 +441,7 @@ def _parse_metadata(
     for key in _METADATA_KEYS:
         if key not in metadata:
             raise CheckpointError(path, f"checkpoint metadata lacks {key!r}")
-        try:
-            values[key] = json.loads(metadata[key])
-        except json.JSONDecodeError:
-            raise CheckpointError(path, f"checkpoint metadata {key!r} is not valid JSON") from None
+        values[key] = parse_json_entry(path, metadata[key], f"checkpoint metadata {key!r}")
     if values["format"] != FORMAT:
         raise CheckpointError(path, f"not a darkraw checkpoint (format {values['format']!r})")
     if values["version"] != VERSION:
@@ -452,6 +457,48 @@ def _parse_metadata(
         if not (isinstance(values[key], dict) or (allow_none and values[key] is None)):
             raise CheckpointError(path, f"checkpoint metadata {key!r} is not a JSON object")
     return values
+
+
+def parse_json_entry(path: Path, text: str, what: str) -> Any:
+    """One JSON metadata entry of a safetensors file, nested at most :data:`MAX_JSON_DEPTH` deep.
+
+    Args:
+        what: the entry, for the messages (``"checkpoint metadata 'extra'"``).
+
+    Raises:
+        CheckpointError: one line naming ``path``: not valid JSON, or nested too deeply.
+    """
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise CheckpointError(path, f"{what} is nested too deeply") from None
+    except ValueError:
+        # JSONDecodeError, and integers of more than 4300 digits.
+        raise CheckpointError(path, f"{what} is not valid JSON") from None
+    if _json_depth(value) > MAX_JSON_DEPTH:
+        raise CheckpointError(
+            path, f"{what} is nested too deeply (more than {MAX_JSON_DEPTH} levels)"
+        )
+    return value
+
+
+def _json_depth(value: Any) -> int:
+    """Nesting depth of lists and dicts in parsed JSON, without recursion; stops past the limit."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _numpy_to_python(value: Any) -> Any:

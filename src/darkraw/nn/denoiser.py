@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from itertools import pairwise
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from darkraw.nn.model import LEAKY_SLOPE, conv_layers, pad_planes
@@ -39,6 +40,7 @@ NOISE_INPUTS = ("map", "none")
 #: is checked, so it must not be able to make a network of unbounded size.
 MAX_WIDTH = 128
 MAX_LEVELS = 6
+MAX_MEAN_WINDOW = 255
 
 
 @dataclass(frozen=True)
@@ -50,12 +52,16 @@ class DenoiserConfig:
         levels: resolutions of the U-Net (``levels - 1`` poolings).
         planes: packed raw planes in and out (4 for Bayer).
         noise_input: ``map`` (the noise map is ``planes`` extra input channels) or ``none``.
+        mean_window: side (odd, packed pixels) of the box within which the network's correction
+            is made to average zero, so that it removes noise but cannot shift a region's mean
+            level, which shows as a colour cast; 0 leaves the correction as it is.
     """
 
     width: int = 16
     levels: int = 4
     planes: int = 4
     noise_input: str = "map"
+    mean_window: int = 0
 
     def __post_init__(self) -> None:
         for name, low, high in (
@@ -68,6 +74,13 @@ class DenoiserConfig:
                 raise ValueError(
                     f"denoiser {name} must be a whole number in {low}..{high}, got {value!r}"
                 )
+        window = self.mean_window
+        if not isinstance(window, int) or isinstance(window, bool) or window < 0:
+            raise ValueError(f"denoiser mean_window must be a whole number >= 0, got {window!r}")
+        if window and (window % 2 == 0 or window > MAX_MEAN_WINDOW):
+            raise ValueError(
+                f"denoiser mean_window must be 0 or odd and at most {MAX_MEAN_WINDOW}, got {window}"
+            )
         if self.noise_input not in NOISE_INPUTS:
             raise ValueError(
                 f"denoiser noise_input must be one of {', '.join(NOISE_INPUTS)}, "
@@ -93,7 +106,7 @@ class DenoiserConfig:
         values = {k: v for k, v in d.items() if k != "arch"}
         if d.get("arch", ARCH) != ARCH:
             raise ValueError(f"not a raw denoiser's config (arch {d.get('arch')!r})")
-        known = {"width", "levels", "planes", "noise_input"}
+        known = {"width", "levels", "planes", "noise_input", "mean_window"}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown denoiser config keys: {', '.join(map(str, unknown))}")
@@ -180,9 +193,19 @@ class RawDenoiser(nn.Module):
         y = skips.pop()
         for up, block in zip(self.upsample, self.decoder, strict=True):
             y = block(torch.cat([up(y), skips.pop()], dim=1))
-        correction: torch.Tensor = self.out(y)[..., :h, :w]
+        correction: torch.Tensor = self.out(y)[..., :h, :w].float()
+        if self.config.mean_window:
+            correction = correction - box_mean(correction, self.config.mean_window)
         # The residual is added in fp32 so that bf16's 8-bit mantissa does not round the signal.
-        return x[:, :p].float() + correction.float()
+        return x[:, :p].float() + correction
+
+
+def box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
+    """The mean of ``(N, C, h, w)`` over a ``window`` x ``window`` box around each pixel (the
+    part of the box inside the frame at its edges), in two 1-D passes."""
+    half = window // 2
+    rows = F.avg_pool2d(x, (window, 1), stride=1, padding=(half, 0), count_include_pad=False)
+    return F.avg_pool2d(rows, (1, window), stride=1, padding=(0, half), count_include_pad=False)
 
 
 def build_denoiser(config: DenoiserConfig, generator: torch.Generator | None = None) -> RawDenoiser:
@@ -208,7 +231,7 @@ def macs_per_packed_pixel(config: DenoiserConfig) -> float:
 def receptive_radius(config: DenoiserConfig) -> int:
     """How far (in packed pixels) an output pixel can see: two 3x3 convolutions per level on
     the way down and up, each worth ``2**level`` pixels, plus the output convolution."""
-    radius = 1
+    radius = 1 + config.mean_window // 2
     for level in range(config.levels):
         scale = 2**level
         radius += 2 * scale  # encoder

@@ -1,17 +1,33 @@
 """One entry for enhancing a mosaic with whichever network is given: the raw denoiser
-(:mod:`darkraw.nn.rawdenoise`, the default) or the seed's SID U-Net (:mod:`darkraw.nn.infer`)."""
+(:mod:`darkraw.nn.rawdenoise`, the default) or the seed's SID U-Net (:mod:`darkraw.nn.infer`).
+
+Whatever the network, its result is checked here before anyone writes it: broken weights (an
+overflow to infinity or NaN) once gave an all-black or all-white picture and exit code 0.
+"""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from darkraw.nn.denoiser import RawDenoiser
-from darkraw.nn.infer import InferenceOptions, Network, NetworkResult, enhance_raw_network
+from darkraw.nn.infer import (
+    InferenceOptions,
+    Network,
+    NetworkOutputError,
+    NetworkResult,
+    describe_network,
+    enhance_raw_network,
+)
 from darkraw.nn.rawdenoise import DenoisedResult, DenoiseOptions, enhance_with_denoiser
 from darkraw.raw.metadata import RawMetadata
 from darkraw.synth.noiselevel import NoiseDatabase
+
+
+class ConstantOutputWarning(UserWarning):
+    """A network's result is one colour over the whole frame: broken weights, or a blank photo."""
 
 
 def enhance_mosaic(
@@ -33,12 +49,37 @@ def enhance_mosaic(
         ratio: amplification; ``None`` chooses one from the image.
         inference: how a SID network runs (tiles, precision, self-ensemble).
         denoise: how the raw denoiser runs (strength, renderer, tiles, precision).
-        source: the file the mosaic came from (the denoiser's LibRaw renderer reads it).
+        source: the file the mosaic came from (the denoiser's LibRaw renderer reads it, and
+            messages name it).
         database: camera noise profiles for the denoiser (else the noise is estimated).
 
     Raises:
         ValueError: options for the other kind of network, or a file the network cannot take.
+        NetworkOutputError: the network gave NaN or infinite values (one line naming the model).
+
+    Warns:
+        ConstantOutputWarning: the result is one colour over the whole frame; once per call.
     """
+    try:
+        result = _enhance(mosaic_dn, meta, network, ratio, inference, denoise, source, database)
+    except NetworkOutputError as err:
+        if source is None or err.path is not None:
+            raise
+        raise NetworkOutputError(source, err.problem) from None
+    _check_result(result, network, source)
+    return result
+
+
+def _enhance(
+    mosaic_dn: np.ndarray,
+    meta: RawMetadata,
+    network: Network,
+    ratio: float | None,
+    inference: InferenceOptions | None,
+    denoise: DenoiseOptions | None,
+    source: str | Path | None,
+    database: NoiseDatabase | None,
+) -> NetworkResult | DenoisedResult:
     if isinstance(network, RawDenoiser):
         if inference is not None:
             raise ValueError("inference options are for the SID network; give denoise options")
@@ -49,3 +90,53 @@ def enhance_mosaic(
     if denoise is not None:
         raise ValueError("denoise options are for the raw denoiser; give inference options")
     return enhance_raw_network(mosaic_dn, meta, network, ratio, inference or InferenceOptions())
+
+
+def _check_result(
+    result: NetworkResult | DenoisedResult, network: Network, source: str | Path | None
+) -> None:
+    """Refuse a result with NaN or infinity; warn about one that is constant over the frame.
+
+    The raw denoiser's clean planes are seen through ``mosaic_dn`` (the LibRaw renderer makes a
+    picture of whatever they hold); the image is checked for both networks.
+    """
+    arrays = [result.image]
+    if isinstance(result, DenoisedResult):
+        arrays.append(result.mosaic_dn)
+    if not all(np.isfinite(a).all() for a in arrays):
+        raise NetworkOutputError(
+            source,
+            f"{describe_network(network)} gives NaN or infinite values: its weights are broken "
+            "(too large or corrupt); use another model",
+        )
+    constant = _is_constant(result.image)
+    if isinstance(result, DenoisedResult):
+        constant = constant or _is_constant_mosaic(result.mosaic_dn)
+    if constant:
+        levels = ", ".join(f"{float(v):.3g}" for v in result.image[:, 0, 0])
+        where = "" if source is None else f"{source}: "
+        _warn_every_time(
+            f"{where}{describe_network(network)} gives one colour ({levels}) over the whole "
+            "frame: its weights may be broken (or the photo is blank)"
+        )
+
+
+def _is_constant(image: np.ndarray) -> bool:
+    """Every channel of a ``(C, H, W)`` image holds one value (frames of one pixel aside)."""
+    flat = image.reshape(image.shape[0], -1)
+    return flat.shape[1] > 1 and bool((flat.max(axis=1) == flat.min(axis=1)).all())
+
+
+def _is_constant_mosaic(mosaic: np.ndarray) -> bool:
+    """Each position of the 2x2 tile holds one value: constant clean planes (black levels may
+    differ by position)."""
+    tiles = [mosaic[r::2, c::2] for r in (0, 1) for c in (0, 1)]
+    return all(t.size > 1 and t.max() == t.min() for t in tiles)
+
+
+def _warn_every_time(message: str) -> None:
+    # warnings.warn shows a message once per line of code that raises it; every frame needs its
+    # own. With no registry, warn_explicit remembers nothing (the filters still apply).
+    warnings.warn_explicit(
+        message, ConstantOutputWarning, __file__, 0, module=__name__, registry=None
+    )

@@ -34,6 +34,7 @@ import importlib.resources
 import itertools
 import json
 import math
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,13 @@ from darkraw.classic.pipeline import (
 )
 from darkraw.errors import CheckpointError, DarkrawError
 from darkraw.nn.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from darkraw.nn.checkpoint import content_digest, load_checkpoint, read_safetensors, write_sealed
+from darkraw.nn.checkpoint import (
+    content_digest,
+    load_checkpoint,
+    parse_json_entry,
+    read_safetensors,
+    write_sealed,
+)
 from darkraw.nn.denoiser import DenoiserConfig, RawDenoiser, build_denoiser, is_denoiser_config
 from darkraw.nn.fused import FusedUNet, fused_available
 from darkraw.nn.inputs import network_input_and_gains
@@ -72,10 +79,12 @@ MODEL_VERSION = 1
 #: What ``--model default`` names: the weights shipped inside the package, when present.
 DEFAULT_MODEL = "default"
 
-#: The bundled models by name, and their files under ``darkraw/data``: the default model and
-#: the half-width ``small`` one, 2-3x faster.
+#: The bundled models by name, and their files under ``darkraw/data``: the default, the raw
+#: denoiser (:mod:`darkraw.nn.denoiser`); ``sid``, the seed's See-in-the-Dark U-Net, which
+#: renders colour itself; and ``small``, its half-width version, 2-3x faster.
 BUNDLED_MODELS = {
-    DEFAULT_MODEL: "default_model.safetensors",
+    DEFAULT_MODEL: "denoiser_model.safetensors",
+    "sid": "sid_model.safetensors",
     "small": "small_model.safetensors",
 }
 
@@ -106,6 +115,9 @@ Network = SIDUNet | RawDenoiser
 
 _MODEL_METADATA_KEYS = ("format", "version", "config", "card", "dtype", "sha256")
 _STORAGE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+
+#: The file each network :func:`load_model` built came from, for messages that name the model.
+_LOADED_FROM: weakref.WeakKeyDictionary[torch.nn.Module, Path] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -290,14 +302,33 @@ def load_model(path: str | Path) -> Network:
         config, state = _read_model_file(path, metadata)
     else:
         raise CheckpointError(
-            path, f"not a darkraw model file or checkpoint (format {fmt!r} in its metadata)"
+            path,
+            f"not a darkraw model file or checkpoint (format {_show(fmt)} in its metadata)",
         )
     model = _build(config)
     _check_state(path, model, state)
     model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
     model.eval()
     model.requires_grad_(False)
+    _LOADED_FROM[model] = path
     return model
+
+
+def model_file(network: Network) -> Path | None:
+    """The file :func:`load_model` read ``network`` from; ``None`` for a network built otherwise."""
+    return _LOADED_FROM.get(network)
+
+
+def describe_network(network: Network) -> str:
+    """How messages name a network: ``model PATH`` for one loaded from a file, else its kind."""
+    path = model_file(network)
+    if path is not None:
+        return f"model {path}"
+    return "the given raw denoiser" if isinstance(network, RawDenoiser) else "the given SID network"
+
+
+class NetworkOutputError(DarkrawError):
+    """A network whose output is not finite (NaN or infinity): broken weights, not a bad photo."""
 
 
 def is_model_file(path: str | Path) -> bool:
@@ -353,8 +384,8 @@ def model_source(spec: str | Path) -> Path:
 
 
 def resolve_model(spec: str | Path | Network) -> Network:
-    """A network from a bundled model's name (``"default"``, ``"small"``), a file path, or a
-    network as is.
+    """A network from a bundled model's name (``"default"``, ``"sid"``, ``"small"``), a file
+    path, or a network as is.
 
     Raises:
         CheckpointError: the file cannot be loaded, or the named model is not bundled.
@@ -405,10 +436,7 @@ def _read_metadata(path: Path) -> dict[str, str]:
 def _json_entry(path: Path, metadata: Mapping[str, str], key: str) -> Any:
     if key not in metadata:
         raise CheckpointError(path, f"a safetensors file but not a darkraw model (no {key!r})")
-    try:
-        return json.loads(metadata[key])
-    except json.JSONDecodeError:
-        raise CheckpointError(path, f"metadata {key!r} is not valid JSON") from None
+    return parse_json_entry(path, metadata[key], f"metadata {key!r}")
 
 
 def _model_config(path: Path, section: object) -> ModelConfig | DenoiserConfig:
@@ -428,15 +456,26 @@ def _read_model_file(
     values = {key: _json_entry(path, metadata, key) for key in _MODEL_METADATA_KEYS}
     if values["version"] != MODEL_VERSION:
         raise CheckpointError(
-            path, f"model file version {values['version']!r} is not supported (reads 1)"
+            path, f"model file version {_show(values['version'])} is not supported (reads 1)"
         )
-    if values["dtype"] not in _STORAGE_DTYPES:
-        raise CheckpointError(path, f"unknown storage dtype {values['dtype']!r}")
+    # Any JSON may stand here: a list or an object is no dtype (and cannot be looked up).
+    if not isinstance(values["dtype"], str) or values["dtype"] not in _STORAGE_DTYPES:
+        raise CheckpointError(
+            path,
+            f"unknown storage dtype {_show(values['dtype'])} (expected one of "
+            f"{', '.join(_STORAGE_DTYPES)})",
+        )
     config = _model_config(path, values["config"])
     state, _ = read_safetensors(path, "model file")
     if values["sha256"] != content_digest(state, metadata):
         raise CheckpointError(path, "sha256 mismatch: the model file is corrupt")
     return config, state
+
+
+def _show(value: object, limit: int = 60) -> str:
+    """``repr(value)`` for a one-line message, shortened: metadata may hold anything."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _check_state(path: Path, model: Network, state: Mapping[str, torch.Tensor]) -> None:
@@ -539,6 +578,10 @@ def run_network(
     tolerance :data:`TILING_TOLERANCE` = 1e-5); with 64, 2.3e-3 to 3.2e-3 for a trained width-32
     network and up to 0.093 for random init; with 32, 1.2e-2 trained and 0.6 random.
     ``tile=0`` or an image within one tile gives the whole-frame result exactly.
+
+    Raises:
+        NetworkOutputError: the network gives NaN or infinite values (broken weights), naming
+            the model; nothing is returned.
     """
     c = model.config.in_channels
     planes = np.asarray(planes)
@@ -559,6 +602,7 @@ def run_network(
         net = FusedUNet(model, amp or torch.float32, options.channels_last)
     elif amp:
         autocast = torch.autocast(device.type, dtype=amp)
+    net = _finite_only(net, model)
     s, out_planes = model.config.upscale, model.config.out_planes
     copies = ensemble_copies(options.ensemble, s * s * planes.shape[1] * planes.shape[2])
     with _threads(options.threads), torch.inference_mode(), autocast:
@@ -576,6 +620,28 @@ def run_network(
             out = out[:, :, ::-1] if flip_h else out
             total += out[:, ::-1] if flip_v else out
         return total / np.float32(copies)
+
+
+def _finite_only(
+    net: Callable[[torch.Tensor], torch.Tensor], model: SIDUNet
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``net``, checked: an output with NaN or infinity is an error, not a picture.
+
+    Extreme weights (1e30, or 3e38 that overflows) give infinities, and infinities NaN; clamped
+    to [0, 1] they became an all-white or all-black image that looked like a result.
+    """
+
+    def checked(x: torch.Tensor) -> torch.Tensor:
+        y = net(x)
+        if not bool(torch.isfinite(y).all()):
+            raise NetworkOutputError(
+                None,
+                f"{describe_network(model)} gives NaN or infinite values: its weights are "
+                "broken (too large or corrupt); use another model",
+            )
+        return y
+
+    return checked
 
 
 def _bayer_ensemble(

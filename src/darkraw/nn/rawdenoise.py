@@ -42,7 +42,8 @@ from darkraw.classic.pipeline import (
     subtract_black_level,
     unpack,
 )
-from darkraw.nn.denoiser import RawDenoiser
+from darkraw.nn.denoiser import RawDenoiser, receptive_radius
+from darkraw.nn.infer import NetworkOutputError, describe_network
 from darkraw.nn.inputs import denoiser_input, denoiser_planes
 from darkraw.nn.precision import Precision, autocast_dtype
 from darkraw.raw.metadata import RawMetadata
@@ -63,6 +64,9 @@ class Renderer(enum.Enum):
         return parse_choice(cls, value, "renderer")
 
 
+#: Smallest packed side whose noise :func:`~darkraw.synth.noiselevel.estimate_raw_noise` measures.
+MIN_ESTIMATE_SIDE = 8
+
 #: LibRaw's ``gamma=(power, toe slope)`` for each of darkraw's curves.
 _LIBRAW_CURVES = {GammaCurve.BT709: LIBRAW_BT709_GAMMA, GammaCurve.SRGB: (2.4, 12.92)}
 
@@ -76,10 +80,12 @@ class DenoiseOptions:
             the frame as it is (the network is not run), 1 is the measured level, above 1
             smooths more.
         renderer: ``darkraw`` or ``libraw``.
-        gamma: tone curve of the picture (both renderers draw it).
+        gamma: tone curve of the picture (both renderers draw it): BT.709 by default, LibRaw's
+            and the classic pipeline's, so the three render alike.
         tile: side of a tile window in packed pixels, a multiple of 8 (0: the whole frame).
-        overlap: margin cut from each tile where it meets another; the default, 64, covers
-            the default network's reach (:func:`~darkraw.nn.denoiser.receptive_radius`, 59), so
+        overlap: margin cut from each tile where it meets another, a multiple of 8; ``None``
+            (the default) takes the network's reach
+            (:func:`~darkraw.nn.denoiser.receptive_radius`) rounded up to its pooling grid, so
             tiles join exactly.
         precision: ``auto`` (bf16 where the CPU runs it fast), ``bf16`` or ``fp32``.
         threads: CPU threads for torch during the run; 0 keeps torch's setting.
@@ -87,9 +93,9 @@ class DenoiseOptions:
 
     strength: float = 1.0
     renderer: Renderer = Renderer.DARKRAW
-    gamma: GammaCurve = GammaCurve.SRGB
+    gamma: GammaCurve = GammaCurve.BT709
     tile: int = 512
-    overlap: int = 64
+    overlap: int | None = None
     precision: Precision = Precision.AUTO
     threads: int = 0
 
@@ -101,14 +107,19 @@ class DenoiseOptions:
             raise ValueError(f"strength must be a number >= 0, got {self.strength!r}")
         for name in ("tile", "overlap", "threads"):
             value = getattr(self, name)
+            if name == "overlap" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
-        if self.tile % 8 or self.overlap % 8:
+        if self.tile % 8 or (self.overlap or 0) % 8:
             raise ValueError(
                 f"tile and overlap must be multiples of 8, got {self.tile}, {self.overlap}"
             )
-        if self.tile and self.tile < 2 * self.overlap + 8:
-            raise ValueError(f"tile {self.tile} leaves no centre after margins of {self.overlap}")
+        if self.tile and self.overlap is not None and self.tile < 2 * self.overlap + 8:
+            raise ValueError(
+                f"tile {self.tile} leaves no centre after cutting overlap {self.overlap} from "
+                f"both sides; use tile >= {2 * self.overlap + 8}"
+            )
 
 
 @dataclass(frozen=True)
@@ -164,8 +175,13 @@ def run_denoiser(
     amp = autocast_dtype(options.precision, device)
     model.eval()
     grid = model.config.pad_multiple
-    if options.tile and (options.overlap % grid or options.tile % grid):
+    overlap = options.overlap
+    if overlap is None:
+        overlap = math.ceil(receptive_radius(model.config) / grid) * grid
+    if options.tile and (overlap % grid or options.tile % grid):
         raise ValueError(f"tile and overlap must be multiples of {grid} for this network")
+    if options.tile and options.tile < 2 * overlap + grid:
+        raise ValueError(f"tile {options.tile} leaves no centre after margins of {overlap}")
     _, h, w = x.shape
     out = np.empty((p, h, w), dtype=np.float32)
     autocast: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
@@ -176,11 +192,17 @@ def run_denoiser(
         torch.set_num_threads(options.threads)
     try:
         with torch.inference_mode(), autocast:
-            for y0, y1, ky0, ky1 in tile_spans(h, options.tile, options.overlap, grid):
-                for x0, x1, kx0, kx1 in tile_spans(w, options.tile, options.overlap, grid):
+            for y0, y1, ky0, ky1 in tile_spans(h, options.tile, overlap, grid):
+                for x0, x1, kx0, kx1 in tile_spans(w, options.tile, overlap, grid):
                     window = torch.from_numpy(np.ascontiguousarray(x[:, y0:y1, x0:x1]))[None]
                     window = window.contiguous(memory_format=torch.channels_last)
                     y = model(window)[0].float()
+                    if not bool(torch.isfinite(y).all()):
+                        raise NetworkOutputError(
+                            None,
+                            f"{describe_network(model)} gives NaN or infinite values: its "
+                            "weights are broken (too large or corrupt); use another model",
+                        )
                     keep = y[:, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
                     out[:, ky0:ky1, kx0:kx1] = keep.numpy()
     finally:
@@ -226,7 +248,10 @@ def enhance_with_denoiser(
         raise ValueError(f"ratio must be a positive number, got {ratio}")
     view = rggb_view(mosaic_dn, meta)
     planes = denoiser_planes(view.mosaic, view.meta, 1.0)
-    if noise is None:
+    if noise is None and min(planes.shape[1:]) < MIN_ESTIMATE_SIDE:
+        # Too few samples to measure the noise: the frame is passed through undenoised.
+        noise = RawNoise((0.0,) * 4, (0.0,) * 4, "frame too small to measure its noise")
+    elif noise is None:
         noise = noise_for_frame(planes, meta.make, meta.model, meta.iso, database)
     amplified = noise.amplified(float(ratio))
     told = amplified.scaled(options.strength)

@@ -1,11 +1,14 @@
-"""Writing output files whole or not at all, and the image formats darkraw writes."""
+"""Writing output files whole or not at all, the image formats darkraw writes, and the checks of a
+batch's inputs and outputs made before anything is computed."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,21 +19,49 @@ from darkraw.errors import OutputError
 #: Output extensions and their bit depth.
 IMAGE_FORMATS = {".png": 8, ".jpg": 8, ".jpeg": 8, ".tif": 16, ".tiff": 16}
 
+#: Extensions of image and array formats darkraw does not write (raw formats aside): an output
+#: named so is a mistake, never a folder to create.
+_OTHER_IMAGE_EXTENSIONS_TEXT = (
+    ".heic .heif .webp .avif .jxl .gif .bmp .exr .hdr .jp2 .j2k .pbm .pgm .ppm .pnm .tga .ico "
+    ".psd .svg .npy"
+)
+OTHER_IMAGE_EXTENSIONS = frozenset(_OTHER_IMAGE_EXTENSIONS_TEXT.split())
+
+
+def image_formats_text() -> str:
+    """The extensions darkraw writes, for messages: ``.png, .jpg, .jpeg, .tif or .tiff``."""
+    names = list(IMAGE_FORMATS)
+    return f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+#: When this process started, near enough (when it first needed this module): a temporary file
+#: whose name has no process id (written before names carried one) and older than this belongs
+#: to no writer.
+_STARTED = time.time()
+
 
 @contextlib.contextmanager
 def atomic_output(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
 
-    A reader never sees a half-written file, and a failure (or Ctrl-C) leaves no output behind.
-    The temporary name keeps the real suffix, so writers that look at it pick the right format.
+    A reader never sees a half-written file, and a failure (or Ctrl-C, or SIGTERM at the command
+    line) leaves no output behind. The temporary name, ``.STEM.PID.XXXXXXXX.partSUFFIX``, keeps
+    the real suffix, so writers that look at it pick the right format, and the writer's process
+    id, so that a later write of ``path`` can delete what a killed writer left
+    (:func:`remove_stale_parts`).
     """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
+    try:
+        is_dir = parent.is_dir()
+    except OSError as err:  # a name too long for the file system, a loop of links
+        raise OutputError(path, f"cannot write here ({err.strerror or err})") from None
+    if not is_dir:
         raise OutputError(path, f"output folder {parent} does not exist")
+    remove_stale_parts(path)
     try:
         fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=parent
+            prefix=f".{path.stem}.{os.getpid()}.", suffix=f".part{path.suffix}", dir=parent
         )
     except OSError as err:
         raise OutputError(path, f"cannot write here ({err.strerror or err})") from None
@@ -44,6 +75,72 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def part_pattern(path: str | Path) -> re.Pattern[str]:
+    """The names of :func:`atomic_output`'s temporary files for ``path``; group ``pid`` is the
+    writer's process id (absent in names written before it was put there)."""
+    path = Path(path)
+    # mkstemp's random part: 8 of [a-z0-9_], never a dot, so no other output's names match
+    # (but an unnamed one of an output called STEM.DIGITS.SUFFIX, as stale as this one's).
+    return re.compile(
+        rf"\.{re.escape(path.stem)}\.(?:(?P<pid>\d+)\.)?[a-z0-9_]{{8}}"
+        rf"\.part{re.escape(path.suffix)}"
+    )
+
+
+def remove_stale_parts(path: str | Path) -> list[Path]:
+    """Delete the temporary files of writes of ``path`` that no running process owns: those
+    whose writer's process is gone (killed by SIGKILL, a crash, a power cut), and unnamed ones
+    older than this process. A live writer's file is left alone, whoever runs it.
+
+    Returns:
+        The files deleted (none where the folder cannot be read).
+    """
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    pattern = part_pattern(path)
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        found = pattern.fullmatch(entry.name)
+        if found is None:
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            pid = found.group("pid")
+            if pid is not None:
+                stale = not _process_alive(int(pid))
+            else:
+                stale = entry.stat(follow_symlinks=False).st_mtime < _STARTED
+            if stale:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue  # gone already, or not ours to delete: the write goes on regardless
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (this process counts)."""
+    if pid == os.getpid() or os.name != "posix":
+        # On Windows os.kill ends the process it asks about: assume every writer lives.
+        return True
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's
+    except (OverflowError, OSError):
+        return False  # a number no process can have
+    return True
 
 
 def _umask() -> int:
@@ -108,7 +205,13 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an 8- or 16-bit RGB image as a ``(3, H, W)`` float32 array in [0, 1]."""
+    """Read an 8- or 16-bit RGB image as a ``(3, H, W)`` float32 array in [0, 1].
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: not an RGB image, or one of more pixels than Pillow's decompression-bomb
+            limit (``PIL.Image.MAX_IMAGE_PIXELS`` times 2, 179 Mpixel by default).
+    """
     path = Path(path)
     if path.suffix.lower() in (".tif", ".tiff"):
         import tifffile
@@ -117,8 +220,12 @@ def read_image(path: str | Path) -> np.ndarray:
     else:
         from PIL import Image
 
-        with Image.open(path) as pil:
-            arr = np.asarray(pil.convert("RGB"))
+        try:
+            with Image.open(path) as pil:
+                arr = np.asarray(pil.convert("RGB"))
+        except Image.DecompressionBombError as err:
+            # Neither OSError nor ValueError, so it stopped a whole batch; it is one bad file.
+            raise ValueError(f"too many pixels to read safely ({err})") from None
     if arr.ndim != 3 or arr.shape[-1] < 3:
         raise ValueError(f"{path}: expected an RGB image, got shape {arr.shape}")
     scale = 65535.0 if arr.dtype == np.uint16 else 255.0
@@ -132,14 +239,83 @@ class BatchReport:
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    #: Files of input folders left out: hidden ones, and those in the output folder.
+    hidden: list[Path] = field(default_factory=list)
+    in_output: list[Path] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.failed
 
     def summary(self) -> str:
+        """``2 written, 0 skipped, 1 failed``, then what folder scans left out, if anything."""
         counts = (len(self.written), len(self.skipped), len(self.failed))
-        return "{} written, {} skipped, {} failed".format(*counts)
+        text = "{} written, {} skipped, {} failed".format(*counts)
+        left_out = []
+        if self.hidden:
+            left_out.append(_files(len(self.hidden), "hidden "))
+        if self.in_output:
+            left_out.append(_files(len(self.in_output)) + " in the output folder")
+        return f"{text} (folder scans left out {', '.join(left_out)})" if left_out else text
+
+
+def _files(count: int, kind: str = "") -> str:
+    return f"{count} {kind}file{'' if count == 1 else 's'}"
+
+
+@dataclass
+class InputScan:
+    """The inputs of a batch, folders expanded (:func:`scan_inputs`)."""
+
+    files: list[Path] = field(default_factory=list)
+    #: Files with an input's extension that a folder scan left out: hidden ones (a name, or a
+    #: folder's name below the scanned folder, starting with ``.``, like macOS's ``._x.ARW``)...
+    hidden: list[Path] = field(default_factory=list)
+    #: ... and images darkraw may have written, in the output folder inside a scanned folder.
+    in_output: list[Path] = field(default_factory=list)
+
+
+def scan_inputs(
+    inputs: Iterable[str | Path], extensions: Iterable[str], output: str | Path | None = None
+) -> InputScan:
+    """Expand folders into the files they hold with one of ``extensions`` (recursively, sorted);
+    keep files as given, hidden or not.
+
+    A folder's hidden files are left out, and so are the images (``.png``, ``.jpg``, ``.tif``:
+    what darkraw writes) in ``output`` when that folder lies inside a scanned folder: a batch's
+    outputs are never read back as its inputs (bare mosaics are ``.png`` and ``.tif`` files too).
+    Raw files there are still read.
+    """
+    exts = {ext.lower() for ext in extensions}
+    out_dir = Path(output).resolve() if output is not None else None
+    scan = InputScan()
+    for item in inputs:
+        path = Path(item)
+        if not path.is_dir():
+            scan.files.append(path)
+            continue
+        root = path.resolve()
+        # The output folder itself may be scanned (``in/ -o in/``); only one inside it is left out.
+        skip = out_dir if out_dir is not None and root in out_dir.parents else None
+        found: list[Path] = []
+        for file in path.rglob("*"):
+            if file.suffix.lower() not in exts or not file.is_file():
+                continue
+            inside = file.relative_to(path)
+            if any(part.startswith(".") for part in inside.parts):
+                scan.hidden.append(file)
+            elif (
+                skip is not None
+                and file.suffix.lower() in IMAGE_FORMATS
+                and skip in (root / inside).parents
+            ):
+                scan.in_output.append(file)
+            else:
+                found.append(file)
+        scan.files.extend(sorted(found))
+    scan.hidden.sort()
+    scan.in_output.sort()
+    return scan
 
 
 def check_distinct_outputs(inputs: Sequence[Path], targets: Sequence[Path]) -> None:
@@ -153,3 +329,64 @@ def check_distinct_outputs(inputs: Sequence[Path], targets: Sequence[Path]) -> N
         if dst in seen:
             raise OutputError(dst, f"both {seen[dst]} and {src} would be written here")
         seen[dst] = src
+
+
+def check_outputs_are_not_inputs(inputs: Sequence[Path], targets: Sequence[Path]) -> None:
+    """Refuse an output that is one of the inputs: the same file by any path (``..``, a symbolic
+    or hard link), compared by device and inode, whatever ``--overwrite`` says.
+
+    Raises:
+        OutputError: naming the output (and the input, where its path differs).
+    """
+    files: dict[tuple[int, int], Path] = {}
+    for src in inputs:
+        try:
+            info = src.stat()
+        except OSError:
+            continue  # a missing input is reported when it is read
+        files.setdefault((info.st_dev, info.st_ino), src)
+    for dst in targets:
+        try:
+            info = dst.stat()
+        except OSError:
+            continue  # nothing there yet, so no input either
+        same = files.get((info.st_dev, info.st_ino))
+        if same is not None:
+            which = "an input" if same == dst else f"the input {same}"
+            raise OutputError(
+                dst, f"is {which}; darkraw never writes over an input (choose another output)"
+            )
+
+
+def prepare_output_folder(folder: Path, output: Path | None = None, *, write: bool = True) -> None:
+    """Make sure ``folder`` exists (creating it and its parents) and, if ``write``, that it can be
+    written in: checked before any frame is computed, so a typo fails at once.
+
+    Args:
+        folder: the folder outputs go to.
+        output: the single output file in ``folder``, named by the messages; ``None`` when
+            ``folder`` itself was given as the output.
+        write: something will be written there (not every output exists already).
+
+    Raises:
+        OutputError: ``folder`` is a file or cannot be created, or it is not writable.
+    """
+    # Named: the folder given as the output, or the single output file and then its folder.
+    name, where = (folder, "") if output is None else (output, f" {folder}")
+    try:
+        is_dir, exists = folder.is_dir(), folder.exists()
+    except OSError as err:  # a name too long for the file system, a loop of links
+        raise OutputError(name, f"cannot use this output path ({err.strerror or err})") from None
+    if is_dir:
+        # os.access asks the kernel (permission bits, ACLs, read-only mounts); root passes.
+        if write and not os.access(folder, os.W_OK | os.X_OK):
+            here = "here" if output is None else f"in {folder}"
+            raise OutputError(name, f"cannot write {here} (permission denied)")
+        return
+    if exists:
+        raise OutputError(name, f"cannot create output folder{where} (it is a file)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        problem = f"cannot create output folder{where} ({err.strerror or err})"
+        raise OutputError(name, problem) from None

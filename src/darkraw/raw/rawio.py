@@ -8,12 +8,16 @@ TIFF) carry no metadata, so the caller supplies the CFA pattern and levels.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import math
 import os
+import struct
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rawpy
@@ -39,6 +43,23 @@ _RAW_EXTENSIONS_TEXT = (
     ".nrw .orf .pef .raf .raw .rw2 .rwl .sr2 .srf .srw .x3f"
 )
 RAW_EXTENSIONS = frozenset(_RAW_EXTENSIONS_TEXT.split())
+
+#: Frames of more pixels than this are refused before they are read (a 45 Mpixel camera's raw
+#: is 45e6): a header can declare any size, and reading it would take memory in proportion.
+DEFAULT_MAX_PIXELS = 200_000_000
+
+#: The environment variable that sets another pixel limit (a whole number, e.g. ``400e6``).
+MAX_PIXELS_VARIABLE = "DARKRAW_MAX_PIXELS"
+
+#: The lowest white level a raw file may state, in DN: a 4-bit sensor's saturation.
+MIN_WHITE_LEVEL = 16
+
+#: IFDs and SubIFDs of a TIFF looked at for a message's facts: a header may list millions.
+_MAX_IFDS = 64
+
+#: No raw format stores more pixels per byte, however compressed (a lossless one stores a pixel
+#: in a bit at best); a header that declares more than this per byte of its file lies.
+_MAX_PIXELS_PER_BYTE = 256
 
 
 @dataclass(frozen=True)
@@ -74,8 +95,13 @@ def is_bare_mosaic(path: str | Path) -> bool:
 def read_raw(path: str | Path, bare: BareMosaicSpec | None = None) -> RawImage:
     """Read a raw photo (through LibRaw) or a bare mosaic (with ``bare`` metadata).
 
+    A frame of more pixels than :func:`max_pixels` is refused before it is read.
+
     Raises:
-        RawReadError: the file is missing, unreadable, or not a raw photo.
+        RawReadError: the file is missing, not a regular file (a FIFO or a device would block
+            or never end), unreadable, over the pixel limit, not a raw photo, or its header
+            makes no physical sense (a white level under 16 or far below the data, a
+            linearisation table that maps every value to one).
         UnsupportedSensorError: the sensor is monochrome, Foveon, or has an unknown CFA.
     """
     path = Path(path)
@@ -83,6 +109,8 @@ def read_raw(path: str | Path, bare: BareMosaicSpec | None = None) -> RawImage:
         raise RawReadError(path, "no such file")
     if path.is_dir():
         raise RawReadError(path, "is a directory, not a raw file")
+    if not path.is_file():
+        raise RawReadError(path, "not a regular file (a FIFO, device or socket); not read")
     if is_bare_mosaic(path):
         if bare is None:
             raise RawReadError(
@@ -94,13 +122,79 @@ def read_raw(path: str | Path, bare: BareMosaicSpec | None = None) -> RawImage:
     return _read_libraw(path)
 
 
+def max_pixels() -> int:
+    """The most pixels a frame may have: ``DARKRAW_MAX_PIXELS`` if set, else 200 million.
+
+    Raises:
+        ValueError: the variable is set to something other than a whole number >= 1.
+    """
+    text = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 1 and value == int(value)):
+        raise ValueError(
+            f"{MAX_PIXELS_VARIABLE} must be a whole number of pixels >= 1, got {text[:40]!r}"
+        )
+    return int(value)
+
+
+def _pixel_count(n: int) -> str:
+    return f"{n / 1e6:.4g} Mpixel" if n >= 1_000_000 else f"{n} pixels"
+
+
+def _pixel_limit(path: Path) -> int:
+    try:
+        return max_pixels()
+    except ValueError as err:
+        raise RawReadError(path, str(err)) from None
+
+
+def _over_the_limit(path: Path, what: str, shape: tuple[int, ...], limit: int) -> RawReadError:
+    return RawReadError(
+        path,
+        f"{what} of {'x'.join(map(str, shape))} pixels ({_pixel_count(math.prod(shape))}) is "
+        f"over the limit of {_pixel_count(limit)} (set {MAX_PIXELS_VARIABLE} to raise it)",
+    )
+
+
+def _check_libraw_size(raw: rawpy.RawPy, path: Path, file_size: int) -> None:
+    """The pixel limit, checked before LibRaw unpacks (allocates) the frame its header declares."""
+    sizes = raw.sizes
+    shape = (int(sizes.raw_height), int(sizes.raw_width))
+    limit = _pixel_limit(path)
+    if math.prod(shape) <= limit:
+        return
+    if math.prod(shape) > _MAX_PIXELS_PER_BYTE * file_size:
+        # Not a large photo but a header that lies (LibRaw would say so too, once its read ran
+        # past the end of the file; given tile offsets that all point at one tile it would
+        # instead fill the whole frame from it).
+        raise RawReadError(
+            path,
+            f"corrupt or truncated raw data (the header declares {shape[0]}x{shape[1]} pixels, "
+            f"more than {file_size} bytes can hold)",
+        )
+    raise _over_the_limit(path, "image", shape, limit)
+
+
+def _one_line(err: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _read_libraw(path: Path) -> RawImage:
     size = path.stat().st_size
     if size == 0:
         raise RawReadError(path, "empty file")
     try:
         with _libraw_stderr_captured(), rawpy.imread(str(path)) as raw:
+            _check_libraw_size(raw, path, size)
             return _from_rawpy(raw, path)
+    except DarkrawError:
+        raise
     except rawpy.LibRawFileUnsupportedError:
         problem = "not a raw photo LibRaw can read (unknown or corrupt format)"
         tiny = _small_tiff_raw_size(path)
@@ -117,6 +211,11 @@ def _read_libraw(path: Path) -> RawImage:
         raise RawReadError(path, problem) from None
     except MemoryError:
         raise RawReadError(path, "image size in the header is too large to read") from None
+    except Exception as err:
+        # rawpy's own checks of what LibRaw read: a damaged DNG can give a colour filter code it
+        # does not know (``NotImplementedError: filters: 148``, found by fuzzing).
+        problem = f"unreadable raw data ({type(err).__name__}: {_one_line(err)})"
+        raise RawReadError(path, problem) from None
 
 
 @contextlib.contextmanager
@@ -183,7 +282,7 @@ def _from_rawpy(raw: rawpy.RawPy, path: Path) -> RawImage:
     other = raw.other
     exposure = float(other.shutter_speed) if other.shutter_speed > 0 else None
     iso = float(other.iso_speed) if other.iso_speed > 0 else None
-    make, model = _make_model(path)
+    facts = _tiff_facts(path)
     try:
         meta = RawMetadata(
             cfa_tile=tuple(tuple(int(v) for v in row) for row in cfa_tile),
@@ -195,8 +294,8 @@ def _from_rawpy(raw: rawpy.RawPy, path: Path) -> RawImage:
             rgb_cam=rgb_cam,
             exposure_time=exposure,
             iso=iso,
-            make=make,
-            model=model,
+            make=facts.make,
+            model=facts.model,
             flip=int(raw.sizes.flip) & 7,
             source="LibRaw",
         )
@@ -204,11 +303,55 @@ def _from_rawpy(raw: rawpy.RawPy, path: Path) -> RawImage:
         if period == 6:
             raise UnsupportedSensorError(path, f"6x6 CFA that is not X-Trans: {err}") from None
         raise RawReadError(path, f"inconsistent metadata: {err}") from None
+    implausible = _implausible_levels(mosaic, white, facts.white_tag, np.asarray(raw.tone_curve))
+    if implausible is not None:
+        raise RawReadError(path, implausible)
     return RawImage(mosaic=mosaic, meta=meta, path=path)
 
 
-def _make_model(path: Path) -> tuple[str | None, str | None]:
-    """Camera make and model from the TIFF header, for the TIFF-based raw formats."""
+def _implausible_levels(
+    mosaic: np.ndarray, white: float, white_tag: float | None, curve: np.ndarray
+) -> str | None:
+    """What makes no physical sense in a header LibRaw accepted, or ``None``.
+
+    Args:
+        mosaic: ``(H, W)`` DN as LibRaw read them (after its linearisation).
+        white: LibRaw's white level, DN.
+        white_tag: the smallest value of the file's own WhiteLevel tag (DNG), if it has one:
+            LibRaw reads a 0 there as 65535.
+        curve: LibRaw's linearisation table (tone curve), 65536 entries.
+    """
+    if curve.size and int(curve.min()) == int(curve.max()):
+        return f"linearisation table maps every value to {int(curve[0])}: the file holds no picture"
+    for level in (white_tag, white):
+        if level is not None and level < MIN_WHITE_LEVEL:
+            return (
+                f"white level {level:g} is no sensor's saturation level "
+                f"(at least {MIN_WHITE_LEVEL} expected)"
+            )
+    # No pixel exceeds saturation by 2x. Many that do, at more than one value, mean the white
+    # level is not the sensor's; a frame clipped at its ADC's maximum (one value) is kept.
+    above = mosaic[mosaic > 2 * white]
+    if above.size > 0.01 * mosaic.size and above.min() != above.max():
+        return (
+            f"white level {white:g} is far below the data ({above.size / mosaic.size:.0%} of "
+            f"the pixels exceed twice it, up to {int(above.max())})"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class _TiffFacts:
+    """What the TIFF header of a TIFF-based raw file says that rawpy does not pass on."""
+
+    make: str | None = None
+    model: str | None = None
+    #: The smallest value of the raw image's WhiteLevel tag (DNG), if it has one.
+    white_tag: float | None = None
+
+
+def _tiff_facts(path: Path) -> _TiffFacts:
+    """Camera make and model, and the raw image's WhiteLevel tag, for TIFF-based raw formats."""
     import tifffile
 
     try:
@@ -216,13 +359,41 @@ def _make_model(path: Path) -> tuple[str | None, str | None]:
             tags = tif.pages.first.tags
             make = tags.get("Make")
             model = tags.get("Model")
-            return (
-                str(make.value).strip() if make is not None else None,
-                str(model.value).strip() if model is not None else None,
+            return _TiffFacts(
+                make=str(make.value).strip() if make is not None else None,
+                model=str(model.value).strip() if model is not None else None,
+                white_tag=_white_level_tag(tif),
             )
     except Exception:
-        # Not every raw format is TIFF-based (RAF, CRW, ...); make and model are optional.
-        return None, None
+        # Not every raw format is TIFF-based (RAF, CRW, ...); these facts are optional.
+        return _TiffFacts()
+
+
+def _white_level_tag(tif: Any) -> float | None:
+    """The smallest value of the raw image's DNG WhiteLevel tag (50717), if it has one."""
+    try:
+        for ifd in _tiff_ifds(tif):
+            if int(ifd.photometric) in _RAW_PHOTOMETRIC:
+                white = ifd.tags.get(50717)
+                return None if white is None else float(np.min(np.asarray(white.value, float)))
+    except Exception:
+        # A damaged later IFD or a tag that is no number: LibRaw's level is checked anyway.
+        return None
+    return None
+
+
+def _tiff_ifds(tif: Any) -> Iterator[Any]:
+    """A TIFF's IFDs, each followed by its SubIFDs: the first :data:`_MAX_IFDS` in all.
+
+    A header may list a million SubIFDs; walking them all took minutes and a gigabyte.
+    """
+
+    def every() -> Iterator[Any]:
+        for page in tif.pages:
+            yield page
+            yield from page.pages or ()
+
+    return itertools.islice(every(), _MAX_IFDS)
 
 
 def _small_tiff_raw_size(path: Path) -> tuple[int, int] | None:
@@ -235,11 +406,10 @@ def _small_tiff_raw_size(path: Path) -> tuple[int, int] | None:
 
     try:
         with _tifffile_quiet(), tifffile.TiffFile(path) as tif:
-            for page in tif.pages:
-                for ifd in [page, *(page.pages or [])]:
-                    if int(ifd.photometric) in _RAW_PHOTOMETRIC:
-                        h, w = int(ifd.imagelength), int(ifd.imagewidth)
-                        return (h, w) if min(h, w) < LIBRAW_MIN_SIDE else None
+            for ifd in _tiff_ifds(tif):
+                if int(ifd.photometric) in _RAW_PHOTOMETRIC:
+                    h, w = int(ifd.imagelength), int(ifd.imagewidth)
+                    return (h, w) if min(h, w) < LIBRAW_MIN_SIDE else None
     except Exception:
         # Not a TIFF at all (or not one tifffile can read): nothing more to say.
         return None
@@ -257,8 +427,44 @@ def _tifffile_quiet() -> Iterator[None]:
         log.disabled = was_disabled
 
 
+def _declared_shape(path: Path) -> tuple[int, ...] | None:
+    """The array shape a bare mosaic's header declares, read without reading the pixels.
+
+    ``None`` where the header cannot be read: the reader then says what is wrong.
+    """
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            with open(path, "rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                if version == (1, 0):
+                    shape = np.lib.format.read_array_header_1_0(fh)[0]
+                elif version == (2, 0):
+                    shape = np.lib.format.read_array_header_2_0(fh)[0]
+                else:
+                    return None
+            return tuple(int(v) for v in shape)
+        if suffix == ".png":
+            with open(path, "rb") as fh:
+                head = fh.read(24)
+            if len(head) == 24 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+                width, height = struct.unpack(">II", head[16:24])
+                return (int(height), int(width))
+            return None
+        import tifffile
+
+        with _tifffile_quiet(), tifffile.TiffFile(path) as tif:
+            return tuple(int(v) for v in tif.pages.first.shape)
+    except Exception:
+        return None
+
+
 def _read_bare(path: Path, spec: BareMosaicSpec) -> RawImage:
     suffix = path.suffix.lower()
+    shape = _declared_shape(path)
+    limit = _pixel_limit(path)
+    if shape is not None and math.prod(shape) > limit:
+        raise _over_the_limit(path, "mosaic", shape, limit)
     try:
         if suffix == ".npy":
             arr = np.load(path, allow_pickle=False)
@@ -313,8 +519,16 @@ def _read_bare(path: Path, spec: BareMosaicSpec) -> RawImage:
     return RawImage(mosaic=mosaic, meta=meta, path=path)
 
 
-def render_with_libraw(path: str | Path, *, half_size: bool = False) -> np.ndarray:
+def render_with_libraw(
+    path: str | Path, *, half_size: bool = False, adjust_maximum: bool = True
+) -> np.ndarray:
     """LibRaw's own rendering (camera WB, no auto-brightening, 16-bit), as SID's ground truth.
+
+    Args:
+        adjust_maximum: keep LibRaw's ``adjust_maximum_thr`` of 0.75, which SID's ground truth
+            has: LibRaw lowers its white point to the frame's own peak where that peak lies
+            between 0.75 and 1 times white, so such a frame renders brighter; ``False``
+            renders every frame with the file's white level.
 
     Returns:
         ``(3, H, W)`` float32 in [0, 1], gamma-encoded (LibRaw's BT.709 curve), oriented.
@@ -322,8 +536,13 @@ def render_with_libraw(path: str | Path, *, half_size: bool = False) -> np.ndarr
     path = Path(path)
     try:
         with _libraw_stderr_captured(), rawpy.imread(str(path)) as raw:
+            _check_libraw_size(raw, path, path.stat().st_size)
             rgb = raw.postprocess(
-                use_camera_wb=True, no_auto_bright=True, output_bps=16, half_size=half_size
+                use_camera_wb=True,
+                no_auto_bright=True,
+                output_bps=16,
+                half_size=half_size,
+                adjust_maximum_thr=0.75 if adjust_maximum else 0.0,
             )
     except rawpy.LibRawError as err:
         raise RawReadError(path, f"LibRaw could not render it ({type(err).__name__})") from None
@@ -341,16 +560,18 @@ def render_mosaic_with_libraw(
     *,
     gamma: tuple[float, float] = LIBRAW_BT709_GAMMA,
     half_size: bool = False,
+    adjust_maximum: bool = False,
 ) -> np.ndarray:
     """LibRaw's rendering of a mosaic that replaces the one in ``source``.
 
     The settings are :func:`render_with_libraw`'s (camera white balance, no auto-brightening,
     16-bit output, BT.709 gamma by default), so an unchanged mosaic renders exactly as
-    ``render_with_libraw(source)`` does, and a denoised one can be compared with it directly.
-    Like it, this keeps LibRaw's ``adjust_maximum_thr`` of 0.75: for some formats (the Kodak
-    KDC, not DNG) LibRaw lowers its white point to the mosaic's own peak when that peak lies
-    between 0.75 and 1 times white, so such a mosaic renders brighter (+17 % linear mean for
-    a Kodak DC50 frame capped at 14000 of 16383 DN).
+    ``render_with_libraw(source, adjust_maximum=False)`` does, and a denoised one can be
+    compared with it directly. Unlike SID's ground truth it turns off LibRaw's
+    ``adjust_maximum_thr`` by default: LibRaw would lower its white point to the mosaic's own
+    peak when that peak lies between 0.75 and 1 times white, so the brightness of a picture
+    would depend on its brightest pixel (+17 % linear mean for a Kodak DC50 frame capped at
+    14000 of 16383 DN; the HERO7 crop of the demo, whose peak is 0.79 of white, 1.3 dB).
 
     Args:
         source: the raw file the mosaic was read from; LibRaw opens it, the new mosaic replaces
@@ -364,6 +585,7 @@ def render_mosaic_with_libraw(
             its size and white level are used.
         gamma: ``(power, toe slope)`` of the output curve; ``(1, 1)`` gives linear output.
         half_size: LibRaw's half-size rendering (one pixel per 2x2 tile, no demosaicking).
+        adjust_maximum: LibRaw's white-point adjustment, as :func:`render_with_libraw` has it.
 
     Returns:
         ``(3, H', W')`` float32 sRGB in [0, 1], gamma-encoded, oriented as LibRaw orients the
@@ -386,7 +608,7 @@ def render_mosaic_with_libraw(
     if not np.all(np.isfinite(mosaic)):
         raise ValueError("mosaic contains NaN or infinite values")
     dn = _mosaic_as_libraw_dn(mosaic, meta.white_level)
-    settings = _libraw_render_settings(gamma, half_size)
+    settings = _libraw_render_settings(gamma, half_size, adjust_maximum)
     if source is None or is_bare_mosaic(source):
         return _render_mosaic_via_dng(dn, meta, settings)
     return _render_mosaic_in_place(Path(source), dn, settings)
@@ -404,7 +626,9 @@ def _mosaic_as_libraw_dn(mosaic: np.ndarray, white_level: float) -> np.ndarray:
     return clipped
 
 
-def _libraw_render_settings(gamma: tuple[float, float], half_size: bool) -> rawpy.Params:
+def _libraw_render_settings(
+    gamma: tuple[float, float], half_size: bool, adjust_maximum: bool
+) -> rawpy.Params:
     """rawpy's ``postprocess`` settings of :func:`render_with_libraw`, with a chosen gamma."""
     power, slope = (float(v) for v in gamma)
     if not (np.isfinite(power) and np.isfinite(slope) and power > 0 and slope >= 0):
@@ -415,6 +639,7 @@ def _libraw_render_settings(gamma: tuple[float, float], half_size: bool) -> rawp
         output_bps=16,
         half_size=half_size,
         gamma=(power, slope),
+        adjust_maximum_thr=0.75 if adjust_maximum else 0.0,
     )
 
 
@@ -424,6 +649,7 @@ def _render_mosaic_in_place(path: Path, dn: np.ndarray, settings: rawpy.Params) 
         raise RawReadError(path, problem)
     try:
         with _libraw_stderr_captured(), rawpy.imread(str(path)) as raw:
+            _check_libraw_size(raw, path, path.stat().st_size)
             if raw.raw_type != rawpy.RawType.Flat:
                 # LibRaw decoded it to colour planes (sRAW, linear DNG, Foveon): no mosaic to
                 # replace; read_raw refuses such files too.

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -25,6 +25,23 @@ from darkraw.raw.cfa import BAYER_PLANE_ROWS
 
 #: The camera of the See-in-the-Dark dataset.
 DEFAULT_CAMERA = "SonyA7S2"
+
+#: Largest system gain K a profile may give, DN per electron (ELD's cameras reach about 30).
+K_MAX_LIMIT = 1e4
+
+#: White levels a profile may be measured in, DN: a 4-bit to a 24-bit sensor.
+WHITE_LEVEL_RANGE = (16.0, float(2**24))
+
+#: Tukey-lambda shapes a profile may hold: the variance is finite above -1/2, and above 1 the
+#: distribution is no longer a model of read noise (ELD measured -0.25 to 0.2).
+TUKEY_SHAPE_RANGE = (-0.5, 1.0)
+
+#: Bounds of a fit's slope, bias (of log scale against log K) and sigma (of log scale); ELD's
+#: are within 1.1, 2.1 and 0.4.
+FIT_LIMITS = {"slope": 10.0, "bias": 50.0, "sigma": 5.0}
+
+#: Largest profile file read, bytes (ELD's five cameras take 30 KB together).
+MAX_PROFILE_BYTES = 4 << 20
 
 
 class ReadNoise(enum.Enum):
@@ -88,14 +105,77 @@ class NoiseProfile:
     fits: tuple[NoiseFit, ...]
 
     def __post_init__(self) -> None:
-        if not 0 < self.k_min <= self.k_max or not math.isfinite(self.k_max):
-            raise ValueError(
-                f"{self.name}: need 0 < k_min <= k_max, got {self.k_min}, {self.k_max}"
-            )
+        """Every number finite and in a physical range; a ``ValueError`` names the first key
+        that is not (``Cam.color_bias[2][1]: expected a finite number, got nan``)."""
+        name = self.name
+        _check_number(self.k_min, f"{name}.k_min", low=0.0, low_open=True)
+        _check_number(
+            self.k_max, f"{name}.k_max", low=self.k_min, high=K_MAX_LIMIT, low_name="k_min"
+        )
+        low, high = WHITE_LEVEL_RANGE
+        _check_number(self.white_level, f"{name}.white_level", low=low, high=high)
         if not self.tukey_shapes or not self.fits:
-            raise ValueError(f"{self.name}: tukey_shapes and fits must not be empty")
+            raise ValueError(f"{name}: tukey_shapes and fits must not be empty")
         if not self.color_bias or any(len(row) != 4 for row in self.color_bias):
-            raise ValueError(f"{self.name}: color_bias must be rows of 4 values (R, G1, B, G2)")
+            raise ValueError(f"{name}: color_bias must be rows of 4 values (R, G1, B, G2)")
+        for i, lam in enumerate(self.tukey_shapes):
+            where = f"{name}.tukey_shapes[{i}]"
+            _check_number(lam, where)
+            low, high = TUKEY_SHAPE_RANGE
+            if not low < lam <= high:
+                raise ValueError(
+                    f"{where}: expected a Tukey-lambda shape in ({low}, {high:g}], got {lam:g}"
+                )
+        for i, row in enumerate(self.color_bias):
+            for j, bias in enumerate(row):
+                where = f"{name}.color_bias[{i}][{j}]"
+                _check_number(bias, where)
+                if not abs(bias) < self.white_level:
+                    raise ValueError(
+                        f"{where}: expected a black-level offset whose size is below the white "
+                        f"level ({self.white_level:g}), got {bias:g}"
+                    )
+        for i, fit in enumerate(self.fits):
+            for key in ("tukey_scale", "gauss_scale", "row_scale"):
+                _check_fit(getattr(fit, key), f"{name}.fits[{i}].{key}", self)
+
+
+def _check_number(
+    value: float,
+    where: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    low_name: str | None = None,
+) -> None:
+    """A ``ValueError`` naming ``where`` unless ``value`` is finite and within the bounds."""
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: expected a finite number, got {value:g}")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    if too_low or (high is not None and value > high):
+        parts = []
+        if low is not None:
+            bound = low_name if low_name is not None else f"{low:g}"
+            parts.append(f"{'>' if low_open else '>='} {bound}")
+        if high is not None:
+            parts.append(f"<= {high:g}")
+        raise ValueError(f"{where}: expected a number {' and '.join(parts)}, got {value:g}")
+
+
+def _check_fit(fit: LogLinearFit, where: str, profile: NoiseProfile) -> None:
+    for key, limit in FIT_LIMITS.items():
+        low = 0.0 if key == "sigma" else -limit
+        _check_number(getattr(fit, key), f"{where}.{key}", low=low, high=limit)
+    # The median scale over the profile's range of K: a noise scale above the white level is no
+    # camera's, and exp() of it would overflow.
+    for k in (profile.k_min, profile.k_max):
+        log_scale = fit.slope * math.log(k) + fit.bias
+        if log_scale > math.log(profile.white_level):
+            raise ValueError(
+                f"{where}: its median scale at K={k:g} is exp({log_scale:.4g}) DN, above the "
+                f"white level ({profile.white_level:g})"
+            )
 
 
 def _check_keys(obj: dict[str, Any], allowed: set[str], where: str) -> None:
@@ -107,44 +187,72 @@ def _check_keys(obj: dict[str, Any], allowed: set[str], where: str) -> None:
         raise ValueError(f"{where}: missing keys {sorted(missing)}")
 
 
+def _float(value: Any, where: str) -> float:
+    """``float(value)``, with a ``ValueError`` naming ``where`` for what does not convert."""
+    try:
+        return float(value)
+    except TypeError as err:
+        raise ValueError(f"{where}: a value has the wrong type ({err})") from None
+    except OverflowError:
+        raise ValueError(f"{where}: expected a number, got an integer too large") from None
+    except ValueError as err:
+        raise ValueError(f"{where}: {_shortened(str(err))}") from None
+
+
+def _list(value: Any, where: str, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ValueError(f"{where}: expected a list of {what}, got {type(value).__name__}")
+    return value
+
+
+def _shortened(text: str, limit: int = 120) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _fit(obj: Any, where: str) -> LogLinearFit:
     if not isinstance(obj, dict):
         raise ValueError(f"{where}: expected an object with slope, bias, sigma")
     _check_keys(obj, {"slope", "bias", "sigma"}, where)
-    return LogLinearFit(float(obj["slope"]), float(obj["bias"]), float(obj["sigma"]))
+    return LogLinearFit(*(_float(obj[key], f"{where}.{key}") for key in ("slope", "bias", "sigma")))
 
 
 def profile_from_dict(name: str, obj: Any) -> NoiseProfile:
     """Build a profile from darkraw's JSON layout.
 
     Raises:
-        ValueError: naming the profile, for unknown or missing keys and wrong values or types.
+        ValueError: one line naming the profile and the key, for unknown or missing keys, wrong
+            types, and numbers that are not finite or outside a physical range.
     """
     if not isinstance(obj, dict):
         raise ValueError(f"{name}: expected a profile object, got {type(obj).__name__}")
     keys = {f.name for f in fields(NoiseProfile)} - {"name"}
     _check_keys(obj, keys, name)
     fit_keys = ("tukey_scale", "gauss_scale", "row_scale")
-    try:
-        fits = []
-        for i, entry in enumerate(obj["fits"]):
-            where = f"{name}.fits[{i}]"
-            if not isinstance(entry, dict):
-                raise ValueError(f"{where}: expected an object with {', '.join(fit_keys)}")
-            _check_keys(entry, set(fit_keys), where)
-            fits.append(NoiseFit(**{key: _fit(entry[key], f"{where}.{key}") for key in fit_keys}))
-        return NoiseProfile(
-            name=name,
-            k_min=float(obj["k_min"]),
-            k_max=float(obj["k_max"]),
-            white_level=float(obj["white_level"]),
-            tukey_shapes=tuple(float(v) for v in obj["tukey_shapes"]),
-            # Rows are kept whole, so that the profile's own check sees a wrong length.
-            color_bias=tuple(tuple(float(v) for v in row) for row in obj["color_bias"]),  # type: ignore[misc]
-            fits=tuple(fits),
-        )
-    except TypeError as err:
-        raise ValueError(f"{name}: a value has the wrong type ({err})") from None
+    fits = []
+    for i, entry in enumerate(_list(obj["fits"], f"{name}.fits", "fit objects")):
+        where = f"{name}.fits[{i}]"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: expected an object with {', '.join(fit_keys)}")
+        _check_keys(entry, set(fit_keys), where)
+        fits.append(NoiseFit(**{key: _fit(entry[key], f"{where}.{key}") for key in fit_keys}))
+    shapes = _list(obj["tukey_shapes"], f"{name}.tukey_shapes", "numbers")
+    rows = _list(obj["color_bias"], f"{name}.color_bias", "rows of 4 numbers")
+    return NoiseProfile(
+        name=name,
+        k_min=_float(obj["k_min"], f"{name}.k_min"),
+        k_max=_float(obj["k_max"], f"{name}.k_max"),
+        white_level=_float(obj["white_level"], f"{name}.white_level"),
+        tukey_shapes=tuple(_float(v, f"{name}.tukey_shapes[{i}]") for i, v in enumerate(shapes)),
+        color_bias=tuple(_bias_row(row, f"{name}.color_bias[{i}]") for i, row in enumerate(rows)),
+        fits=tuple(fits),
+    )
+
+
+def _bias_row(row: Any, where: str) -> tuple[float, float, float, float]:
+    values = tuple(_float(v, f"{where}[{j}]") for j, v in enumerate(_list(row, where, "4 numbers")))
+    # Kept whole, so that the profile's own check sees a wrong length.
+    return cast(tuple[float, float, float, float], values)
 
 
 def _bundled() -> dict[str, Any]:
@@ -163,17 +271,18 @@ def load_profile(name_or_path: str | Path = DEFAULT_CAMERA) -> NoiseProfile:
 
     A user's file holds one profile object (the keys of :class:`NoiseProfile` but ``name``), or
     an object mapping one camera name to it.
+
+    Raises:
+        ValueError: one line: the file is missing, not a regular file (a FIFO or a device would
+            block or never end), over 4 MiB, not JSON, nested too deeply, or not a valid profile.
     """
     path = Path(name_or_path)
     if path.suffix.lower() == ".json":
-        try:
-            obj = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}: cannot read noise profile ({err})") from None
+        obj = _read_profile_json(path)
         if isinstance(obj, dict) and len(obj) == 1 and "fits" not in obj:
             ((name, body),) = obj.items()
-            return profile_from_dict(str(name), body)
-        return profile_from_dict(path.stem, obj)
+            return profile_from_dict(_printable(str(name)), body)
+        return profile_from_dict(_printable(path.stem), obj)
     bundled = _bundled()
     if str(name_or_path) not in bundled:
         raise ValueError(
@@ -181,6 +290,33 @@ def load_profile(name_or_path: str | Path = DEFAULT_CAMERA) -> NoiseProfile:
             "or give a .json profile file"
         )
     return profile_from_dict(str(name_or_path), bundled[str(name_or_path)])
+
+
+def _read_profile_json(path: Path) -> Any:
+    def refuse(problem: str) -> ValueError:
+        return ValueError(f"{path}: cannot read noise profile ({problem})")
+
+    if path.exists() and not path.is_file():
+        raise refuse("not a regular file")
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_PROFILE_BYTES + 1)
+    except OSError as err:
+        raise refuse(str(err)) from None
+    if len(data) > MAX_PROFILE_BYTES:
+        raise refuse(f"larger than {MAX_PROFILE_BYTES >> 20} MiB")
+    try:
+        return json.loads(data.decode())
+    except RecursionError:
+        raise refuse("nested too deeply") from None
+    except ValueError as err:
+        # Not JSON, not UTF-8, or an integer of more than 4300 digits.
+        raise refuse(_shortened(str(err))) from None
+
+
+def _printable(name: str) -> str:
+    """A camera name as it can stand in a one-line message."""
+    return name if name.isprintable() else repr(name)
 
 
 @dataclass(frozen=True)

@@ -662,7 +662,7 @@ class _Progress:
 
     def fail(self, report: SimulateReport, source: Path, problem: str) -> None:
         report.failed.append((source, problem))
-        tqdm.write(f"error: {source}: {problem}", file=sys.stderr)
+        tqdm.write(f"darkraw: error: {source}: {problem}", file=sys.stderr)
 
 
 def _make_folder(path: Path) -> None:

@@ -54,6 +54,10 @@ from darkraw.training.sid import SIDPair, cached_ground_truth
 #: Exposure ratios of SID's test set.
 SID_RATIOS = (100.0, 250.0, 300.0)
 
+#: Largest ``patch`` of a pair: 4096 packed pixels make an 8192x8192 target, 0.8 GB in float32;
+#: a million (a typo, or a hostile config) ran the machine out of memory before any check.
+MAX_PATCH = 4096
+
 
 @dataclass(frozen=True)
 class PairConfig:
@@ -61,7 +65,7 @@ class PairConfig:
 
     Attributes:
         patch: side of the packed crop (the target is twice that for Bayer); SID trains on 512,
-            darkraw's CPU default is 256.
+            darkraw's CPU default is 256; a multiple of 16, at most :data:`MAX_PATCH`.
         ratios: exposure ratios, one drawn uniformly per pair.
         augment: random flips and transpose, as SID does (training pairs only).
         simulation: noise model of the dark frames.
@@ -84,8 +88,10 @@ class PairConfig:
     smooth_sigma: tuple[float, float] = (1.0, 6.0)
 
     def __post_init__(self) -> None:
-        if self.patch < 16 or self.patch % 16:
-            raise ValueError(f"patch must be a positive multiple of 16, got {self.patch}")
+        if not 16 <= self.patch <= MAX_PATCH or self.patch % 16:
+            raise ValueError(
+                f"patch must be a multiple of 16 from 16 to {MAX_PATCH}, got {self.patch}"
+            )
         if not self.ratios or any(not r >= 1 or not math.isfinite(r) for r in self.ratios):
             raise ValueError(f"ratios must be numbers >= 1, got {self.ratios}")
         if not 0.0 <= self.smooth_fraction <= 1.0:

@@ -68,6 +68,9 @@ from darkraw.training import sid
 from darkraw.training.dataset import PairConfig, SIDPairs, SyntheticPairs
 from darkraw.training.evaluate import ssim_tensor
 
+#: Most CPU threads a run may ask for (libgomp runs out of memory long before 1,000,000).
+MAX_THREADS = 1024
+
 
 class DataKind(enum.Enum):
     """Where training pairs come from."""
@@ -217,8 +220,10 @@ class TrainConfig:
             raise ValueError("steps and every interval must be >= 1")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
-        if self.threads < 0 or self.samples < 0:
-            raise ValueError("threads and samples must be >= 0")
+        if not 0 <= self.threads <= MAX_THREADS:
+            raise ValueError(f"threads must be from 0 to {MAX_THREADS}, got {self.threads}")
+        if self.samples < 0:
+            raise ValueError("samples must be >= 0")
 
 
 def load_train_config(data: dict[str, Any]) -> TrainConfig:
@@ -399,6 +404,10 @@ class _Run:
             )
         if resume and newest is None:
             _refuse_unreadable_checkpoints(self.ckpt_dir)
+        if newest is None and self.dist.main:
+            # A verified checkpoint shows the folder is a run's; without one, check before
+            # anything in it is replaced.
+            check_run_folder(self.out, self.config)
         if resume and newest is not None:
             ckpt = load_checkpoint(newest)
             saved = _result_fields(_config_of(newest, ckpt))
@@ -422,11 +431,13 @@ class _Run:
                 (self.out / "samples").mkdir(parents=True, exist_ok=True)
                 self.ckpt_dir.mkdir(parents=True, exist_ok=True)
                 _remove_partial_checkpoints(self.ckpt_dir)
+                # config.yaml before any other file: a folder this run has written a file in
+                # names its config, so that check_run_folder knows it again after a kill.
+                with atomic_output(self.out / "config.yaml") as tmp:
+                    tmp.write_text(dump_yaml(self.config))
                 # The log restarts from the checkpoint, so steps redone after a kill appear once.
                 with atomic_output(self.out / "log.jsonl") as tmp:
                     tmp.write_text("".join(json.dumps(h) + "\n" for h in self.history))
-                with atomic_output(self.out / "config.yaml") as tmp:
-                    tmp.write_text(dump_yaml(self.config))
             except OSError as err:
                 problem = f"cannot write the run folder ({err.strerror or err})"
                 raise OutputError(self.out, problem) from None
@@ -823,6 +834,83 @@ def model_from_run(out_dir: str | Path) -> SIDUNet:
 
 #: Temporary files of checkpoint writes (:func:`darkraw.raw.fileio.atomic_output`) a kill left.
 _PARTIAL_CHECKPOINT = re.compile(r"\.step_\d+\..+\.part\.safetensors")
+
+#: Sample pictures a run writes in ``samples/``, and their temporary files.
+_SAMPLE_NAME = re.compile(r"\.?val\d+_step\d+(\..+\.part)?\.png")
+
+
+def check_run_folder(out: Path, config: TrainConfig) -> None:
+    """Refuse an ``out_dir`` that is not new, empty, or an earlier darkraw run of ``config``.
+
+    A run writes ``config.yaml``, ``log.jsonl``, ``curves.png``, ``samples/`` and
+    ``checkpoints/`` into its folder, replacing files of those names; in a folder of other files
+    (a user's own ``config.yaml``, or ``/``) that would destroy them. An earlier run of the same
+    config is known by its ``config.yaml``, which must be exactly the text this run writes
+    (:func:`~darkraw.config.dump_yaml`). A folder holding only ``checkpoints/`` and
+    ``samples/`` with nothing but darkraw's own files in them (a run killed before it wrote
+    anything else) is one too. A folder with a checkpoint that verifies is checked by the
+    caller instead (``--resume``, or "holds a training run already").
+
+    Raises:
+        OutputError: one line naming the folder, saying what it holds.
+    """
+    if not out.is_dir():
+        return  # New; or not a folder, which creating the run's folders reports in one line.
+    try:
+        entries = sorted(entry.name for entry in out.iterdir())
+    except OSError as err:
+        raise OutputError(out, f"cannot read the run folder ({err.strerror or err})") from None
+    if not entries:
+        return
+    if "config.yaml" in entries:
+        if _holds_text(out / "config.yaml", dump_yaml(config)):
+            return
+        raise OutputError(
+            out,
+            "is not a darkraw run of this config: its config.yaml differs from this run's "
+            "config, and would be replaced (pick a new or empty out_dir)",
+        )
+    if set(entries) <= {"checkpoints", "samples"} and all(
+        _holds_only(out / name, pattern)
+        for name, pattern in (("checkpoints", CHECKPOINT_NAME), ("samples", _SAMPLE_NAME))
+    ):
+        return
+    shown = ", ".join(repr(name) if not name.isprintable() else name for name in entries[:3])
+    more = f" and {len(entries) - 3} more" if len(entries) > 3 else ""
+    raise OutputError(
+        out,
+        f"is not a darkraw run of this config and not empty (it holds {shown}{more}); "
+        "pick a new or empty out_dir",
+    )
+
+
+def _holds_text(path: Path, text: str) -> bool:
+    """Whether ``path`` is a regular file holding exactly ``text`` (read no further than that)."""
+    expected = text.encode()
+    if not path.is_file():
+        return False
+    try:
+        with open(path, "rb") as file:
+            return file.read(len(expected) + 1) == expected
+    except OSError:
+        return False
+
+
+def _holds_only(folder: Path, pattern: re.Pattern[str]) -> bool:
+    """Whether ``folder`` is absent, or a folder of files named by ``pattern`` or partial
+    checkpoint writes only."""
+    if not folder.exists():
+        return True
+    if not folder.is_dir():
+        return False
+    try:
+        return all(
+            entry.is_file()
+            and (pattern.fullmatch(entry.name) or _PARTIAL_CHECKPOINT.fullmatch(entry.name))
+            for entry in folder.iterdir()
+        )
+    except OSError:
+        return False
 
 
 def _remove_partial_checkpoints(folder: Path) -> None:

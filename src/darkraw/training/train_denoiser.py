@@ -44,7 +44,7 @@ from darkraw.nn.precision import Precision, autocast_dtype
 from darkraw.raw.fileio import atomic_output
 from darkraw.synth.sources import collect_sources
 from darkraw.training.denoise_pairs import DenoisePairConfig, DenoisePairs
-from darkraw.training.train import peak_rss_mib, split_sources
+from darkraw.training.train import MAX_THREADS, peak_rss_mib, split_sources
 
 #: The ``task`` entry of a denoiser's training config (``darkraw train`` dispatches on it).
 TASK = "denoise"
@@ -75,6 +75,8 @@ class DenoiserTrainConfig:
         keep_checkpoints: newest checkpoints kept, besides every ``keep_every``-th step's.
         keep_every: checkpoints at multiples of this are never deleted (for weight averaging);
             0 keeps only the newest.
+        init_from: start from these weights (a checkpoint or model file of a denoiser of the
+            same shape, or a bundled model's name); "" starts afresh.
     """
 
     task: str = TASK
@@ -99,6 +101,7 @@ class DenoiserTrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     keep_every: int = 0
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", Precision(self.precision))
@@ -112,8 +115,10 @@ class DenoiserTrainConfig:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if not self.lr > 0 or not self.lr_final > 0 or self.warmup < 0 or self.raw_weight < 0:
             raise ValueError("lr and lr_final must be > 0, warmup and raw_weight >= 0")
-        if self.threads < 0 or self.workers < 0 or self.keep_every < 0:
-            raise ValueError("threads, workers and keep_every must be >= 0")
+        if self.workers < 0 or self.keep_every < 0:
+            raise ValueError("workers and keep_every must be >= 0")
+        if not 0 <= self.threads <= MAX_THREADS:
+            raise ValueError(f"threads must be from 0 to {MAX_THREADS}, got {self.threads}")
 
 
 def is_denoiser_task(data: object) -> bool:
@@ -251,6 +256,8 @@ def train_denoiser(
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     start = 0
     newest = latest_checkpoint(ckpt_dir) if resume else None
+    if newest is None and config.init_from:
+        _start_from(model, config.init_from)
     if newest is not None:
         ckpt = load_checkpoint(newest)
         model.load_state_dict(ckpt.model_state)
@@ -324,6 +331,20 @@ def train_denoiser(
         steps_per_s=(step - start) / elapsed if elapsed > 0 else 0.0,
         peak_rss_mib=peak_rss_mib(),
     )
+
+
+def _start_from(model: RawDenoiser, spec: str) -> None:
+    """Load a denoiser's weights of the same shape into ``model``."""
+    from darkraw.nn.infer import load_model, model_source
+
+    start = load_model(model_source(spec))
+    # The mean window has no weights: a network trained without it starts one with it.
+    if (
+        not isinstance(start, RawDenoiser)
+        or replace(start.config, mean_window=model.config.mean_window) != model.config
+    ):
+        raise DarkrawError(spec, f"holds another network; init_from needs a {model.config}")
+    model.load_state_dict(start.state_dict())
 
 
 def validate(model: RawDenoiser, data: DenoisePairs, amp: torch.dtype | None) -> dict[str, float]:

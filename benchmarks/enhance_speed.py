@@ -1,0 +1,93 @@
+"""How long ``darkraw enhance`` takes on a full 12-megapixel frame, by model, in one run.
+
+A dark 2848x4256 Bayer frame (a Sony a7S II's size, SID's camera) is made from a smooth
+synthetic scene with Poisson-Gaussian noise at x100 and written as a DNG. Each model then
+enhances it through the whole command line (``python -m darkraw enhance ... --ratio 100``), in a
+fresh process each time, so that the figure includes starting Python, importing torch, reading
+the file, the network, rendering and writing the PNG. The median of ``--runs`` runs per model is
+reported with the peak RSS of the child (``resource.getrusage(RUSAGE_CHILDREN)`` read after each
+run, so it is the largest child so far) and the CPU (``lscpu``'s model name).
+
+Usage:
+    python benchmarks/enhance_speed.py [--models default,sid] [--runs 3]
+        [--out benchmarks/results/enhance_speed.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from darkraw.raw.dng import write_dng
+from darkraw.raw.metadata import RawMetadata
+
+HEIGHT, WIDTH = 2848, 4256
+
+
+def cpu_name() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def dark_frame(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
+    scene = 0.3 + 0.25 * np.sin(xx / 97.0) * np.cos(yy / 131.0)
+    electrons = scene * 15871 / 100.0
+    dark = rng.poisson(electrons).astype(np.float32) + rng.normal(0, 2.0, scene.shape)
+    mosaic = np.clip(np.rint(dark + 512), 0, 16383).astype(np.uint16)
+    meta = RawMetadata.for_bayer(
+        "RGGB", HEIGHT, WIDTH, black_level=512, white_level=16383, wb_gains=(2.0, 1.0, 1.6)
+    )
+    return write_dng(path, mosaic, meta)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="default,sid")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out", default="benchmarks/results/enhance_speed.json")
+    args = parser.parse_args()
+    results: dict[str, object] = {"cpu": cpu_name(), "frame": f"{WIDTH}x{HEIGHT}", "models": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        source = dark_frame(Path(tmp) / "dark.dng")
+        for model in args.models.split(","):
+            times = []
+            for run in range(args.runs):
+                out = Path(tmp) / f"{model}_{run}.png"
+                command = [sys.executable, "-m", "darkraw", "enhance", str(source), "-o", str(out)]
+                start = time.perf_counter()
+                subprocess.run([*command, "--model", model, "--ratio", "100"], check=True)
+                times.append(time.perf_counter() - start)
+            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            entry = {"median_s": round(statistics.median(times), 2), "runs_s": times}
+            entry["peak_rss_mib_so_far"] = round(peak)
+            results["models"][model] = entry  # type: ignore[index]
+            print(model, json.dumps(entry), flush=True)
+    models = results["models"]
+    assert isinstance(models, dict)
+    if "default" in models and "sid" in models:
+        results["speedup"] = round(models["sid"]["median_s"] / models["default"]["median_s"], 2)
+        print(f"default is {results['speedup']}x faster than sid on {results['cpu']}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
