@@ -1,12 +1,17 @@
 """The transfer-learning commands: finetune and evaluate (experiment is tested as a library)."""
 
+import json
+
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
 from darkraw.cli import main
 from darkraw.nn.checkpoint import latest_checkpoint
+from darkraw.nn.denoiser import DenoiserConfig, build_denoiser
+from darkraw.nn.infer import save_model_file
 from darkraw.synth.pairs import SimulateOptions, simulate_batch
 from darkraw.synth.simulate import SimulationConfig
 
@@ -133,3 +138,32 @@ def test_evaluate_with_nothing_to_do(world, tmp_path, capsys):
     )
     assert code == 2
     assert "nothing to evaluate" in capsys.readouterr().err
+
+
+def test_evaluate_scores_the_raw_denoiser_in_the_raw_domain(world, tmp_path, capsys):
+    model = build_denoiser(DenoiserConfig(width=4, levels=2), torch.Generator().manual_seed(0))
+    path = save_model_file(tmp_path / "denoiser.safetensors", model)
+    code = main(
+        [
+            "evaluate",
+            "--data",
+            str(world / "test" / "Sony_test_list.txt"),
+            "--model",
+            str(path),
+            "--denoise",
+            "none",
+            "--limit",
+            "2",
+            "-o",
+            str(tmp_path / "r"),
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| method | x100 | all |")
+    srgb, raw = out.split("raw-domain PSNR / SSIM")
+    assert "| classic (none) |" in srgb and f"| {path} |" in srgb
+    assert f"| {path} |" in raw and "classic" not in raw
+    table = json.loads((tmp_path / "r" / "table.json").read_text())
+    assert table[str(path)]["all"]["raw_psnr"] > 0 and 0 < table[str(path)]["all"]["raw_ssim"] <= 1
+    assert "raw_psnr" not in table["classic (none)"]["all"]

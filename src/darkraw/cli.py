@@ -375,7 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Evaluate the classic pipeline and/or networks on the pairs of a SID list: PSNR and "
             "SSIM per image and per ratio (8-bit, SID's reporting, and float), tables in "
-            "Markdown/CSV/JSON, a comparison sheet and a self-contained HTML report."
+            "Markdown/CSV/JSON, a comparison sheet and a self-contained HTML report. A raw "
+            "denoiser is also scored on its raw planes against the long exposure's (ELD's, "
+            "PMN's and LED's reporting)."
         ),
     )
     ev.add_argument("--data", required=True, metavar="LIST", help="SID list file of test pairs")
@@ -384,7 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="PATH",
-        help="model file or checkpoint (repeatable; 'default' or 'small' for a bundled one)",
+        help=(
+            "model file or checkpoint, SID U-Net or raw denoiser (repeatable; 'default', 'sid' "
+            "or 'small' for a bundled one)"
+        ),
     )
     ev.add_argument("--no-classic", action="store_true", help="leave out the classic pipeline")
     ev.add_argument(
@@ -690,9 +695,16 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from darkraw.nn.infer import sid_network
-    from darkraw.training.evaluate import Method, classic_method, evaluate, markdown_table
-    from darkraw.training.experiment import tiled_network_method
+    from darkraw.nn.infer import resolve_model
+    from darkraw.training.evaluate import (
+        Method,
+        RawMethod,
+        classic_method,
+        evaluate,
+        markdown_table,
+        raw_markdown_table,
+    )
+    from darkraw.training.experiment import network_method
     from darkraw.training.sid import read_list, select
 
     pairs = select(
@@ -702,15 +714,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     )
     if args.limit:
         pairs = pairs[: args.limit]
-    methods: dict[str, Method] = {}
+    methods: dict[str, Method | RawMethod] = {}
     if not args.no_classic:
         methods[f"classic ({args.denoise})"] = classic_method(args.denoise)
     for spec in args.model:
-        methods[str(spec)] = tiled_network_method(sid_network(spec))
+        methods[str(spec)] = network_method(resolve_model(spec))
     if not methods:
         raise ValueError("nothing to evaluate: give --model or drop --no-classic")
     result = evaluate(pairs, methods, args.output)
     print(markdown_table(result.table), end="")
+    raw = raw_markdown_table(result.table)
+    if raw:
+        print("\nraw-domain PSNR / SSIM (packed planes against the long exposure's):")
+        print(raw, end="")
     print(f"report: {result.folder / 'report.html'}")
     return 0
 

@@ -381,3 +381,146 @@ def test_a_header_declaring_more_pixels_than_its_file_holds_is_refused_before_re
     pattern = r"huge\.dng: corrupt or truncated raw data \(the header declares 30000x30000 pixels"
     with pytest.raises(RawReadError, match=pattern):
         read_raw(path)
+
+
+# --- issue 26, item 15: an ordinary photo given as raw data -------------------------------------
+
+
+def ordinary_photo(path, mode, image_format):
+    """A 48x64 Pillow image of ``mode`` ("RGB", "RGBA", "L") saved as ``image_format``."""
+    colour = {"RGB": (200, 10, 10), "RGBA": (200, 10, 10, 128), "L": 100}[mode]
+    Image.new(mode, (64, 48), colour).save(path, format=image_format)
+    return path
+
+
+PHOTOS = [
+    ("rgb.jpg", "RGB", "JPEG", "8-bit RGB JPEG"),
+    ("grey.jpeg", "L", "JPEG", "8-bit greyscale JPEG"),
+    ("rgb.png", "RGB", "PNG", "8-bit RGB PNG"),
+    ("rgba.png", "RGBA", "PNG", "8-bit RGBA PNG"),
+    ("grey.png", "L", "PNG", "8-bit greyscale PNG"),
+    ("rgb.tif", "RGB", "TIFF", "8-bit RGB TIFF"),
+    ("rgba.tiff", "RGBA", "TIFF", "8-bit RGBA TIFF"),
+    ("grey.tif", "L", "TIFF", "8-bit greyscale TIFF"),
+    ("jpeg.ARW", "RGB", "JPEG", "8-bit RGB JPEG"),
+    ("png.DNG", "RGB", "PNG", "8-bit RGB PNG"),
+]
+PHOTO_IDS = [name for name, *_ in PHOTOS]
+
+
+@pytest.mark.parametrize("with_spec", [False, True], ids=["no spec", "spec"])
+@pytest.mark.parametrize(("name", "mode", "image_format", "what"), PHOTOS, ids=PHOTO_IDS)
+def test_an_ordinary_photo_is_told_it_is_not_raw_data(
+    tmp_path, name, mode, image_format, what, with_spec
+):
+    """Both routes: through LibRaw (``.jpg`` or a renamed photo, spec or not), and the bare-mosaic
+    reader (``.png``/``.tif``): without a spec it was told to give one, with one an RGB image was
+    "not a single-channel mosaic", and RGBA (as a packed mosaic) and grey 8-bit ones were read."""
+    import re
+
+    path = ordinary_photo(tmp_path / name, mode, image_format)
+    spec = BareMosaicSpec("RGGB", 255) if with_spec else None
+    pattern = rf"{re.escape(name)}: (not a raw photo LibRaw can read: )?an ordinary photo "
+    pattern += rf"\({what}\), not raw data"
+    with pytest.raises(RawReadError, match=pattern) as err:
+        read_raw(path, spec)
+    assert "\n" not in str(err.value) and "CFA metadata" not in str(err.value)
+
+
+def test_16_bit_single_channel_png_and_tiff_are_still_bare_mosaics(tmp_path):
+    mosaic = np.random.default_rng(5).integers(0, 65535, (16, 20)).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "m.png"), mosaic)
+    tifffile.imwrite(tmp_path / "m.tif", mosaic)
+    spec = BareMosaicSpec("RGGB", 65535)
+    for name in ("m.png", "m.tif"):
+        np.testing.assert_array_equal(read_raw(tmp_path / name, spec).mosaic, mosaic)
+        with pytest.raises(RawReadError, match=rf"{name}: a bare mosaic carries no metadata"):
+            read_raw(tmp_path / name)
+    # 16-bit, but RGB: a photo or not, no single-channel mosaic (the message is unchanged).
+    cv2.imwrite(str(tmp_path / "rgb16.png"), np.zeros((16, 20, 3), np.uint16))
+    with pytest.raises(RawReadError, match=r"rgb16\.png: expected a single-channel mosaic"):
+        read_raw(tmp_path / "rgb16.png", spec)
+
+
+# --- issue 26, item 5: strip or tile offsets into the file's own header -------------------------
+
+
+def tiled_dng(path):
+    """A 64x96 CFA DNG (RGGB, white 16383) stored in 16x16 tiles."""
+    mosaic, _ = mosaic_from_rgb(smooth_scene(64, 96), "RGGB")
+    tags = [
+        (33421, "H", 2, (2, 2), True),
+        (33422, "B", 4, (0, 1, 1, 2), True),
+        (50706, "B", 4, (1, 4, 0, 0), True),
+        (50717, "I", 1, 16383, True),
+    ]
+    tifffile.imwrite(path, mosaic, photometric=32803, tile=(16, 16), metadata=None, extratags=tags)
+    return path
+
+
+def with_first_data_offset(path, target):
+    """``path`` with its first strip's (or tile's) offset set to ``target``: a byte offset, or
+    the name of a tag whose out-of-line value it then points at."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tif:
+        tags = tif.pages.first.tags
+        offsets = tags.get("StripOffsets") or tags["TileOffsets"]
+        at = offsets.valueoffset
+        offset = target if isinstance(target, int) else tags[target].valueoffset
+    struct.pack_into("<I", data, at, offset)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("target", "where"),
+    [
+        (8, "the IFD at byte 8"),
+        (100, "the IFD at byte 8"),
+        (0, "the TIFF header"),
+        ("ColorMatrix1", "the value of tag ColorMatrix1"),
+    ],
+    ids=["8 (the IFD)", "100 (within the IFD)", "0 (the TIFF header)", "a tag's value"],
+)
+def test_strip_offsets_into_the_header_are_refused(tmp_path, dng, target, where):
+    """LibRaw reads the pixels from wherever the offsets say: from the header itself it rendered a
+    picture of IFD entries, with exit 0."""
+    path, _ = dng
+    bad = tmp_path / "bad.dng"
+    bad.write_bytes(path.read_bytes())
+    with_first_data_offset(bad, target)
+    offset = target if isinstance(target, int) else r"\d+"
+    pattern = rf"bad\.dng: strip offset {offset} points into {where}, not at image data"
+    with pytest.raises(RawReadError, match=pattern) as err:
+        read_raw(bad)
+    assert "\n" not in str(err.value)
+    assert read_raw(path).mosaic.shape == (64, 96)  # the DNG as written still reads
+
+
+def test_tile_offsets_into_the_header_are_refused(tmp_path):
+    good = tiled_dng(tmp_path / "tiled.dng")
+    assert read_raw(good).mosaic.shape == (64, 96)
+    bad = tmp_path / "bad.dng"
+    bad.write_bytes(good.read_bytes())
+    with_first_data_offset(bad, 8)
+    pattern = r"bad\.dng: tile offset 8 points into the IFD at byte 8, not at image data"
+    with pytest.raises(RawReadError, match=pattern):
+        read_raw(bad)
+
+
+def test_libraw_renderings_refuse_strips_in_the_header_too(tmp_path, dng):
+    from darkraw.raw.rawio import render_mosaic_with_libraw, render_with_libraw
+
+    path, mosaic = dng
+    meta = read_raw(path).meta
+    bad = tmp_path / "bad.dng"
+    bad.write_bytes(path.read_bytes())
+    with_first_data_offset(bad, 8)
+    pattern = r"bad\.dng: strip offset 8 points into the IFD at byte 8"
+    with pytest.raises(RawReadError, match=pattern):
+        render_with_libraw(bad)
+    with pytest.raises(RawReadError, match=pattern):
+        render_mosaic_with_libraw(bad, mosaic, meta)
+    assert render_with_libraw(path).shape == (3, 64, 96)

@@ -1,26 +1,36 @@
+import csv
 import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from darkraw.nn.denoiser import DenoiserConfig, build_denoiser
+from darkraw.nn.rawdenoise import DenoiseOptions
+from darkraw.raw.metadata import RawMetadata
+from darkraw.raw.rawio import read_raw
 from darkraw.synth.pairs import SimulateOptions, simulate_batch
 from darkraw.synth.simulate import SimulationConfig
 from darkraw.training.evaluate import (
+    RawOutput,
     ciede2000,
     classic_method,
     evaluate,
     markdown_table,
     mean_ciede2000,
     psnr,
+    raw_planes,
+    raw_scores,
     score,
     srgb_to_lab,
     ssim,
     ssim_by_texture,
 )
+from darkraw.training.experiment import denoiser_method
 from darkraw.training.sid import ground_truth, read_list
 
-from conftest import smooth_scene
+from conftest import smooth_scene, xtrans_meta
 
 
 @pytest.fixture(scope="module")
@@ -271,3 +281,92 @@ def test_colour_error_rejects_mismatched_shapes():
         srgb_to_lab(np.zeros((4, 2)))
     with pytest.raises(ValueError, match="empty"):
         mean_ciede2000(np.zeros((3, 0, 5)), np.zeros((3, 0, 5)))
+
+
+def test_raw_scores_of_known_planes():
+    rng = np.random.default_rng(6)
+    reference = rng.uniform(0.1, 0.9, (4, 24, 32))
+    s = raw_scores(reference + 0.01, reference)
+    assert s.psnr == pytest.approx(40.0, abs=1e-6)
+    assert s.ssim == pytest.approx(1.0, abs=1e-3)
+    # SSIM per plane, averaged: one damaged plane of four costs a quarter of its loss.
+    damaged = reference.copy()
+    damaged[2] = rng.uniform(0.1, 0.9, (24, 32))
+    alone = raw_scores(damaged[2:3], reference[2:3]).ssim
+    assert alone < 0.2
+    assert raw_scores(damaged, reference).ssim == pytest.approx((3 + alone) / 4, abs=1e-5)
+    # Both sides are clipped to [0, 1] first.
+    assert raw_scores(reference + 2.0, np.ones_like(reference)).psnr == float("inf")
+    with pytest.raises(ValueError, match=r"\(4, 24, 32\) and \(4, 24, 30\)"):
+        raw_scores(reference, reference[..., :30])
+
+
+def test_raw_planes_are_black_subtracted_packed_rggb():
+    # GRBG: the top-left sample is green, its right neighbour red.
+    meta = RawMetadata.for_bayer("GRBG", 2, 4, black_level=100.0, white_level=1100.0)
+    mosaic = np.array([[600, 1100, 100, 350], [850, 100, 1600, 0]], dtype=np.uint16)
+    planes = raw_planes(mosaic, meta)
+    assert planes.shape == (4, 1, 2)
+    np.testing.assert_allclose(planes[:, 0, 0], [1.0, 0.5, 0.75, 0.0])  # R, G1, B, G2
+    np.testing.assert_allclose(planes[:, 0, 1], [0.25, 0.0, 1.5, -0.1])  # not clipped
+    with pytest.raises(ValueError, match="X-Trans"):
+        raw_planes(np.zeros((36, 48)), xtrans_meta())
+
+
+def test_a_raw_method_is_scored_in_the_raw_domain_too(pairs, tmp_path):
+    calls = []
+
+    def flat(mosaic_dn, meta, ratio):
+        calls.append(ratio)
+        image = np.full((3, meta.height, meta.width), 0.5, dtype=np.float32)
+        planes = np.full((4, meta.height // 2, meta.width // 2), 0.25, dtype=np.float32)
+        return RawOutput(image, planes)
+
+    methods = {"classic": classic_method("none"), "flat": flat}
+    result = evaluate(pairs[:2], methods, tmp_path / "e", sheet_images=1, progress=False)
+    for pair in pairs[:2]:
+        (record,) = [r for r in result.records if r.method == "flat" and r.pair == pair.short.name]
+        long = read_raw(pair.long)
+        reference = np.clip(raw_planes(long.mosaic, long.meta), 0, 1).astype(np.float64)
+        assert record.raw_psnr == pytest.approx(-10 * np.log10(np.mean((0.25 - reference) ** 2)))
+        assert record.raw_ssim is not None and -1 < record.raw_ssim < 1
+        # The sRGB figures are the image's, as for any method.
+        srgb = ground_truth(pair.long, tmp_path / "e" / "ground_truth").astype(np.float64)
+        assert record.psnr == pytest.approx(-10 * np.log10(np.mean((0.5 - srgb) ** 2)))
+    assert all(r.raw_psnr is None for r in result.records if r.method == "classic")
+    assert "raw_psnr" in result.table["flat"]["all"]
+    assert "raw_psnr" not in result.table["classic"]["all"]
+    folder = tmp_path / "e"
+    text = (folder / "table.md").read_text()
+    raw_part = text.split("Raw-domain")[1]
+    assert "| flat |" in raw_part and "| classic |" not in raw_part
+    with open(folder / "table.csv") as handle:
+        rows = {(r["method"], r["ratio"]): r for r in csv.DictReader(handle)}
+    assert rows[("classic", "all")]["raw_psnr"] == ""
+    assert float(rows[("flat", "all")]["raw_psnr"]) == pytest.approx(
+        result.table["flat"]["all"]["raw_psnr"], abs=1e-4
+    )
+    assert "PSNR raw" in (folder / "report.html").read_text()
+    # A rerun reads the raw scores back and measures nothing again.
+    again = evaluate(pairs[:2], {"flat": flat}, tmp_path / "e", progress=False)
+    assert len(calls) == 2
+    assert again.table["flat"] == result.table["flat"]
+
+
+def test_denoiser_method_gives_amplified_planes_of_the_file(pairs):
+    generator = torch.Generator().manual_seed(0)
+    model = build_denoiser(DenoiserConfig(width=4, levels=2), generator)
+    with torch.no_grad():  # a fresh denoiser starts as the identity: make it change the frame
+        for weight in model.parameters():
+            weight.add_(0.05 * torch.randn(weight.shape, generator=generator))
+    pair = pairs[0]
+    raw = read_raw(pair.short)
+    # Strength 0 leaves the frame as it is: the planes are the short exposure's, amplified.
+    still = denoiser_method(model, DenoiseOptions(strength=0))(raw.mosaic, raw.meta, pair.ratio)
+    expected = np.clip(raw_planes(raw.mosaic, raw.meta) * pair.ratio, 0, 1)
+    np.testing.assert_allclose(still.planes_lin, expected, atol=1e-5)
+    output = denoiser_method(model)(raw.mosaic, raw.meta, pair.ratio)
+    assert output.image.shape == ground_truth(pair.long).shape
+    assert output.planes_lin.shape == expected.shape
+    assert not np.allclose(output.planes_lin, expected, atol=1e-3)
+    assert output.planes_lin.min() >= 0 and output.planes_lin.max() <= 1

@@ -312,17 +312,29 @@ def demosaic_bayer(mosaic: np.ndarray, pattern: BayerPattern | str) -> np.ndarra
     """
     pattern = BayerPattern.parse(pattern)
     mosaic = np.ascontiguousarray(mosaic, dtype=np.float32)
+    _check_even(mosaic)
     # Reflecting about the edge pixel (not repeating it) keeps the CFA phase at the border.
     filt = {
-        name: pack_bayer(cv2.filter2D(mosaic, -1, k, borderType=cv2.BORDER_REFLECT_101), pattern)
+        name: cv2.filter2D(mosaic, -1, k, borderType=cv2.BORDER_REFLECT_101)
         for name, k in _MALVAR.items()
     }
-    r_, g1, b_, g2 = range(4)
-    raw = pack_bayer(mosaic, pattern)
-    red = np.stack([raw[r_], filt["row"][g1], filt["diag"][b_], filt["col"][g2]])
-    green = np.stack([filt["g"][r_], raw[g1], filt["g"][b_], raw[g2]])
-    blue = np.stack([filt["diag"][r_], filt["col"][g1], raw[b_], filt["row"][g2]])
-    return np.stack([unpack_bayer(p, pattern) for p in (red, green, blue)])
+    # Which image gives each channel at each CFA site (R, G1, B, G2), written straight into
+    # the output: packing and unpacking whole planes cost more than the filters.
+    sources = (
+        (mosaic, filt["row"], filt["diag"], filt["col"]),
+        (filt["g"], mosaic, filt["g"], mosaic),
+        (filt["diag"], filt["col"], mosaic, filt["row"]),
+    )
+    out = np.empty((3, *mosaic.shape), dtype=np.float32)
+    for channel, per_site in enumerate(sources):
+        for (r, c), source in zip(pattern.offsets, per_site, strict=True):
+            out[channel, r::2, c::2] = source[r::2, c::2]
+    return out
+
+
+def _check_even(mosaic: np.ndarray) -> None:
+    if mosaic.ndim != 2 or min(mosaic.shape) < 2 or mosaic.shape[0] % 2 or mosaic.shape[1] % 2:
+        raise ValueError(f"expected an (H, W) mosaic with H and W even, got {mosaic.shape}")
 
 
 def demosaic_xtrans(mosaic: np.ndarray, tile: tuple[tuple[int, ...], ...]) -> np.ndarray:

@@ -14,6 +14,7 @@ import math
 import os
 import struct
 import sys
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,19 @@ MIN_WHITE_LEVEL = 16
 
 #: IFDs and SubIFDs of a TIFF looked at for a message's facts: a header may list millions.
 _MAX_IFDS = 64
+
+#: What an ordinary photo given as raw data is told, after what photo it is.
+_NOT_RAW = (
+    "not raw data: darkraw enhances raw files (or 16-bit single-channel bare mosaics, given "
+    "their CFA pattern and white level)"
+)
+
+#: PNG colour types (IHDR) and Pillow's modes of a JPEG, in words.
+_PNG_COLOURS = {0: "greyscale", 2: "RGB", 3: "palette", 4: "greyscale+alpha", 6: "RGBA"}
+_JPEG_COLOURS = {"L": "greyscale", "RGB": "RGB", "YCbCr": "RGB", "CMYK": "CMYK"}
+
+#: TIFF PhotometricInterpretation values of ordinary pictures, in words (with 1 to 4 samples).
+_TIFF_COLOURS = {0: "greyscale", 1: "greyscale", 2: "RGB", 3: "palette", 5: "CMYK", 6: "RGB"}
 
 #: No raw format stores more pixels per byte, however compressed (a lossless one stores a pixel
 #: in a bit at best); a header that declares more than this per byte of its file lies.
@@ -101,7 +115,8 @@ def read_raw(path: str | Path, bare: BareMosaicSpec | None = None) -> RawImage:
         RawReadError: the file is missing, not a regular file (a FIFO or a device would block
             or never end), unreadable, over the pixel limit, not a raw photo, or its header
             makes no physical sense (a white level under 16 or far below the data, a
-            linearisation table that maps every value to one).
+            linearisation table that maps every value to one, strips or tiles that start in
+            the file's header), or it is an ordinary photo (an 8-bit PNG, JPEG or TIFF).
         UnsupportedSensorError: the sensor is monochrome, Foveon, or has an unknown CFA.
     """
     path = Path(path)
@@ -112,6 +127,9 @@ def read_raw(path: str | Path, bare: BareMosaicSpec | None = None) -> RawImage:
     if not path.is_file():
         raise RawReadError(path, "not a regular file (a FIFO, device or socket); not read")
     if is_bare_mosaic(path):
+        photo = _ordinary_photo(path)
+        if photo is not None:
+            raise RawReadError(path, f"an ordinary photo ({photo}), {_NOT_RAW}")
         if bare is None:
             raise RawReadError(
                 path,
@@ -161,6 +179,19 @@ def _over_the_limit(path: Path, what: str, shape: tuple[int, ...], limit: int) -
     )
 
 
+def _checked_header(raw: rawpy.RawPy, path: Path, file_size: int) -> _TiffFacts:
+    """The pixel limit and where the pixels lie, checked before LibRaw unpacks the frame.
+
+    LibRaw allocates the frame its header declares, and reads the pixels from any offset given.
+    Returns the TIFF header's facts (empty for a raw format that is no TIFF).
+    """
+    _check_libraw_size(raw, path, file_size)
+    facts = _tiff_facts(path)
+    if facts.data_in_header is not None:
+        raise RawReadError(path, facts.data_in_header)
+    return facts
+
+
 def _check_libraw_size(raw: rawpy.RawPy, path: Path, file_size: int) -> None:
     """The pixel limit, checked before LibRaw unpacks (allocates) the frame its header declares."""
     sizes = raw.sizes
@@ -191,14 +222,17 @@ def _read_libraw(path: Path) -> RawImage:
         raise RawReadError(path, "empty file")
     try:
         with _libraw_stderr_captured(), rawpy.imread(str(path)) as raw:
-            _check_libraw_size(raw, path, size)
-            return _from_rawpy(raw, path)
+            facts = _checked_header(raw, path, size)
+            return _from_rawpy(raw, path, facts)
     except DarkrawError:
         raise
     except rawpy.LibRawFileUnsupportedError:
         problem = "not a raw photo LibRaw can read (unknown or corrupt format)"
-        tiny = _small_tiff_raw_size(path)
-        if tiny is not None:
+        photo = _ordinary_photo(path)
+        tiny = None if photo is not None else _small_tiff_raw_size(path)
+        if photo is not None:
+            problem = f"not a raw photo LibRaw can read: an ordinary photo ({photo}), {_NOT_RAW}"
+        elif tiny is not None:
             problem = (
                 f"image of {tiny[0]}x{tiny[1]} pixels is too small "
                 f"(LibRaw reads {LIBRAW_MIN_SIDE}x{LIBRAW_MIN_SIDE} and larger)"
@@ -239,7 +273,7 @@ def _libraw_stderr_captured() -> Iterator[None]:
         os.close(saved)
 
 
-def _from_rawpy(raw: rawpy.RawPy, path: Path) -> RawImage:
+def _from_rawpy(raw: rawpy.RawPy, path: Path, facts: _TiffFacts) -> RawImage:
     if raw.raw_type != rawpy.RawType.Flat:
         raise UnsupportedSensorError(
             path, "not a mosaic sensor (Foveon, linear DNG or already demosaiced); unsupported"
@@ -282,7 +316,6 @@ def _from_rawpy(raw: rawpy.RawPy, path: Path) -> RawImage:
     other = raw.other
     exposure = float(other.shutter_speed) if other.shutter_speed > 0 else None
     iso = float(other.iso_speed) if other.iso_speed > 0 else None
-    facts = _tiff_facts(path)
     try:
         meta = RawMetadata(
             cfa_tile=tuple(tuple(int(v) for v in row) for row in cfa_tile),
@@ -348,6 +381,8 @@ class _TiffFacts:
     model: str | None = None
     #: The smallest value of the raw image's WhiteLevel tag (DNG), if it has one.
     white_tag: float | None = None
+    #: Where the raw image's strips or tiles start inside the file's header, worded, if they do.
+    data_in_header: str | None = None
 
 
 def _tiff_facts(path: Path) -> _TiffFacts:
@@ -363,6 +398,7 @@ def _tiff_facts(path: Path) -> _TiffFacts:
                 make=str(make.value).strip() if make is not None else None,
                 model=str(model.value).strip() if model is not None else None,
                 white_tag=_white_level_tag(tif),
+                data_in_header=_data_in_header(tif),
             )
     except Exception:
         # Not every raw format is TIFF-based (RAF, CRW, ...); these facts are optional.
@@ -378,6 +414,50 @@ def _white_level_tag(tif: Any) -> float | None:
                 return None if white is None else float(np.min(np.asarray(white.value, float)))
     except Exception:
         # A damaged later IFD or a tag that is no number: LibRaw's level is checked anyway.
+        return None
+    return None
+
+
+def _data_in_header(tif: Any) -> str | None:
+    """A raw image's strip or tile that starts inside the file's header, worded, or ``None``.
+
+    The header is the TIFF header, the entries of each IFD :func:`_tiff_ifds` walks and the
+    values their tags store out of line. LibRaw reads the pixels from any offset it is given:
+    from byte 8 it renders the IFD's entries as a picture. ``None`` if no such strip or tile, or
+    no TIFF tifffile can read (LibRaw judges those).
+    """
+    try:
+        ifds = list(_tiff_ifds(tif))
+        layout, handle = tif.tiff, tif.filehandle
+        regions = [(0, 16 if tif.is_bigtiff else 8, "the TIFF header")]
+        for ifd in ifds:
+            handle.seek(ifd.offset)
+            (entries,) = struct.unpack(layout.tagnoformat, handle.read(layout.tagnosize))
+            size = layout.tagnosize + entries * layout.tagsize + layout.offsetsize
+            regions.append((ifd.offset, ifd.offset + size, f"the IFD at byte {ifd.offset}"))
+            for tag in ifd.tags:
+                if tag.valuebytecount > layout.tagoffsetthreshold:
+                    end = tag.valueoffset + tag.valuebytecount
+                    regions.append((tag.valueoffset, end, f"the value of tag {tag.name}"))
+        regions.sort()
+        starts = np.array([start for start, _, _ in regions], dtype=np.int64)
+        # The furthest end of the regions starting at or before each start: an offset lies in
+        # some region if it lies before that end of the last region starting at or before it.
+        reach = np.maximum.accumulate(np.array([end for _, end, _ in regions], dtype=np.int64))
+        for ifd in ifds:
+            if int(ifd.photometric) not in _RAW_PHOTOMETRIC:
+                continue
+            offsets = np.asarray(ifd.dataoffsets, dtype=np.int64)
+            last = np.searchsorted(starts, offsets, side="right") - 1
+            inside = (last >= 0) & (reach[np.maximum(last, 0)] > offsets)
+            if not inside.any():
+                continue
+            offset = int(offsets[np.argmax(inside)])
+            where = next(what for start, end, what in regions if start <= offset < end)
+            kind = "tile" if ifd.is_tiled else "strip"
+            return f"{kind} offset {offset} points into {where}, not at image data"
+    except Exception:
+        # A header tifffile cannot walk: LibRaw's own reading decides.
         return None
     return None
 
@@ -425,6 +505,56 @@ def _tifffile_quiet() -> Iterator[None]:
         yield
     finally:
         log.disabled = was_disabled
+
+
+def _ordinary_photo(path: Path) -> str | None:
+    """What ordinary photo ``path`` is (``"8-bit RGB PNG"``), or ``None`` if it is none.
+
+    An ordinary photo here is a PNG, JPEG or TIFF of 8 bits or fewer per sample: no raw data
+    (a 16-bit single-channel PNG or TIFF may be a bare mosaic, and a TIFF with a CFA or
+    LinearRaw image is a raw file). Judged from the header alone.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(26)
+        if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR" and len(head) == 26:
+            depth, colour = head[24], head[25]
+            return f"{depth}-bit {_PNG_COLOURS[colour]} PNG" if depth <= 8 else None
+        if head.startswith(b"\xff\xd8\xff"):
+            from PIL import Image
+
+            # Pillow reads the header only (its size check warns of a large one; no matter).
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with Image.open(path) as image:
+                    colours = _JPEG_COLOURS.get(image.mode)
+            return None if colours is None else f"8-bit {colours} JPEG"
+        if head[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
+            return _ordinary_tiff(path)
+    except Exception:
+        # A header no reader understands (a 12-bit JPEG, a PNG of an unknown colour type): not
+        # called a photo, so the reader's own message stands.
+        return None
+    return None
+
+
+def _ordinary_tiff(path: Path) -> str | None:
+    """:func:`_ordinary_photo` of a TIFF: 8 bits or fewer, and no CFA or LinearRaw image."""
+    import tifffile
+
+    with _tifffile_quiet(), tifffile.TiffFile(path) as tif:
+        first = tif.pages.first
+        if any(int(ifd.photometric) in _RAW_PHOTOMETRIC for ifd in _tiff_ifds(tif)):
+            return None
+        bits, samples = int(first.bitspersample), int(first.samplesperpixel)
+        colours = _TIFF_COLOURS.get(int(first.photometric))
+        if bits > 8 or colours is None or not 1 <= samples <= 4:
+            return None
+        if colours == "RGB" and samples == 4:
+            colours = "RGBA"
+        elif colours == "greyscale" and samples == 2:
+            colours = "greyscale+alpha"
+        return f"{bits}-bit {colours} TIFF"
 
 
 def _declared_shape(path: Path) -> tuple[int, ...] | None:
@@ -536,7 +666,7 @@ def render_with_libraw(
     path = Path(path)
     try:
         with _libraw_stderr_captured(), rawpy.imread(str(path)) as raw:
-            _check_libraw_size(raw, path, path.stat().st_size)
+            _checked_header(raw, path, path.stat().st_size)
             rgb = raw.postprocess(
                 use_camera_wb=True,
                 no_auto_bright=True,
@@ -649,7 +779,7 @@ def _render_mosaic_in_place(path: Path, dn: np.ndarray, settings: rawpy.Params) 
         raise RawReadError(path, problem)
     try:
         with _libraw_stderr_captured(), rawpy.imread(str(path)) as raw:
-            _check_libraw_size(raw, path, path.stat().st_size)
+            _checked_header(raw, path, path.stat().st_size)
             if raw.raw_type != rawpy.RawType.Flat:
                 # LibRaw decoded it to colour planes (sRAW, linear DNG, Foveon): no mosaic to
                 # replace; read_raw refuses such files too.

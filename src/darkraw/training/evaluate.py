@@ -7,6 +7,12 @@ SSIM is the Gaussian-window SSIM of Wang et al. (11x11, sigma 1.5) over the RGB 
 ratio to an sRGB image; the classic pipeline and trained networks are both methods.
 Colour error is CIEDE2000 in CIELAB (Sharma, Wu & Dalal, Color Res. Appl. 30(1), 2005).
 
+A raw method (the raw denoiser) also hands back the clean packed planes it rendered, and is
+scored in the raw domain as well, as ELD (Wei et al., CVPR 2020), PMN (Feng et al., MM 2022) and
+LED (Jin et al., ICCV 2023) report: its planes (black subtracted, white 1, amplified) against
+the long exposure's (black subtracted, white 1, clipped to [0, 1]), both packed as
+:func:`~darkraw.classic.pipeline.pack` packs them; PSNR on [0, 1], SSIM per plane, averaged.
+
 Outputs of :func:`evaluate` in its folder: ``results.jsonl`` (one line per method and image;
 a rerun skips what is already there), ``table.md``, ``table.csv`` and ``table.json`` (methods x
 ratios), ``sheet.png`` (input | each method | reference for a few images) and ``report.html``,
@@ -36,7 +42,9 @@ from darkraw.classic.pipeline import (
     GammaCurve,
     gamma_decode,
     orient,
+    pack,
     run_classic,
+    subtract_black_level,
 )
 from darkraw.errors import DarkrawError
 from darkraw.nn.inputs import network_input
@@ -48,6 +56,24 @@ from darkraw.training.sid import SIDPair, ground_truth
 
 #: A method: (mosaic in DN, metadata, exposure ratio) -> (3, H, W) sRGB in [0, 1], oriented.
 Method = Callable[[np.ndarray, RawMetadata, float], np.ndarray]
+
+
+@dataclass(frozen=True)
+class RawOutput:
+    """What a raw method gives: its picture and the clean planes it was rendered from.
+
+    Attributes:
+        image: ``(3, H, W)`` sRGB in [0, 1], oriented, as a :data:`Method` returns it.
+        planes_lin: ``(4, h, w)`` packed Bayer planes as :func:`raw_planes` makes them from
+            the file's mosaic: black subtracted, white 1, amplified by the ratio.
+    """
+
+    image: np.ndarray
+    planes_lin: np.ndarray
+
+
+#: A raw method: as :data:`Method`, and scored in the raw domain too (:func:`raw_scores`).
+RawMethod = Callable[[np.ndarray, RawMetadata, float], RawOutput]
 
 
 def classic_method(denoiser: Denoiser | str = Denoiser.NLM) -> Method:
@@ -144,6 +170,59 @@ def _check_pair(output: np.ndarray, reference: np.ndarray) -> None:
         raise ValueError(
             f"expected two (3, H, W) images of one size, got {output.shape} and {reference.shape}"
         )
+
+
+def raw_planes(mosaic_dn: np.ndarray, meta: RawMetadata) -> np.ndarray:
+    """A Bayer mosaic's ``raw_lin`` planes as the raw scores compare them: black subtracted,
+    white 1, packed R, G1, B, G2 (:func:`~darkraw.classic.pipeline.pack`), not clipped.
+
+    Args:
+        mosaic_dn: ``(H, W)`` in DN.
+
+    Returns:
+        ``(4, ceil(H/2), ceil(W/2))`` float32.
+    """
+    if meta.is_xtrans:
+        raise ValueError("raw-domain scores are for Bayer mosaics, got an X-Trans one")
+    return pack(subtract_black_level(mosaic_dn, meta), meta)
+
+
+@dataclass(frozen=True)
+class RawScores:
+    """Raw-domain PSNR (dB) and SSIM of one image (ELD's, PMN's and LED's reporting)."""
+
+    psnr: float
+    ssim: float
+
+
+def raw_scores(planes_lin: np.ndarray, reference_lin: np.ndarray) -> RawScores:
+    """PSNR on [0, 1] and SSIM per plane, averaged, of packed raw planes.
+
+    Both are clipped to [0, 1] first (a long exposure's planes clip at white, and noise below
+    black is not signal). SSIM is :func:`ssim`'s Gaussian window, plane by plane.
+
+    Args:
+        planes_lin: ``(P, h, w)`` a method's planes.
+        reference_lin: ``(P, h, w)`` the long exposure's planes.
+    """
+    if planes_lin.shape != reference_lin.shape or planes_lin.ndim != 3:
+        raise ValueError(
+            f"expected two (P, h, w) packed planes of one size, got {planes_lin.shape} and "
+            f"{reference_lin.shape}"
+        )
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    output = np.clip(planes_lin, 0.0, 1.0).astype(np.float64)
+    reference = np.clip(reference_lin, 0.0, 1.0).astype(np.float64)
+    mse = float(np.mean((output - reference) ** 2))
+    value = float("inf") if mse == 0 else float(-10.0 * np.log10(mse))
+    # One plane per batch item: SSIM per plane, never a window across planes.
+    a = torch.from_numpy(output.astype(np.float32))[:, None]
+    b = torch.from_numpy(reference.astype(np.float32))[:, None]
+    per_plane = structural_similarity_index_measure(a, b, data_range=1.0, reduction="none")
+    if isinstance(per_plane, tuple):  # only when full images are asked for, which they are not
+        per_plane = per_plane[0]
+    return RawScores(value, float(per_plane.mean()))
 
 
 #: CIE D65 white (2-degree observer) that CIELAB is relative to.
@@ -304,6 +383,8 @@ class Record:
     psnr: float
     ssim: float
     seconds: float
+    raw_psnr: float | None = None
+    raw_ssim: float | None = None
 
 
 @dataclass(frozen=True)
@@ -317,7 +398,7 @@ class EvaluationResult:
 
 def evaluate(
     pairs: Sequence[SIDPair],
-    methods: Mapping[str, Method],
+    methods: Mapping[str, Method | RawMethod],
     out_dir: str | Path,
     *,
     cache_dir: str | Path | None = None,
@@ -329,13 +410,14 @@ def evaluate(
     Args:
         pairs: (short, long) pairs, e.g. from :func:`darkraw.training.sid.read_list` and
             :func:`darkraw.training.sid.select`.
-        methods: name -> method.
+        methods: name -> method; a :data:`RawMethod` is scored in the raw domain too.
         out_dir: report folder (created).
         cache_dir: where rendered ground truths are cached (default ``out_dir/ground_truth``).
         sheet_images: how many pairs appear in the comparison sheet and report.
 
     Raises:
-        DarkrawError: an unreadable pair file (naming it).
+        DarkrawError: an unreadable pair file (naming it), or a raw method's pair whose long
+            exposure is not the short one's size.
     """
     if not pairs or not methods:
         raise ValueError("need at least one pair and one method")
@@ -355,6 +437,7 @@ def evaluate(
             continue
         raw = read_raw(pair.short)
         reference = ground_truth(pair.long, cache)
+        reference_lin: np.ndarray | None = None
         if pair.short.name in shown:
             preview = _preview(raw.mosaic, raw.meta, pair.ratio)
             panels[pair.short.name] = [(f"input x{pair.ratio:g}", preview)]
@@ -363,14 +446,26 @@ def evaluate(
                 bar.update(1)
                 continue
             started = time.perf_counter()
-            image = method(raw.mosaic, raw.meta, pair.ratio)
+            output = method(raw.mosaic, raw.meta, pair.ratio)
             seconds = time.perf_counter() - started
+            image = output.image if isinstance(output, RawOutput) else output
             if image.shape != reference.shape:
                 raise DarkrawError(
                     pair.short, f"{name} gave {image.shape}, the reference is {reference.shape}"
                 )
             if name in todo:
                 scores = score(image, reference)
+                raw_figures: RawScores | None = None
+                if isinstance(output, RawOutput):
+                    if reference_lin is None:
+                        reference_lin = _long_planes(pair, raw.meta)
+                    if output.planes_lin.shape != reference_lin.shape:
+                        raise DarkrawError(
+                            pair.short,
+                            f"{name} gave planes {output.planes_lin.shape}, the long exposure's "
+                            f"are {reference_lin.shape}",
+                        )
+                    raw_figures = raw_scores(output.planes_lin, reference_lin)
                 record = Record(
                     name,
                     pair.short.name,
@@ -381,6 +476,8 @@ def evaluate(
                     scores.psnr,
                     scores.ssim,
                     seconds,
+                    None if raw_figures is None else raw_figures.psnr,
+                    None if raw_figures is None else raw_figures.ssim,
                 )
                 records.append(record)
                 with open(out / "results.jsonl", "a") as log:
@@ -397,6 +494,22 @@ def evaluate(
         write_image(out / "sheet.png", _sheet(list(panels.values())))
     write_report(table, records, out)
     return EvaluationResult(records, table, out)
+
+
+def _long_planes(pair: SIDPair, short_meta: RawMetadata) -> np.ndarray:
+    """The long exposure's planes as the raw scores compare them: :func:`raw_planes`, clipped to
+    [0, 1] (ELD's target)."""
+    long = read_raw(pair.long)
+    if (long.meta.height, long.meta.width) != (short_meta.height, short_meta.width) or (
+        long.meta.cfa_tile != short_meta.cfa_tile
+    ):
+        raise DarkrawError(
+            pair.long,
+            f"the long exposure is {long.meta.height}x{long.meta.width} "
+            f"{long.meta.cfa_name}, the short one {short_meta.height}x{short_meta.width} "
+            f"{short_meta.cfa_name}: no raw-domain scores",
+        )
+    return np.asarray(np.clip(raw_planes(long.mosaic, long.meta), 0.0, 1.0), np.float32)
 
 
 def _preview(mosaic_dn: np.ndarray, meta: RawMetadata, ratio: float) -> np.ndarray:
@@ -428,24 +541,34 @@ def _read_done(path: Path) -> dict[tuple[str, str], Record]:
 
 
 def summarize(records: Sequence[Record]) -> dict[str, dict[str, dict[str, float]]]:
-    """Mean scores per method and ratio (``"x100"``...) and over all (``"all"``)."""
+    """Mean scores per method and ratio (``"x100"``...) and over all (``"all"``).
+
+    A group whose every image has raw-domain scores also has ``raw_psnr`` and ``raw_ssim``.
+    """
     table: dict[str, dict[str, dict[str, float]]] = {}
     for method in dict.fromkeys(r.method for r in records):
         mine = [r for r in records if r.method == method]
         ratios = sorted({r.ratio for r in mine})
         groups = {f"x{ratio}": [r for r in mine if r.ratio == ratio] for ratio in ratios}
         groups["all"] = mine
-        table[method] = {
-            key: {
-                "psnr8": float(np.mean([r.psnr8 for r in rows])),
-                "ssim8": float(np.mean([r.ssim8 for r in rows])),
-                "psnr": float(np.mean([r.psnr for r in rows])),
-                "ssim": float(np.mean([r.ssim for r in rows])),
-                "images": float(len(rows)),
-            }
-            for key, rows in groups.items()
-        }
+        table[method] = {key: _means(rows) for key, rows in groups.items()}
     return table
+
+
+def _means(rows: Sequence[Record]) -> dict[str, float]:
+    means = {
+        "psnr8": float(np.mean([r.psnr8 for r in rows])),
+        "ssim8": float(np.mean([r.ssim8 for r in rows])),
+        "psnr": float(np.mean([r.psnr for r in rows])),
+        "ssim": float(np.mean([r.ssim for r in rows])),
+        "images": float(len(rows)),
+    }
+    raw_psnr = [r.raw_psnr for r in rows if r.raw_psnr is not None]
+    raw_ssim = [r.raw_ssim for r in rows if r.raw_ssim is not None]
+    if len(raw_psnr) == len(raw_ssim) == len(rows):
+        means["raw_psnr"] = float(np.mean(raw_psnr))
+        means["raw_ssim"] = float(np.mean(raw_ssim))
+    return means
 
 
 def _ratio_columns(table: Mapping[str, Mapping[str, Mapping[str, float]]]) -> list[str]:
@@ -468,18 +591,49 @@ def markdown_table(table: Mapping[str, Mapping[str, Mapping[str, float]]]) -> st
     return "\n".join(lines) + "\n"
 
 
+def _has_raw(row: Mapping[str, Mapping[str, float]]) -> bool:
+    return "raw_psnr" in row.get("all", {})
+
+
+def raw_markdown_table(table: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
+    """Methods with raw-domain scores x ratios, ``PSNR / SSIM`` on packed raw planes (ELD's,
+    PMN's and LED's reporting); ``""`` when no method has them."""
+    rows = {method: row for method, row in table.items() if _has_raw(row)}
+    if not rows:
+        return ""
+    columns = _ratio_columns(rows)
+    lines = [
+        "| method | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for method, row in rows.items():
+        cells = [
+            f"{row[c]['raw_psnr']:.2f} / {row[c]['raw_ssim']:.3f}" if c in row else "-"
+            for c in columns
+        ]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_tables(table: Mapping[str, Mapping[str, Mapping[str, float]]], out: Path) -> None:
     """``table.md``, ``table.csv`` and ``table.json`` in ``out``, each written atomically."""
+    raw = raw_markdown_table(table)
+    if raw:
+        raw = (
+            "\nRaw-domain PSNR (dB) / SSIM on packed raw planes against the long exposure's "
+            "(ELD's, PMN's and LED's reporting).\n\n" + raw
+        )
     with atomic_output(out / "table.md") as tmp:
         tmp.write_text(
             "PSNR (dB) / SSIM on 8-bit sRGB images (SID's reporting); float figures in "
-            "table.json and table.csv.\n\n" + markdown_table(table)
+            "table.json and table.csv.\n\n" + markdown_table(table) + raw
         )
     with atomic_output(out / "table.json") as tmp:
         tmp.write_text(json.dumps(table, indent=2) + "\n")
     with atomic_output(out / "table.csv") as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["method", "ratio", "psnr8", "ssim8", "psnr", "ssim", "images"])
+        header = ["method", "ratio", "psnr8", "ssim8", "psnr", "ssim", "images"]
+        writer.writerow([*header, "raw_psnr", "raw_ssim"])
         for method, row in table.items():
             for ratio, s in row.items():
                 writer.writerow(
@@ -491,6 +645,8 @@ def write_tables(table: Mapping[str, Mapping[str, Mapping[str, float]]], out: Pa
                         f"{s['psnr']:.4f}",
                         f"{s['ssim']:.5f}",
                         int(s["images"]),
+                        f"{s['raw_psnr']:.4f}" if "raw_psnr" in s else "",
+                        f"{s['raw_ssim']:.5f}" if "raw_ssim" in s else "",
                     ]
                 )
 
@@ -522,9 +678,27 @@ def write_report(
             for c in columns
         )
         body += f"<tr><th>{html.escape(method)}</th>{cells}</tr>"
+    raw_html = ""
+    raw_rows = {method: row for method, row in table.items() if _has_raw(row)}
+    if raw_rows:
+        raw_body = ""
+        for method, row in raw_rows.items():
+            cells = "".join(
+                f"<td>{row[c]['raw_psnr']:.2f} / {row[c]['raw_ssim']:.3f}</td>"
+                if c in row
+                else "<td>-</td>"
+                for c in columns
+            )
+            raw_body += f"<tr><th>{html.escape(method)}</th>{cells}</tr>"
+        raw_html = (
+            "<p>Raw-domain PSNR (dB) / SSIM on packed raw planes (black subtracted, white 1) "
+            "against the long exposure's, as ELD, PMN and LED report.</p>"
+            f"<table><tr><th>method</th>{head}</tr>{raw_body}</table>"
+        )
     per_image = "".join(
         f"<tr><td>{html.escape(r.method)}</td><td>{html.escape(r.pair)}</td><td>x{r.ratio}</td>"
         f"<td>{r.psnr8:.2f}</td><td>{r.ssim8:.3f}</td><td>{r.psnr:.2f}</td><td>{r.ssim:.3f}</td>"
+        f"<td>{_cell(r.raw_psnr, 2)}</td><td>{_cell(r.raw_ssim, 3)}</td>"
         f"<td>{r.seconds:.1f}</td></tr>"
         for r in records
     )
@@ -535,13 +709,19 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style></head><b
 <h1>darkraw evaluation</h1>
 <p>PSNR (dB) / SSIM on 8-bit sRGB images against the long exposure rendered by LibRaw.</p>
 <table><tr><th>method</th>{head}</tr>{body}</table>
+{raw_html}
 {image_html}
 <h2>Every image</h2>
 <table><tr><th>method</th><th>pair</th><th>ratio</th><th>PSNR 8-bit</th><th>SSIM 8-bit</th>
-<th>PSNR float</th><th>SSIM float</th><th>seconds</th></tr>{per_image}</table>
+<th>PSNR float</th><th>SSIM float</th><th>PSNR raw</th><th>SSIM raw</th><th>seconds</th></tr>
+{per_image}</table>
 </body></html>
 """
     path = out / "report.html"
     with atomic_output(path) as tmp:
         tmp.write_text(page)
     return path
+
+
+def _cell(value: float | None, decimals: int) -> str:
+    return "-" if value is None else f"{value:.{decimals}f}"

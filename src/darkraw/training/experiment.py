@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,11 +27,20 @@ from darkraw.classic.denoise import Denoiser
 from darkraw.config import dump_yaml, to_dict
 from darkraw.errors import DarkrawError
 from darkraw.nn.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from darkraw.nn.denoiser import RawDenoiser
 from darkraw.nn.model import ModelConfig, SIDUNet, build_model
 from darkraw.nn.precision import Precision
 from darkraw.raw.fileio import atomic_output
 from darkraw.raw.metadata import RawMetadata
-from darkraw.training.evaluate import EvaluationResult, Method, classic_method, evaluate
+from darkraw.training.evaluate import (
+    EvaluationResult,
+    Method,
+    RawMethod,
+    RawOutput,
+    classic_method,
+    evaluate,
+    raw_planes,
+)
 from darkraw.training.sid import Protocol, read_list, select
 from darkraw.training.train import (
     DataConfig,
@@ -41,6 +51,9 @@ from darkraw.training.train import (
     load_train_config,
     train,
 )
+
+if TYPE_CHECKING:
+    from darkraw.nn.rawdenoise import DenoiseOptions
 
 
 @dataclass(frozen=True)
@@ -210,6 +223,33 @@ def tiled_network_method(model: SIDUNet) -> Method:
         return enhance_raw_network(mosaic_dn, meta, model, ratio, options).image
 
     return run
+
+
+def denoiser_method(model: RawDenoiser, options: DenoiseOptions | None = None) -> RawMethod:
+    """The raw denoiser as an evaluation method: its rendered picture, and its clean planes for
+    the raw-domain scores.
+
+    It runs as ``darkraw enhance`` runs it (:func:`~darkraw.nn.rawdenoise.enhance_with_denoiser`;
+    by default strength 1 and darkraw's rendering with the BT.709 curve that LibRaw gives the
+    ground truth, the noise level measured from the frame) at the pair's ratio.
+    """
+    from darkraw.nn.rawdenoise import DenoiseOptions, enhance_with_denoiser
+
+    chosen = DenoiseOptions() if options is None else options
+
+    def run(mosaic_dn: np.ndarray, meta: RawMetadata, ratio: float) -> RawOutput:
+        result = enhance_with_denoiser(mosaic_dn, meta, model, ratio, chosen)
+        return RawOutput(result.image, raw_planes(result.mosaic_dn, meta))
+
+    return run
+
+
+def network_method(network: SIDUNet | RawDenoiser) -> Method | RawMethod:
+    """Either network as an evaluation method: :func:`tiled_network_method` for the SID U-Net,
+    :func:`denoiser_method` for the raw denoiser."""
+    if isinstance(network, RawDenoiser):
+        return denoiser_method(network)
+    return tiled_network_method(network)
 
 
 def run_experiment(
