@@ -64,8 +64,11 @@ def _strength(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"strength must be a number >= 0, got {text!r}")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(
+            f"strength must be from 0 to 1 (the bundled denoiser makes artefacts in dark areas "
+            f"when told more noise than it measures), got {text!r}"
+        )
     return value
 
 
@@ -225,8 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_strength,
         default=None,
         metavar="S",
-        help="raw denoiser: scales the noise level the network is told: 0 leaves the frame as "
-        "it is, 1 is the measured level, above 1 smooths more (default: 1)",
+        help="raw denoiser: scales the noise level the network is told, 0 to 1: 0 leaves the "
+        "frame as it is, 1 is the measured level, lower keeps more grain (and detail) "
+        "(default: 1)",
     )
     enh.add_argument(
         "--render",

@@ -125,7 +125,7 @@ def test_xtrans_is_refused():
 
 
 def test_strength_must_be_a_number_at_least_zero():
-    for bad in (-0.1, float("nan"), float("inf")):
+    for bad in (-0.1, 1.5, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="strength"):
             DenoiseOptions(strength=bad)
 
@@ -156,15 +156,15 @@ def test_a_higher_noise_level_smooths_more(bundled_denoiser):
     level = RawNoise((2e-3,) * 4, (2e-5,) * 4, "test")
     noisy = flat + rng.normal(0, np.sqrt(2e-3 * 0.2 + 2e-5), flat.shape).astype(np.float32)
     left = []
-    for strength in (0.0, 0.5, 1.0, 2.0):
+    for strength in (0.0, 0.25, 0.5, 0.75, 1.0):
         options = DenoiseOptions(strength=strength, precision="fp32")
         out = enhance_with_denoiser(noisy, meta, bundled_denoiser, 1.0, options, noise=level)
         left.append(float(np.std(out.mosaic_dn[8:-8, 8:-8])))
-    assert left[0] > left[1] > left[2] > left[3]
-    assert left[2] < 0.3 * left[0]
+    assert left[0] > left[1] > left[2] > left[3] > left[4]
+    assert left[4] < 0.3 * left[0]
 
 
-@pytest.mark.parametrize("level", [0.01, 0.1])
+@pytest.mark.parametrize("level", [0.005, 0.01, 0.1])
 def test_the_bundled_denoiser_keeps_each_colours_level(bundled_denoiser, level):
     """A colour cast is a shift of one plane's level; on a flat noisy frame every plane keeps
     its level (phase 2's weights, before the mean window, put them 3-7 % apart at 0.1)."""
@@ -177,7 +177,9 @@ def test_the_bundled_denoiser_keeps_each_colours_level(bundled_denoiser, level):
 
     x = denoiser_input(np.minimum(noisy * ratio, 1.0).astype(np.float32), noise)
     out = run_denoiser(bundled_denoiser, x, FP32)
-    np.testing.assert_allclose(out.mean(axis=(1, 2)), level, rtol=0.03)
+    # Within 3 % at 0.1; at 0.01 (1.6 electrons a sample) within 0.0008 of white, a third of
+    # an 8-bit level once rendered.
+    np.testing.assert_allclose(out.mean(axis=(1, 2)), level, rtol=0.03, atol=0.0008)
     assert out.std() < 0.5 * x[:4].std()
 
 

@@ -64,6 +64,12 @@ class Renderer(enum.Enum):
         return parse_choice(cls, value, "renderer")
 
 
+#: Largest strength. The bundled network was trained told its noise within about 10 % (of the
+#: standard deviation); told more, it smooths no more on bright flat frames and makes artefacts
+#: on dark ones (a flat frame at 0.02 of white, x100: 3.2 times strength 1's residual noise at
+#: 1.5, 9.3 times at 2). Stronger smoothing needs training told wider errors.
+MAX_STRENGTH = 1.0
+
 #: Smallest packed side whose noise :func:`~darkraw.synth.noiselevel.estimate_raw_noise` measures.
 MIN_ESTIMATE_SIDE = 8
 
@@ -76,9 +82,10 @@ class DenoiseOptions:
     """How :func:`enhance_with_denoiser` runs.
 
     Attributes:
-        strength: scales the noise level the network is told (its standard deviation): 0 leaves
-            the frame as it is (the network is not run), 1 is the measured level, above 1
-            smooths more.
+        strength: scales the noise level the network is told (its standard deviation), 0 to
+            :data:`MAX_STRENGTH` (1): 0 leaves the frame as it is (the network is not run), 1
+            is the measured level; between them the noise left falls steadily (on flat frames,
+            0.5 leaves 1.9-3.9 times what 1 leaves), keeping more grain and detail.
         renderer: ``darkraw`` or ``libraw``.
         gamma: tone curve of the picture (both renderers draw it): BT.709 by default, LibRaw's
             and the classic pipeline's, so the three render alike.
@@ -103,8 +110,8 @@ class DenoiseOptions:
         object.__setattr__(self, "renderer", Renderer.parse(self.renderer))
         object.__setattr__(self, "gamma", GammaCurve.parse(self.gamma))
         object.__setattr__(self, "precision", Precision(self.precision))
-        if not (self.strength >= 0 and math.isfinite(self.strength)):
-            raise ValueError(f"strength must be a number >= 0, got {self.strength!r}")
+        if not (0 <= self.strength <= MAX_STRENGTH):
+            raise ValueError(f"strength must be from 0 to {MAX_STRENGTH:g}, got {self.strength!r}")
         for name in ("tile", "overlap", "threads"):
             value = getattr(self, name)
             if name == "overlap" and value is None:
