@@ -237,8 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
         # Listed here: the renderer's module imports torch, which parsing should not.
         choices=["darkraw", "libraw"],
         default=None,
-        help="raw denoiser: who renders the denoised raw: darkraw (its classic pipeline) or "
-        "libraw (LibRaw, from the denoised mosaic) (default: darkraw)",
+        help="raw denoiser: who renders the denoised raw: libraw (LibRaw, from the denoised "
+        "mosaic put back in the file) or darkraw (its classic pipeline) (default: libraw)",
     )
     enh.add_argument(
         "--noise-profile",

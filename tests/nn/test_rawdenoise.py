@@ -63,7 +63,7 @@ def test_strength_zero_is_the_undenoised_rendering(pattern):
     mosaic, meta = scene_mosaic(pattern)
     black = float(np.mean(meta.black_tile))
     dark = ((mosaic.astype(np.float32) - black) / 8 + black).round().astype(np.uint16)
-    options = DenoiseOptions(strength=0, gamma=GammaCurve.BT709)
+    options = DenoiseOptions(strength=0, gamma=GammaCurve.BT709, renderer="darkraw")
     result = enhance_with_denoiser(dark, meta, random_model(), 8.0, options, noise=NOISE)
     plain = run_classic(dark, meta, ClassicOptions(ratio=8.0, denoiser=Denoiser.NONE)).image
     np.testing.assert_allclose(result.image, plain, atol=2e-6)

@@ -47,7 +47,7 @@ from darkraw.nn.infer import NetworkOutputError, describe_network
 from darkraw.nn.inputs import denoiser_input, denoiser_planes
 from darkraw.nn.precision import Precision, autocast_dtype
 from darkraw.raw.metadata import RawMetadata
-from darkraw.raw.rawio import LIBRAW_BT709_GAMMA, render_mosaic_with_libraw
+from darkraw.raw.rawio import LIBRAW_BT709_GAMMA, LIBRAW_MIN_SIDE, render_mosaic_with_libraw
 from darkraw.synth.noiselevel import NoiseDatabase, RawNoise, noise_for_frame
 
 
@@ -86,7 +86,9 @@ class DenoiseOptions:
             :data:`MAX_STRENGTH` (1): 0 leaves the frame as it is (the network is not run), 1
             is the measured level; between them the noise left falls steadily (on flat frames,
             0.5 leaves 1.9-3.9 times what 1 leaves), keeping more grain and detail.
-        renderer: ``darkraw`` or ``libraw``.
+        renderer: ``libraw`` (the default: it measured closer to the clean frames than
+            darkraw's own rendering, ``docs/model-card.md``) or ``darkraw``; frames smaller
+            than LibRaw renders (22 pixels a side) are rendered by darkraw.
         gamma: tone curve of the picture (both renderers draw it): BT.709 by default, LibRaw's
             and the classic pipeline's, so the three render alike.
         tile: side of a tile window in packed pixels, a multiple of 8 (0: the whole frame).
@@ -99,7 +101,7 @@ class DenoiseOptions:
     """
 
     strength: float = 1.0
-    renderer: Renderer = Renderer.DARKRAW
+    renderer: Renderer = Renderer.LIBRAW
     gamma: GammaCurve = GammaCurve.BT709
     tile: int = 512
     overlap: int | None = None
@@ -270,7 +272,7 @@ def enhance_with_denoiser(
         clean = run_denoiser(model, denoiser_input(planes, told, with_map=with_map), options)
     clean = np.clip(clean, 0.0, 1.0)
     mosaic_out = _mosaic_dn(clean, view, meta)
-    if options.renderer is Renderer.LIBRAW:
+    if options.renderer is Renderer.LIBRAW and min(meta.height, meta.width) >= LIBRAW_MIN_SIDE:
         curve = _LIBRAW_CURVES[options.gamma]
         image = render_mosaic_with_libraw(source, mosaic_out, meta, gamma=curve)
     else:
