@@ -140,3 +140,15 @@ def test_receptive_radius_counts_the_mean_window():
     reach = max(80 - int(rows.min()), int(rows.max()) - 80)
     assert receptive_radius(DenoiserConfig(width=4, levels=3)) < reach
     assert reach <= receptive_radius(config)
+
+
+@pytest.mark.parametrize("config", [DenoiserConfig(), DenoiserConfig(width=8, levels=5)])
+def test_parameter_count_matches_the_network(config):
+    from darkraw.nn.denoiser import denoiser_parameters
+
+    assert denoiser_parameters(config) == sum(p.numel() for p in model(config).parameters())
+
+
+def test_a_config_of_a_huge_network_is_refused_before_building():
+    with pytest.raises(ValueError, match="over the limit"):
+        DenoiserConfig(width=128, levels=6)

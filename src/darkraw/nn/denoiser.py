@@ -42,6 +42,10 @@ MAX_WIDTH = 128
 MAX_LEVELS = 6
 MAX_MEAN_WINDOW = 255
 
+#: Largest network a config may describe (the default has 483,316 parameters): checked before
+#: anything is allocated, so a small crafted model file cannot make a network of gigabytes.
+MAX_PARAMETERS = 50_000_000
+
 
 @dataclass(frozen=True)
 class DenoiserConfig:
@@ -81,6 +85,11 @@ class DenoiserConfig:
             raise ValueError(
                 f"denoiser mean_window must be 0 or odd and at most {MAX_MEAN_WINDOW}, got {window}"
             )
+        if denoiser_parameters(self) > MAX_PARAMETERS:
+            raise ValueError(
+                f"denoiser width {self.width} with {self.levels} levels has "
+                f"{denoiser_parameters(self):,} parameters, over the limit of {MAX_PARAMETERS:,}"
+            )
         if self.noise_input not in NOISE_INPUTS:
             raise ValueError(
                 f"denoiser noise_input must be one of {', '.join(NOISE_INPUTS)}, "
@@ -111,6 +120,18 @@ class DenoiserConfig:
         if unknown:
             raise ValueError(f"unknown denoiser config keys: {', '.join(map(str, unknown))}")
         return cls(**values)  # type: ignore[arg-type]
+
+
+def denoiser_parameters(config: DenoiserConfig) -> int:
+    """Weights and biases of a :class:`RawDenoiser` of ``config``, counted from its shapes."""
+    widths = [config.width * 2**i for i in range(config.levels)]
+    count = 0
+    for c_in, c_out in pairwise([config.in_channels, *widths]):
+        count += 9 * c_in * c_out + c_out + 9 * c_out * c_out + c_out
+    for c_in, c_out in pairwise(widths[::-1]):
+        count += 4 * c_in * c_out + c_out  # the transposed convolution
+        count += 9 * 2 * c_out * c_out + c_out + 9 * c_out * c_out + c_out
+    return count + 9 * config.width * config.planes + config.planes
 
 
 def is_denoiser_config(d: Mapping[str, object]) -> bool:
