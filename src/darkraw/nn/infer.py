@@ -404,7 +404,7 @@ def _existing_source(spec: str | Path) -> Path:
         raise CheckpointError(
             path,
             f"no {spec} model is bundled with this darkraw yet; "
-            "give a model file or checkpoint with --model PATH, or use --method classic",
+            "give a model file or checkpoint, or use the classic pipeline",
         )
     return path
 
@@ -747,7 +747,7 @@ def enhance_raw_network(
         raise ValueError(
             f"the model takes {kinds[model.config.in_channels]} raw "
             f"({model.config.in_channels} packed planes) but this file is {kinds[want]}; "
-            f"use a model for {kinds[want]} raw or --method classic"
+            f"use a model for {kinds[want]} raw or the classic pipeline"
         )
     if ratio is None:
         ratio = auto_ratio(subtract_black_level(mosaic_dn, meta))

@@ -249,7 +249,8 @@ def enhance_with_denoiser(
     """
     if meta.is_xtrans:
         raise ValueError(
-            "the raw denoiser handles Bayer files; for X-Trans use --model sid or --method classic"
+            "the raw denoiser handles Bayer files; for X-Trans use the SID network (model "
+            "'sid') or the classic pipeline"
         )
     if ratio is None:
         ratio = auto_ratio(subtract_black_level(mosaic_dn, meta))
