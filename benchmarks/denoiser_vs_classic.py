@@ -52,7 +52,7 @@ from darkraw.classic.denoise import Denoiser
 from darkraw.classic.pipeline import ClassicOptions, GammaCurve, run_classic, subtract_black_level
 from darkraw.nn.denoiser import RawDenoiser
 from darkraw.nn.infer import InferenceOptions, enhance_raw_network, resolve_model, sid_network
-from darkraw.nn.rawdenoise import DenoiseOptions, enhance_with_denoiser
+from darkraw.nn.rawdenoise import LIBRAW_CURVES, DenoiseOptions, enhance_with_denoiser
 from darkraw.raw.dng import write_dng
 from darkraw.raw.figures import side_by_side
 from darkraw.raw.fileio import read_image, write_image
@@ -65,7 +65,7 @@ from darkraw.raw.rawio import (
     render_with_libraw,
 )
 from darkraw.synth.simulate import SimulationConfig, simulate_dark
-from darkraw.synth.sources import collect_sources, unprocess_photo
+from darkraw.synth.sources import collect_sources, unit_levels, unprocess_photo
 from darkraw.synth.unprocess import UnprocessConfig, sample_unprocess_params
 from darkraw.training.evaluate import mean_ciede2000, score
 from darkraw.training.train import split_sources
@@ -90,9 +90,6 @@ GROUPS: dict[str, tuple[SimulationConfig, float]] = {
     "c_pg_x100": (SimulationConfig(model="simple", gain=1.0, read_noise_dn=2.0), 100.0),
     "d_pg_x4": (SimulationConfig(model="simple", gain=1.0, read_noise_dn=2.0), 4.0),
 }
-
-#: LibRaw's parameters for darkraw's tone curves.
-LIBRAW_CURVE = {GammaCurve.BT709: (2.222, 4.5), GammaCurve.SRGB: (2.4, 12.92)}
 
 #: Photos are centre-cropped to this (BM3D takes about 35 s per megapixel of planes).
 PHOTO_SIDE = (512, 768)
@@ -124,9 +121,7 @@ def raw_frame(name: str) -> Frame:
     else:
         reference = render_mosaic_with_libraw(None, raw.mosaic, raw.meta)
     raw_lin = np.clip(subtract_black_level(raw.mosaic, raw.meta), 0.0, 1.0).astype(np.float32)
-    unit = raw.meta.replace(
-        black_tile=tuple(tuple(0.0 for _ in row) for row in raw.meta.black_tile), white_level=1.0
-    )
+    unit = unit_levels(raw.meta)
     return Frame(
         name,
         "raw",
@@ -189,7 +184,7 @@ def as_user_file(
 def libraw_of(frame: Frame, clean_dn: np.ndarray, dark: RawImage, tmp: Path) -> np.ndarray:
     """LibRaw's rendering of a denoised mosaic (in the dark file's DN): put back into the raw
     file it came from, or, for photos and bare mosaics, through a DNG of the dark frame's."""
-    curve = LIBRAW_CURVE[frame.gamma]
+    curve = LIBRAW_CURVES[frame.gamma]
     if frame.source is None or frame.source_meta is None:
         return render_mosaic_with_libraw(None, clean_dn, dark.meta, gamma=curve)
     black_d = np.asarray(dark.meta.black_tile, dtype=np.float32).mean()

@@ -5,13 +5,8 @@ import torch
 from darkraw.classic.denoise import Denoiser
 from darkraw.classic.pipeline import ClassicOptions, GammaCurve, run_classic
 from darkraw.nn.denoiser import DenoiserConfig, build_denoiser
-from darkraw.nn.infer import bundled_model_path, load_model, save_model_file
-from darkraw.nn.rawdenoise import (
-    DenoiseOptions,
-    enhance_with_denoiser,
-    run_denoiser,
-    tile_spans,
-)
+from darkraw.nn.infer import bundled_model_path, load_model, save_model_file, tile_spans
+from darkraw.nn.rawdenoise import DenoiseOptions, enhance_with_denoiser, run_denoiser
 from darkraw.raw.dng import write_dng
 from darkraw.raw.metadata import RawMetadata
 from darkraw.raw.rawio import read_raw

@@ -76,11 +76,20 @@ def subtract_black_level(mosaic_dn: np.ndarray, meta: RawMetadata) -> np.ndarray
         raise ValueError(
             f"mosaic shape {mosaic_dn.shape} differs from metadata {meta.height}x{meta.width}"
         )
+    black = black_level_map(meta)
+    raw_lin: np.ndarray = (mosaic_dn.astype(np.float32) - black) / (
+        np.float32(meta.white_level) - black
+    )
+    return raw_lin
+
+
+def black_level_map(meta: RawMetadata) -> np.ndarray:
+    """The black level of every pixel, ``(H, W)`` float32 DN: the CFA tile's levels repeated."""
     black_tile = np.asarray(meta.black_tile, dtype=np.float32)
     p = meta.period
     reps = (-(-meta.height // p), -(-meta.width // p))
-    black = np.tile(black_tile, reps)[: meta.height, : meta.width]
-    return (mosaic_dn.astype(np.float32) - black) / (np.float32(meta.white_level) - black)
+    black: np.ndarray = np.tile(black_tile, reps)[: meta.height, : meta.width]
+    return black
 
 
 def pack(raw_lin: np.ndarray, meta: RawMetadata) -> np.ndarray:

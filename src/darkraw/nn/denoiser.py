@@ -18,7 +18,6 @@ with little noise is left nearly as it is.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from itertools import pairwise
@@ -27,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from darkraw.nn.model import LEAKY_SLOPE, conv_layers, pad_planes
+from darkraw.nn.model import init_unet, pad_planes, unet_features, unet_levels
 
 #: The ``arch`` entry that marks a denoiser's config in model files and checkpoints.
 ARCH = "raw_denoiser"
@@ -139,15 +138,6 @@ def is_denoiser_config(d: Mapping[str, object]) -> bool:
     return d.get("arch") == ARCH
 
 
-def _block(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1),
-        nn.LeakyReLU(LEAKY_SLOPE),
-        nn.Conv2d(out_channels, out_channels, 3, padding=1),
-        nn.LeakyReLU(LEAKY_SLOPE),
-    )
-
-
 class RawDenoiser(nn.Module):
     """Noisy packed planes and their noise map to clean planes, in the same linear space.
 
@@ -163,36 +153,15 @@ class RawDenoiser(nn.Module):
         super().__init__()
         self.config = config
         widths = [config.width * 2**i for i in range(config.levels)]
-        self.encoder = nn.ModuleList(
-            _block(c_in, c_out) for c_in, c_out in pairwise([config.in_channels, *widths])
-        )
+        self.encoder, self.upsample, self.decoder = unet_levels(config.in_channels, widths)
         self.pool = nn.MaxPool2d(2)
-        deep_to_shallow = widths[::-1]
-        self.upsample = nn.ModuleList(
-            nn.ConvTranspose2d(c_in, c_out, 2, stride=2)
-            for c_in, c_out in pairwise(deep_to_shallow)
-        )
-        self.decoder = nn.ModuleList(_block(2 * c, c) for c in deep_to_shallow[1:])
         self.out = nn.Conv2d(config.width, config.planes, 3, padding=1)
         self.reset_parameters(generator)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """He-uniform weights from ``generator``; the output layer at zero (identity network)."""
-        gain = math.sqrt(2.0 / (1.0 + LEAKY_SLOPE**2))
+        init_unet(self.encoder, self.upsample, self.decoder, generator)
         with torch.no_grad():
-            for conv in [*conv_layers(self.encoder), *conv_layers(self.decoder)]:
-                bound = gain * math.sqrt(3.0 / (conv.weight[0].numel()))
-                conv.weight.uniform_(-bound, bound, generator=generator)
-                if conv.bias is not None:
-                    conv.bias.zero_()
-            for up in self.upsample:
-                assert isinstance(up, nn.ConvTranspose2d)
-                # Each output pixel of a 2x2 stride-2 transposed convolution sees one tap per
-                # input channel, so its fan-in is the input channels.
-                bound = math.sqrt(3.0 / up.weight.shape[0])
-                up.weight.uniform_(-bound, bound, generator=generator)
-                if up.bias is not None:
-                    up.bias.zero_()
             self.out.weight.zero_()
             if self.out.bias is not None:
                 self.out.bias.zero_()
@@ -204,16 +173,8 @@ class RawDenoiser(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"expected a floating-point input, got {x.dtype}")
         h, w = x.shape[-2:]
-        y = pad_planes(x, self.config.pad_multiple)
-        skips: list[torch.Tensor] = []
-        for level, block in enumerate(self.encoder):
-            if level:
-                y = self.pool(y)
-            y = block(y)
-            skips.append(y)
-        y = skips.pop()
-        for up, block in zip(self.upsample, self.decoder, strict=True):
-            y = block(torch.cat([up(y), skips.pop()], dim=1))
+        padded = pad_planes(x, self.config.pad_multiple)
+        y = unet_features(padded, self.encoder, self.pool, self.upsample, self.decoder)
         correction: torch.Tensor = self.out(y)[..., :h, :w].float()
         if self.config.mean_window:
             correction = correction - box_mean(correction, self.config.mean_window)

@@ -504,14 +504,17 @@ def _check_state(path: Path, model: Network, state: Mapping[str, torch.Tensor]) 
 # --- tiled inference ---------------------------------------------------------------------------
 
 
-def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
-    """How :func:`run_network` cuts one axis of ``length`` packed pixels.
+def tile_spans(
+    length: int, tile: int, overlap: int, grid: int = PAD_MULTIPLE
+) -> list[tuple[int, int, int, int]]:
+    """How :func:`run_network` (and the raw denoiser) cut one axis of ``length`` packed pixels.
 
     Returns:
         ``(window_start, window_end, keep_start, keep_end)`` per tile, half-open: the network
         sees the window and its output is kept for the ``keep`` range only. The kept ranges
-        partition ``[0, length)``; every window starts on a multiple of 16 and is at most
-        ``tile`` long. ``tile == 0`` or ``length <= tile`` gives one window, the whole axis.
+        partition ``[0, length)``; every window starts on a multiple of ``grid`` (the network's
+        pooling grid, 16 for SID's U-Net; ``overlap`` a multiple of it) and is at most ``tile``
+        long. ``tile == 0`` or ``length <= tile`` gives one window, the whole axis.
     """
     if length < 1:
         raise ValueError(f"length must be >= 1, got {length}")
@@ -521,7 +524,7 @@ def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int
     count = -(-length // core_max)
     # Equal shares, rounded up to the pooling grid, so no last tile is a sliver.
     core = -(-length // count)
-    core = -(-core // PAD_MULTIPLE) * PAD_MULTIPLE
+    core = -(-core // grid) * grid
     return [
         (
             max(0, start - overlap),
@@ -543,7 +546,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 @contextlib.contextmanager
-def _threads(count: int) -> Iterator[None]:
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's CPU threads set to ``count`` for the block (0 keeps torch's setting)."""
     if not count:
         yield
         return
@@ -602,10 +606,10 @@ def run_network(
         net = FusedUNet(model, amp or torch.float32, options.channels_last)
     elif amp:
         autocast = torch.autocast(device.type, dtype=amp)
-    net = _finite_only(net, model)
+    net = finite_only(net, model)
     s, out_planes = model.config.upscale, model.config.out_planes
     copies = ensemble_copies(options.ensemble, s * s * planes.shape[1] * planes.shape[2])
-    with _threads(options.threads), torch.inference_mode(), autocast:
+    with torch_threads(options.threads), torch.inference_mode(), autocast:
         if copies == 1:
             return _run_tiles(net, planes, s, out_planes, device, options)
         if model.config.output == "srgb" and c == 4:
@@ -622,8 +626,8 @@ def run_network(
         return total / np.float32(copies)
 
 
-def _finite_only(
-    net: Callable[[torch.Tensor], torch.Tensor], model: SIDUNet
+def finite_only(
+    net: Callable[[torch.Tensor], torch.Tensor], model: Network
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``net``, checked: an output with NaN or infinity is an error, not a picture.
 

@@ -28,7 +28,7 @@ transposed convolutions included; the paper quotes 7.76 M) and the two FC layers
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from itertools import pairwise
 from typing import Any
@@ -157,7 +157,7 @@ def _leaky() -> nn.LeakyReLU:
     return nn.LeakyReLU(LEAKY_SLOPE)
 
 
-def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
+def double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 3, padding=1),
         _leaky(),
@@ -166,7 +166,7 @@ def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
     )
 
 
-def _init_layer(
+def init_layer(
     layer: nn.Conv2d | nn.ConvTranspose2d, generator: torch.Generator | None, *, leaky: bool
 ) -> None:
     """He-uniform weights for the true fan-in, zero bias."""
@@ -185,6 +185,58 @@ def _init_layer(
         weight.uniform_(-bound, bound, generator=generator)
         if layer.bias is not None:
             layer.bias.zero_()
+
+
+def unet_levels(
+    in_channels: int, widths: Sequence[int]
+) -> tuple[nn.ModuleList, nn.ModuleList, nn.ModuleList]:
+    """SID's U-Net body for ``widths`` (shallow to deep): the encoder's double convolutions,
+    the 2x2 stride-2 transposed convolutions up, and the decoder's double convolutions over the
+    concatenated skips."""
+    encoder = nn.ModuleList(
+        double_conv(c_in, c_out) for c_in, c_out in pairwise([in_channels, *widths])
+    )
+    deep_to_shallow = list(widths)[::-1]
+    upsample = nn.ModuleList(
+        nn.ConvTranspose2d(c_in, c_out, 2, stride=2) for c_in, c_out in pairwise(deep_to_shallow)
+    )
+    decoder = nn.ModuleList(double_conv(2 * c, c) for c in deep_to_shallow[1:])
+    return encoder, upsample, decoder
+
+
+def unet_features(
+    y: torch.Tensor,
+    encoder: nn.ModuleList,
+    pool: nn.Module,
+    upsample: nn.ModuleList,
+    decoder: nn.ModuleList,
+) -> torch.Tensor:
+    """The body of :func:`unet_levels` run on a padded input: the last decoder level's features."""
+    skips: list[torch.Tensor] = []
+    for level, block in enumerate(encoder):
+        if level:
+            y = pool(y)
+        y = block(y)
+        skips.append(y)
+    y = skips.pop()
+    for up, block in zip(upsample, decoder, strict=True):
+        y = block(torch.cat([up(y), skips.pop()], dim=1))
+    return y
+
+
+def init_unet(
+    encoder: nn.ModuleList,
+    upsample: nn.ModuleList,
+    decoder: nn.ModuleList,
+    generator: torch.Generator | None,
+) -> None:
+    """He-uniform weights (for the true fan-in) and zero biases for the body's layers."""
+    for block in [*encoder, *decoder]:
+        for conv in conv_layers(block):
+            init_layer(conv, generator, leaky=True)
+    for up in upsample.modules():
+        if isinstance(up, nn.ConvTranspose2d):
+            init_layer(up, generator, leaky=False)
 
 
 def conv_layers(module: nn.Module) -> Iterator[nn.Conv2d]:
@@ -218,16 +270,8 @@ class SIDUNet(nn.Module):
         self.config = config
         w, s, out = config.width, config.upscale, config.out_planes
         widths = [w * 2**i for i in range(LEVELS)]
-        self.encoder = nn.ModuleList(
-            _double_conv(c_in, c_out) for c_in, c_out in pairwise([config.in_channels, *widths])
-        )
+        self.encoder, self.upsample, self.decoder = unet_levels(config.in_channels, widths)
         self.pool = nn.MaxPool2d(2)
-        deep_to_shallow = widths[::-1]
-        self.upsample = nn.ModuleList(
-            nn.ConvTranspose2d(c_in, c_out, 2, stride=2)
-            for c_in, c_out in pairwise(deep_to_shallow)
-        )
-        self.decoder = nn.ModuleList(_double_conv(2 * c, c) for c in deep_to_shallow[1:])
         tail = config.tail_channels
         self.head = nn.Conv2d(w, tail, 1)
         self.fc = nn.Sequential(
@@ -240,20 +284,15 @@ class SIDUNet(nn.Module):
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Re-draw every weight from ``generator`` (torch's global generator if ``None``)."""
-        for block in [*self.encoder, *self.decoder]:
-            for conv in conv_layers(block):
-                _init_layer(conv, generator, leaky=True)
-        for up in self.upsample.modules():
-            if isinstance(up, nn.ConvTranspose2d):
-                _init_layer(up, generator, leaky=False)
-        _init_layer(self.head, generator, leaky=False)
+        init_unet(self.encoder, self.upsample, self.decoder, generator)
+        init_layer(self.head, generator, leaky=False)
         self.reset_fc(generator)
 
     def reset_fc(self, generator: torch.Generator | None = None) -> None:
         """Re-draw only the two per-pixel fully-connected layers."""
         fc1, fc2 = conv_layers(self.fc)
-        _init_layer(fc1, generator, leaky=True)
-        _init_layer(fc2, generator, leaky=False)
+        init_layer(fc1, generator, leaky=True)
+        init_layer(fc2, generator, leaky=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, h, w)`` packed raw in [0, 1] to ``(N, 3, h*s, w*s)`` sRGB, or to
@@ -267,16 +306,9 @@ class SIDUNet(nn.Module):
             raise TypeError(f"expected a floating-point input, got {x.dtype}")
         h, w = x.shape[-2:]
         s = self.config.upscale
-        y = pad_planes(x, PAD_MULTIPLE)
-        skips: list[torch.Tensor] = []
-        for level, block in enumerate(self.encoder):
-            if level:
-                y = self.pool(y)
-            y = block(y)
-            skips.append(y)
-        y = skips.pop()
-        for up, block in zip(self.upsample, self.decoder, strict=True):
-            y = block(torch.cat([up(y), skips.pop()], dim=1))
+        y = unet_features(
+            pad_planes(x, PAD_MULTIPLE), self.encoder, self.pool, self.upsample, self.decoder
+        )
         rgb: torch.Tensor = self.shuffle(self.fc(self.head(y)))
         return rgb[..., : h * s, : w * s]
 

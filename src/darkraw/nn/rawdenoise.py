@@ -35,6 +35,7 @@ from darkraw.classic.pipeline import (
     GammaCurve,
     WhiteBalance,
     auto_ratio,
+    black_level_map,
     choose_gains,
     orient,
     render_planes,
@@ -43,7 +44,7 @@ from darkraw.classic.pipeline import (
     unpack,
 )
 from darkraw.nn.denoiser import RawDenoiser, receptive_radius
-from darkraw.nn.infer import NetworkOutputError, describe_network
+from darkraw.nn.infer import finite_only, tile_spans, torch_threads
 from darkraw.nn.inputs import denoiser_input, denoiser_planes
 from darkraw.nn.precision import Precision, autocast_dtype
 from darkraw.raw.metadata import RawMetadata
@@ -74,7 +75,7 @@ MAX_STRENGTH = 1.0
 MIN_ESTIMATE_SIDE = 8
 
 #: LibRaw's ``gamma=(power, toe slope)`` for each of darkraw's curves.
-_LIBRAW_CURVES = {GammaCurve.BT709: LIBRAW_BT709_GAMMA, GammaCurve.SRGB: (2.4, 12.92)}
+LIBRAW_CURVES = {GammaCurve.BT709: LIBRAW_BT709_GAMMA, GammaCurve.SRGB: (2.4, 12.92)}
 
 
 @dataclass(frozen=True)
@@ -152,23 +153,6 @@ class DenoisedResult:
     mosaic_dn: np.ndarray
 
 
-def tile_spans(length: int, tile: int, overlap: int, grid: int) -> list[tuple[int, int, int, int]]:
-    """``(window_start, window_end, keep_start, keep_end)`` per tile along one axis.
-
-    The kept ranges partition ``[0, length)``; windows start on multiples of ``grid`` (with
-    ``overlap`` a multiple of it), so pooling cuts every tile as it cuts the whole frame.
-    """
-    if tile == 0 or length <= tile:
-        return [(0, length, 0, length)]
-    count = math.ceil(length / (tile - 2 * overlap))
-    # Equal shares rounded up to the pooling grid, so that no last tile is a sliver.
-    core = math.ceil(math.ceil(length / count) / grid) * grid
-    return [
-        (max(0, s - overlap), min(length, s + core + overlap), s, min(length, s + core))
-        for s in range(0, length, core)
-    ]
-
-
 def run_denoiser(
     model: RawDenoiser, x: np.ndarray, options: DenoiseOptions = DenoiseOptions()
 ) -> np.ndarray:
@@ -196,26 +180,14 @@ def run_denoiser(
     autocast: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if amp is not None:
         autocast = torch.autocast("cpu", dtype=amp)
-    before = torch.get_num_threads()
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    try:
-        with torch.inference_mode(), autocast:
-            for y0, y1, ky0, ky1 in tile_spans(h, options.tile, overlap, grid):
-                for x0, x1, kx0, kx1 in tile_spans(w, options.tile, overlap, grid):
-                    window = torch.from_numpy(np.ascontiguousarray(x[:, y0:y1, x0:x1]))[None]
-                    window = window.contiguous(memory_format=torch.channels_last)
-                    y = model(window)[0].float()
-                    if not bool(torch.isfinite(y).all()):
-                        raise NetworkOutputError(
-                            None,
-                            f"{describe_network(model)} gives NaN or infinite values: its "
-                            "weights are broken (too large or corrupt); use another model",
-                        )
-                    keep = y[:, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
-                    out[:, ky0:ky1, kx0:kx1] = keep.numpy()
-    finally:
-        torch.set_num_threads(before)
+    net = finite_only(model, model)
+    with torch_threads(options.threads), torch.inference_mode(), autocast:
+        for y0, y1, ky0, ky1 in tile_spans(h, options.tile, overlap, grid):
+            for x0, x1, kx0, kx1 in tile_spans(w, options.tile, overlap, grid):
+                window = torch.from_numpy(np.ascontiguousarray(x[:, y0:y1, x0:x1]))[None]
+                y = net(window.contiguous(memory_format=torch.channels_last))[0].float()
+                keep = y[:, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
+                out[:, ky0:ky1, kx0:kx1] = keep.numpy()
     return out
 
 
@@ -274,7 +246,7 @@ def enhance_with_denoiser(
     clean = np.clip(clean, 0.0, 1.0)
     mosaic_out = _mosaic_dn(clean, view, meta)
     if options.renderer is Renderer.LIBRAW and min(meta.height, meta.width) >= LIBRAW_MIN_SIDE:
-        curve = _LIBRAW_CURVES[options.gamma]
+        curve = LIBRAW_CURVES[options.gamma]
         image = render_mosaic_with_libraw(source, mosaic_out, meta, gamma=curve)
     else:
         gains = choose_gains(planes, view.meta, WhiteBalance.CAMERA)
@@ -290,15 +262,8 @@ def enhance_with_denoiser(
 
 def _mosaic_dn(clean: np.ndarray, view: Any, meta: RawMetadata) -> np.ndarray:
     """Clean RGGB planes (white 1) back to a mosaic of the file: its layout, size and DN."""
-    mosaic_view = unpack(clean, view.meta)
-    linear = view.undo(mosaic_view[None])[0]
-    black = np.tile(
-        np.asarray(meta.black_tile, dtype=np.float32),
-        (
-            -(-linear.shape[0] // meta.period),
-            -(-linear.shape[1] // meta.period),
-        ),
-    )[: linear.shape[0], : linear.shape[1]]
+    linear = view.undo(unpack(clean, view.meta)[None])[0]
+    black = black_level_map(meta)
     out: np.ndarray = black + linear * (np.float32(meta.white_level) - black)
     return out
 

@@ -35,6 +35,7 @@ from darkraw.raw.metadata import RawMetadata
 from darkraw.synth.noise import NoiseProfile, ReadNoise, load_profile
 from darkraw.synth.noiselevel import RawNoise
 from darkraw.synth.simulate import darken_calibrated
+from darkraw.synth.sources import unit_levels
 from darkraw.training.dataset import PairConfig, SyntheticPairs
 
 #: ELD's five calibrated cameras, bundled with darkraw.
@@ -232,12 +233,7 @@ class DenoisePairs(SyntheticPairs):
     ) -> tuple[np.ndarray, RawNoise]:
         cfg = self.denoise
         profile = self._camera(cfg.cameras[int(rng.integers(len(cfg.cameras)))])
-        unit = meta_view.replace(
-            height=mosaic.shape[0],
-            width=mosaic.shape[1],
-            black_tile=tuple(tuple(0.0 for _ in row) for row in meta_view.black_tile),
-            white_level=1.0,
-        )
+        unit = unit_levels(meta_view).replace(height=mosaic.shape[0], width=mosaic.shape[1])
         dark, dark_meta, params = darken_calibrated(
             mosaic, unit, ratio, profile, rng, read_model=ReadNoise.TUKEY, black_level=512.0
         )

@@ -44,7 +44,7 @@ from darkraw.nn.precision import Precision, autocast_dtype
 from darkraw.raw.fileio import atomic_output
 from darkraw.synth.sources import collect_sources
 from darkraw.training.denoise_pairs import DenoisePairConfig, DenoisePairs
-from darkraw.training.train import MAX_THREADS, peak_rss_mib, split_sources
+from darkraw.training.train import MAX_THREADS, peak_rss_mib, psnr, split_sources
 
 #: The ``task`` entry of a denoiser's training config (``darkraw train`` dispatches on it).
 TASK = "denoise"
@@ -164,12 +164,6 @@ def denoiser_loss(
         render_planes_torch(output, gains, matrix), render_planes_torch(target, gains, matrix)
     )
     return rendered + raw_weight * F.l1_loss(output.float(), target)
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two tensors in [0, 1] (clamped)."""
-    mse = float(F.mse_loss(a.clamp(0, 1).float(), b.clamp(0, 1).float()))
-    return 10.0 * math.log10(1.0 / max(mse, 1e-12))
 
 
 @dataclass(frozen=True)
@@ -362,11 +356,11 @@ def validate(model: RawDenoiser, data: DenoisePairs, amp: torch.dtype | None) ->
                 out = model(x).float()
             noisy = x[:, :planes]
             target, gains, matrix = batch["target"], batch["gains"], batch["matrix"]
-            sums["val_raw_psnr"] += psnr(out, target)
-            sums["val_raw_psnr_input"] += psnr(noisy, target)
+            sums["val_raw_psnr"] += float(psnr(out, target))
+            sums["val_raw_psnr_input"] += float(psnr(noisy, target))
             ref = render_planes_torch(target, gains, matrix)
-            sums["val_psnr"] += psnr(render_planes_torch(out, gains, matrix), ref)
-            sums["val_psnr_input"] += psnr(render_planes_torch(noisy, gains, matrix), ref)
+            sums["val_psnr"] += float(psnr(render_planes_torch(out, gains, matrix), ref))
+            sums["val_psnr_input"] += float(psnr(render_planes_torch(noisy, gains, matrix), ref))
     return {k: v / len(data) for k, v in sums.items()}
 
 
