@@ -241,7 +241,7 @@ def test_an_output_that_is_a_folder_fails_before_computing(tmp_path, capsys, no_
 # --- item 13: unknown output formats and files where a folder is needed -----------------------
 
 
-@pytest.mark.parametrize("name", ["out.heic", "out.webp", "out.dng", "out.DNG", "out.npy"])
+@pytest.mark.parametrize("name", ["out.heic", "out.webp", "out.npy", "out.NEF"])
 def test_an_unknown_image_extension_is_an_error_listing_the_formats(tmp_path, capsys, name):
     dng = dark_dng(tmp_path / "d.dng")
     out = tmp_path / name
@@ -250,7 +250,7 @@ def test_an_unknown_image_extension_is_an_error_listing_the_formats(tmp_path, ca
     suffix = Path(name).suffix.lower()
     assert lines == [
         f"darkraw: error: {out}: darkraw does not write {suffix} images; name a .png, .jpg, "
-        ".jpeg, .tif or .tiff file, or a folder"
+        ".jpeg, .tif, .tiff or .dng file, or a folder"
     ]
     assert not out.exists()
 
@@ -275,7 +275,7 @@ def test_an_existing_file_as_output_says_what_is_wrong(tmp_path, capsys, no_comp
     problem = (
         "is a file; several inputs need a folder"
         if several
-        else "is a file; name a .png, .jpg, .jpeg, .tif or .tiff image, or a folder"
+        else "is a file; name a .png, .jpg, .jpeg, .tif, .tiff or .dng image, or a folder"
     )
     assert lines == [f"darkraw: error: {out}: {problem}"]
     assert out.read_text() == "keep me"

@@ -14,9 +14,20 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from darkraw.classic.pipeline import ClassicOptions, ClassicResult, run_classic
+from darkraw.classic.pipeline import (
+    ClassicOptions,
+    ClassicResult,
+    GammaCurve,
+    gamma_decode,
+    run_classic,
+)
 from darkraw.errors import DarkrawError, OutputError
+from darkraw.raw.dng import write_dng, write_linear_dng
+from darkraw.raw.exif import SourceMetadata, output_tags, read_source_metadata
 from darkraw.raw.fileio import (
+    DEFAULT_JPEG_QUALITY,
+    DNG_EXTENSION,
+    DNG_OUTPUT_SUFFIX,
     IMAGE_FORMATS,
     OTHER_IMAGE_EXTENSIONS,
     BatchReport,
@@ -28,7 +39,7 @@ from darkraw.raw.fileio import (
     scan_inputs,
     write_image,
 )
-from darkraw.raw.rawio import BARE_EXTENSIONS, RAW_EXTENSIONS, BareMosaicSpec, read_raw
+from darkraw.raw.rawio import BARE_EXTENSIONS, RAW_EXTENSIONS, BareMosaicSpec, RawImage, read_raw
 
 if TYPE_CHECKING:
     from darkraw.nn.infer import InferenceOptions, Network, NetworkResult
@@ -53,27 +64,32 @@ def collect_inputs(
 
 
 #: Output extensions that name a file darkraw cannot write, rather than a folder.
-_NOT_WRITTEN = OTHER_IMAGE_EXTENSIONS | RAW_EXTENSIONS
+_NOT_WRITTEN = (OTHER_IMAGE_EXTENSIONS | RAW_EXTENSIONS) - {DNG_EXTENSION}
+
+#: What darkraw writes: its pictures and DNG.
+OUTPUT_EXTENSIONS = frozenset(IMAGE_FORMATS) | {DNG_EXTENSION}
 
 
 def plan_outputs(inputs: Sequence[Path], output: str | Path, fmt: str = "png") -> list[Path]:
-    """Where each input's image goes.
+    """Where each input's output goes.
 
-    One input and an ``output`` with an image extension: that file. Otherwise ``output`` is a
-    folder and each input becomes ``<folder>/<stem>.<fmt>``.
+    One input and an ``output`` with an image or ``.dng`` extension: that file. Otherwise
+    ``output`` is a folder and each input becomes ``<folder>/<stem>.<fmt>``, or
+    ``<folder>/<stem>-darkraw.dng`` for DNG: a DNG is a raw file too, and the suffix tells it
+    from its original wherever both end up (the same folder, one catalogue).
 
     Raises:
         OutputError: two inputs would write the same file, an output is an input, an unknown
-            format, an output named like an image darkraw does not write (``.heic``, ``.dng``),
+            format, an output named like an image darkraw does not write (``.heic``, ``.nef``),
             or an existing file where a folder is needed.
     """
     output = Path(output)
     suffix = "." + fmt.lower().lstrip(".")
-    if suffix not in IMAGE_FORMATS:
-        raise OutputError(output, f"unknown image format {fmt!r}; use png, jpg or tiff")
+    if suffix not in OUTPUT_EXTENSIONS:
+        raise OutputError(output, f"unknown output format {fmt!r}; use png, jpg, tiff or dng")
     out_suffix = output.suffix.lower()
     if not output.is_dir():
-        if out_suffix in IMAGE_FORMATS:
+        if out_suffix in OUTPUT_EXTENSIONS:
             if len(inputs) != 1:
                 problem = f"{len(inputs)} inputs need an output folder, not an image file"
                 raise OutputError(output, problem)
@@ -89,7 +105,8 @@ def plan_outputs(inputs: Sequence[Path], output: str | Path, fmt: str = "png") -
                 else f"name a {image_formats_text()} image, or a folder"
             )
             raise OutputError(output, f"is a file; {problem}")
-    targets = [output / f"{p.stem}{suffix}" for p in inputs]
+    tail = DNG_OUTPUT_SUFFIX + suffix if suffix == DNG_EXTENSION else suffix
+    targets = [output / f"{p.stem}{tail}" for p in inputs]
     check_distinct_outputs(inputs, targets)
     check_outputs_are_not_inputs(inputs, targets)
     return targets
@@ -121,18 +138,23 @@ def enhance_file(
     inference: InferenceOptions | None = None,
     denoise: DenoiseOptions | None = None,
     database: NoiseDatabase | None = None,
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY,
 ) -> ClassicResult | NetworkResult | DenoisedResult:
-    """Render one raw file and write the image atomically.
+    """Render one raw file and write the output atomically, with the source's metadata.
 
     Args:
         path: the raw file (or bare mosaic, described by ``bare``).
-        output: the image to write (``.png``/``.jpg`` 8-bit, ``.tif`` 16-bit).
+        output: the file to write: ``.png``/``.jpg`` 8-bit, ``.tif`` 16-bit (each with the
+            source's EXIF and an sRGB ICC profile), or ``.dng``: the raw denoiser's clean
+            mosaic as a CFA DNG with the source's metadata, or, for a picture with no mosaic to
+            give back (the classic pipeline, the SID network), a linear DNG of it.
         options: the classic pipeline's settings; with a ``model`` only ``options.ratio`` is
             used (``None``: chosen automatically).
         model: render with this network instead of the classic pipeline.
         inference: how a SID network runs (tiles, precision, device); defaults if ``None``.
         denoise: how the raw denoiser runs (strength, renderer); defaults if ``None``.
         database: camera noise profiles for the raw denoiser (else it estimates the noise).
+        jpeg_quality: 1 to 100, for JPEG outputs.
 
     Raises:
         DarkrawError: the file cannot be read or the image cannot be written.
@@ -156,8 +178,34 @@ def enhance_file(
             source=source,
             database=database,
         )
-    write_image(output, result.image)
+    from_file = raw.meta.source == "LibRaw" and raw.path is not None
+    capture = read_source_metadata(raw.path) if from_file and raw.path else None
+    if Path(output).suffix.lower() == DNG_EXTENSION:
+        _write_dng_output(Path(output), raw, result, options.gamma, capture)
+    else:
+        tags = output_tags(capture, raw.meta)
+        write_image(output, result.image, tags, jpeg_quality=jpeg_quality)
     return result
+
+
+def _write_dng_output(
+    output: Path,
+    raw: RawImage,
+    result: ClassicResult | NetworkResult | DenoisedResult,
+    gamma: GammaCurve,
+    source: SourceMetadata | None,
+) -> None:
+    """The raw denoiser's clean mosaic as a CFA DNG of the source's size and layout; for the
+    others, which give only a rendered picture, that picture as a linear DNG (its tone curve
+    undone), so an editor can still take it further."""
+    from darkraw.nn.rawdenoise import DenoisedResult
+
+    if isinstance(result, DenoisedResult):
+        write_dng(output, result.mosaic_dn, raw.meta, source)
+        return
+    # The SID network learned LibRaw's BT.709 curve; the classic pipeline uses the one asked for.
+    curve = gamma if isinstance(result, ClassicResult) else GammaCurve.BT709
+    write_linear_dng(output, gamma_decode(result.image, curve), raw.meta, source)
 
 
 def enhance_batch(
@@ -174,6 +222,7 @@ def enhance_batch(
     inference: InferenceOptions | None = None,
     denoise: DenoiseOptions | None = None,
     noise_profiles: str | Path | None = None,
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY,
 ) -> BatchReport:
     """Enhance many files; a bad file is reported and the batch goes on.
 
@@ -183,7 +232,8 @@ def enhance_batch(
         output: an image file (single input) or a folder; a missing folder (a single image's
             too) is created. Every output location is checked before the first frame.
         options: the classic pipeline's settings; with a ``model`` only ``options.ratio``.
-        fmt: image format for outputs in a folder: ``png`` (8-bit), ``jpg`` or ``tiff`` (16-bit).
+        fmt: format of outputs in a folder: ``png`` (8-bit), ``jpg``, ``tiff`` (16-bit) or
+            ``dng`` (``<stem>-darkraw.dng``; see :func:`enhance_file`).
         overwrite: replace existing outputs; otherwise they are skipped, so an interrupted batch
             can simply be run again.
         log: where per-file messages go.
@@ -197,12 +247,16 @@ def enhance_batch(
             ``noiseprofiles.json`` format, or ``"darktable"`` for darktable's own; cameras and
             ISOs it does not know (and every file when ``None``) get the noise estimated from
             the frame itself.
+        jpeg_quality: 1 to 100, for JPEG outputs.
 
     Raises:
+        ValueError: a JPEG quality outside 1..100.
         CheckpointError: the model cannot be loaded (nothing has been written then).
         OutputError: the outputs cannot be planned (an output would be an input, or two inputs
             would share one), or an output location cannot be made or written.
     """
+    if not 1 <= jpeg_quality <= 100:
+        raise ValueError(f"JPEG quality must be 1 to 100, got {jpeg_quality}")
     network, database, name = None, None, ""
     if model is not None:
         from darkraw.nn.denoiser import RawDenoiser
@@ -222,7 +276,7 @@ def enhance_batch(
     given = list(inputs)
     scan: InputScan = scan_inputs(given, input_extensions(bare is not None), output)
     files = scan.files
-    report = BatchReport(hidden=scan.hidden, in_output=scan.in_output)
+    report = BatchReport(hidden=scan.hidden, in_output=scan.in_output, ours=scan.ours)
     if not files:
         for item in given:
             report.failed.append((Path(item), "no raw files found here"))
@@ -252,6 +306,7 @@ def enhance_batch(
                 inference=inference,
                 denoise=denoise,
                 database=database,
+                jpeg_quality=jpeg_quality,
             )
         except DarkrawError as err:
             report.failed.append((src, err.problem))

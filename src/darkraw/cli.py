@@ -72,6 +72,16 @@ def _strength(text: str) -> float:
     return value
 
 
+def _jpeg_quality(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number 1-100, got {text!r}") from None
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"JPEG quality must be 1 to 100, got {value}")
+    return value
+
+
 def _ensemble(text: str) -> int | str:
     if text.lower() == "auto":
         return "auto"
@@ -162,15 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
     enh = sub.add_parser(
         "enhance",
         help="brighten and denoise dark raw files",
-        description="Brighten and denoise dark raw files; writes 8-bit PNG/JPEG or 16-bit TIFF.",
+        description="Brighten and denoise dark raw files; writes 8-bit PNG/JPEG, 16-bit TIFF "
+        "(each with the raw file's EXIF and an sRGB profile) or DNG (the denoised raw, with the "
+        "raw file's metadata, for darktable, RawTherapee or Lightroom).",
     )
     enh.add_argument("inputs", nargs="+", metavar="INPUT", help="raw files or folders of them")
     enh.add_argument(
         "-o",
         "--output",
         required=True,
-        help="output image (one input; .png, .jpg or .tif) or folder (several); a missing folder "
-        "is created",
+        help="output file (one input; .png, .jpg, .tif or .dng) or folder (several); a missing "
+        "folder is created",
     )
     enh.add_argument(
         "--method",
@@ -276,7 +288,19 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: bt709)",
     )
     enh.add_argument(
-        "--format", choices=["png", "jpg", "tiff"], default="png", help="format in a folder"
+        "--format",
+        choices=["png", "jpg", "tiff", "dng"],
+        default="png",
+        help="format in a folder; dng: the raw denoiser's clean raw as a DNG named "
+        "STEM-darkraw.dng (the classic pipeline and the SID network give a linear DNG of their "
+        "picture) (default: png)",
+    )
+    enh.add_argument(
+        "--jpeg-quality",
+        type=_jpeg_quality,
+        default=95,
+        metavar="Q",
+        help="quality of JPEG outputs, 1 to 100 (default: 95)",
     )
     enh.add_argument("--overwrite", action="store_true", help="replace existing output files")
     _add_bare_options(enh)
@@ -558,7 +582,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     )
     inference, denoise, model = None, None, None
     if method == "network":
-        from darkraw.nn.infer import DEFAULT_MODEL, model_arch
+        from darkraw.nn.modelfiles import DEFAULT_MODEL, model_arch
 
         model = args.model or DEFAULT_MODEL
         if model_arch(model) == "raw_denoiser":
@@ -596,9 +620,10 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
         inference=inference,
         denoise=denoise,
         noise_profiles=args.noise_profile,
+        jpeg_quality=args.jpeg_quality,
     )
     done = len(report.written) + len(report.skipped) + len(report.failed)
-    if done > 1 or report.failed or report.hidden or report.in_output:
+    if done > 1 or report.failed or report.hidden or report.in_output or report.ours:
         print(report.summary(), file=sys.stderr)
         for path, why in report.failed:
             print(f"  failed: {path}: {why}", file=sys.stderr)

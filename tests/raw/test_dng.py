@@ -101,3 +101,63 @@ def test_xtrans_dng_is_read_as_xtrans(tmp_path):
     assert image.shape == (3, 36, 48)
     image = run_classic(back.mosaic, back.meta, ClassicOptions(1.0, Denoiser.NONE)).image
     assert image.shape == (3, 36, 48)
+
+
+@pytest.mark.parametrize("pattern", [p.value for p in BayerPattern])
+def test_dng_with_source_metadata_keeps_every_bayer_layout(tmp_path, pattern):
+    from test_exif import known_source
+
+    from darkraw.raw.exif import read_source_metadata
+
+    mosaic, meta = mosaic_from_rgb(smooth_scene(24, 32), pattern)
+    path = write_dng(tmp_path / "x.dng", mosaic, meta, known_source())
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        cfa = tuple(tif.pages.first.tags["CFAPattern"].value)
+    assert cfa == tuple(c for row in meta.cfa_tile for c in row)
+    back = read_raw(path)
+    assert back.meta.cfa_name == pattern
+    np.testing.assert_array_equal(back.mosaic, mosaic)
+    assert read_source_metadata(path).xmp is not None
+
+
+def test_source_colour_profile_replaces_the_derived_matrix(tmp_path):
+    from darkraw.raw.exif import SourceMetadata, TagEntry, read_source_metadata, short_entry
+
+    mosaic, meta = mosaic_from_rgb(smooth_scene(24, 32), "RGGB")
+    matrix = np.array([[0.9, -0.3, -0.1], [-0.4, 1.3, 0.1], [-0.1, 0.2, 0.6]])
+    ints = np.ravel([[round(v * 10000), 10000] for v in matrix.ravel()]).astype("<i4")
+    profile = (
+        TagEntry(50721, 10, 9, ints.tobytes()),
+        short_entry(50778, 21),
+        TagEntry(50964, 10, 9, ints.tobytes()),  # ForwardMatrix1
+    )
+    path = write_dng(tmp_path / "x.dng", mosaic, meta, SourceMetadata(dng=profile))
+    back = {e.tag: e for e in read_source_metadata(path).dng}
+    np.testing.assert_allclose(back[50721].numbers(), matrix.ravel(), atol=1e-4)
+    assert back[50778].numbers() == [21.0]
+    assert 50964 in back
+    from darkraw.raw.metadata import rgb_cam_from_cam_xyz
+
+    got = np.asarray(read_raw(path).meta.rgb_cam)
+    np.testing.assert_allclose(got, rgb_cam_from_cam_xyz(matrix), atol=2e-3)
+
+
+def test_linear_dng_is_read_as_a_three_channel_picture(tmp_path):
+    import tifffile
+
+    from darkraw.raw.dng import write_linear_dng
+
+    rgb = smooth_scene(30, 40)
+    meta = RawMetadata.for_bayer("RGGB", 30, 40, make="Acme", model="X", iso=200.0)
+    path = write_linear_dng(tmp_path / "lin.dng", rgb, meta)
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages.first
+        assert page.photometric == 34892
+        assert page.shape == (30, 40, 3)
+        assert page.tags["ExifTag"].value["ISOSpeedRatings"] == 200
+    with rawpy.imread(str(path)) as raw:
+        assert raw.raw_type == rawpy.RawType.Stack
+        out = raw.postprocess(use_camera_wb=True, no_auto_bright=True, gamma=(1, 1), output_bps=16)
+    np.testing.assert_allclose(out.astype(float) / 65535, np.moveaxis(rgb, 0, -1), atol=0.02)

@@ -15,6 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from darkraw.errors import OutputError
+from darkraw.raw.exif import (
+    EXIF_IFD,
+    GPS_IFD,
+    SOFTWARE,
+    OutputTags,
+    exif_block,
+    insert_sub_ifds,
+)
 
 #: Output extensions and their bit depth.
 IMAGE_FORMATS = {".png": 8, ".jpg": 8, ".jpeg": 8, ".tif": 16, ".tiff": 16}
@@ -28,10 +36,22 @@ _OTHER_IMAGE_EXTENSIONS_TEXT = (
 OTHER_IMAGE_EXTENSIONS = frozenset(_OTHER_IMAGE_EXTENSIONS_TEXT.split())
 
 
+#: The extension of DNG outputs, and what a DNG darkraw names gets before it
+#: (``IMG_1234-darkraw.dng``): a folder scan leaves such files out.
+DNG_EXTENSION = ".dng"
+DNG_OUTPUT_SUFFIX = "-darkraw"
+
+
 def image_formats_text() -> str:
-    """The extensions darkraw writes, for messages: ``.png, .jpg, .jpeg, .tif or .tiff``."""
+    """The extensions darkraw writes, for messages: ``.png, .jpg, .jpeg, .tif, .tiff or .dng``."""
     names = list(IMAGE_FORMATS)
-    return f"{', '.join(names[:-1])} or {names[-1]}"
+    return f"{', '.join(names)} or {DNG_EXTENSION}"
+
+
+def is_darkraw_dng(path: str | Path) -> bool:
+    """Whether ``path`` is named as darkraw names the DNGs it writes in a folder."""
+    name = Path(path).name.lower()
+    return name.endswith(DNG_OUTPUT_SUFFIX + DNG_EXTENSION)
 
 
 #: When this process started, near enough (when it first needed this module): a temporary file
@@ -170,12 +190,31 @@ def quantize(image: np.ndarray, bits: int) -> np.ndarray:
 PNG_COMPRESS_LEVEL = 3
 
 
-def write_image(path: str | Path, image: np.ndarray) -> Path:
+#: JPEG quality (1-95 useful; 100 turns some of libjpeg's compression off) when none is given.
+DEFAULT_JPEG_QUALITY = 95
+
+#: The most bytes of EXIF a JPEG holds (one APP1 segment); a larger block is left out.
+_MAX_JPEG_EXIF = 65_000
+
+
+def write_image(
+    path: str | Path,
+    image: np.ndarray,
+    tags: OutputTags | None = None,
+    *,
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+) -> Path:
     """Write a ``(3, H, W)`` float image in [0, 1], already gamma-encoded, atomically.
 
-    ``.png`` and ``.jpg`` are written with 8 bits per channel, ``.tif``/``.tiff`` with 16.
+    ``.png`` and ``.jpg`` are written with 8 bits per channel, ``.tif``/``.tiff`` with 16. Every
+    file embeds an sRGB ICC profile and, given ``tags`` (:func:`darkraw.raw.exif.output_tags`),
+    the source's EXIF: make, model, date, exposure, lens, GPS, with orientation 1.
+
+    Args:
+        jpeg_quality: 1 to 100, for JPEG files.
 
     Raises:
+        ValueError: a JPEG quality outside 1..100.
         OutputError: unknown extension, or the file cannot be written.
     """
     path = Path(path)
@@ -184,24 +223,65 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
         raise OutputError(
             path, f"unknown image format {suffix!r}; use one of {', '.join(IMAGE_FORMATS)}"
         )
+    if not 1 <= jpeg_quality <= 100:
+        raise ValueError(f"JPEG quality must be 1 to 100, got {jpeg_quality}")
     hwc = quantize(to_hwc(image), IMAGE_FORMATS[suffix])
+    tags = tags or OutputTags()
     try:
         with atomic_output(path) as tmp:
             if suffix in (".tif", ".tiff"):
-                import tifffile
-
-                tifffile.imwrite(tmp, hwc, photometric="rgb", compression="zlib")
+                _write_tiff(tmp, hwc, tags)
             else:
                 from PIL import Image
 
                 pil = Image.fromarray(hwc, mode="RGB")
+                exif = b"Exif\0\0" + exif_block(tags.image, tags.exif, tags.gps)
                 if suffix == ".png":
-                    pil.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+                    pil.save(
+                        tmp,
+                        format="PNG",
+                        compress_level=PNG_COMPRESS_LEVEL,
+                        icc_profile=tags.icc,
+                        exif=exif,
+                    )
                 else:
-                    pil.save(tmp, format="JPEG", quality=95)
+                    if len(exif) > _MAX_JPEG_EXIF:
+                        exif = b"Exif\0\0" + exif_block(tags.image, tags.exif, ())
+                    pil.save(
+                        tmp,
+                        format="JPEG",
+                        quality=jpeg_quality,
+                        icc_profile=tags.icc,
+                        exif=exif if len(exif) <= _MAX_JPEG_EXIF else b"",
+                    )
     except OSError as err:
         raise OutputError(path, f"cannot write image ({err.strerror or err})") from None
     return path
+
+
+def _write_tiff(path: Path, hwc: np.ndarray, tags: OutputTags) -> None:
+    """A 16-bit RGB TIFF with the ICC profile (tag 34675), IFD0's tags and the EXIF and GPS IFDs."""
+    import tifffile
+
+    extratags: list[tuple[int, int | str, int, object, bool]] = [
+        (e.tag, *e.tifffile_value(), True) for e in tags.image if e.tag != SOFTWARE
+    ]
+    subs = [(EXIF_IFD - 1, EXIF_IFD, tags.exif), (GPS_IFD - 1, GPS_IFD, tags.gps)]
+    for placeholder, _, entries in subs:
+        if entries:
+            # tifffile refuses the EXIF and GPS pointer tags; see insert_sub_ifds.
+            extratags.append((placeholder, "I", 1, 0, True))
+    tifffile.imwrite(
+        path,
+        hwc,
+        photometric="rgb",
+        compression="zlib",
+        iccprofile=tags.icc,
+        software="darkraw",
+        metadata=None,
+        extratags=sorted(extratags, key=lambda t: t[0]),
+    )
+    insert_sub_ifds(path, subs)
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -242,6 +322,8 @@ class BatchReport:
     #: Files of input folders left out: hidden ones, and those in the output folder.
     hidden: list[Path] = field(default_factory=list)
     in_output: list[Path] = field(default_factory=list)
+    #: ... and DNGs darkraw wrote (``*-darkraw.dng``), wherever they are.
+    ours: list[Path] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -256,6 +338,9 @@ class BatchReport:
             left_out.append(_files(len(self.hidden), "hidden "))
         if self.in_output:
             left_out.append(_files(len(self.in_output)) + " in the output folder")
+        if self.ours:
+            plural = "" if len(self.ours) == 1 else "s"
+            left_out.append(f"{len(self.ours)} DNG{plural} darkraw wrote")
         return f"{text} (folder scans left out {', '.join(left_out)})" if left_out else text
 
 
@@ -273,6 +358,8 @@ class InputScan:
     hidden: list[Path] = field(default_factory=list)
     #: ... and images darkraw may have written, in the output folder inside a scanned folder.
     in_output: list[Path] = field(default_factory=list)
+    #: ... and DNGs darkraw wrote (``*-darkraw.dng``): a second run would enhance them again.
+    ours: list[Path] = field(default_factory=list)
 
 
 def scan_inputs(
@@ -284,7 +371,8 @@ def scan_inputs(
     A folder's hidden files are left out, and so are the images (``.png``, ``.jpg``, ``.tif``:
     what darkraw writes) in ``output`` when that folder lies inside a scanned folder: a batch's
     outputs are never read back as its inputs (bare mosaics are ``.png`` and ``.tif`` files too).
-    Raw files there are still read.
+    Raw files there are still read, except the DNGs darkraw wrote (``*-darkraw.dng``), which a
+    folder scan leaves out wherever they are.
     """
     exts = {ext.lower() for ext in extensions}
     out_dir = Path(output).resolve() if output is not None else None
@@ -304,6 +392,8 @@ def scan_inputs(
             inside = file.relative_to(path)
             if any(part.startswith(".") for part in inside.parts):
                 scan.hidden.append(file)
+            elif is_darkraw_dng(file):
+                scan.ours.append(file)
             elif (
                 skip is not None
                 and file.suffix.lower() in IMAGE_FORMATS
@@ -315,6 +405,7 @@ def scan_inputs(
         scan.files.extend(sorted(found))
     scan.hidden.sort()
     scan.in_output.sort()
+    scan.ours.sort()
     return scan
 
 
