@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import warnings
 from importlib import resources
 from pathlib import Path
 
-from darkraw.classic.denoise import Denoiser
+from darkraw.classic.denoise import CLASSIC_EXTRA, Denoiser, denoiser_available
 from darkraw.classic.pipeline import ClassicOptions, run_classic
 from darkraw.nn.enhance import enhance_mosaic
-from darkraw.nn.infer import DEFAULT_MODEL, resolve_model
+from darkraw.nn.infer import resolve_model
+from darkraw.nn.modelfiles import DEFAULT_MODEL
 from darkraw.raw.figures import side_by_side
 from darkraw.raw.fileio import write_image
 from darkraw.raw.rawio import read_raw
 
 #: Exposure ratio the bundled sample was darkened by (see docs/sample.md).
 SAMPLE_RATIO = 100.0
+
+
+class ClassicNotDenoisedWarning(UserWarning):
+    """The demo's classic render is not denoised: neither BM3D nor OpenCV is installed."""
 
 
 def sample_path() -> Path:
@@ -31,7 +37,8 @@ def run_demo(
 
     Args:
         out_dir: folder of the outputs (created if missing).
-        denoiser: the classic pipeline's denoiser.
+        denoiser: the classic pipeline's denoiser. ``auto`` without the ``darkraw[classic]``
+            extra renders without denoising, with a :class:`ClassicNotDenoisedWarning`.
         model: the network: a bundled model's name (``"default"``, ``"sid"``, ``"small"``) or a
             model file.
 
@@ -43,7 +50,15 @@ def run_demo(
     raw = read_raw(sample_path())
     network = resolve_model(model)
     before = run_classic(raw.mosaic, raw.meta, ClassicOptions(ratio=1.0, denoiser=Denoiser.NONE))
-    options = ClassicOptions(ratio=SAMPLE_RATIO, denoiser=Denoiser.parse(denoiser))
+    denoiser = Denoiser.parse(denoiser)
+    if denoiser is Denoiser.AUTO and not denoiser_available(denoiser):
+        warnings.warn(
+            f"the classic render is not denoised (no BM3D, no OpenCV: {CLASSIC_EXTRA})",
+            ClassicNotDenoisedWarning,
+            stacklevel=2,
+        )
+        denoiser = Denoiser.NONE
+    options = ClassicOptions(ratio=SAMPLE_RATIO, denoiser=denoiser)
     classic = run_classic(raw.mosaic, raw.meta, options)
     enhanced = enhance_mosaic(
         raw.mosaic, raw.meta, network, SAMPLE_RATIO, source=sample_path()

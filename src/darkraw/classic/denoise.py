@@ -5,19 +5,22 @@ estimated from the image itself, made unit-variance by the generalized Anscombe 
 (Starck, Murtagh & Bijaoui 1998), removed by a Gaussian denoiser, and the transform undone with
 the closed-form approximation of the exact unbiased inverse (Makitalo & Foi, IEEE TIP 2013).
 The Gaussian denoiser is BM3D (Dabov et al., IEEE TIP 2007; the ``bm3d`` package) or, for
-speed, OpenCV's non-local means (Buades et al., CVPR 2005).
+speed, OpenCV's non-local means (Buades et al., CVPR 2005). Both packages come with the
+``darkraw[classic]`` extra; without them only the denoiser ``none`` runs.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from types import ModuleType
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from darkraw.choices import parse_choice
+from darkraw.classic.filters import box_mean, filter2d, opencv
+from darkraw.errors import DarkrawError
 
 #: Immerkaer's (1996) noise-estimation kernel; its response to unit white noise has std 6.
 _LAPLACE = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
@@ -44,12 +47,61 @@ class Denoiser(enum.Enum):
 BM3D_AUTO_LIMIT = 1_000_000
 
 
+#: What to install for the denoisers ``bm3d`` and ``nlm``.
+CLASSIC_EXTRA = "pip install 'darkraw[classic]'"
+
+
+def _bm3d() -> ModuleType | None:
+    try:
+        import bm3d
+    except ImportError:
+        return None
+    module: ModuleType = bm3d
+    return module
+
+
+def denoiser_available(method: Denoiser | str) -> bool:
+    """Whether ``method``'s package is installed (``bm3d`` for BM3D, OpenCV for NLM); ``auto``
+    is available when either is, ``none`` always."""
+    method = Denoiser.parse(method)
+    if method is Denoiser.BM3D:
+        return _bm3d() is not None
+    if method is Denoiser.NLM:
+        return opencv() is not None
+    if method is Denoiser.AUTO:
+        return denoiser_available(Denoiser.NLM) or denoiser_available(Denoiser.BM3D)
+    return True
+
+
 def resolve_denoiser(method: Denoiser | str, num_values: int) -> Denoiser:
-    """The denoiser ``auto`` stands for on an input of ``num_values`` plane pixels."""
+    """The denoiser ``method`` stands for on an input of ``num_values`` plane pixels.
+
+    ``auto`` is BM3D up to :data:`BM3D_AUTO_LIMIT` values and NLM above, or whichever of the
+    two is installed.
+
+    Raises:
+        DarkrawError: the denoiser's package is not installed (one line naming the extra).
+    """
     method = Denoiser.parse(method)
     if method is Denoiser.AUTO:
-        return Denoiser.BM3D if num_values <= BM3D_AUTO_LIMIT else Denoiser.NLM
+        preferred = Denoiser.BM3D if num_values <= BM3D_AUTO_LIMIT else Denoiser.NLM
+        fallback = Denoiser.NLM if preferred is Denoiser.BM3D else Denoiser.BM3D
+        for choice in (preferred, fallback):
+            if denoiser_available(choice):
+                return choice
+        raise DarkrawError(
+            None,
+            f"the classic denoisers need BM3D or OpenCV: {CLASSIC_EXTRA} "
+            "(or choose the denoiser 'none')",
+        )
+    if not denoiser_available(method):
+        raise _missing_package(method)
     return method
+
+
+def _missing_package(method: Denoiser) -> DarkrawError:
+    package = "bm3d" if method is Denoiser.BM3D else "OpenCV"
+    return DarkrawError(None, f"the {method.value} denoiser needs {package}: {CLASSIC_EXTRA}")
 
 
 @dataclass(frozen=True)
@@ -83,8 +135,8 @@ def estimate_noise(planes: np.ndarray, bins: int = 16) -> NoiseLevel:
     for plane in planes.astype(np.float32, copy=False):
         if min(plane.shape) < 8:
             continue
-        resid = cv2.filter2D(plane, -1, _LAPLACE, borderType=cv2.BORDER_REFLECT_101)[1:-1, 1:-1]
-        local = cv2.blur(plane, (5, 5), borderType=cv2.BORDER_REFLECT_101)[1:-1, 1:-1]
+        resid = filter2d(plane, _LAPLACE)[1:-1, 1:-1]
+        local = box_mean(plane, 5)[1:-1, 1:-1]
         means.append(local.ravel())
         variances.append(resid.ravel())
     if not means:
@@ -177,9 +229,13 @@ _NLM_STRENGTH = 1.4
 def _gaussian_denoise(plane: np.ndarray, method: Denoiser) -> np.ndarray:
     """Denoise a ``(h, w)`` plane whose noise is white Gaussian with std 1."""
     if method is Denoiser.BM3D:
-        import bm3d
-
+        bm3d = _bm3d()
+        if bm3d is None:
+            raise _missing_package(method)
         return np.asarray(bm3d.bm3d(plane, sigma_psd=1.0), dtype=np.float32)
+    cv2 = opencv()
+    if cv2 is None:
+        raise _missing_package(method)
     lo = float(plane.min())
     scaled = np.clip((plane - lo) * _NLM_SCALE, 0, 65535).astype(np.uint16)
     out = cv2.fastNlMeansDenoising(
@@ -189,7 +245,7 @@ def _gaussian_denoise(plane: np.ndarray, method: Denoiser) -> np.ndarray:
         searchWindowSize=13,
         normType=cv2.NORM_L1,
     )
-    return out.astype(np.float32) / _NLM_SCALE + lo
+    return np.asarray(out, dtype=np.float32) / _NLM_SCALE + lo
 
 
 def denoise_planes(

@@ -14,11 +14,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from darkraw.choices import parse_choice
 from darkraw.classic.denoise import Denoiser, denoise_planes, resolve_denoiser
+from darkraw.classic.filters import filter2d
 from darkraw.raw.cfa import (
     BayerPattern,
     pack_bayer,
@@ -323,10 +323,7 @@ def demosaic_bayer(mosaic: np.ndarray, pattern: BayerPattern | str) -> np.ndarra
     mosaic = np.ascontiguousarray(mosaic, dtype=np.float32)
     _check_even(mosaic)
     # Reflecting about the edge pixel (not repeating it) keeps the CFA phase at the border.
-    filt = {
-        name: cv2.filter2D(mosaic, -1, k, borderType=cv2.BORDER_REFLECT_101)
-        for name, k in _MALVAR.items()
-    }
+    filt = {name: filter2d(mosaic, k) for name, k in _MALVAR.items()}
     # Which image gives each channel at each CFA site (R, G1, B, G2), written straight into
     # the output: packing and unpacking whole planes cost more than the filters.
     sources = (
@@ -363,8 +360,8 @@ def demosaic_xtrans(mosaic: np.ndarray, tile: tuple[tuple[int, ...], ...]) -> np
     out = np.empty((3, h, w), dtype=np.float32)
     for c in range(3):
         mask = (colors == c).astype(np.float32)
-        num = cv2.filter2D(mosaic * mask, -1, kernel, borderType=cv2.BORDER_REFLECT_101)
-        den = cv2.filter2D(mask, -1, kernel, borderType=cv2.BORDER_REFLECT_101)
+        num = filter2d(mosaic * mask, kernel)
+        den = filter2d(mask, kernel)
         out[c] = np.where(mask > 0, mosaic, num / np.maximum(den, 1e-6))
     return out
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 
+from darkraw.classic.filters import box_mean
 from darkraw.classic.pipeline import (
     WhiteBalance,
     choose_gains,
@@ -96,7 +96,7 @@ def noise_map(planes: np.ndarray, noise: RawNoise) -> np.ndarray:
         raise ValueError(f"expected (4, h, w) packed Bayer planes, got {planes.shape}")
     out = np.empty(planes.shape, dtype=np.float32)
     for i, plane in enumerate(planes):
-        mean = cv2.blur(np.ascontiguousarray(plane, dtype=np.float32), (3, 3))
+        mean = box_mean(plane, 3)
         var = np.float32(noise.shot[i]) * np.maximum(mean, 0.0) + np.float32(noise.read[i])
         out[i] = np.sqrt(np.maximum(var, 0.0))
     return out

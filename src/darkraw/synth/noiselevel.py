@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
-import cv2
 import numpy as np
 
+from darkraw.classic.filters import box_mean, filter2d, max_filter
 from darkraw.errors import DarkrawError
 
 Quad = tuple[float, float, float, float]
@@ -487,9 +487,8 @@ def _plane_samples(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Residual, local mean, texture and near-clip flag of one plane, on a grid of ``step``."""
     h, w = plane.shape
-    border = cv2.BORDER_REFLECT_101
-    resid = cv2.filter2D(plane, -1, _IMMERKAER, borderType=border)
-    mean = cv2.blur(plane, (_MEAN_SIZE, _MEAN_SIZE), borderType=border)
+    resid = filter2d(plane, _IMMERKAER)
+    mean = box_mean(plane, _MEAN_SIZE)
 
     def grid(dy: int = 0, dx: int = 0) -> tuple[slice, slice]:
         rows = slice(_BORDER + dy, h - _BORDER + dy, step)
@@ -502,8 +501,7 @@ def _plane_samples(
         at_clip |= plane <= low
     if high is not None:
         at_clip |= plane >= high
-    window = np.ones((_MEAN_SIZE, _MEAN_SIZE), dtype=np.uint8)
-    near_clip = cv2.dilate(at_clip, window, borderType=cv2.BORDER_REPLICATE)[grid()] > 0
+    near_clip = max_filter(at_clip, _MEAN_SIZE)[grid()] > 0
     return (
         resid[grid()].ravel(),
         mean[grid()].ravel(),

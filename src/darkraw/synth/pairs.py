@@ -38,12 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from darkraw._version import __version__
 from darkraw.choices import parse_choice
+from darkraw.classic.filters import resize_area
 from darkraw.classic.pipeline import (
     GammaCurve,
     color_correct,
@@ -794,9 +794,7 @@ def _shrink(planes: np.ndarray, meta: RawMetadata, width: int) -> tuple[np.ndarr
     scale = width / long_side
     new_h = max(step, round(h * scale) // step * step)
     new_w = max(step, round(w * scale) // step * step)
-    small = np.stack(
-        [cv2.resize(p, (new_w, new_h), interpolation=cv2.INTER_AREA) for p in planes]
-    ).astype(np.float32)
+    small = np.stack([resize_area(p, (new_w, new_h)) for p in planes])
     return small, meta.replace(height=new_h * px, width=new_w * px)
 
 
