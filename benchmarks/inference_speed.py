@@ -57,9 +57,10 @@ from torch import nn
 
 import darkraw.nn.infer
 from darkraw.nn.fused import fused_available
-from darkraw.nn.infer import InferenceOptions, run_network, tile_spans
-from darkraw.nn.model import ModelConfig, build_model
+from darkraw.nn.infer import InferenceOptions, run_network
+from darkraw.nn.model import PAD_MULTIPLE, ModelConfig, build_model
 from darkraw.nn.precision import Precision, autocast_dtype, bf16_supported
+from darkraw.nn.tiling import tile_spans
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "inference_speed.json"
@@ -232,8 +233,8 @@ def whole_frame_gflop(width: int) -> float:
 
 def executed_gflop(width: int, tile: int, overlap: int) -> float:
     """FLOPs a tiled run executes: every window, margins included."""
-    rows = tile_spans(PACKED[0], tile, overlap)
-    cols = tile_spans(PACKED[1], tile, overlap)
+    rows = tile_spans(PACKED[0], tile, overlap, PAD_MULTIPLE)
+    cols = tile_spans(PACKED[1], tile, overlap, PAD_MULTIPLE)
     return sum(
         window_gflop(width, y1 - y0, x1 - x0) for y0, y1, _, _ in rows for x0, x1, _, _ in cols
     )

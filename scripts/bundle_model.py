@@ -29,7 +29,8 @@ import torch
 
 from darkraw.nn.checkpoint import load_checkpoint
 from darkraw.nn.denoiser import RawDenoiser
-from darkraw.nn.infer import average_weights, load_model, model_card, save_model_file
+from darkraw.nn.infer import average_weights, load_model, save_model_file
+from darkraw.nn.modelfiles import model_card
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "darkraw" / "data"
 

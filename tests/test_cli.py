@@ -350,9 +350,9 @@ def test_enhance_network_bad_model_is_one_line_and_writes_nothing(
 
 
 def test_enhance_default_model_absent_is_one_line(tmp_path, dark_dng, capsys, monkeypatch):
-    import darkraw.nn.infer
+    import darkraw.nn.modelfiles
 
-    monkeypatch.setattr(darkraw.nn.infer, "bundled_model_path", lambda name: tmp_path / "none")
+    monkeypatch.setattr(darkraw.nn.modelfiles, "bundled_model_path", lambda name: tmp_path / "none")
     out = tmp_path / "out.png"
     assert main(["enhance", str(dark_dng), "-o", str(out), "--method", "network"]) == 1
     err = capsys.readouterr().err.strip().splitlines()

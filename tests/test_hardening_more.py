@@ -145,8 +145,8 @@ def test_a_constant_result_is_a_warning_once_per_file(tmp_path, capsys):
 
 
 def test_the_api_raises_and_warns_as_the_command_line_reports(tmp_path):
+    from darkraw.errors import NetworkOutputError
     from darkraw.nn.enhance import ConstantOutputWarning
-    from darkraw.nn.infer import NetworkOutputError
 
     dng = dark_dng(tmp_path / "d.dng")
     broken = sid_model_file(tmp_path / "broken.safetensors", 3e38)

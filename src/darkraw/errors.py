@@ -31,3 +31,11 @@ class OutputError(DarkrawError):
 
 class CheckpointError(DarkrawError):
     """A checkpoint that is missing, truncated, corrupt, or not a darkraw checkpoint."""
+
+
+class NetworkOutputError(DarkrawError):
+    """A network whose output is not finite (NaN or infinity): broken weights, not a bad photo."""
+
+
+class MissingExtraError(DarkrawError):
+    """A command that needs a package darkraw installs only with an extra (torch for training)."""

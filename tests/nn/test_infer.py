@@ -11,16 +11,13 @@ from darkraw.classic.pipeline import auto_ratio, orient, rggb_view, subtract_bla
 from darkraw.errors import CheckpointError
 from darkraw.nn.checkpoint import save_checkpoint
 from darkraw.nn.infer import (
-    BUNDLED_MODELS,
     EXACT_OVERLAP,
     TILING_TOLERANCE,
     InferenceOptions,
     average_weights,
-    bundled_model_path,
     enhance_raw_network,
     ensemble_copies,
     load_model,
-    model_card,
     resolve_model,
     run_network,
     save_model_file,
@@ -28,6 +25,7 @@ from darkraw.nn.infer import (
 )
 from darkraw.nn.inputs import network_input
 from darkraw.nn.model import ModelConfig, build_model
+from darkraw.nn.modelfiles import BUNDLED_MODELS, bundled_model_path, model_card
 from darkraw.raw.dng import write_dng
 from darkraw.raw.metadata import RawMetadata
 from darkraw.raw.rawio import read_raw
@@ -77,7 +75,7 @@ def xtrans_dng(path):
 @pytest.mark.parametrize("length", [1, 15, 16, 17, 100, 160, 161, 300, 1424, 2128])
 @pytest.mark.parametrize(("tile", "overlap"), [(0, 0), (160, 64), (240, 112), (1024, 112)])
 def test_tile_spans_partition_the_axis_on_the_pooling_grid(length, tile, overlap):
-    spans = tile_spans(length, tile, overlap)
+    spans = tile_spans(length, tile, overlap, 16)
     keeps = [(k0, k1) for _, _, k0, k1 in spans]
     assert keeps[0][0] == 0 and keeps[-1][1] == length
     assert all(a[1] == b[0] for a, b in itertools.pairwise(keeps))
@@ -96,7 +94,7 @@ def test_tiled_equals_whole_frame_with_the_default_margin(size):
     x = planes((4, *size))
     options = InferenceOptions(tile=240, precision="fp32", ensemble=1)
     assert options.overlap == EXACT_OVERLAP
-    assert len(tile_spans(max(size), 240, EXACT_OVERLAP)) > 1
+    assert len(tile_spans(max(size), 240, EXACT_OVERLAP, 16)) > 1
     diff = np.abs(run_network(model, x, options) - whole(model, x))
     assert diff.max() <= TILING_TOLERANCE
 
@@ -358,11 +356,11 @@ def test_non_finite_weights_are_refused(tmp_path):
 
 @pytest.mark.parametrize("name", ["sid", "small"])
 def test_bundled_model_missing_and_present(tmp_path, monkeypatch, name):
-    import darkraw.nn.infer
+    import darkraw.nn.modelfiles
 
     missing = tmp_path / f"{name}_model.safetensors"
     monkeypatch.setattr(
-        darkraw.nn.infer, "bundled_model_path", lambda n: tmp_path / f"{n}_model.safetensors"
+        darkraw.nn.modelfiles, "bundled_model_path", lambda n: tmp_path / f"{n}_model.safetensors"
     )
     with pytest.raises(CheckpointError, match=f"no {name} model is bundled") as err:
         resolve_model(name)

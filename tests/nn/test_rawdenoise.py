@@ -5,8 +5,10 @@ import torch
 from darkraw.classic.denoise import Denoiser
 from darkraw.classic.pipeline import ClassicOptions, GammaCurve, run_classic
 from darkraw.nn.denoiser import DenoiserConfig, build_denoiser
-from darkraw.nn.infer import bundled_model_path, load_model, save_model_file, tile_spans
+from darkraw.nn.infer import load_model, save_model_file
+from darkraw.nn.modelfiles import bundled_model_path
 from darkraw.nn.rawdenoise import DenoiseOptions, enhance_with_denoiser, run_denoiser
+from darkraw.nn.tiling import tile_spans
 from darkraw.raw.dng import write_dng
 from darkraw.raw.metadata import RawMetadata
 from darkraw.raw.rawio import read_raw
@@ -179,7 +181,7 @@ def test_the_bundled_denoiser_keeps_each_colours_level(bundled_denoiser, level):
 
 
 def test_an_infinite_correction_is_an_error_naming_the_network():
-    from darkraw.nn.infer import NetworkOutputError
+    from darkraw.errors import NetworkOutputError
 
     net = random_model()
     torch.nn.init.constant_(net.out.weight, 1e38)

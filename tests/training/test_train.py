@@ -272,7 +272,7 @@ def test_seed_strategy_erases_the_fc_layers(photo_folder, sid_lists, pretrained,
 
 
 def test_start_from_a_model_file_or_a_bundled_model(pretrained, tmp_path, monkeypatch):
-    import darkraw.nn.infer
+    import darkraw.nn.modelfiles
     from darkraw.nn.infer import load_model, save_model_file
     from darkraw.training.train import Transfer, _start_from
 
@@ -282,7 +282,7 @@ def test_start_from_a_model_file_or_a_bundled_model(pretrained, tmp_path, monkey
     _start_from(model, file, Transfer.FULL, seed=0)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in expected.items())
     # A bundled model by name: "default" names the file bundled_model_path gives.
-    monkeypatch.setattr(darkraw.nn.infer, "bundled_model_path", lambda name: file)
+    monkeypatch.setattr(darkraw.nn.modelfiles, "bundled_model_path", lambda name: file)
     fresh = build_model(ModelConfig(width=4, fc_hidden=8))
     _start_from(fresh, Path("default"), Transfer.FULL, seed=0)
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in expected.items())

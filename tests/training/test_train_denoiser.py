@@ -7,7 +7,8 @@ import torch
 from darkraw.config import from_dict
 from darkraw.errors import OutputError
 from darkraw.nn.denoiser import RawDenoiser
-from darkraw.nn.infer import load_model, model_arch
+from darkraw.nn.infer import load_model
+from darkraw.nn.modelfiles import model_arch
 from darkraw.training.train_denoiser import (
     DenoiserTrainConfig,
     denoiser_loss,

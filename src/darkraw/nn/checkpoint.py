@@ -33,14 +33,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from darkraw.errors import CheckpointError, OutputError
+from darkraw.nn.modelfiles import (
+    CHECKPOINT_FORMAT,
+    parse_json_entry,
+    read_safetensors_file,
+)
 from darkraw.raw.fileio import atomic_output
 
 #: Value of the ``format`` metadata entry.
-FORMAT = "darkraw-checkpoint"
+FORMAT = CHECKPOINT_FORMAT
 
 #: Checkpoint layout version this module writes and reads.
 VERSION = 1
@@ -56,11 +60,6 @@ _METADATA_KEYS = ("format", "version", "config", "step", "rng", "extra", "optim"
 _TENSOR, _TUPLE, _INT_DICT = "__tensor__", "__tuple__", "__int_dict__"
 _TAGS = frozenset({_TENSOR, _TUPLE, _INT_DICT})
 _NUMPY_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
-
-#: Deepest nesting of lists and objects a metadata entry may have. darkraw writes 5 levels at
-#: most (an optimizer's state); a file may hold 100,000, which Python's JSON parser and any
-#: recursive walk of the result meet as a RecursionError.
-MAX_JSON_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -403,33 +402,8 @@ def content_digest(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, s
 def read_safetensors(
     path: Path, what: str, *, tensors: bool = True
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """The tensors and metadata of a safetensors file, with one-line errors naming it.
-
-    Never unpickles: a ``torch.save`` pickle is refused as not safetensors.
-
-    Args:
-        what: what the file should be, for the messages (``"checkpoint"``, ``"model file"``).
-        tensors: read the tensors too (``False``: metadata only, from the header).
-
-    Raises:
-        CheckpointError: missing, not a file, unreadable, truncated or not safetensors.
-    """
-    if not path.exists():
-        raise CheckpointError(path, f"no such {what}")
-    if not path.is_file():
-        raise CheckpointError(path, "not a file")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as file:
-            metadata = dict(file.metadata() or {})
-            state = {key: file.get_tensor(key) for key in file.keys()} if tensors else {}  # noqa: SIM118
-    except SafetensorError as err:
-        reason = " ".join(str(err).split())
-        raise CheckpointError(
-            path, f"not a complete safetensors {what} (pickles are refused): {reason}"
-        ) from None
-    except OSError as err:
-        raise CheckpointError(path, f"cannot read ({err.strerror or err})") from None
-    return state, metadata
+    """:func:`~darkraw.nn.modelfiles.read_safetensors_file` with torch tensors."""
+    return read_safetensors_file(path, what, framework="pt", tensors=tensors)
 
 
 def _parse_metadata(
@@ -457,48 +431,6 @@ def _parse_metadata(
         if not (isinstance(values[key], dict) or (allow_none and values[key] is None)):
             raise CheckpointError(path, f"checkpoint metadata {key!r} is not a JSON object")
     return values
-
-
-def parse_json_entry(path: Path, text: str, what: str) -> Any:
-    """One JSON metadata entry of a safetensors file, nested at most :data:`MAX_JSON_DEPTH` deep.
-
-    Args:
-        what: the entry, for the messages (``"checkpoint metadata 'extra'"``).
-
-    Raises:
-        CheckpointError: one line naming ``path``: not valid JSON, or nested too deeply.
-    """
-    try:
-        value = json.loads(text)
-    except RecursionError:
-        raise CheckpointError(path, f"{what} is nested too deeply") from None
-    except ValueError:
-        # JSONDecodeError, and integers of more than 4300 digits.
-        raise CheckpointError(path, f"{what} is not valid JSON") from None
-    if _json_depth(value) > MAX_JSON_DEPTH:
-        raise CheckpointError(
-            path, f"{what} is nested too deeply (more than {MAX_JSON_DEPTH} levels)"
-        )
-    return value
-
-
-def _json_depth(value: Any) -> int:
-    """Nesting depth of lists and dicts in parsed JSON, without recursion; stops past the limit."""
-    deepest = 0
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, depth)
-        if deepest > MAX_JSON_DEPTH:
-            break
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
 
 
 def _numpy_to_python(value: Any) -> Any:

@@ -7,23 +7,93 @@ overflow to infinity or NaN) once gave an all-black or all-white picture and exi
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
-from darkraw.nn.denoiser import RawDenoiser
-from darkraw.nn.infer import (
-    InferenceOptions,
-    Network,
-    NetworkOutputError,
-    NetworkResult,
-    describe_network,
-    enhance_raw_network,
+from darkraw.errors import CheckpointError, NetworkOutputError
+from darkraw.nn.modelfiles import (
+    BUNDLED_MODELS,
+    bundled_onnx_path,
+    existing_source,
+    json_entry,
+    model_arch,
+    read_metadata,
 )
 from darkraw.nn.rawdenoise import DenoisedResult, DenoiseOptions, enhance_with_denoiser
+from darkraw.nn.runtime import OnnxDenoiser, load_onnx_denoiser, require_torch, torch_available
 from darkraw.raw.metadata import RawMetadata
 from darkraw.synth.noiselevel import NoiseDatabase
+
+if TYPE_CHECKING:
+    from darkraw.nn.infer import InferenceOptions, NetworkResult
+    from darkraw.nn.infer import Network as TorchNetwork
+
+#: A network :func:`enhance_mosaic` runs: a torch network (the SID U-Net or the raw denoiser) or
+#: the raw denoiser in ONNX Runtime.
+AnyNetwork: TypeAlias = "TorchNetwork | OnnxDenoiser"
+
+
+def load_network(spec: str | Path | Any, *, device: str = "auto", threads: int = 0) -> AnyNetwork:
+    """The network a model spec names, in the lightest runtime that runs it.
+
+    A bundled raw denoiser whose ONNX export sits beside its weights, or an ``.onnx`` file, runs
+    in ONNX Runtime (no torch); any other model file or checkpoint is loaded into torch.
+
+    Args:
+        spec: a bundled model's name, a file, or a network (returned as is).
+        device: ``auto``, ``cpu`` or ``cuda``, for ONNX Runtime.
+        threads: CPU threads for ONNX Runtime (0: every core).
+
+    Raises:
+        CheckpointError: the file cannot be loaded, or the named model is not bundled.
+        MissingExtraError: the model needs torch (or onnxruntime), which is not installed.
+    """
+    if not isinstance(spec, str | Path):
+        return spec  # type: ignore[no-any-return]
+    path = existing_source(spec)
+    if path.suffix.lower() == ".onnx":
+        return load_onnx_denoiser(path, device=device, threads=threads)
+    if str(spec) in BUNDLED_MODELS and model_arch(spec) == "raw_denoiser":
+        onnx = bundled_onnx_path(str(spec))
+        if onnx.is_file():
+            weights = json_entry(path, read_metadata(path), "sha256")
+            try:
+                return load_onnx_denoiser(
+                    onnx, device=device, threads=threads, expect_weights=weights
+                )
+            except CheckpointError:
+                # A stale export (weights replaced without re-exporting): torch can still run
+                # the weights themselves, where it is installed.
+                if not torch_available():
+                    raise
+    require_torch("this model" if str(spec) not in BUNDLED_MODELS else f"the {spec} model", path)
+    from darkraw.nn.infer import resolve_model
+
+    return resolve_model(path)
+
+
+def is_denoiser(network: object) -> bool:
+    """Whether ``network`` is the raw denoiser (in either runtime), without importing torch."""
+    if isinstance(network, OnnxDenoiser):
+        return True
+    if "darkraw.nn.denoiser" not in sys.modules:
+        return False
+    from darkraw.nn.denoiser import RawDenoiser
+
+    return isinstance(network, RawDenoiser)
+
+
+def describe(network: object) -> str:
+    """How messages name a network: ``model PATH`` for one loaded from a file, else its kind."""
+    if isinstance(network, OnnxDenoiser):
+        return f"model {network.path}"
+    from darkraw.nn.infer import describe_network
+
+    return describe_network(network)  # type: ignore[arg-type]
 
 
 class ConstantOutputWarning(UserWarning):
@@ -33,7 +103,7 @@ class ConstantOutputWarning(UserWarning):
 def enhance_mosaic(
     mosaic_dn: np.ndarray,
     meta: RawMetadata,
-    network: Network,
+    network: AnyNetwork,
     ratio: float | None = None,
     *,
     inference: InferenceOptions | None = None,
@@ -73,27 +143,41 @@ def enhance_mosaic(
 def _enhance(
     mosaic_dn: np.ndarray,
     meta: RawMetadata,
-    network: Network,
+    network: AnyNetwork,
     ratio: float | None,
     inference: InferenceOptions | None,
     denoise: DenoiseOptions | None,
     source: str | Path | None,
     database: NoiseDatabase | None,
 ) -> NetworkResult | DenoisedResult:
-    if isinstance(network, RawDenoiser):
+    if is_denoiser(network):
         if inference is not None:
             raise ValueError("inference options are for the SID network; give denoise options")
         options = denoise or DenoiseOptions()
         return enhance_with_denoiser(
-            mosaic_dn, meta, network, ratio, options, source=source, database=database
+            mosaic_dn,
+            meta,
+            network,  # type: ignore[arg-type]
+            ratio,
+            options,
+            source=source,
+            database=database,
         )
     if denoise is not None:
         raise ValueError("denoise options are for the raw denoiser; give inference options")
-    return enhance_raw_network(mosaic_dn, meta, network, ratio, inference or InferenceOptions())
+    from darkraw.nn.infer import InferenceOptions, enhance_raw_network
+
+    return enhance_raw_network(
+        mosaic_dn,
+        meta,
+        network,  # type: ignore[arg-type]
+        ratio,
+        inference or InferenceOptions(),
+    )
 
 
 def _check_result(
-    result: NetworkResult | DenoisedResult, network: Network, source: str | Path | None
+    result: NetworkResult | DenoisedResult, network: AnyNetwork, source: str | Path | None
 ) -> None:
     """Refuse a result with NaN or infinity; warn about one that is constant over the frame.
 
@@ -106,7 +190,7 @@ def _check_result(
     if not all(np.isfinite(a).all() for a in arrays):
         raise NetworkOutputError(
             source,
-            f"{describe_network(network)} gives NaN or infinite values: its weights are broken "
+            f"{describe(network)} gives NaN or infinite values: its weights are broken "
             "(too large or corrupt); use another model",
         )
     constant = _is_constant(result.image)
@@ -116,7 +200,7 @@ def _check_result(
         levels = ", ".join(f"{float(v):.3g}" for v in result.image[:, 0, 0])
         where = "" if source is None else f"{source}: "
         _warn_every_time(
-            f"{where}{describe_network(network)} gives one colour ({levels}) over the whole "
+            f"{where}{describe(network)} gives one colour ({levels}) over the whole "
             "frame: its weights may be broken (or the photo is blank)"
         )
 

@@ -30,7 +30,6 @@ checkpoints of :mod:`darkraw.nn.checkpoint`. Neither format ever unpickles anyth
 from __future__ import annotations
 
 import contextlib
-import importlib.resources
 import itertools
 import json
 import math
@@ -53,12 +52,10 @@ from darkraw.classic.pipeline import (
     subtract_black_level,
     uncorrect_planes,
 )
-from darkraw.errors import CheckpointError, DarkrawError
-from darkraw.nn.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from darkraw.errors import CheckpointError, DarkrawError, NetworkOutputError
 from darkraw.nn.checkpoint import (
     content_digest,
     load_checkpoint,
-    parse_json_entry,
     read_safetensors,
     write_sealed,
 )
@@ -66,27 +63,20 @@ from darkraw.nn.denoiser import DenoiserConfig, RawDenoiser, build_denoiser, is_
 from darkraw.nn.fused import FusedUNet, fused_available
 from darkraw.nn.inputs import network_input_and_gains
 from darkraw.nn.model import PAD_MULTIPLE, ModelConfig, SIDUNet, build_model, to_channels_last
+from darkraw.nn.modelfiles import (
+    CHECKPOINT_FORMAT,
+    MODEL_FORMAT,
+    MODEL_VERSION,
+    existing_source,
+    json_entry,
+    model_source,
+    read_metadata,
+    show,
+)
 from darkraw.nn.precision import Precision, autocast_dtype
+from darkraw.nn.tiling import tile_spans as tile_spans
 from darkraw.raw.cfa import BayerPattern, pack_bayer, pad_to_multiple, unpack_bayer
 from darkraw.raw.metadata import RawMetadata
-
-#: Value of the ``format`` metadata entry of a model file.
-MODEL_FORMAT = "darkraw-model"
-
-#: Model-file layout version this module writes and reads.
-MODEL_VERSION = 1
-
-#: What ``--model default`` names: the weights shipped inside the package, when present.
-DEFAULT_MODEL = "default"
-
-#: The bundled models by name, and their files under ``darkraw/data``: the default, the raw
-#: denoiser (:mod:`darkraw.nn.denoiser`); ``sid``, the seed's See-in-the-Dark U-Net, which
-#: renders colour itself; and ``small``, its half-width version, 2-3x faster.
-BUNDLED_MODELS = {
-    DEFAULT_MODEL: "denoiser_model.safetensors",
-    "sid": "sid_model.safetensors",
-    "small": "small_model.safetensors",
-}
 
 #: How far the network looks: an output pixel depends on packed inputs up to 107 pixels away
 #: (measured by back-propagating from single output pixels), rounded up to the pooling grid. A
@@ -288,8 +278,8 @@ def load_model(path: str | Path) -> Network:
             finite.
     """
     path = Path(path)
-    metadata = _read_metadata(path)
-    fmt = _json_entry(path, metadata, "format")
+    metadata = read_metadata(path)
+    fmt = json_entry(path, metadata, "format")
     if fmt == CHECKPOINT_FORMAT:
         ckpt = load_checkpoint(path)
         section = ckpt.config.get("model", {})
@@ -303,7 +293,7 @@ def load_model(path: str | Path) -> Network:
     else:
         raise CheckpointError(
             path,
-            f"not a darkraw model file or checkpoint (format {_show(fmt)} in its metadata)",
+            f"not a darkraw model file or checkpoint (format {show(fmt)} in its metadata)",
         )
     model = _build(config)
     _check_state(path, model, state)
@@ -327,62 +317,6 @@ def describe_network(network: Network) -> str:
     return "the given raw denoiser" if isinstance(network, RawDenoiser) else "the given SID network"
 
 
-class NetworkOutputError(DarkrawError):
-    """A network whose output is not finite (NaN or infinity): broken weights, not a bad photo."""
-
-
-def is_model_file(path: str | Path) -> bool:
-    """Whether ``path`` is a model file (not a training checkpoint); reads only the header.
-
-    Raises:
-        CheckpointError: it is missing, not safetensors, or not a darkraw file.
-    """
-    path = Path(path)
-    return bool(_json_entry(path, _read_metadata(path), "format") == MODEL_FORMAT)
-
-
-def model_card(path: str | Path) -> dict[str, Any]:
-    """The card of a model file (empty for a training checkpoint); reads only the header."""
-    path = Path(path)
-    metadata = _read_metadata(path)
-    if _json_entry(path, metadata, "format") != MODEL_FORMAT:
-        return {}
-    card = _json_entry(path, metadata, "card")
-    if not isinstance(card, dict):
-        raise CheckpointError(path, "model card is not a JSON object")
-    return card
-
-
-def model_arch(spec: str | Path) -> str:
-    """Which network a model spec holds, from the file's header alone: ``"raw_denoiser"`` or
-    ``"sid"``.
-
-    Raises:
-        CheckpointError: the file is missing, not safetensors or not a darkraw model.
-    """
-    path = _existing_source(spec)
-    metadata = _read_metadata(path)
-    fmt = _json_entry(path, metadata, "format")
-    config = _json_entry(path, metadata, "config")
-    if not isinstance(config, dict):
-        raise CheckpointError(path, "its config is not a JSON object")
-    if fmt == CHECKPOINT_FORMAT:
-        return "raw_denoiser" if config.get("task") == "denoise" else "sid"
-    return "raw_denoiser" if is_denoiser_config(config) else "sid"
-
-
-def bundled_model_path(name: str) -> Path:
-    """Where the bundled model ``name`` (a key of :data:`BUNDLED_MODELS`) lives; may be absent."""
-    return Path(str(importlib.resources.files("darkraw").joinpath("data", BUNDLED_MODELS[name])))
-
-
-def model_source(spec: str | Path) -> Path:
-    """The file a model spec names: a bundled model's file, or the path itself."""
-    if str(spec) in BUNDLED_MODELS:
-        return bundled_model_path(str(spec))
-    return Path(spec)
-
-
 def resolve_model(spec: str | Path | Network) -> Network:
     """A network from a bundled model's name (``"default"``, ``"sid"``, ``"small"``), a file
     path, or a network as is.
@@ -392,21 +326,7 @@ def resolve_model(spec: str | Path | Network) -> Network:
     """
     if isinstance(spec, SIDUNet | RawDenoiser):
         return spec
-    return load_model(_existing_source(spec))
-
-
-def _existing_source(spec: str | Path) -> Path:
-    """The file a model spec names; a bundled model that is absent is a one-line error."""
-    if str(spec) not in BUNDLED_MODELS:
-        return Path(spec)
-    path = bundled_model_path(str(spec))
-    if not path.is_file():
-        raise CheckpointError(
-            path,
-            f"no {spec} model is bundled with this darkraw yet; "
-            "give a model file or checkpoint, or use the classic pipeline",
-        )
-    return path
+    return load_model(existing_source(spec))
 
 
 def _build(config: ModelConfig | DenoiserConfig) -> Network:
@@ -429,16 +349,6 @@ def sid_network(spec: str | Path | Network) -> SIDUNet:
     return network
 
 
-def _read_metadata(path: Path) -> dict[str, str]:
-    return read_safetensors(path, "model file", tensors=False)[1]
-
-
-def _json_entry(path: Path, metadata: Mapping[str, str], key: str) -> Any:
-    if key not in metadata:
-        raise CheckpointError(path, f"a safetensors file but not a darkraw model (no {key!r})")
-    return parse_json_entry(path, metadata[key], f"metadata {key!r}")
-
-
 def _model_config(path: Path, section: object) -> ModelConfig | DenoiserConfig:
     if not isinstance(section, dict):
         raise CheckpointError(path, f"model config is not a JSON object: {section!r}")
@@ -453,16 +363,16 @@ def _model_config(path: Path, section: object) -> ModelConfig | DenoiserConfig:
 def _read_model_file(
     path: Path, metadata: Mapping[str, str]
 ) -> tuple[ModelConfig | DenoiserConfig, dict[str, torch.Tensor]]:
-    values = {key: _json_entry(path, metadata, key) for key in _MODEL_METADATA_KEYS}
+    values = {key: json_entry(path, metadata, key) for key in _MODEL_METADATA_KEYS}
     if values["version"] != MODEL_VERSION:
         raise CheckpointError(
-            path, f"model file version {_show(values['version'])} is not supported (reads 1)"
+            path, f"model file version {show(values['version'])} is not supported (reads 1)"
         )
     # Any JSON may stand here: a list or an object is no dtype (and cannot be looked up).
     if not isinstance(values["dtype"], str) or values["dtype"] not in _STORAGE_DTYPES:
         raise CheckpointError(
             path,
-            f"unknown storage dtype {_show(values['dtype'])} (expected one of "
+            f"unknown storage dtype {show(values['dtype'])} (expected one of "
             f"{', '.join(_STORAGE_DTYPES)})",
         )
     config = _model_config(path, values["config"])
@@ -470,12 +380,6 @@ def _read_model_file(
     if values["sha256"] != content_digest(state, metadata):
         raise CheckpointError(path, "sha256 mismatch: the model file is corrupt")
     return config, state
-
-
-def _show(value: object, limit: int = 60) -> str:
-    """``repr(value)`` for a one-line message, shortened: metadata may hold anything."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _check_state(path: Path, model: Network, state: Mapping[str, torch.Tensor]) -> None:
@@ -502,38 +406,6 @@ def _check_state(path: Path, model: Network, state: Mapping[str, torch.Tensor]) 
 
 
 # --- tiled inference ---------------------------------------------------------------------------
-
-
-def tile_spans(
-    length: int, tile: int, overlap: int, grid: int = PAD_MULTIPLE
-) -> list[tuple[int, int, int, int]]:
-    """How :func:`run_network` (and the raw denoiser) cut one axis of ``length`` packed pixels.
-
-    Returns:
-        ``(window_start, window_end, keep_start, keep_end)`` per tile, half-open: the network
-        sees the window and its output is kept for the ``keep`` range only. The kept ranges
-        partition ``[0, length)``; every window starts on a multiple of ``grid`` (the network's
-        pooling grid, 16 for SID's U-Net; ``overlap`` a multiple of it) and is at most ``tile``
-        long. ``tile == 0`` or ``length <= tile`` gives one window, the whole axis.
-    """
-    if length < 1:
-        raise ValueError(f"length must be >= 1, got {length}")
-    if tile == 0 or length <= tile:
-        return [(0, length, 0, length)]
-    core_max = tile - 2 * overlap
-    count = -(-length // core_max)
-    # Equal shares, rounded up to the pooling grid, so no last tile is a sliver.
-    core = -(-length // count)
-    core = -(-core // grid) * grid
-    return [
-        (
-            max(0, start - overlap),
-            min(length, start + core + overlap),
-            start,
-            min(length, start + core),
-        )
-        for start in range(0, length, core)
-    ]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -698,8 +570,8 @@ def _run_tiles(
     """One tiled pass of ``net`` over ``(C, h, w)`` planes: ``(P, s*h, s*w)`` in [0, 1]."""
     _, h, w = planes.shape
     out = np.empty((out_planes, s * h, s * w), dtype=np.float32)
-    rows = tile_spans(h, options.tile, options.overlap)
-    cols = tile_spans(w, options.tile, options.overlap)
+    rows = tile_spans(h, options.tile, options.overlap, PAD_MULTIPLE)
+    cols = tile_spans(w, options.tile, options.overlap, PAD_MULTIPLE)
     for y0, y1, ky0, ky1 in rows:
         for x0, x1, kx0, kx1 in cols:
             x = torch.from_numpy(np.ascontiguousarray(planes[:, y0:y1, x0:x1]))[None]

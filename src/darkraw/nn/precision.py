@@ -9,8 +9,10 @@ import contextlib
 import enum
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 class Precision(enum.Enum):
@@ -46,6 +48,8 @@ def fast_cpu_bf16(cpuinfo: str) -> bool:
 @functools.cache
 def _cpu_bf16_fast() -> bool:
     """``fast_cpu_bf16`` of this machine, read once: the CPU does not change while we run."""
+    import torch
+
     if "AVX512" not in torch.backends.cpu.get_cpu_capability():
         return False
     with contextlib.suppress(OSError):
@@ -56,6 +60,8 @@ def _cpu_bf16_fast() -> bool:
 def bf16_supported(device: torch.device) -> bool:
     """Whether bf16 autocast is fast here (native and faster than fp32, not merely emulated)."""
     if device.type == "cuda":
+        import torch
+
         return bool(torch.cuda.is_bf16_supported())
     return _cpu_bf16_fast()
 
@@ -65,5 +71,7 @@ def autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | 
     if precision is Precision.FP32:
         return None
     if precision is Precision.BF16 or bf16_supported(device):
+        import torch
+
         return torch.bfloat16
     return None

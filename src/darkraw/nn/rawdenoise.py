@@ -23,12 +23,12 @@ from __future__ import annotations
 import contextlib
 import enum
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from darkraw.choices import parse_choice
 from darkraw.classic.pipeline import (
@@ -43,13 +43,18 @@ from darkraw.classic.pipeline import (
     subtract_black_level,
     unpack,
 )
-from darkraw.nn.denoiser import RawDenoiser, receptive_radius
-from darkraw.nn.infer import finite_only, tile_spans, torch_threads
+from darkraw.errors import NetworkOutputError
+from darkraw.nn.denoiser_config import receptive_radius
 from darkraw.nn.inputs import denoiser_input, denoiser_planes
-from darkraw.nn.precision import Precision, autocast_dtype
+from darkraw.nn.precision import Precision
+from darkraw.nn.runtime import OnnxDenoiser
+from darkraw.nn.tiling import tile_spans
 from darkraw.raw.metadata import RawMetadata
 from darkraw.raw.rawio import LIBRAW_BT709_GAMMA, LIBRAW_MIN_SIDE, render_mosaic_with_libraw
 from darkraw.synth.noiselevel import NoiseDatabase, RawNoise, noise_for_frame
+
+if TYPE_CHECKING:
+    from darkraw.nn.denoiser import RawDenoiser
 
 
 class Renderer(enum.Enum):
@@ -97,8 +102,10 @@ class DenoiseOptions:
             (the default) takes the network's reach
             (:func:`~darkraw.nn.denoiser.receptive_radius`) rounded up to its pooling grid, so
             tiles join exactly.
-        precision: ``auto`` (bf16 where the CPU runs it fast), ``bf16`` or ``fp32``.
-        threads: CPU threads for torch during the run; 0 keeps torch's setting.
+        precision: for a torch network, ``auto`` (bf16 where the CPU runs it fast), ``bf16`` or
+            ``fp32``; ONNX Runtime runs fp32.
+        threads: CPU threads for torch during the run; 0 keeps torch's setting (ONNX Runtime's
+            are set when its model is loaded, :func:`~darkraw.nn.runtime.load_onnx_denoiser`).
     """
 
     strength: float = 1.0
@@ -154,19 +161,19 @@ class DenoisedResult:
 
 
 def run_denoiser(
-    model: RawDenoiser, x: np.ndarray, options: DenoiseOptions = DenoiseOptions()
+    model: RawDenoiser | OnnxDenoiser, x: np.ndarray, options: DenoiseOptions = DenoiseOptions()
 ) -> np.ndarray:
     """Run the network over ``(C, h, w)`` input planes (:func:`denoiser_input`), tile by tile.
 
     Returns:
         ``(P, h, w)`` float32 clean planes (not clamped).
+
+    Raises:
+        NetworkOutputError: the network gives NaN or infinite values (broken weights).
     """
     c, p = model.config.in_channels, model.config.planes
     if x.ndim != 3 or x.shape[0] != c:
         raise ValueError(f"expected input of shape ({c}, h, w), got {x.shape}")
-    device = torch.device("cpu")
-    amp = autocast_dtype(options.precision, device)
-    model.eval()
     grid = model.config.pad_multiple
     overlap = options.overlap
     if overlap is None:
@@ -177,24 +184,63 @@ def run_denoiser(
         raise ValueError(f"tile {options.tile} leaves no centre after margins of {overlap}")
     _, h, w = x.shape
     out = np.empty((p, h, w), dtype=np.float32)
+    with _window_runner(model, options) as run:
+        for y0, y1, ky0, ky1 in tile_spans(h, options.tile, overlap, grid):
+            for x0, x1, kx0, kx1 in tile_spans(w, options.tile, overlap, grid):
+                y = run(np.ascontiguousarray(x[None, :, y0:y1, x0:x1]))[0]
+                out[:, ky0:ky1, kx0:kx1] = y[:, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
+    return out
+
+
+@contextlib.contextmanager
+def _window_runner(
+    model: RawDenoiser | OnnxDenoiser, options: DenoiseOptions
+) -> Iterator[Callable[[np.ndarray], np.ndarray]]:
+    """A function from a ``(1, C, h, w)`` window to its ``(1, P, h, w)`` clean planes, checked
+    for NaN and infinity, in whichever runtime holds ``model``."""
+    if isinstance(model, OnnxDenoiser):
+
+        def checked(window: np.ndarray) -> np.ndarray:
+            y = model(window)
+            if not np.isfinite(y).all():
+                raise _broken(model)
+            return y
+
+        yield checked
+        return
+    import torch
+
+    from darkraw.nn.infer import finite_only, torch_threads
+    from darkraw.nn.precision import autocast_dtype
+
+    amp = autocast_dtype(options.precision, torch.device("cpu"))
+    model.eval()
     autocast: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if amp is not None:
         autocast = torch.autocast("cpu", dtype=amp)
     net = finite_only(model, model)
+
+    def run(window: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(window).contiguous(memory_format=torch.channels_last)
+        result: np.ndarray = net(t).float().numpy()
+        return result
+
     with torch_threads(options.threads), torch.inference_mode(), autocast:
-        for y0, y1, ky0, ky1 in tile_spans(h, options.tile, overlap, grid):
-            for x0, x1, kx0, kx1 in tile_spans(w, options.tile, overlap, grid):
-                window = torch.from_numpy(np.ascontiguousarray(x[:, y0:y1, x0:x1]))[None]
-                y = net(window.contiguous(memory_format=torch.channels_last))[0].float()
-                keep = y[:, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
-                out[:, ky0:ky1, kx0:kx1] = keep.numpy()
-    return out
+        yield run
+
+
+def _broken(model: OnnxDenoiser) -> NetworkOutputError:
+    return NetworkOutputError(
+        None,
+        f"model {model.path} gives NaN or infinite values: its weights are broken (too large "
+        "or corrupt); use another model",
+    )
 
 
 def enhance_with_denoiser(
     mosaic_dn: np.ndarray,
     meta: RawMetadata,
-    model: RawDenoiser,
+    model: RawDenoiser | OnnxDenoiser,
     ratio: float | None = None,
     options: DenoiseOptions = DenoiseOptions(),
     *,
@@ -207,7 +253,7 @@ def enhance_with_denoiser(
     Args:
         mosaic_dn: ``(H, W)`` Bayer mosaic in DN.
         meta: its metadata (make, model and ISO choose a noise profile from ``database``).
-        model: the raw denoiser.
+        model: the raw denoiser, in torch or in ONNX Runtime (:mod:`darkraw.nn.runtime`).
         ratio: amplification; ``None`` chooses one with
             :func:`~darkraw.classic.pipeline.auto_ratio`.
         options: strength, renderer, tiling, precision.

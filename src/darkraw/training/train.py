@@ -787,7 +787,8 @@ def _start_from(model: SIDUNet, path: Path, transfer: Transfer, seed: int) -> No
     ``path`` is a training checkpoint, a model file, or a bundled model's name (``default``).
     """
     # Imported here: infer imports this module for the precision settings.
-    from darkraw.nn.infer import is_model_file, model_source, sid_network
+    from darkraw.nn.infer import sid_network
+    from darkraw.nn.modelfiles import is_model_file, model_source
 
     source = model_source(path)
     if is_model_file(source):

@@ -329,7 +329,8 @@ def train_denoiser(
 
 def _start_from(model: RawDenoiser, spec: str) -> None:
     """Load a denoiser's weights of the same shape into ``model``."""
-    from darkraw.nn.infer import load_model, model_source
+    from darkraw.nn.infer import load_model
+    from darkraw.nn.modelfiles import model_source
 
     start = load_model(model_source(spec))
     # The mean window has no weights: a network trained without it starts one with it.
