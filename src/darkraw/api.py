@@ -21,7 +21,8 @@ from darkraw.raw.rawio import BareMosaicSpec, read_raw
 
 if TYPE_CHECKING:
     from darkraw.classic.pipeline import ClassicOptions
-    from darkraw.nn.infer import InferenceOptions, Network
+    from darkraw.nn.enhance import AnyNetwork as Network
+    from darkraw.nn.infer import InferenceOptions
     from darkraw.nn.rawdenoise import DenoiseOptions
     from darkraw.synth.noiselevel import RawNoise
 
@@ -187,15 +188,13 @@ def enhance(
         return _returned(to_hwc(done.image), EnhanceInfo(done.ratio, "classic"), return_info)
     from dataclasses import replace
 
-    from darkraw.nn.denoiser import RawDenoiser
-    from darkraw.nn.enhance import enhance_mosaic
-    from darkraw.nn.infer import resolve_model
+    from darkraw.nn.enhance import enhance_mosaic, is_denoiser, load_network
     from darkraw.nn.rawdenoise import DenoisedResult, DenoiseOptions
     from darkraw.synth.noiselevel import load_noise_profiles
 
-    network = resolve_model(model)
+    network = load_network(model)
     source = None if isinstance(raw, np.ndarray) or meta.source != "LibRaw" else raw
-    if not isinstance(network, RawDenoiser):
+    if not is_denoiser(network):
         if strength is not None or denoise is not None:
             raise ValueError("strength= and denoise= are for the raw denoiser, not a SID model")
         result = enhance_mosaic(mosaic, meta, network, ratio, inference=inference)

@@ -8,9 +8,10 @@ are imported only when a network is asked for, so the classic method starts fast
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from tqdm import tqdm
 
@@ -42,7 +43,8 @@ from darkraw.raw.fileio import (
 from darkraw.raw.rawio import BARE_EXTENSIONS, RAW_EXTENSIONS, BareMosaicSpec, RawImage, read_raw
 
 if TYPE_CHECKING:
-    from darkraw.nn.infer import InferenceOptions, Network, NetworkResult
+    from darkraw.nn.enhance import AnyNetwork as Network
+    from darkraw.nn.infer import InferenceOptions, NetworkResult
     from darkraw.nn.rawdenoise import DenoisedResult, DenoiseOptions
     from darkraw.synth.noiselevel import NoiseDatabase
 
@@ -161,31 +163,52 @@ def enhance_file(
         ValueError: the file does not fit the model (X-Trans file, Bayer model, or the reverse).
     """
     raw = read_raw(path, bare)
-    result: ClassicResult | NetworkResult | DenoisedResult
-    if model is None:
-        result = run_classic(raw.mosaic, raw.meta, options)
-    else:
-        from darkraw.nn.enhance import enhance_mosaic
+    result = _render(raw, options, model, inference, denoise, database)
+    _write(output, raw, result, options.gamma, jpeg_quality)
+    return result
 
-        source = raw.path if raw.meta.source == "LibRaw" else None
-        result = enhance_mosaic(
-            raw.mosaic,
-            raw.meta,
-            model,
-            options.ratio,
-            inference=inference,
-            denoise=denoise,
-            source=source,
-            database=database,
-        )
+
+def _render(
+    raw: RawImage,
+    options: ClassicOptions,
+    model: Network | None,
+    inference: InferenceOptions | None,
+    denoise: DenoiseOptions | None,
+    database: NoiseDatabase | None,
+) -> ClassicResult | NetworkResult | DenoisedResult:
+    """The picture of a file read (:func:`enhance_file`'s middle step)."""
+    if model is None:
+        return run_classic(raw.mosaic, raw.meta, options)
+    from darkraw.nn.enhance import enhance_mosaic
+
+    source = raw.path if raw.meta.source == "LibRaw" else None
+    return enhance_mosaic(
+        raw.mosaic,
+        raw.meta,
+        model,
+        options.ratio,
+        inference=inference,
+        denoise=denoise,
+        source=source,
+        database=database,
+    )
+
+
+def _write(
+    output: str | Path,
+    raw: RawImage,
+    result: ClassicResult | NetworkResult | DenoisedResult,
+    gamma: GammaCurve,
+    jpeg_quality: int,
+) -> None:
+    """Write a result with its source's metadata (:func:`enhance_file`'s last step)."""
     from_file = raw.meta.source == "LibRaw" and raw.path is not None
     capture = read_source_metadata(raw.path) if from_file and raw.path else None
     if Path(output).suffix.lower() == DNG_EXTENSION:
-        _write_dng_output(Path(output), raw, result, options.gamma, capture)
+        _write_dng_output(Path(output), raw, result, gamma, capture)
     else:
         tags = output_tags(capture, raw.meta)
         write_image(output, result.image, tags, jpeg_quality=jpeg_quality)
-    return result
 
 
 def _write_dng_output(
@@ -223,6 +246,7 @@ def enhance_batch(
     denoise: DenoiseOptions | None = None,
     noise_profiles: str | Path | None = None,
     jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+    device: str = "auto",
 ) -> BatchReport:
     """Enhance many files; a bad file is reported and the batch goes on.
 
@@ -248,6 +272,8 @@ def enhance_batch(
             ISOs it does not know (and every file when ``None``) get the noise estimated from
             the frame itself.
         jpeg_quality: 1 to 100, for JPEG outputs.
+        device: where the raw denoiser runs in ONNX Runtime: ``auto`` (a GPU where
+            onnxruntime-gpu sees one), ``cpu`` or ``cuda``.
 
     Raises:
         ValueError: a JPEG quality outside 1..100.
@@ -259,11 +285,10 @@ def enhance_batch(
         raise ValueError(f"JPEG quality must be 1 to 100, got {jpeg_quality}")
     network, database, name = None, None, ""
     if model is not None:
-        from darkraw.nn.denoiser import RawDenoiser
-        from darkraw.nn.infer import resolve_model
+        from darkraw.nn.enhance import is_denoiser, load_network
         from darkraw.synth.noiselevel import load_noise_profiles
 
-        network = resolve_model(model)
+        network = load_network(model, device=device)
         name = (
             model
             if isinstance(model, str)
@@ -271,7 +296,7 @@ def enhance_batch(
             if isinstance(model, Path)
             else type(network).__name__
         )
-        if isinstance(network, RawDenoiser) and noise_profiles is not None:
+        if is_denoiser(network) and noise_profiles is not None:
             database = load_noise_profiles(noise_profiles)
     given = list(inputs)
     scan: InputScan = scan_inputs(given, input_extensions(bare is not None), output)
@@ -283,44 +308,99 @@ def enhance_batch(
         return report
     targets = plan_outputs(files, output, fmt)
     prepare_outputs(targets, output, overwrite)
+    pairs = list(zip(files, targets, strict=True))
     bar = tqdm(
-        list(zip(files, targets, strict=True)),
+        pairs,
         desc="enhance",
         unit="file",
         disable=(not progress) if progress is not None else None,
     )
     # Messages go through the bar while it is drawn, so they do not tear it.
     emit = log if bar.disable else bar.write
+
+    def failed(src: Path, err: Exception) -> None:
+        if isinstance(err, DarkrawError):
+            report.failed.append((src, err.problem))
+            tqdm.write(f"darkraw: error: {err}", file=sys.stderr)
+        else:
+            report.failed.append((src, str(err) or type(err).__name__))
+            tqdm.write(f"darkraw: error: {src}: {err}", file=sys.stderr)
+
+    def compute(src: Path) -> tuple[RawImage, ClassicResult | NetworkResult | DenoisedResult]:
+        raw = read_raw(src, bare)
+        return raw, _render(raw, options, network, inference, denoise, database)
+
+    todo = [src for src, dst in pairs if overwrite or not dst.exists()]
+    position = {src: i for i, src in enumerate(todo)}
+    # The next file is read and computed while this one's output is written (PNG compression
+    # and LibRaw release the GIL, and so does the network between its tiles). Outputs are
+    # written here, in the main thread, where Ctrl-C and SIGTERM arrive, so that an interrupted
+    # write still removes its partial file; a computation in flight is simply abandoned.
+    jobs = {todo[0]: _Background(compute, todo[0])} if todo else {}
     for src, dst in bar:
-        if dst.exists() and not overwrite:
+        if src not in jobs:
             report.skipped.append(dst)
             emit(f"{dst}: exists, skipped (use --overwrite to replace it)")
             continue
+        job = jobs.pop(src)
+        following = position[src] + 1
         try:
-            result = enhance_file(
-                src,
-                dst,
-                options,
-                bare,
-                model=network,
-                inference=inference,
-                denoise=denoise,
-                database=database,
-                jpeg_quality=jpeg_quality,
-            )
-        except DarkrawError as err:
-            report.failed.append((src, err.problem))
-            tqdm.write(f"darkraw: error: {err}", file=sys.stderr)
+            raw, result = job.result()
+        except _FILE_ERRORS as err:
+            failed(src, err)
             continue
-        except (ValueError, MemoryError) as err:
-            report.failed.append((src, str(err) or type(err).__name__))
-            tqdm.write(f"darkraw: error: {src}: {err}", file=sys.stderr)
+        finally:
+            # Only once this file's computation is over: the network takes every core.
+            if following < len(todo) and job.done:
+                jobs[todo[following]] = _Background(compute, todo[following])
+        try:
+            _write(dst, raw, result, options.gamma, jpeg_quality)
+        except _FILE_ERRORS as err:
+            failed(src, err)
             continue
         report.written.append(dst)
         chosen = "auto " if options.ratio is None else ""
         emit(f"{src} -> {dst}  (ratio {chosen}{result.ratio:.1f}, {_describe(result, name)})")
     bar.close()
     return report
+
+
+#: What fails one file of a batch without stopping it.
+_FILE_ERRORS = (DarkrawError, ValueError, MemoryError)
+
+_T = TypeVar("_T")
+
+
+class _Background(Generic[_T]):
+    """``fn(*args)`` run in a daemon thread: one the interpreter does not wait for at exit, so
+    that an interrupted batch stops at once."""
+
+    def __init__(self, fn: Callable[..., _T], *args: Any) -> None:
+        self._done = threading.Event()
+        self._value: _T | None = None
+        self._error: BaseException | None = None
+        thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
+        thread.start()
+
+    def _run(self, fn: Callable[..., _T], args: tuple[Any, ...]) -> None:
+        try:
+            self._value = fn(*args)
+        except BaseException as err:  # handed to the thread that asks for the result
+            self._error = err
+        finally:
+            self._done.set()
+
+    @property
+    def done(self) -> bool:
+        """Whether the thread has finished (with a value or an exception)."""
+        return self._done.is_set()
+
+    def result(self) -> _T:
+        """The value, or the exception raised, once the thread is done."""
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return cast(_T, self._value)
 
 
 def _describe(result: ClassicResult | NetworkResult | DenoisedResult, model: str) -> str:

@@ -226,6 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: auto)",
     )
     enh.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="network: where it runs; auto takes an NVIDIA GPU where one is usable (the raw "
+        "denoiser through onnxruntime-gpu, the SID network through torch with CUDA) and the "
+        "CPU otherwise (default: auto)",
+    )
+    enh.add_argument(
         "--ensemble",
         type=_ensemble,
         default=None,
@@ -599,6 +607,9 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
                 precision=args.precision or base.precision,
             )
         else:
+            from darkraw.nn.runtime import require_torch
+
+            require_torch(f"the SID network ({model})")
             from darkraw.nn.infer import InferenceOptions
 
             _refuse(args, [*denoiser_flags, "--gamma"], "the raw denoiser (--model default)")
@@ -608,6 +619,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
                 overlap=defaults.overlap if args.overlap is None else args.overlap,
                 precision=args.precision or defaults.precision,
                 ensemble=args.ensemble or defaults.ensemble,
+                device=args.device,
             )
     report = enhance_batch(
         args.inputs,
@@ -621,6 +633,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
         denoise=denoise,
         noise_profiles=args.noise_profile,
         jpeg_quality=args.jpeg_quality,
+        device=args.device,
     )
     done = len(report.written) + len(report.skipped) + len(report.failed)
     if done > 1 or report.failed or report.hidden or report.in_output or report.ours:
@@ -802,12 +815,20 @@ _COMMANDS = {
 }
 
 
+#: Commands that train or score networks in torch, which ``pip install darkraw`` leaves out.
+_NEEDS_TORCH = frozenset({"train", "finetune", "evaluate", "experiment", "export-onnx"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 1 failed inputs, 2 usage, 130 after Ctrl-C,
     143 after SIGTERM)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command in _NEEDS_TORCH:
+            from darkraw.nn.runtime import require_torch
+
+            require_torch(f"darkraw {args.command}")
         with _terminate_as_interrupt(), _warnings_as_lines():
             code = _COMMANDS[args.command](args)
         # Inside the try: a closed pipe shows at this flush when the output fitted the buffer.

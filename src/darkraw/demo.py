@@ -8,8 +8,7 @@ from pathlib import Path
 
 from darkraw.classic.denoise import CLASSIC_EXTRA, Denoiser, denoiser_available
 from darkraw.classic.pipeline import ClassicOptions, run_classic
-from darkraw.nn.enhance import enhance_mosaic
-from darkraw.nn.infer import resolve_model
+from darkraw.nn.enhance import enhance_mosaic, load_network
 from darkraw.nn.modelfiles import DEFAULT_MODEL
 from darkraw.raw.figures import side_by_side
 from darkraw.raw.fileio import write_image
@@ -48,7 +47,7 @@ def run_demo(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     raw = read_raw(sample_path())
-    network = resolve_model(model)
+    network = load_network(model)
     before = run_classic(raw.mosaic, raw.meta, ClassicOptions(ratio=1.0, denoiser=Denoiser.NONE))
     denoiser = Denoiser.parse(denoiser)
     if denoiser is Denoiser.AUTO and not denoiser_available(denoiser):

@@ -1,0 +1,148 @@
+"""The raw denoiser in ONNX Runtime: equal to torch, exact tiles, refused files, the bundled
+export kept in step with its weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from darkraw.errors import CheckpointError, DarkrawError
+from darkraw.nn import runtime
+from darkraw.nn.denoiser import DenoiserConfig, RawDenoiser, box_mean
+from darkraw.nn.enhance import load_network
+from darkraw.nn.infer import save_model_file
+from darkraw.nn.modelfiles import bundled_model_path, bundled_onnx_path, json_entry, read_metadata
+from darkraw.nn.onnx_export import export_onnx
+from darkraw.nn.rawdenoise import DenoiseOptions, run_denoiser
+from darkraw.nn.runtime import OnnxDenoiser, load_onnx_denoiser
+
+TINY = DenoiserConfig(width=4, levels=3, mean_window=7)
+
+
+def trained_like(config: DenoiserConfig = TINY, seed: int = 0) -> RawDenoiser:
+    """A denoiser whose output layer is not zero (a fresh one returns its input unchanged)."""
+    model = RawDenoiser(config, torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        model.out.weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(seed + 1))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    model = trained_like()
+    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "tiny.onnx", weights_sha256="x")
+    return model, load_onnx_denoiser(path, device="cpu", expect_weights="x")
+
+
+def planes(shape, seed=0, channels=8):
+    x = np.random.default_rng(seed).random((channels, *shape), dtype=np.float32) * 0.4
+    x[4:] = 0.03
+    return x
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 9), (4, 4), (5, 6), (17, 8), (37, 53), (64, 40)])
+def test_onnx_runtime_equals_torch_at_every_size(exported, shape):
+    model, onnx = exported
+    x = planes(shape)
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(x)[None]).numpy()
+    got = onnx(x[None])
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_onnx_tiles_join_exactly(exported):
+    _, onnx = exported
+    x = planes((150, 170), seed=3)
+    whole = run_denoiser(onnx, x, DenoiseOptions(tile=0))
+    tiled = run_denoiser(onnx, x, DenoiseOptions(tile=96))
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+
+
+def test_onnx_and_torch_tiled_runs_agree(exported):
+    model, onnx = exported
+    x = planes((90, 120), seed=4)
+    a = run_denoiser(onnx, x, DenoiseOptions(tile=72))
+    b = run_denoiser(model, x, DenoiseOptions(tile=72, precision="fp32"))
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_numpy_box_mean_equals_torch():
+    x = np.random.default_rng(1).random((2, 3, 20, 13), dtype=np.float32)
+    expected = box_mean(torch.from_numpy(x), 9).numpy()
+    np.testing.assert_allclose(runtime.box_mean(x, 9), expected, atol=1e-6)
+
+
+def test_non_finite_output_is_an_error_naming_the_model(exported, monkeypatch):
+    _, onnx = exported
+    broken = OnnxDenoiser(onnx.config, onnx.path, {}, onnx.providers, onnx._session, "raw")
+    monkeypatch.setattr(
+        OnnxDenoiser, "raw_correction", lambda self, x: np.full_like(x[:, :4], np.nan)
+    )
+    from darkraw.errors import NetworkOutputError
+
+    with pytest.raises(NetworkOutputError, match=f"model {onnx.path} gives NaN"):
+        run_denoiser(broken, planes((16, 16)))
+
+
+def test_refused_files_are_one_line_errors(tmp_path, exported):
+    with pytest.raises(CheckpointError, match="no such ONNX model file"):
+        load_onnx_denoiser(tmp_path / "none.onnx")
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model at all")
+    with pytest.raises(CheckpointError, match="not a readable ONNX model") as err:
+        load_onnx_denoiser(garbage)
+    assert "\n" not in str(err.value)
+    _, onnx = exported
+    with pytest.raises(CheckpointError, match="exported from other weights"):
+        load_onnx_denoiser(onnx.path, expect_weights="y")
+    with pytest.raises(ValueError, match="device must be"):
+        load_onnx_denoiser(onnx.path, device="tpu")
+
+
+def test_a_sid_export_is_not_taken_for_a_denoiser(tmp_path):
+    from darkraw.nn.model import ModelConfig, build_model
+
+    path = export_onnx(build_model(ModelConfig(width=4, fc_hidden=8)), tmp_path / "sid.onnx")
+    with pytest.raises(CheckpointError, match="not a raw denoiser's config"):
+        load_onnx_denoiser(path)
+
+
+def test_cuda_without_a_cuda_provider_says_what_to_install(exported, monkeypatch):
+    _, onnx = exported
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(DarkrawError, match="onnxruntime-gpu"):
+        load_onnx_denoiser(onnx.path, device="cuda")
+
+
+def test_the_bundled_export_is_of_the_bundled_weights():
+    weights = bundled_model_path("default")
+    digest = json_entry(weights, read_metadata(weights), "sha256")
+    network = load_network("default", device="cpu")
+    assert isinstance(network, OnnxDenoiser)
+    assert network.path == bundled_onnx_path("default")
+    torch_net = load_onnx_denoiser(network.path, expect_weights=digest)
+    from darkraw.nn.infer import resolve_model
+
+    x = planes((40, 44), seed=5)
+    with torch.inference_mode():
+        expected = resolve_model("default")(torch.from_numpy(x)[None]).numpy()
+    np.testing.assert_allclose(torch_net(x[None]), expected, atol=1e-5)
+
+
+def test_a_stale_bundled_export_falls_back_to_torch(tmp_path, monkeypatch):
+    import darkraw.nn.modelfiles as modelfiles
+
+    weights = save_model_file(tmp_path / "denoiser_model.safetensors", trained_like(seed=7))
+    export_onnx(trained_like(seed=8), tmp_path / "denoiser_model.onnx", weights_sha256="old")
+    monkeypatch.setattr(modelfiles, "bundled_model_path", lambda name: weights)
+    import darkraw.nn.enhance as enhance
+
+    network = load_network("default")
+    assert isinstance(network, RawDenoiser)
+    monkeypatch.setattr(enhance, "torch_available", lambda: False)
+    with pytest.raises(CheckpointError, match="other weights"):
+        load_network("default")
