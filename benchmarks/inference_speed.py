@@ -30,9 +30,19 @@ x GHz x FLOP/cycle``.
 With ``--tolerance`` it measures instead how far tiled output is from whole-frame output
 (random-init networks of width 4 and 32, and a trained one given with ``--trained``).
 
+With ``--runtime`` it measures the default raw denoiser's paths (issue 24), each in a fresh child
+process, in one run: ``naive`` (the seed's SID network, whole frame, fp32 NCHW, the baseline),
+``denoiser_torch`` (the previous default: the bundled denoiser in torch, tiles of 512,
+``precision=auto``), ``denoiser_onnx`` (the new default: its ONNX export in ONNX Runtime, the
+default tiles), their executed GFLOP/s against the measured fp32 matmul peak and their peak RSS;
+then the whole command on a 12-megapixel DNG (median of ``--runs`` fresh processes) and a batch
+of 8 such files in one command (time per file, and how busy the cores were: user + system CPU
+time over wall time x cores). Results go to ``benchmarks/results/runtime_speed.json``.
+
 Usage:
     python benchmarks/inference_speed.py [--runs 3] [--only NAME ...] [--note TEXT]
     python benchmarks/inference_speed.py --tolerance [--trained CHECKPOINT]
+    python benchmarks/inference_speed.py --runtime [--runs 3]
 Results merge into benchmarks/results/inference_speed.json by configuration name, so the
 configurations can be measured in several sittings.
 """
@@ -304,6 +314,140 @@ def tiling_tolerance(trained: Path | None) -> dict[str, Any]:
     return out
 
 
+RUNTIME_RESULTS = ROOT / "benchmarks" / "results" / "runtime_speed.json"
+
+#: The raw denoiser's paths ``--runtime`` times (besides the SID ``naive`` pass).
+DENOISER_PATHS = ("denoiser_torch", "denoiser_onnx")
+
+
+def denoiser_child(name: str, runs: int) -> dict[str, Any]:
+    """Time one path of the bundled raw denoiser on a whole frame's input in this process."""
+    from darkraw.nn.denoiser_config import macs_per_packed_pixel, receptive_radius
+    from darkraw.nn.enhance import load_network
+    from darkraw.nn.inputs import denoiser_input
+    from darkraw.nn.rawdenoise import DenoiseOptions, run_denoiser
+    from darkraw.synth.noiselevel import RawNoise
+
+    if name == "denoiser_torch":
+        from darkraw.nn.infer import resolve_model
+
+        network: Any = resolve_model("default")
+        options = DenoiseOptions(tile=512)
+        reach = receptive_radius(network.config)
+    else:
+        network = load_network("default", device="cpu")
+        options = DenoiseOptions()
+        reach = receptive_radius(network.config) - network.config.mean_window // 2
+    config = network.config
+    grid = config.pad_multiple
+    overlap = options.overlap if options.overlap is not None else -(-reach // grid) * grid
+    noise = RawNoise((2e-3,) * 4, (1e-4,) * 4, "benchmark")
+    planes = np.clip(frame()[:4] * 0.3, 0, 1).astype(np.float32)
+    x = denoiser_input(planes, noise, with_map=config.noise_input == "map")
+    spans = [
+        tile_spans(n, options.tile, overlap, grid) if options.tile else [(0, n, 0, n)]
+        for n in PACKED
+    ]
+    padded = sum(
+        (-(-(y1 - y0) // grid) * grid) * (-(-(x1 - x0) // grid) * grid)
+        for y0, y1, _, _ in spans[0]
+        for x0, x1, _, _ in spans[1]
+    )
+    executed = 2 * macs_per_packed_pixel(config) * padded / 1e9
+    start = time.perf_counter()
+    run_denoiser(network, x, options)
+    warmup = time.perf_counter() - start
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run_denoiser(network, x, options)
+        times.append(time.perf_counter() - start)
+    return {
+        "runtime": type(network).__name__,
+        "tile": options.tile,
+        "overlap": overlap,
+        "warmup_s": warmup,
+        "times_s": times,
+        "median_s": statistics.median(times),
+        "executed_gflop": executed,
+        "useful_gflop": 2 * macs_per_packed_pixel(config) * PACKED[0] * PACKED[1] / 1e9,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def whole_command(runs: int, work: Path) -> dict[str, Any]:
+    """``darkraw enhance`` on one 12-megapixel DNG in fresh processes, and on a batch of 8."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from enhance_speed import dark_frame
+
+    source = dark_frame(work / "frame.dng")
+    times = []
+    for i in range(runs):
+        out = work / f"single_{i}.png"
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "darkraw", "enhance", str(source), "-o", str(out)],
+            check=True,
+            capture_output=True,
+        )
+        times.append(time.perf_counter() - start)
+    single_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    folder = work / "batch"
+    folder.mkdir()
+    for i in range(8):
+        os.link(source, folder / f"frame_{i}.dng")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "darkraw", "enhance", str(folder), "-o", str(work / "out")],
+        check=True,
+        capture_output=True,
+    )
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cores = len(os.sched_getaffinity(0))
+    return {
+        "single_times_s": times,
+        "single_median_s": statistics.median(times),
+        "single_peak_rss_mib": single_rss,
+        "batch_of_8_wall_s": wall,
+        "batch_per_file_s": wall / 8,
+        "batch_cpu_s": cpu,
+        "batch_cores_busy": cpu / (wall * cores),
+        "batch_peak_rss_mib": after.ru_maxrss / 1024,
+    }
+
+
+def runtime_benchmark(runs: int, note: str) -> None:
+    """Issue 24's figures in one run; see the module's docstring."""
+    import tempfile
+
+    results: dict[str, Any] = {"cpu": cpu_description(), "note": note, "runs": runs}
+    results["peak_fp32_matmul_gflops"] = matmul_gflops()
+    for name in ("naive", *DENOISER_PATHS):
+        print(f"{name} ...", file=sys.stderr, flush=True)
+        result = run_child(name, runs)
+        if "median_s" in result:
+            result["executed_gflops"] = result["executed_gflop"] / result["median_s"]
+            result["share_of_fp32_peak"] = (
+                result["executed_gflops"] / results["peak_fp32_matmul_gflops"]
+            )
+        results[name] = result
+        print(f"  {json.dumps(result)}", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory() as work:
+        print("whole command ...", file=sys.stderr, flush=True)
+        results["command"] = whole_command(runs, Path(work))
+    naive = results["naive"].get("median_s")
+    if naive:
+        results["command"]["speedup_vs_naive_sid_pass"] = (
+            naive / results["command"]["single_median_s"]
+        )
+    print(json.dumps(results, indent=2))
+    RUNTIME_RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {RUNTIME_RESULTS}", file=sys.stderr)
+
+
 def run_child(name: str, runs: int) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, __file__, "--child", name, "--runs", str(runs)],
@@ -329,10 +473,19 @@ def main() -> None:
     parser.add_argument(
         "--trained", type=Path, help="with --tolerance: a trained model file or checkpoint"
     )
-    parser.add_argument("--child", choices=sorted(SETUPS), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--runtime", action="store_true", help="the raw denoiser's runtimes and whole command"
+    )
+    parser.add_argument(
+        "--child", choices=sorted([*SETUPS, *DENOISER_PATHS]), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.runs)))
+        run = denoiser_child if args.child in DENOISER_PATHS else child
+        print(json.dumps(run(args.child, args.runs)))
+        return
+    if args.runtime:
+        runtime_benchmark(args.runs, args.note)
         return
 
     results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}

@@ -71,6 +71,7 @@ def enhance(
     inference: InferenceOptions | None = ...,
     denoise: DenoiseOptions | None = ...,
     classic: ClassicOptions | None = ...,
+    device: str = ...,
     return_info: Literal[False] = ...,
 ) -> np.ndarray: ...
 
@@ -91,6 +92,7 @@ def enhance(
     inference: InferenceOptions | None = ...,
     denoise: DenoiseOptions | None = ...,
     classic: ClassicOptions | None = ...,
+    device: str = ...,
     return_info: Literal[True],
 ) -> tuple[np.ndarray, EnhanceInfo]: ...
 
@@ -110,6 +112,7 @@ def enhance(
     inference: InferenceOptions | None = None,
     denoise: DenoiseOptions | None = None,
     classic: ClassicOptions | None = None,
+    device: str = "auto",
     return_info: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, EnhanceInfo]:
     """Enhance a dark raw photo.
@@ -145,6 +148,9 @@ def enhance(
         denoise: how the raw denoiser runs (strength, renderer, tone curve, tiles); defaults
             if ``None``.
         classic: the classic pipeline's settings (its ``ratio`` is replaced by ``ratio``).
+        device: where the raw denoiser runs in ONNX Runtime: ``auto`` (an NVIDIA GPU where
+            onnxruntime-gpu sees one), ``cpu`` or ``cuda`` (for a SID network, give
+            ``inference=InferenceOptions(device=...)``).
         return_info: also return an :class:`EnhanceInfo` saying what was chosen (the ratio,
             and the raw denoiser's noise level and strength).
 
@@ -192,7 +198,7 @@ def enhance(
     from darkraw.nn.rawdenoise import DenoisedResult, DenoiseOptions
     from darkraw.synth.noiselevel import load_noise_profiles
 
-    network = load_network(model)
+    network = load_network(model, device=device)
     source = None if isinstance(raw, np.ndarray) or meta.source != "LibRaw" else raw
     if not is_denoiser(network):
         if strength is not None or denoise is not None:
