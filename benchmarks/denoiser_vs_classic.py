@@ -22,7 +22,12 @@ photo itself. Methods, all at the true ratio:
   mosaic is put back into the original file, as it would be into a user's dark file).
 
 Scores on 8-bit images: PSNR, SSIM and the mean CIEDE2000 colour difference. The noise level the
-denoiser is told is estimated from each frame (no camera profile is used).
+denoiser is told is estimated from each frame (no camera profile is used). The denoiser corrects
+the black level as it does for a user's file (``DenoiseOptions.black_offset``); the frames carry
+their source's make and model, so no bundled calibration matches them. ``--camera-profile``
+plays a user whose camera is the calibrated group's: the denoiser is given that calibration's
+range of black-level offsets (``BlackOffsetRange.from_calibration``), and each row records the
+offset it subtracted.
 
 The demo crop (``--demo``): the bundled sample against LibRaw's rendering of the same clean crop
 of the HERO7 file.
@@ -31,6 +36,7 @@ Usage:
     python benchmarks/denoiser_vs_classic.py [--model default|PATH] [--sid sid|PATH]
         [--groups a_sony_x100,...] [--files ...] [--photos 6] [--seed 0] [--demo]
         [--out benchmarks/results/denoiser_vs_classic.json] [--images docs/images]
+        [--camera-profile]
     python benchmarks/denoiser_vs_classic.py --tables RESULT.json [RESULT.json ...]
 
 Groups can run in separate processes (``--groups``, each with its own ``--out``) and their
@@ -64,6 +70,7 @@ from darkraw.raw.rawio import (
     render_mosaic_with_libraw,
     render_with_libraw,
 )
+from darkraw.synth.noiselevel import BlackOffsetRange
 from darkraw.synth.simulate import SimulationConfig, simulate_dark
 from darkraw.synth.sources import collect_sources, unit_levels, unprocess_photo
 from darkraw.synth.unprocess import UnprocessConfig, sample_unprocess_params
@@ -168,6 +175,19 @@ def photo_frames(count: int, seed: int) -> list[Frame]:
 #: pipeline nor a camera-agnostic denoiser can know it).
 WITHOUT_BIAS = False
 
+#: ``--camera-profile``: the denoiser knows the calibrated groups' camera (its black offsets).
+CAMERA_PROFILE = False
+
+
+def black_range(group: str, dark: RawImage) -> BlackOffsetRange | None:
+    """The calibrated group's range of black offsets under ``--camera-profile``, else ``None``
+    (the denoiser's own choice for the file's camera)."""
+    simulation, _ = GROUPS[group]
+    if not CAMERA_PROFILE or simulation.model.value != "calibrated":
+        return None
+    span = dark.meta.white_level - float(np.mean(dark.meta.black_tile))
+    return BlackOffsetRange.from_calibration(simulation.profile(), span)
+
 
 def as_user_file(
     raw_lin: np.ndarray, meta: RawMetadata, group: str, seed: int, tmp: Path
@@ -232,7 +252,12 @@ def run_frame(
     times["sid"] = time.perf_counter() - start
     start = time.perf_counter()
     result = enhance_with_denoiser(
-        dark.mosaic, dark.meta, denoiser, ratio, DenoiseOptions(gamma=frame.gamma)
+        dark.mosaic,
+        dark.meta,
+        denoiser,
+        ratio,
+        DenoiseOptions(gamma=frame.gamma),
+        black_range=black_range(group, dark),
     )
     images["denoiser"], times["denoiser"] = result.image, time.perf_counter() - start
     start = time.perf_counter()
@@ -251,6 +276,8 @@ def run_frame(
         "classic_denoiser": classic.denoiser.value,
         "noise": result.noise.describe(),
     }
+    if CAMERA_PROFILE:
+        row["black_offset"] = list(result.black_offset)
     for method in ("classic", "sid", "denoiser", "denoiser_libraw"):
         image = images[method]
         if image.shape != frame.reference.shape:
@@ -376,9 +403,15 @@ def main() -> None:
         action="store_true",
         help="calibrated groups without ELD's colour bias (a black-level error, not noise)",
     )
+    parser.add_argument(
+        "--camera-profile",
+        action="store_true",
+        help="give the denoiser the calibrated groups' camera calibration (its black offsets)",
+    )
     args = parser.parse_args()
-    global WITHOUT_BIAS
+    global WITHOUT_BIAS, CAMERA_PROFILE
     WITHOUT_BIAS = args.no_colour_bias
+    CAMERA_PROFILE = args.camera_profile
     if args.tables:
         print(markdown([json.loads(Path(f).read_text()) for f in args.tables]))
         return
@@ -407,6 +440,7 @@ def main() -> None:
                     write_image(images / f"denoiser_{group}{tag}_{stem}.png", sheet)
     result: dict[str, object] = {
         "colour_bias": not args.no_colour_bias,
+        **({"camera_profile": True} if args.camera_profile else {}),
         "model": args.model,
         "sid": args.sid,
         "seed": args.seed,

@@ -77,3 +77,22 @@ def test_existing_outputs_are_skipped_between_computed_files(tmp_path):
     assert [p.name for p in report.skipped] == ["f1.png"]
     assert (out / "f1.png").read_bytes() == b"keep"
     assert "f1.png: exists, skipped" in lines[1]
+
+
+def test_a_black_offset_the_denoiser_takes_out_is_on_the_files_line(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    mosaic, meta = mosaic_from_rgb(smooth_scene(64, 96), "RGGB")
+    meta = meta.replace(black_tile=((64.0, 64.0), (64.0, 64.0)), white_level=16383.0)
+    scene = mosaic.astype(np.float64) / float(mosaic.max()) * (16383 - 64) * 0.002
+    rng = np.random.default_rng(0)
+    # The frame's black reads 1.5 DN below the file's black level, dark regions included.
+    dark = rng.poisson(scene) + rng.normal(0, 2, scene.shape) + 64 - 1.5
+    dark[:16] = rng.normal(0, 2, dark[:16].shape) + 64 - 1.5
+    write_dng(folder / "low.dng", np.clip(np.rint(dark), 0, 16383).astype(np.uint16), meta)
+    lines: list[str] = []
+    report = enhance_batch(
+        [folder], tmp_path / "out", log=lines.append, progress=False, model="default"
+    )
+    assert report.ok, report.failed
+    assert "black offset -" in lines[0]

@@ -410,7 +410,11 @@ def _describe(result: ClassicResult | NetworkResult | DenoisedResult, model: str
     from darkraw.nn.rawdenoise import DenoisedResult
 
     if isinstance(result, DenoisedResult):
-        return f"model {model}, strength {result.strength:g}, noise {result.noise.describe()}"
+        text = f"model {model}, strength {result.strength:g}, noise {result.noise.describe()}"
+        if any(result.black_offset):
+            offsets = "/".join(f"{v:.1f}" for v in result.black_offset)
+            text += f", black offset {offsets} DN (R/G1/B/G2)"
+        return text
     return f"model {model}"
 
 

@@ -12,7 +12,7 @@ from darkraw.nn.tiling import tile_spans
 from darkraw.raw.dng import write_dng
 from darkraw.raw.metadata import RawMetadata
 from darkraw.raw.rawio import read_raw
-from darkraw.synth.noiselevel import RawNoise
+from darkraw.synth.noiselevel import BlackOffsetRange, RawNoise, black_offset_range
 
 from conftest import mosaic_from_rgb, smooth_scene
 
@@ -188,3 +188,71 @@ def test_an_infinite_correction_is_an_error_naming_the_network():
     x = np.random.default_rng(0).random((8, 24, 24), dtype=np.float32)
     with pytest.raises(NetworkOutputError, match="NaN or infinite"):
         run_denoiser(net, x, FP32)
+
+
+def frame_with_black_patch(offset_dn=(0.0, 0.0, 0.0, 0.0), seed=0):
+    """A dark noisy RGGB frame (3 DN read noise) whose left quarter is black, with ``offset_dn``
+    added to the R, G1, B, G2 samples."""
+    mosaic, meta = scene_mosaic("RGGB", 96, 128, seed)
+    black = 512.0
+    lin = (mosaic.astype(np.float32) - black) / 20
+    lin[:, :32] = 0.0
+    rng = np.random.default_rng(seed)
+    noisy = lin + rng.normal(0.0, 3.0, lin.shape)
+    noisy[0::2, 0::2] += offset_dn[0]
+    noisy[0::2, 1::2] += offset_dn[1]
+    noisy[1::2, 1::2] += offset_dn[2]
+    noisy[1::2, 0::2] += offset_dn[3]
+    return (noisy + black).astype(np.float32), meta
+
+
+WIDE_RANGE = BlackOffsetRange((-20 / 16383,) * 4, (20 / 16383,) * 4, "test")
+
+
+def test_a_black_offset_is_measured_and_taken_out_of_the_output():
+    offset = (6.0, -4.0, 3.0, 0.0)
+    biased, meta = frame_with_black_patch(offset)
+    plain, _ = frame_with_black_patch()
+    options = DenoiseOptions(strength=0, renderer="darkraw")
+    out = enhance_with_denoiser(biased, meta, random_model(), 8.0, options, black_range=WIDE_RANGE)
+    np.testing.assert_allclose(out.black_offset, offset, atol=1.0)
+    off = DenoiseOptions(strength=0, renderer="darkraw", black_offset=False)
+    truth = enhance_with_denoiser(plain, meta, random_model(), 8.0, off)
+    assert truth.black_offset == (0.0,) * 4
+    # The DN written back (what LibRaw renders and a DNG stores) carry no offset: within the
+    # estimate's error (1 DN) times the ratio.
+    error = (out.mosaic_dn - truth.mosaic_dn)[:, 32:]
+    assert np.abs(error.mean()) < 8.0
+    kept = enhance_with_denoiser(biased, meta, random_model(), 8.0, off)
+    assert np.abs((kept.mosaic_dn - truth.mosaic_dn)[0::2, 32::2].mean() - 8 * 6.0) < 8.0
+
+
+def test_without_a_calibration_only_black_read_low_is_corrected():
+    biased, meta = frame_with_black_patch((5.0, 5.0, -1.5, -1.5))
+    out = enhance_with_denoiser(biased, meta, random_model(), 8.0, DenoiseOptions(strength=0))
+    assert out.black_offset[:2] == (0.0, 0.0)
+    np.testing.assert_allclose(out.black_offset[2:], -1.5, atol=1.0)
+
+
+def test_a_calibrated_camera_takes_its_calibrations_range():
+    biased, meta = frame_with_black_patch((5.0, 5.0, 5.0, 5.0))
+    meta = meta.replace(make="SONY", model="ILCE-7SM2")
+    out = enhance_with_denoiser(biased, meta, random_model(), 8.0, DenoiseOptions(strength=0))
+    # The frame's black reads 5 DN high: above the calibration's mean, which is taken.
+    limits = black_offset_range("SONY", "ILCE-7SM2", meta.white_level - 512.0)
+    np.testing.assert_allclose(out.black_offset, np.array(limits.high) * 15871, atol=1e-3)
+
+
+@pytest.mark.parametrize("renderer", ["darkraw", "libraw"])
+def test_black_offset_off_is_the_measured_offset_of_zero(renderer):
+    biased, meta = frame_with_black_patch((4.0, 4.0, -3.0, -3.0))
+    off = DenoiseOptions(renderer=renderer, black_offset=False, precision="fp32")
+    nothing = BlackOffsetRange((0.0,) * 4, (0.0,) * 4, "none")
+    on = DenoiseOptions(renderer=renderer, precision="fp32")
+    a = enhance_with_denoiser(biased, meta, random_model(), 8.0, off, noise=NOISE)
+    b = enhance_with_denoiser(
+        biased, meta, random_model(), 8.0, on, noise=NOISE, black_range=nothing
+    )
+    assert a.black_offset == b.black_offset == (0.0,) * 4
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.mosaic_dn, b.mosaic_dn)

@@ -7,6 +7,7 @@ import pytest
 
 from darkraw.errors import DarkrawError
 from darkraw.synth import noiselevel
+from darkraw.synth.noise import load_profile
 from darkraw.synth.noiselevel import (
     NoiseDatabase,
     RawNoise,
@@ -457,3 +458,98 @@ def test_noise_for_frame_checks_the_planes_even_when_the_database_knows(database
     db = NoiseDatabase.load(database_file())
     with pytest.raises(ValueError, match="expected packed Bayer planes"):
         noise_for_frame(np.zeros((3, 16, 16)), "Sony", "ILCE-7M3", 100, db)
+
+
+# --- Black-level offset ------------------------------------------------------------------
+
+
+#: A dark 14-bit frame: 1 DN per electron, 3 DN of read noise; offsets of a few DN.
+DN = 1 / 16383
+READ_STD = 3 * DN
+TOLERANCE = READ_STD / 3
+
+
+def frame_with_black(offset, *, black_share=0.25, level=20 * DN, seed=0):
+    """Planes of a smooth scene at ``level`` and above, with the left ``black_share`` of the frame
+    black, Poisson-Gaussian noise, and ``offset`` (shares of white) added per plane."""
+    shot, read = DN, READ_STD**2
+    rng = np.random.default_rng(seed)
+    clean = level + 0.5 * level * (1 + smooth_scene(128, 128, seed)[[0, 1, 2, 1]])
+    clean[:, :, : int(128 * black_share)] = 0.0
+    noisy = clean + rng.normal(0.0, 1.0, clean.shape) * np.sqrt(shot * clean + read)
+    return (noisy + np.asarray(offset)[:, None, None]).astype(np.float32)
+
+
+WIDE = noiselevel.BlackOffsetRange((-0.01,) * 4, (0.01,) * 4, "test")
+
+
+def test_black_offset_recovers_a_known_offset_per_plane():
+    offset = (4 * DN, -2 * DN, 1 * DN, 0.0)
+    found = noiselevel.estimate_black_offset(frame_with_black(offset), WIDE)
+    np.testing.assert_allclose(found, offset, atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_black_offset_of_a_frame_without_bias_is_zero(seed):
+    found = noiselevel.estimate_black_offset(frame_with_black((0.0,) * 4, seed=seed), WIDE)
+    np.testing.assert_allclose(found, 0.0, atol=TOLERANCE)
+
+
+def test_a_frame_with_no_black_is_changed_by_at_most_the_bound():
+    planes = frame_with_black((0.0,) * 4, black_share=0.0)
+    assert min(noiselevel.measure_black_level(planes)) > 15 * DN  # the scene's own dark level
+    for limits in (
+        noiselevel.BlackOffsetRange.fixed(),
+        noiselevel.BlackOffsetRange.fixed(3.0, lower_only=False),
+    ):
+        found = noiselevel.estimate_black_offset(planes, limits)
+        assert found == limits.high
+
+
+def test_default_range_corrects_only_black_read_low():
+    low = noiselevel.estimate_black_offset(frame_with_black((-1 * DN,) * 4))
+    np.testing.assert_allclose(low, -1 * DN, atol=TOLERANCE)
+    assert noiselevel.estimate_black_offset(frame_with_black((1 * DN,) * 4)) == (0.0,) * 4
+    far = noiselevel.estimate_black_offset(frame_with_black((-10 * DN,) * 4))
+    assert far == (-noiselevel.DEFAULT_OFFSET_BOUND_DN / noiselevel.OFFSET_DN_WHITE,) * 4
+
+
+@pytest.mark.parametrize(
+    ("make", "model", "name"),
+    [
+        ("SONY", "ILCE-7SM2", "SonyA7S2"),
+        ("NIKON CORPORATION", "NIKON D850", "NikonD850"),
+        ("Canon", "Canon EOS 5D Mark IV", "CanonEOS5D4"),
+        ("Canon", "Canon EOS REBEL T5i", "CanonEOS700D"),
+        ("GoPro", "HERO7 Black", None),
+        ("Sony", "ILCE-7M3", None),
+        (None, "NIKON D850", None),
+    ],
+)
+def test_calibrated_camera_matches_make_and_model(make, model, name):
+    profile = noiselevel.calibrated_camera(make, model)
+    assert (profile.name if profile else None) == name
+
+
+def test_calibration_range_runs_from_the_lowest_bias_to_the_mean():
+    limits = noiselevel.black_offset_range("SONY", "ILCE-7SM2", 16383.0)
+    rows = np.asarray(load_profile("SonyA7S2").color_bias) / 16383.0
+    np.testing.assert_allclose(limits.low, rows.min(axis=0))
+    np.testing.assert_allclose(limits.high, rows.mean(axis=0))
+    assert limits.source == "SonyA7S2 calibration"
+    # A frame with no black takes the mean; one whose black reads low, its own level.
+    assert (
+        noiselevel.estimate_black_offset(frame_with_black((0.0,) * 4, black_share=0), limits)
+        == limits.high
+    )
+    found = noiselevel.estimate_black_offset(frame_with_black((-1.2 * DN,) * 4), limits)
+    np.testing.assert_allclose(found, -1.2 * DN, atol=TOLERANCE)
+
+
+def test_black_offset_range_checks_its_values():
+    with pytest.raises(ValueError, match="above high"):
+        noiselevel.BlackOffsetRange((0.1,) * 4, (0.0,) * 4, "x")
+    with pytest.raises(ValueError, match="4 finite"):
+        noiselevel.BlackOffsetRange((0.0,) * 3, (0.0,) * 4, "x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="expected packed Bayer planes"):
+        noiselevel.estimate_black_offset(np.zeros((3, 16, 16), dtype=np.float32))

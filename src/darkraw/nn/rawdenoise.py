@@ -47,11 +47,18 @@ from darkraw.errors import NetworkOutputError
 from darkraw.nn.denoiser_config import receptive_radius
 from darkraw.nn.inputs import denoiser_input, denoiser_planes
 from darkraw.nn.precision import Precision
-from darkraw.nn.runtime import OnnxDenoiser
+from darkraw.nn.runtime import OnnxDenoiser, box_mean
 from darkraw.nn.tiling import tile_spans
 from darkraw.raw.metadata import RawMetadata
 from darkraw.raw.rawio import LIBRAW_BT709_GAMMA, LIBRAW_MIN_SIDE, render_mosaic_with_libraw
-from darkraw.synth.noiselevel import NoiseDatabase, RawNoise, noise_for_frame
+from darkraw.synth.noiselevel import (
+    BlackOffsetRange,
+    NoiseDatabase,
+    RawNoise,
+    black_offset_range,
+    estimate_black_offset,
+    noise_for_frame,
+)
 
 if TYPE_CHECKING:
     from darkraw.nn.denoiser import RawDenoiser
@@ -106,6 +113,10 @@ class DenoiseOptions:
             ``fp32``; ONNX Runtime runs fp32.
         threads: CPU threads for torch during the run; 0 keeps torch's setting (ONNX Runtime's
             are set when its model is loaded, :func:`~darkraw.nn.runtime.load_onnx_denoiser`).
+        black_offset: measure each plane's black-level offset from the frame's darkest regions
+            and subtract it before amplifying
+            (:func:`~darkraw.synth.noiselevel.estimate_black_offset`); ``False`` trusts the
+            file's black level as it is.
     """
 
     strength: float = 1.0
@@ -115,6 +126,7 @@ class DenoiseOptions:
     overlap: int | None = None
     precision: Precision = Precision.AUTO
     threads: int = 0
+    black_offset: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "renderer", Renderer.parse(self.renderer))
@@ -151,6 +163,8 @@ class DenoisedResult:
             by it).
         mosaic_dn: the clean, amplified mosaic in the file's DN and layout (black level
             included, clipped to the white level): what a DNG writer would store.
+        black_offset: the black-level offset subtracted from each plane (R, G1, B, G2) before
+            amplifying, in the file's DN (zeros when not measured).
     """
 
     image: np.ndarray
@@ -158,6 +172,7 @@ class DenoisedResult:
     noise: RawNoise
     strength: float
     mosaic_dn: np.ndarray
+    black_offset: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
 
 def run_denoiser(
@@ -177,13 +192,31 @@ def run_denoiser(
     grid = model.config.pad_multiple
     overlap = options.overlap
     if overlap is None:
-        overlap = math.ceil(receptive_radius(model.config) / grid) * grid
+        reach = receptive_radius(model.config)
+        if isinstance(model, OnnxDenoiser):
+            # The local mean is removed once over the whole frame, not per tile (below).
+            reach -= model.config.mean_window // 2
+        overlap = math.ceil(reach / grid) * grid
     if options.tile and (overlap % grid or options.tile % grid):
         raise ValueError(f"tile and overlap must be multiples of {grid} for this network")
     if options.tile and options.tile < 2 * overlap + grid:
         raise ValueError(f"tile {options.tile} leaves no centre after margins of {overlap}")
     _, h, w = x.shape
     out = np.empty((p, h, w), dtype=np.float32)
+    if isinstance(model, OnnxDenoiser):
+        # Tiles give the correction before its local mean; removing the mean once from the
+        # whole frame's is exact (as one whole-frame pass) with margins that need not cover the
+        # mean's window, and costs one pass over the frame instead of one per tile.
+        for y0, y1, ky0, ky1 in tile_spans(h, options.tile, overlap, grid):
+            for x0, x1, kx0, kx1 in tile_spans(w, options.tile, overlap, grid):
+                y = model.raw_correction(np.ascontiguousarray(x[None, :, y0:y1, x0:x1]))[0]
+                out[:, ky0:ky1, kx0:kx1] = y[:, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
+        if model.config.mean_window:
+            out -= box_mean(out, model.config.mean_window)
+        out += x[:p]
+        if not np.isfinite(out).all():
+            raise _broken(model)
+        return out
     with _window_runner(model, options) as run:
         for y0, y1, ky0, ky1 in tile_spans(h, options.tile, overlap, grid):
             for x0, x1, kx0, kx1 in tile_spans(w, options.tile, overlap, grid):
@@ -194,20 +227,10 @@ def run_denoiser(
 
 @contextlib.contextmanager
 def _window_runner(
-    model: RawDenoiser | OnnxDenoiser, options: DenoiseOptions
+    model: RawDenoiser, options: DenoiseOptions
 ) -> Iterator[Callable[[np.ndarray], np.ndarray]]:
-    """A function from a ``(1, C, h, w)`` window to its ``(1, P, h, w)`` clean planes, checked
-    for NaN and infinity, in whichever runtime holds ``model``."""
-    if isinstance(model, OnnxDenoiser):
-
-        def checked(window: np.ndarray) -> np.ndarray:
-            y = model(window)
-            if not np.isfinite(y).all():
-                raise _broken(model)
-            return y
-
-        yield checked
-        return
+    """A function from a ``(1, C, h, w)`` window to its ``(1, P, h, w)`` clean planes in torch,
+    checked for NaN and infinity."""
     import torch
 
     from darkraw.nn.infer import finite_only, torch_threads
@@ -247,6 +270,7 @@ def enhance_with_denoiser(
     source: str | Path | None = None,
     noise: RawNoise | None = None,
     database: NoiseDatabase | None = None,
+    black_range: BlackOffsetRange | None = None,
 ) -> DenoisedResult:
     """Denoise a raw mosaic in its raw space and render it.
 
@@ -260,7 +284,11 @@ def enhance_with_denoiser(
         source: the file the mosaic came from (LibRaw renders from it); ``None`` for a bare
             mosaic, which LibRaw renders through a temporary DNG.
         noise: the frame's noise before amplification; ``None`` looks it up in ``database`` or
-            estimates it from the frame.
+            estimates it from the frame (after the black-level offset is taken out).
+        black_range: the black-level offsets the camera may carry; ``None``: its bundled
+            calibration's when ``meta`` names a calibrated camera, otherwise black read low by
+            at most :data:`~darkraw.synth.noiselevel.DEFAULT_OFFSET_BOUND_DN` DN of 14 bits
+            (:func:`~darkraw.synth.noiselevel.black_offset_range`).
 
     Raises:
         ValueError: an X-Trans mosaic (the denoiser is for Bayer), or a bad ratio.
@@ -270,12 +298,24 @@ def enhance_with_denoiser(
             "the raw denoiser handles Bayer files; for X-Trans use the SID network (model "
             "'sid') or the classic pipeline"
         )
-    if ratio is None:
-        ratio = auto_ratio(subtract_black_level(mosaic_dn, meta))
-    elif not (ratio > 0 and math.isfinite(ratio)):
+    if ratio is not None and not (ratio > 0 and math.isfinite(ratio)):
         raise ValueError(f"ratio must be a positive number, got {ratio}")
     view = rggb_view(mosaic_dn, meta)
     planes = denoiser_planes(view.mosaic, view.meta, 1.0)
+    offset = np.zeros(4, dtype=np.float32)
+    if options.black_offset and min(planes.shape[1:]) >= MIN_ESTIMATE_SIDE:
+        if black_range is None:
+            span = float(meta.white_level) - float(np.mean(meta.black_tile))
+            black_range = black_offset_range(meta.make, meta.model, span)
+        offset = np.asarray(estimate_black_offset(planes, black_range), dtype=np.float32)
+        # What is clipped at white stays white.
+        planes = np.where(planes >= 1, planes, planes - offset[:, None, None])
+    if ratio is None:
+        raw_lin = subtract_black_level(mosaic_dn, meta)
+        if offset.any():
+            per_plane = np.broadcast_to(offset[:, None, None], planes.shape)
+            raw_lin = raw_lin - _mosaic_of(per_plane, view)
+        ratio = auto_ratio(raw_lin)
     if noise is None and min(planes.shape[1:]) < MIN_ESTIMATE_SIDE:
         # Too few samples to measure the noise: the frame is passed through undenoised.
         noise = RawNoise((0.0,) * 4, (0.0,) * 4, "frame too small to measure its noise")
@@ -303,12 +343,34 @@ def enhance_with_denoiser(
         noise=amplified,
         strength=options.strength,
         mosaic_dn=mosaic_out,
+        black_offset=_offset_dn(offset, view.meta),
     )
 
 
+def _mosaic_of(planes: np.ndarray, view: Any) -> np.ndarray:
+    """RGGB planes back to the file's layout and size."""
+    mosaic: np.ndarray = view.undo(unpack(planes, view.meta)[None])[0]
+    return mosaic
+
+
+def _offset_dn(offset: np.ndarray, view_meta: RawMetadata) -> tuple[float, float, float, float]:
+    """Per-plane offsets (shares of white) in DN of the RGGB view's planes."""
+    black = np.asarray(view_meta.black_tile, dtype=np.float64)
+    span = float(view_meta.white_level) - np.array(
+        [black[0, 0], black[0, 1], black[1, 1], black[1, 0]]
+    )
+    dn = [round(float(v), 3) for v in offset.astype(np.float64) * span]
+    return dn[0], dn[1], dn[2], dn[3]
+
+
 def _mosaic_dn(clean: np.ndarray, view: Any, meta: RawMetadata) -> np.ndarray:
-    """Clean RGGB planes (white 1) back to a mosaic of the file: its layout, size and DN."""
-    linear = view.undo(unpack(clean, view.meta)[None])[0]
+    """Clean RGGB planes (white 1) back to a mosaic of the file: its layout, size and DN.
+
+    The planes are measured from the file's black level, less any black-level offset already
+    taken out of them, so the file's black level is where their zero goes: the offset stays out
+    of the mosaic LibRaw renders and a DNG stores.
+    """
+    linear = _mosaic_of(clean, view)
     black = black_level_map(meta)
     out: np.ndarray = black + linear * (np.float32(meta.white_level) - black)
     return out

@@ -37,6 +37,7 @@ import numpy as np
 
 from darkraw.classic.filters import box_mean, filter2d, max_filter
 from darkraw.errors import DarkrawError
+from darkraw.synth.noise import NoiseProfile, load_profile
 
 Quad = tuple[float, float, float, float]
 Triple = tuple[float, float, float]
@@ -636,3 +637,174 @@ def load_noise_profiles(spec: str | Path) -> NoiseDatabase:
             )
         spec = found
     return NoiseDatabase.load(spec)
+
+
+# --- Black-level offset ----------------------------------------------------------------------
+
+#: White level of the DN that black-offset bounds are given in when no calibration says: a
+#: 14-bit sensor's, the scale of ELD's calibrations.
+OFFSET_DN_WHITE = 16383.0
+
+#: Largest black-level offset corrected without a camera calibration, in DN of a 14-bit sensor
+#: (:data:`OFFSET_DN_WHITE`). Only a black that reads *below* the file's black level is corrected
+#: then: no scene is darker than black, so that offset is certain, where a dark level above it
+#: may be the scene's own (measured: lowering it by even 1 DN cost 0.9 dB on unbiased frames at
+#: x100, ``docs/model-card.md``).
+DEFAULT_OFFSET_BOUND_DN = 2.0
+
+#: Side of the blocks whose levels measure a plane's dark level, in packed pixels.
+_BLACK_BLOCK = 8
+#: How many of the darkest blocks (by the selection half of their samples) are averaged.
+_BLACK_DARKEST = 4
+
+#: Bundled ELD calibrations (:mod:`darkraw.synth.noise`) by the camera's make and model as raw
+#: files name them (matched ignoring case, whitespace and a leading make).
+CALIBRATED_CAMERAS: dict[tuple[str, str], str] = {
+    ("sony", "ilce-7sm2"): "SonyA7S2",
+    ("nikon", "d850"): "NikonD850",
+    ("canon", "eos5dmarkiv"): "CanonEOS5D4",
+    ("canon", "eos70d"): "CanonEOS70D",
+    ("canon", "eos700d"): "CanonEOS700D",
+    ("canon", "eosrebelt5i"): "CanonEOS700D",
+    ("canon", "eoskissx7i"): "CanonEOS700D",
+}
+
+
+@dataclass(frozen=True)
+class BlackOffsetRange:
+    """The black-level offsets a frame may carry, per packed plane (R, G1, B, G2), as a share of
+    white (normalised raw: black 0, white 1).
+
+    Attributes:
+        low, high: the offset :func:`estimate_black_offset` gives is the frame's measurement
+            clipped to ``[low, high]`` in each plane.
+        source: where the range comes from, for people.
+    """
+
+    low: tuple[float, float, float, float]
+    high: tuple[float, float, float, float]
+    source: str
+
+    def __post_init__(self) -> None:
+        for name in ("low", "high"):
+            values = tuple(float(v) for v in getattr(self, name))
+            if len(values) != 4 or not all(math.isfinite(v) and abs(v) < 1 for v in values):
+                raise ValueError(f"{name} must be 4 finite shares of white, got {values}")
+            object.__setattr__(self, name, values)
+        if any(lo > hi for lo, hi in zip(self.low, self.high, strict=True)):
+            raise ValueError(f"low {self.low} above high {self.high}")
+
+    @classmethod
+    def fixed(
+        cls, bound_dn: float = DEFAULT_OFFSET_BOUND_DN, *, lower_only: bool = True
+    ) -> BlackOffsetRange:
+        """No calibration: black read low by at most ``bound_dn`` DN of a 14-bit sensor is
+        corrected (``lower_only``), or an offset of at most ``bound_dn`` either way."""
+        bound = float(bound_dn) / OFFSET_DN_WHITE
+        high = 0.0 if lower_only else bound
+        what = "below black" if lower_only else "either way"
+        return cls((-bound,) * 4, (high,) * 4, f"at most {bound_dn:g} DN of 14 bits {what}")
+
+    @classmethod
+    def from_calibration(cls, profile: NoiseProfile, span_dn: float) -> BlackOffsetRange:
+        """A calibrated camera's range: from the lowest of its measured colour biases up to
+        their mean, per plane.
+
+        The frame's darkest level is an upper bound of its offset (the scene adds light, never
+        takes it away): below the calibration's mean it is taken, above it the mean is (ELD's
+        biases are drawn one row per frame, whatever the gain, so their mean is the best guess
+        a frame with no black allows).
+
+        Args:
+            profile: the camera's calibration (:func:`darkraw.synth.noise.load_profile`).
+            span_dn: the file's white level less its black level, DN.
+        """
+        if not (math.isfinite(span_dn) and span_dn > 0):
+            raise ValueError(f"span_dn must be a positive number, got {span_dn}")
+        rows = np.asarray(profile.color_bias, dtype=np.float64) / float(span_dn)
+        low, mean = rows.min(axis=0), rows.mean(axis=0)
+        return cls(
+            (low[0], low[1], low[2], low[3]),
+            (mean[0], mean[1], mean[2], mean[3]),
+            f"{profile.name} calibration",
+        )
+
+
+def calibrated_camera(make: str | None, model: str | None) -> NoiseProfile | None:
+    """The bundled ELD calibration of this camera (:data:`CALIBRATED_CAMERAS`), or ``None``."""
+    if not make or not model:
+        return None
+    make_key, model_key = _key(make), _key(model)
+    for (maker, name), profile in CALIBRATED_CAMERAS.items():
+        if maker in make_key and _without_prefix(model_key, maker) == name:
+            return load_profile(profile)
+    return None
+
+
+def black_offset_range(make: str | None, model: str | None, span_dn: float) -> BlackOffsetRange:
+    """The offsets a file of this camera may carry: its calibration's
+    (:meth:`BlackOffsetRange.from_calibration`) when it is one of the bundled cameras, otherwise
+    :meth:`BlackOffsetRange.fixed`."""
+    profile = calibrated_camera(make, model)
+    if profile is None:
+        return BlackOffsetRange.fixed()
+    return BlackOffsetRange.from_calibration(profile, span_dn)
+
+
+def estimate_black_offset(
+    planes: np.ndarray,
+    limits: BlackOffsetRange | None = None,
+    *,
+    block: int = _BLACK_BLOCK,
+    darkest: int = _BLACK_DARKEST,
+) -> tuple[float, float, float, float]:
+    """The black-level offset of each plane: its darkest level, clipped to ``limits``.
+
+    A plane's darkest level is the mean level (middle half of the samples) of its darkest
+    blocks: blocks are chosen by one half of their samples (even columns) and measured on the
+    other (odd columns), so that the noise that makes a block look darkest does not lower its
+    measured level. Noise is zero-mean, so in a region with no light this is the black-level
+    offset; where the scene has no black it is an upper bound (offset plus the scene's darkest
+    level), which is why it is clipped.
+
+    Args:
+        planes: ``(4, h, w)`` float normalised raw (black 0, white 1, not amplified).
+        limits: the range of offsets allowed; ``None``: :meth:`BlackOffsetRange.fixed`.
+        block: side of the blocks, packed pixels (even; smaller for smaller planes).
+        darkest: how many of the darkest blocks are averaged.
+
+    Returns:
+        The offset of each plane, as a share of white: what to subtract from it.
+    """
+    measured = measure_black_level(planes, block=block, darkest=darkest)
+    limits = BlackOffsetRange.fixed() if limits is None else limits
+    out = [min(max(m, lo), hi) for m, lo, hi in zip(measured, limits.low, limits.high, strict=True)]
+    return out[0], out[1], out[2], out[3]
+
+
+def measure_black_level(
+    planes: np.ndarray, *, block: int = _BLACK_BLOCK, darkest: int = _BLACK_DARKEST
+) -> tuple[float, float, float, float]:
+    """The level of each plane's darkest region (see :func:`estimate_black_offset`), unclipped."""
+    _check_planes(planes)
+    _, h, w = planes.shape
+    b = max(2, min(block, h, w) // 2 * 2)
+    nby, nbx = h // b, w // b
+    out = []
+    for plane in np.asarray(planes, dtype=np.float32):
+        blocks = plane[: nby * b, : nbx * b].reshape(nby, b, nbx, b).transpose(0, 2, 1, 3)
+        blocks = blocks.reshape(nby * nbx, b, b)
+        select = _central_mean(blocks[:, :, 0::2].reshape(nby * nbx, -1))
+        measure = _central_mean(blocks[:, :, 1::2].reshape(nby * nbx, -1))
+        k = min(darkest, select.size)
+        chosen = np.argpartition(select, k - 1)[:k]
+        out.append(float(np.mean(measure[chosen])))
+    return out[0], out[1], out[2], out[3]
+
+
+def _central_mean(samples: np.ndarray) -> np.ndarray:
+    """The mean of the middle half of each row (not quantised as a median of whole DN is)."""
+    n = samples.shape[1]
+    ordered = np.sort(samples, axis=1)
+    middle: np.ndarray = ordered[:, n // 4 : n - n // 4].mean(axis=1)
+    return middle
