@@ -91,3 +91,18 @@ def test_importing_darkraw_loads_neither_torch_nor_opencv():
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_simulate_and_info_run_without_torch_or_opencv(tmp_path):
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    gradient = np.linspace(0, 255, 48 * 64 * 3).reshape(48, 64, 3).astype(np.uint8)
+    Image.fromarray(gradient).save(photo)
+    done = run_without_extras(["simulate", str(photo), "-o", str(tmp_path / "pairs")], tmp_path)
+    assert done.returncode == 0, done.stderr
+    dark = sorted((tmp_path / "pairs").rglob("*.dng"))
+    assert dark
+    done = run_without_extras(["info", str(dark[0])], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "mean level" in done.stdout
