@@ -101,3 +101,44 @@ def test_tukey_variance_matches_samples():
 def test_config_refuses_bad_values(changes):
     with pytest.raises(ValueError):
         DenoisePairConfig(**changes)
+
+
+def test_told_factor_scales_the_told_noise_within_its_range_and_nothing_else(photo_folder):
+    plain = pairs(photo_folder, told_error=0.0)
+    wide = pairs(photo_folder, told_error=0.0, told_factor=(1.5, 2.0), told_factor_fraction=1.0)
+    for i in range(6):
+        a, b = plain[i], wide[i]
+        torch.testing.assert_close(a["input"][:4], b["input"][:4])  # the same noisy planes
+        torch.testing.assert_close(a["target"], b["target"])  # and the same clean target
+        factor = b["input"][4:] / a["input"][4:]
+        assert float(factor.min()) >= 1.5 - 1e-4 and float(factor.max()) <= 2.0 + 1e-4
+        assert float(factor.max() - factor.min()) < 1e-4  # one factor for the whole map
+
+
+def test_told_factor_off_draws_nothing_so_old_configs_make_the_same_pairs(photo_folder):
+    a, b = pairs(photo_folder), pairs(photo_folder, told_factor=(2.0, 3.0))
+    for i in (0, 5, 9):
+        torch.testing.assert_close(a[i]["input"], b[i]["input"])
+
+
+def test_told_factor_spares_validation_items(photo_folder):
+    files = sorted(photo_folder.glob("*.png"))
+    config = DenoisePairConfig(crop=CROP, told_factor=(2.0, 2.5), told_factor_fraction=1.0)
+    val = DenoisePairs(files, config, seed=3, length=4, train=False)
+    plain = DenoisePairs(files, DenoisePairConfig(crop=CROP), seed=3, length=4, train=False)
+    torch.testing.assert_close(val[1]["input"], plain[1]["input"])
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"told_factor": (0.0, 2.0)},
+        {"told_factor": (2.0, 1.0)},
+        {"told_factor": (1.0, math.inf)},
+        {"told_factor_fraction": 1.5},
+        {"told_factor_fraction": -0.1},
+    ],
+)
+def test_bad_told_factors_are_refused(changes):
+    with pytest.raises(ValueError, match="told_factor"):
+        DenoisePairConfig(**changes)

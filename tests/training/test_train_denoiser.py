@@ -11,8 +11,11 @@ from darkraw.nn.infer import load_model
 from darkraw.nn.modelfiles import model_arch
 from darkraw.training.train_denoiser import (
     DenoiserTrainConfig,
+    coarse_penalty,
     denoiser_loss,
+    forward_parts,
     learning_rate,
+    removed_mean_penalty,
     render_planes_torch,
     train_denoiser,
 )
@@ -142,3 +145,88 @@ def test_threads_are_bounded_naming_the_key(photo_folder, tmp_path, threads):
         tiny(photo_folder, tmp_path, threads=threads)
     with pytest.raises(ValueError, match="threads must be from 0 to 1024"):
         from_dict(TrainConfig, {"threads": threads})
+
+
+def test_low_frequency_penalties_are_zero_for_a_perfect_output_and_positive_otherwise():
+    target = torch.rand(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    batch = {"target": target, "gains": torch.ones(2, 3), "matrix": torch.eye(3).expand(2, 3, 3)}
+    zero = torch.zeros_like(target)
+    assert float(coarse_penalty(target, target, 4)) == 0.0
+    assert float(removed_mean_penalty(zero)) == 0.0
+    loss = denoiser_loss(target, batch, 0.25, removed=zero, mean_weight=1.0, coarse_weight=1.0)
+    assert float(loss) == 0.0
+    shifted = target + 0.01
+    assert float(coarse_penalty(shifted, target, 4)) == pytest.approx(0.01, rel=1e-3)
+    assert float(removed_mean_penalty(zero + 0.02)) == pytest.approx(0.02)
+    with_mean = denoiser_loss(target, batch, 0.25, removed=zero - 0.02, mean_weight=0.5)
+    assert float(with_mean) == pytest.approx(0.01)
+    # Fine grain with a zero block mean costs the coarse term (almost) nothing.
+    grain = torch.tensor([[0.01, -0.01], [-0.01, 0.01]]).repeat(8, 8)
+    assert float(coarse_penalty(target + grain, target, 4)) < 1e-6
+    assert float(coarse_penalty(target + grain, target, 1)) == pytest.approx(0.01, rel=1e-3)
+    with pytest.raises(ValueError, match="removed mean"):
+        denoiser_loss(target, batch, 0.25, mean_weight=1.0)
+
+
+def test_forward_parts_gives_the_networks_output_and_the_removed_mean():
+    from darkraw.nn.denoiser import DenoiserConfig, box_mean, build_denoiser
+
+    net = build_denoiser(DenoiserConfig(width=4, levels=2, mean_window=5))
+    torch.nn.init.normal_(net.out.weight, std=0.1)
+    torch.nn.init.constant_(net.out.bias, 0.3)
+    x = torch.rand(1, 8, 20, 20, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        output, removed = forward_parts(net, x)
+    assert removed is not None
+    with torch.no_grad():
+        torch.testing.assert_close(output, net(x))
+        torch.testing.assert_close(removed, box_mean(net.raw_correction(x), 5))
+    assert float(removed.mean()) == pytest.approx(0.3, abs=0.1)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"mean_weight": -1.0}, "mean_weight"),
+        ({"coarse_weight": float("nan")}, "coarse_weight"),
+        ({"coarse_pool": 0}, "coarse_pool"),
+        ({"mean_weight": 0.1, "model": {"width": 4, "levels": 2, "mean_window": 0}}, "window"),
+    ],
+)
+def test_bad_low_frequency_settings_are_refused(photo_folder, tmp_path, changes, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(photo_folder, tmp_path, **changes)
+
+
+def test_a_run_with_the_phase_4_options_trains_and_resumes_exactly(photo_folder, tmp_path):
+    options = {
+        "mean_weight": 0.1,
+        "coarse_weight": 1.0,
+        "coarse_pool": 2,
+        "model": {"width": 4, "levels": 2, "mean_window": 5},
+        "pairs": {"crop": {"patch": 16}, "told_factor": [1.0, 2.5], "told_factor_fraction": 0.5},
+    }
+    train_denoiser(tiny(photo_folder, tmp_path / "a", steps=4, **options), progress=False)
+    config = tiny(photo_folder, tmp_path / "b", steps=4, **options)
+    train_denoiser(config, stop_after=2, progress=False)
+    train_denoiser(config, resume=True, progress=False)
+    a = load_model(tmp_path / "a" / "checkpoints" / "step_0000004.safetensors")
+    b = load_model(tmp_path / "b" / "checkpoints" / "step_0000004.safetensors")
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        torch.testing.assert_close(x, y, msg=name)
+
+
+def test_a_run_written_before_the_new_options_still_resumes(photo_folder, tmp_path):
+    import yaml
+
+    config = tiny(photo_folder, tmp_path / "run", steps=2)
+    train_denoiser(config, stop_after=1, progress=False)
+    cfg_file = tmp_path / "run" / "config.yaml"
+    old = yaml.safe_load(cfg_file.read_text())
+    for key in ("mean_weight", "coarse_weight", "coarse_pool"):
+        del old[key]
+    del old["pairs"]["told_factor"], old["pairs"]["told_factor_fraction"]
+    cfg_file.write_text(yaml.safe_dump(old, sort_keys=False))
+    assert train_denoiser(config, resume=True, progress=False).step == 2
+    with pytest.raises(OutputError, match="another config"):
+        train_denoiser(tiny(photo_folder, tmp_path / "run", steps=3), resume=True, progress=False)

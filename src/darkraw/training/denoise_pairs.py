@@ -17,7 +17,10 @@ unharmed). The clean frame is a photo unprocessed into raw (Brooks et al., CVPR 
 :class:`~darkraw.training.dataset.SyntheticPairs`' sources, seen as RGGB. The network is told
 the Poisson-Gaussian level of the noise it gets (its total variance, read, row and quantisation
 together), off by a random factor of about 20 %, as a frame's estimate or a camera's profile
-would be.
+would be. With ``told_factor_fraction`` > 0 a share of the pairs is told more than that: the
+standard deviation times a factor drawn log-uniformly from ``told_factor`` (e.g. 1-2.5), the
+target still the clean frame, so that a network told more noise than its input has (``--strength``
+above 1) smooths more instead of making artefacts it never saw in training.
 """
 
 from __future__ import annotations
@@ -61,7 +64,14 @@ class DenoisePairConfig:
             as on real sensors, where read noise in electrons falls with the analogue gain.
         bits: converter resolutions drawn from.
         clip_black_fraction: share of virtual cameras whose values are clipped at black.
-        told_error: standard deviation of the log of the factor the told noise level is off by.
+        told_error: standard deviation of the log of the factor the told noise level (its
+            variance) is off by.
+        told_factor: range of a further factor on the told noise's standard deviation, drawn
+            log-uniformly for a share ``told_factor_fraction`` of the pairs (the target stays
+            the clean frame): telling the network more noise than there is (``--strength``
+            above 1) then asks it to smooth more, as it was trained to.
+        told_factor_fraction: share of pairs told with a ``told_factor``; 0 (the default) draws
+            nothing, so pairs are exactly those of a config without it.
         target: clean ``(4, p, p)`` planes, amplified like the input.
     """
 
@@ -75,15 +85,17 @@ class DenoisePairConfig:
     bits: tuple[int, ...] = (10, 12, 14)
     clip_black_fraction: float = 0.3
     told_error: float = 0.2
+    told_factor: tuple[float, float] = (1.0, 1.0)
+    told_factor_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         low, high = self.ratios
         if not 1 <= low <= high or not math.isfinite(high):
             raise ValueError(f"ratios must be 1 <= low <= high, got {self.ratios}")
-        for name in ("calibrated_fraction", "clip_black_fraction"):
+        for name in ("calibrated_fraction", "clip_black_fraction", "told_factor_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("shot", "read_electrons"):
+        for name in ("shot", "read_electrons", "told_factor"):
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi or not math.isfinite(hi):
                 raise ValueError(f"{name} must be 0 < low <= high, got {(lo, hi)}")
@@ -203,6 +215,8 @@ class DenoisePairs(SyntheticPairs):
         if cfg.told_error > 0:
             factor = float(np.exp(rng.normal(0.0, cfg.told_error)))
             noise = noise.scaled(math.sqrt(factor))
+        if cfg.told_factor_fraction > 0 and self.train and rng.random() < cfg.told_factor_fraction:
+            noise = noise.scaled(_log_uniform(rng, *cfg.told_factor))
         meta = clean.meta
         gains = meta.wb_gains or (1.0, 1.0, 1.0)
         matrix = np.eye(3) if meta.rgb_cam is None else np.asarray(meta.rgb_cam)

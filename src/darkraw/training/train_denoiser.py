@@ -5,6 +5,12 @@ are rendered with the clean frame's white balance and colour matrix through the 
 (:func:`darkraw.nn.model.raw_tone`) and compared by L1, plus a smaller L1 in linear raw that
 keeps highlights and the G1/G2 balance anchored. In linear light an L1 loss spends itself on
 highlights while the picture's errors show in the shadows (the reasoning of SID's sRGB loss).
+Two optional terms keep the correction from carrying low-frequency content, which the rendered
+term misses in deep shadows (it clips below black, where a frame at 1-2 electrons a sample
+lies): ``mean_weight`` times the L1 size of the local mean that the network's mean window
+removes from its correction (:meth:`RawDenoiser.raw_correction`; ideally about zero, as the
+noise is zero-mean), and ``coarse_weight`` times L1 of the ``coarse_pool`` x ``coarse_pool``
+block means of (output - clean) in linear raw.
 Adam with a short warm-up and a cosine decay; batches of ``batch_size`` crops.
 
 A run lives in one folder: ``config.yaml``, ``log.jsonl`` (training loss per ``log_every``
@@ -38,7 +44,7 @@ from darkraw.nn.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from darkraw.nn.denoiser import DenoiserConfig, RawDenoiser, build_denoiser
+from darkraw.nn.denoiser import DenoiserConfig, RawDenoiser, box_mean, build_denoiser
 from darkraw.nn.model import raw_tone
 from darkraw.nn.precision import Precision, autocast_dtype
 from darkraw.raw.fileio import atomic_output
@@ -66,6 +72,11 @@ class DenoiserTrainConfig:
         lr, lr_final: Adam's rate after warm-up, and at the end of the cosine decay.
         warmup: steps of linear warm-up.
         raw_weight: weight of the linear-raw L1 term beside the rendered one.
+        mean_weight: weight of an L1 penalty on the local mean that the network's mean window
+            removes from its correction (linear raw; needs ``model.mean_window``); 0 is off.
+        coarse_weight: weight of L1 on the ``coarse_pool`` x ``coarse_pool`` block means of
+            (output - clean) in linear raw: the low-frequency error, blotches; 0 is off.
+        coarse_pool: side of those blocks, packed pixels.
         seed: seeds the weights and every pair.
         precision: ``auto`` (bf16 where fast), ``bf16`` or ``fp32``.
         threads: CPU threads for torch (0 keeps torch's choice).
@@ -91,6 +102,9 @@ class DenoiserTrainConfig:
     lr_final: float = 1e-5
     warmup: int = 200
     raw_weight: float = 0.25
+    mean_weight: float = 0.0
+    coarse_weight: float = 0.0
+    coarse_pool: int = 4
     seed: int = 0
     precision: Precision = Precision.AUTO
     threads: int = 0
@@ -115,6 +129,14 @@ class DenoiserTrainConfig:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if not self.lr > 0 or not self.lr_final > 0 or self.warmup < 0 or self.raw_weight < 0:
             raise ValueError("lr and lr_final must be > 0, warmup and raw_weight >= 0")
+        for name in ("mean_weight", "coarse_weight"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a number >= 0, got {value}")
+        if self.coarse_pool < 1:
+            raise ValueError(f"coarse_pool must be >= 1, got {self.coarse_pool}")
+        if self.mean_weight > 0 and not self.model.mean_window:
+            raise ValueError("mean_weight needs a network with a mean window (model.mean_window)")
         if self.workers < 0 or self.keep_every < 0:
             raise ValueError("workers and keep_every must be >= 0")
         if not 0 <= self.threads <= MAX_THREADS:
@@ -155,15 +177,62 @@ def render_planes_torch(
 
 
 def denoiser_loss(
-    output: torch.Tensor, batch: dict[str, torch.Tensor], raw_weight: float
+    output: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    raw_weight: float,
+    *,
+    removed: torch.Tensor | None = None,
+    mean_weight: float = 0.0,
+    coarse_weight: float = 0.0,
+    coarse_pool: int = 4,
 ) -> torch.Tensor:
-    """L1 after rendering, plus ``raw_weight`` times L1 in linear raw."""
+    """L1 after rendering, plus ``raw_weight`` times L1 in linear raw, plus the optional
+    low-frequency terms: ``mean_weight`` times :func:`removed_mean_penalty` of ``removed`` (the
+    local mean the mean window took out of the correction) and ``coarse_weight`` times
+    :func:`coarse_penalty`."""
     target = batch["target"]
     gains, matrix = batch["gains"], batch["matrix"]
     rendered = F.l1_loss(
         render_planes_torch(output, gains, matrix), render_planes_torch(target, gains, matrix)
     )
-    return rendered + raw_weight * F.l1_loss(output.float(), target)
+    loss = rendered + raw_weight * F.l1_loss(output.float(), target)
+    if mean_weight > 0:
+        if removed is None:
+            raise ValueError("mean_weight needs the removed mean of the correction")
+        loss = loss + mean_weight * removed_mean_penalty(removed)
+    if coarse_weight > 0:
+        loss = loss + coarse_weight * coarse_penalty(output, target, coarse_pool)
+    return loss
+
+
+def removed_mean_penalty(removed: torch.Tensor) -> torch.Tensor:
+    """Mean absolute value of the local mean removed from the correction (linear raw).
+
+    The mean window makes this part of the correction invisible to every other term, so without
+    a penalty it wanders (phase 3's later steps: 0.05 of white, three times the noise of a frame
+    at 1-2 electrons a sample) and its unevenness within the window leaks into the output as
+    blotches. An ideal correction's local mean is that of the noise, about zero."""
+    return removed.float().abs().mean()
+
+
+def coarse_penalty(output: torch.Tensor, target: torch.Tensor, pool: int) -> torch.Tensor:
+    """L1 of the ``pool`` x ``pool`` block means of ``output - target`` (linear raw; a partial
+    block at the edge is left out): the error at low frequencies, which a per-sample L1 weighs
+    little beside the fine grain and the rendered term does not see below black."""
+    error = output.float() - target.float()
+    if min(error.shape[-2:]) < pool:
+        return error.mean(dim=(-2, -1)).abs().mean()
+    return F.avg_pool2d(error, pool).abs().mean()
+
+
+def forward_parts(model: RawDenoiser, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``model(x)`` and the local mean its mean window removed from the correction (``None``
+    for a network without a window), in one pass: the output is exactly ``model(x)``'s."""
+    if not model.config.mean_window:
+        return model(x), None
+    raw = model.raw_correction(x)
+    removed = box_mean(raw, model.config.mean_window)
+    return x[:, : model.config.planes].float() + (raw - removed), removed
 
 
 @dataclass(frozen=True)
@@ -206,7 +275,7 @@ def _prepare_folder(out: Path, config: DenoiserTrainConfig, resume: bool) -> Non
     if out.is_dir() and any(out.iterdir()):
         if not cfg_file.is_file():
             raise OutputError(out, "not empty and not a darkraw run; give a new or empty folder")
-        if cfg_file.read_text() != text:
+        if cfg_file.read_text() != text and not _same_config(cfg_file, config):
             raise OutputError(out, "holds a run of another config; give a new or empty folder")
         if not resume:
             raise OutputError(out, "holds this run already; add --resume to continue it")
@@ -215,6 +284,17 @@ def _prepare_folder(out: Path, config: DenoiserTrainConfig, resume: bool) -> Non
     if not cfg_file.is_file():
         with atomic_output(cfg_file) as tmp:
             tmp.write_text(text)
+
+
+def _same_config(cfg_file: Path, config: DenoiserTrainConfig) -> bool:
+    """Whether a run folder's config file, written before later options existed (their keys
+    missing, so the text differs), resolves to ``config``."""
+    import yaml
+
+    try:
+        return load_denoiser_config(yaml.safe_load(cfg_file.read_text())) == config
+    except (ValueError, TypeError, yaml.YAMLError):
+        return False
 
 
 def train_denoiser(
@@ -291,9 +371,21 @@ def train_denoiser(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
         x = batch["input"].contiguous(memory_format=torch.channels_last)
+        removed = None
         with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
-            output = model(x)
-        loss = denoiser_loss(output, batch, config.raw_weight)
+            if config.mean_weight > 0:
+                output, removed = forward_parts(model, x)
+            else:
+                output = model(x)
+        loss = denoiser_loss(
+            output,
+            batch,
+            config.raw_weight,
+            removed=removed,
+            mean_weight=config.mean_weight,
+            coarse_weight=config.coarse_weight,
+            coarse_pool=config.coarse_pool,
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
@@ -408,10 +500,13 @@ __all__: Sequence[str] = [
     "TASK",
     "DenoiserSummary",
     "DenoiserTrainConfig",
+    "coarse_penalty",
     "denoiser_loss",
+    "forward_parts",
     "is_denoiser_task",
     "learning_rate",
     "load_denoiser_config",
+    "removed_mean_penalty",
     "render_planes_torch",
     "train_denoiser",
 ]
