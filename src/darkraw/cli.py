@@ -375,18 +375,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tune a trained network on real (SID-layout) pairs",
         description=(
             "Transfer learning: start from CHECKPOINT and train on a fraction of the real pairs "
-            "of a SID list (CONFIG sets data.kind: sid and the lists). Strategies: seed (the "
-            "seed's: re-initialise the two per-pixel FC layers, train everything), head (only "
-            "the FC layers, re-initialised), freeze-encoder, full."
+            "of a SID list (CONFIG sets data.kind: sid and the lists). For the SID network, "
+            "strategies: seed (the seed's: re-initialise the two per-pixel FC layers, train "
+            "everything), head (only the FC layers, re-initialised), freeze-encoder, full. For "
+            "the raw denoiser (CONFIG has task: denoise; it starts from the bundled default "
+            "unless --from says otherwise): full, head (only the output convolution), decoder "
+            "(the encoder frozen)."
         ),
     )
     ft.add_argument("config", metavar="CONFIG", help="YAML training config with data.kind: sid")
     ft.add_argument(
         "--from",
         dest="init_from",
-        required=True,
+        default=None,
         metavar="CHECKPOINT",
-        help="checkpoint to start from",
+        help=(
+            "checkpoint, model file or bundled model to start from (required for the SID "
+            "network; the raw denoiser's default: default)"
+        ),
     )
     ft.add_argument(
         "--fraction",
@@ -399,9 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ft.add_argument(
         "--strategy",
-        choices=["seed", "head", "freeze-encoder", "full"],
-        default="seed",
-        help="transfer strategy (default: seed)",
+        choices=["seed", "head", "freeze-encoder", "full", "decoder"],
+        default=None,
+        help="transfer strategy (default: seed for the SID network, full for the raw denoiser)",
     )
     ft.add_argument("--resume", action="store_true", help="continue a stopped fine-tuning run")
 
@@ -721,9 +727,43 @@ def _report_training(summary: TrainSummary) -> int:
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from darkraw.config import load_config
+    from darkraw.config import load_config, read_yaml
     from darkraw.training.train import DataKind, TrainConfig, Transfer, train
 
+    settings = read_yaml(args.config)
+    if isinstance(settings, dict) and settings.get("task") == "denoise":
+        from darkraw.training.train_denoiser import (
+            DenoiserTrainConfig,
+            finetune_config,
+            train_denoiser,
+        )
+
+        try:
+            denoiser_config = finetune_config(
+                load_config(DenoiserTrainConfig, args.config),
+                init_from=args.init_from or "default",
+                transfer=args.strategy or "full",
+                fraction=args.fraction,
+                per_ratio=args.per_ratio,
+                model_from_start="model" not in settings,
+            )
+        except ValueError as err:
+            raise ValueError(f"{args.config}: {err}") from None
+        summary = train_denoiser(denoiser_config, resume=args.resume)
+        scores = ", ".join(f"{k} {v:.2f}" for k, v in summary.val.items())
+        print(
+            f"{summary.out_dir}: step {summary.step}: loss {summary.last_loss:.4f}; "
+            f"{summary.steps_per_s:.2f} steps/s, peak RSS {summary.peak_rss_mib:.0f} MiB"
+            + (f"; {scores}" if scores else "")
+        )
+        return 0
+    if args.init_from is None:
+        raise ValueError("finetune of the SID network needs --from CHECKPOINT")
+    if args.strategy == "decoder":
+        raise ValueError(
+            "strategy decoder is the raw denoiser's; the SID network takes seed, head, "
+            "freeze-encoder or full"
+        )
     config = load_config(TrainConfig, args.config)
     data = config.data
     if data.kind is not DataKind.SID:
@@ -732,7 +772,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         data = replace(data, sid_fraction=args.fraction)
     if args.per_ratio is not None:
         data = replace(data, sid_per_ratio=args.per_ratio)
-    config = replace(config, data=data, init_from=args.init_from, transfer=Transfer(args.strategy))
+    strategy = Transfer(args.strategy or "seed")
+    config = replace(config, data=data, init_from=args.init_from, transfer=strategy)
     return _report_training(train(config, resume=args.resume))
 
 

@@ -300,27 +300,18 @@ def enhance_with_denoiser(
         )
     if ratio is not None and not (ratio > 0 and math.isfinite(ratio)):
         raise ValueError(f"ratio must be a positive number, got {ratio}")
-    view = rggb_view(mosaic_dn, meta)
-    planes = denoiser_planes(view.mosaic, view.meta, 1.0)
-    offset = np.zeros(4, dtype=np.float32)
-    if options.black_offset and min(planes.shape[1:]) >= MIN_ESTIMATE_SIDE:
-        if black_range is None:
-            span = float(meta.white_level) - float(np.mean(meta.black_tile))
-            black_range = black_offset_range(meta.make, meta.model, span)
-        offset = np.asarray(estimate_black_offset(planes, black_range), dtype=np.float32)
-        # What is clipped at white stays white.
-        planes = np.where(planes >= 1, planes, planes - offset[:, None, None])
+    prepared = prepare_frame(
+        mosaic_dn, meta, black_offset=options.black_offset, black_range=black_range
+    )
+    view, planes, offset = prepared.view, prepared.planes, prepared.offset
     if ratio is None:
         raw_lin = subtract_black_level(mosaic_dn, meta)
         if offset.any():
             per_plane = np.broadcast_to(offset[:, None, None], planes.shape)
             raw_lin = raw_lin - _mosaic_of(per_plane, view)
         ratio = auto_ratio(raw_lin)
-    if noise is None and min(planes.shape[1:]) < MIN_ESTIMATE_SIDE:
-        # Too few samples to measure the noise: the frame is passed through undenoised.
-        noise = RawNoise((0.0,) * 4, (0.0,) * 4, "frame too small to measure its noise")
-    elif noise is None:
-        noise = noise_for_frame(planes, meta.make, meta.model, meta.iso, database)
+    if noise is None:
+        noise = frame_noise(planes, meta, database)
     amplified = noise.amplified(float(ratio))
     told = amplified.scaled(options.strength)
     planes = np.minimum(planes * np.float32(ratio), np.float32(1.0))
@@ -345,6 +336,61 @@ def enhance_with_denoiser(
         mosaic_dn=mosaic_out,
         black_offset=_offset_dn(offset, view.meta),
     )
+
+
+@dataclass(frozen=True)
+class PreparedFrame:
+    """A mosaic as the raw denoiser sees it, before amplification (:func:`prepare_frame`).
+
+    Attributes:
+        view: the RGGB view of the mosaic (:func:`~darkraw.classic.pipeline.rggb_view`).
+        planes: ``(4, h, w)`` float32 R, G1, B, G2: black level and measured black offset
+            subtracted, white 1.
+        offset: ``(4,)`` the black offset subtracted from each plane, in shares of white.
+    """
+
+    view: Any
+    planes: np.ndarray
+    offset: np.ndarray
+
+
+def prepare_frame(
+    mosaic_dn: np.ndarray,
+    meta: RawMetadata,
+    *,
+    black_offset: bool = True,
+    black_range: BlackOffsetRange | None = None,
+) -> PreparedFrame:
+    """The first steps of :func:`enhance_with_denoiser`, shared with training on real pairs
+    (:mod:`darkraw.training.denoise_real`) so that the network learns from what it will see.
+
+    Args:
+        black_offset: measure and subtract each plane's black offset
+            (:func:`~darkraw.synth.noiselevel.estimate_black_offset`), within ``black_range``
+            (``None``: the range for the file's camera, :func:`black_offset_range`).
+    """
+    view = rggb_view(mosaic_dn, meta)
+    planes = denoiser_planes(view.mosaic, view.meta, 1.0)
+    offset = np.zeros(4, dtype=np.float32)
+    if black_offset and min(planes.shape[1:]) >= MIN_ESTIMATE_SIDE:
+        if black_range is None:
+            span = float(meta.white_level) - float(np.mean(meta.black_tile))
+            black_range = black_offset_range(meta.make, meta.model, span)
+        offset = np.asarray(estimate_black_offset(planes, black_range), dtype=np.float32)
+        # What is clipped at white stays white.
+        planes = np.where(planes >= 1, planes, planes - offset[:, None, None])
+    return PreparedFrame(view, planes, offset)
+
+
+def frame_noise(
+    planes: np.ndarray, meta: RawMetadata, database: NoiseDatabase | None = None
+) -> RawNoise:
+    """The noise of prepared planes (:func:`prepare_frame`) before amplification: from the
+    camera's profile in ``database``, else measured; zero for a frame too small to measure,
+    which the network then passes through undenoised."""
+    if min(planes.shape[1:]) < MIN_ESTIMATE_SIDE:
+        return RawNoise((0.0,) * 4, (0.0,) * 4, "frame too small to measure its noise")
+    return noise_for_frame(planes, meta.make, meta.model, meta.iso, database)
 
 
 def _mosaic_of(planes: np.ndarray, view: Any) -> np.ndarray:
@@ -379,7 +425,10 @@ def _mosaic_dn(clean: np.ndarray, view: Any, meta: RawMetadata) -> np.ndarray:
 __all__ = [
     "DenoiseOptions",
     "DenoisedResult",
+    "PreparedFrame",
     "Renderer",
     "enhance_with_denoiser",
+    "frame_noise",
+    "prepare_frame",
     "run_denoiser",
 ]

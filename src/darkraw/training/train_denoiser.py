@@ -18,10 +18,18 @@ steps, validation per ``val_every``) and ``checkpoints/step_NNNNNNN.safetensors`
 must be new, empty, or an earlier run of the same config; a stopped run continues with
 ``resume=True`` from its newest checkpoint and ends with the weights an uninterrupted run would
 have had (every pair is a function of its index, the learning rate of its step).
+
+Fine-tuning on one's own camera (``darkraw finetune``): with ``data.kind: sid`` the pairs are
+real, a dark short exposure and a bright long exposure of each scene named by SID's list files
+(:class:`~darkraw.training.denoise_real.RealDenoisePairs`, whose input is exactly what inference
+gives the network), and ``init_from`` names the network to start from; ``transfer`` says which of
+its weights train: ``full`` (all), ``head`` (only the output convolution ``out``) or ``decoder``
+(the encoder frozen).
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import time
@@ -50,10 +58,64 @@ from darkraw.nn.precision import Precision, autocast_dtype
 from darkraw.raw.fileio import atomic_output
 from darkraw.synth.sources import collect_sources
 from darkraw.training.denoise_pairs import DenoisePairConfig, DenoisePairs
-from darkraw.training.train import MAX_THREADS, peak_rss_mib, psnr, split_sources
+from darkraw.training.denoise_real import RealDenoisePairs, sid_pair_split
+from darkraw.training.train import MAX_THREADS, DataKind, peak_rss_mib, psnr, split_sources
 
 #: The ``task`` entry of a denoiser's training config (``darkraw train`` dispatches on it).
 TASK = "denoise"
+
+
+class DenoiserTransfer(enum.Enum):
+    """Which of the ``init_from`` weights train (the rest stay as loaded)."""
+
+    #: Every weight.
+    FULL = "full"
+    #: Only the output convolution ``out``.
+    HEAD = "head"
+    #: The decoder, its upsampling and the output convolution; the encoder is frozen.
+    DECODER = "decoder"
+
+
+#: Parameter-name prefixes that train under each strategy ("" is every parameter).
+_TRAINED = {
+    DenoiserTransfer.FULL: ("",),
+    DenoiserTransfer.HEAD: ("out.",),
+    DenoiserTransfer.DECODER: ("upsample.", "decoder.", "out."),
+}
+
+
+@dataclass(frozen=True)
+class DenoiserDataConfig:
+    """Where a denoiser's pairs come from.
+
+    Attributes:
+        kind: ``synthetic`` (simulated from the photos of ``train``, the default) or ``sid``
+            (real pairs from SID list files).
+        sid_train_list: SID list file of the training pairs (``kind: sid``).
+        sid_val_list: SID list file of validation pairs; "" holds out a ``val_fraction`` of
+            the training list's scenes instead.
+        sid_root: folder the lists' ``./Sony/...`` paths are relative to ("" guesses).
+        sid_fraction: deterministic share of the training pairs used; subsets are nested.
+        sid_per_ratio: instead, this many pairs per ratio (LED uses 2); 0 uses the fraction.
+        sid_cache: folder where each file's prepared planes are kept ("" keeps none).
+        augment: mirror and transpose training crops (as whole RGGB mosaics).
+    """
+
+    kind: DataKind = DataKind.SYNTHETIC
+    sid_train_list: str = ""
+    sid_val_list: str = ""
+    sid_root: str = ""
+    sid_fraction: float = 1.0
+    sid_per_ratio: int = 0
+    sid_cache: str = "runs/denoiser_sid_cache"
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", DataKind(self.kind))
+        if not 0 < self.sid_fraction <= 1 or self.sid_per_ratio < 0:
+            raise ValueError("sid_fraction must be in (0, 1] and sid_per_ratio >= 0")
+        if self.kind is DataKind.SID and not self.sid_train_list:
+            raise ValueError("data.kind sid needs data.sid_train_list")
 
 
 @dataclass(frozen=True)
@@ -88,6 +150,11 @@ class DenoiserTrainConfig:
             0 keeps only the newest.
         init_from: start from these weights (a checkpoint or model file of a denoiser of the
             same shape, or a bundled model's name); "" starts afresh.
+        data: where pairs come from: simulated from ``train`` (the default) or real SID pairs
+            (``data.kind: sid``; then ``train`` and ``pairs`` except ``pairs.crop.patch`` are
+            not used, and ``val_fraction`` holds out scenes when there is no validation list).
+        transfer: which weights train: ``full``, ``head`` (the output convolution) or
+            ``decoder`` (the encoder frozen); other than ``full`` needs ``init_from``.
     """
 
     task: str = TASK
@@ -116,9 +183,14 @@ class DenoiserTrainConfig:
     keep_checkpoints: int = 2
     keep_every: int = 0
     init_from: str = ""
+    data: DenoiserDataConfig = field(default_factory=DenoiserDataConfig)
+    transfer: DenoiserTransfer = DenoiserTransfer.FULL
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", Precision(self.precision))
+        object.__setattr__(self, "transfer", DenoiserTransfer(self.transfer))
+        if self.transfer is not DenoiserTransfer.FULL and not self.init_from:
+            raise ValueError(f"transfer {self.transfer.value} needs init_from (weights to keep)")
         if self.task != TASK:
             raise ValueError(f"task must be {TASK!r}, got {self.task!r}")
         if min(self.steps, self.batch_size, self.log_every, self.val_every) < 1:
@@ -314,12 +386,13 @@ def train_denoiser(
     out = Path(config.out_dir)
     _prepare_folder(out, config, resume)
     ckpt_dir = out / "checkpoints"
-    sources = collect_sources([Path(p) for p in config.train])
-    if not sources:
-        raise DarkrawError(None, f"no training sources found in {list(config.train)}")
-    train_files, val_files = split_sources(sources, config.val_fraction)
-    if not train_files or not val_files:
-        raise DarkrawError(None, f"{len(sources)} sources are too few to hold some out")
+    with_map = config.model.noise_input == "map"
+    data: DenoisePairs | RealDenoisePairs
+    val_data: DenoisePairs | RealDenoisePairs
+    if config.data.kind is DataKind.SID:
+        data, val_data = real_datasets(config, with_map=with_map)
+    else:
+        data, val_data = _synthetic_datasets(config, with_map=with_map)
     if config.threads:
         torch.set_num_threads(config.threads)
     device = torch.device("cpu")
@@ -338,22 +411,7 @@ def train_denoiser(
         if ckpt.optimizer_state is not None:
             optimizer.load_state_dict(ckpt.optimizer_state)
         start = ckpt.step
-    with_map = config.model.noise_input == "map"
-    data = DenoisePairs(
-        train_files,
-        config.pairs,
-        seed=config.seed,
-        length=config.steps * config.batch_size,
-        with_map=with_map,
-    )
-    val_data = DenoisePairs(
-        val_files,
-        replace(config.pairs, told_error=0.0),
-        seed=config.seed,
-        length=config.val_items,
-        train=False,
-        with_map=with_map,
-    )
+    freeze(model, config.transfer)
     loader = DataLoader(
         data,
         batch_sampler=_StepBatches(start, config.steps, config.batch_size),
@@ -419,6 +477,134 @@ def train_denoiser(
     )
 
 
+def _synthetic_datasets(
+    config: DenoiserTrainConfig, *, with_map: bool
+) -> tuple[DenoisePairs, DenoisePairs]:
+    """Pairs simulated from ``config.train``, a ``val_fraction`` of its files held out."""
+    sources = collect_sources([Path(p) for p in config.train])
+    if not sources:
+        raise DarkrawError(None, f"no training sources found in {list(config.train)}")
+    train_files, val_files = split_sources(sources, config.val_fraction)
+    if not train_files or not val_files:
+        raise DarkrawError(None, f"{len(sources)} sources are too few to hold some out")
+    data = DenoisePairs(
+        train_files,
+        config.pairs,
+        seed=config.seed,
+        length=config.steps * config.batch_size,
+        with_map=with_map,
+    )
+    val_data = DenoisePairs(
+        val_files,
+        replace(config.pairs, told_error=0.0),
+        seed=config.seed,
+        length=config.val_items,
+        train=False,
+        with_map=with_map,
+    )
+    return data, val_data
+
+
+def real_datasets(
+    config: DenoiserTrainConfig, *, with_map: bool = True
+) -> tuple[RealDenoisePairs, RealDenoisePairs]:
+    """Real training and validation pairs of a ``data.kind: sid`` config
+    (:func:`~darkraw.training.denoise_real.sid_pair_split`), crops of ``pairs.crop.patch``."""
+    data = config.data
+    train_pairs, val_pairs = sid_pair_split(
+        data.sid_train_list,
+        data.sid_val_list or None,
+        root=data.sid_root or None,
+        fraction=data.sid_fraction,
+        per_ratio=data.sid_per_ratio,
+        val_fraction=config.val_fraction,
+        val_items=config.val_items,
+        seed=config.seed,
+    )
+    patch = config.pairs.crop.patch
+    train = RealDenoisePairs(
+        train_pairs,
+        data.sid_cache or None,
+        patch=patch,
+        seed=config.seed,
+        length=config.steps * config.batch_size,
+        augment=data.augment,
+        with_map=with_map,
+    )
+    val = RealDenoisePairs(
+        val_pairs,
+        data.sid_cache or None,
+        patch=patch,
+        seed=config.seed,
+        train=False,
+        with_map=with_map,
+    )
+    return train, val
+
+
+def freeze(model: RawDenoiser, transfer: DenoiserTransfer) -> None:
+    """Let only the weights ``transfer`` trains take gradients (in place)."""
+    trained = _TRAINED[DenoiserTransfer(transfer)]
+    for name, param in model.named_parameters():
+        param.requires_grad = name.startswith(trained)
+
+
+def start_network(spec: str) -> RawDenoiser:
+    """The denoiser named by ``spec`` (a checkpoint, a model file or a bundled model's name).
+
+    Raises:
+        DarkrawError: it holds another network.
+    """
+    from darkraw.nn.infer import load_model
+    from darkraw.nn.modelfiles import model_source
+
+    start = load_model(model_source(spec))
+    if not isinstance(start, RawDenoiser):
+        raise DarkrawError(spec, "holds another network; the raw denoiser's training needs one")
+    return start
+
+
+def finetune_config(
+    config: DenoiserTrainConfig,
+    *,
+    init_from: str = "default",
+    transfer: DenoiserTransfer | str = DenoiserTransfer.FULL,
+    fraction: float | None = None,
+    per_ratio: int | None = None,
+    model_from_start: bool = True,
+) -> DenoiserTrainConfig:
+    """``config`` as ``darkraw finetune`` runs it: real pairs, starting from ``init_from``.
+
+    Args:
+        config: a config with ``data.kind: sid``.
+        init_from: the network to start from (the bundled ``default`` unless given).
+        transfer: ``full``, ``head`` or ``decoder``.
+        fraction, per_ratio: override ``data.sid_fraction`` / ``data.sid_per_ratio``.
+        model_from_start: take the network's shape (its mean window included) from
+            ``init_from``, so that a config need not repeat it.
+
+    Raises:
+        ValueError: not SID data, or a strategy that does not apply to this network.
+    """
+    if config.data.kind is not DataKind.SID:
+        raise ValueError("finetune needs data.kind: sid and SID list files")
+    try:
+        strategy = DenoiserTransfer(transfer)
+    except ValueError:
+        shown = getattr(transfer, "value", transfer)
+        choices = ", ".join(t.value for t in DenoiserTransfer)
+        raise ValueError(
+            f"strategy {shown} does not apply to the raw denoiser; use one of {choices}"
+        ) from None
+    data = config.data
+    if fraction is not None:
+        data = replace(data, sid_fraction=fraction)
+    if per_ratio is not None:
+        data = replace(data, sid_per_ratio=per_ratio)
+    model = start_network(init_from).config if model_from_start else config.model
+    return replace(config, data=data, init_from=init_from, transfer=strategy, model=model)
+
+
 def _start_from(model: RawDenoiser, spec: str) -> None:
     """Load a denoiser's weights of the same shape into ``model``."""
     from darkraw.nn.infer import load_model
@@ -434,7 +620,9 @@ def _start_from(model: RawDenoiser, spec: str) -> None:
     model.load_state_dict(start.state_dict())
 
 
-def validate(model: RawDenoiser, data: DenoisePairs, amp: torch.dtype | None) -> dict[str, float]:
+def validate(
+    model: RawDenoiser, data: DenoisePairs | RealDenoisePairs, amp: torch.dtype | None
+) -> dict[str, float]:
     """Mean PSNR on the validation items: raw (linear planes) and rendered, for the network's
     output and for the noisy input as it is."""
     model.eval()
@@ -498,15 +686,21 @@ def load_denoiser_config(data: dict[str, Any]) -> DenoiserTrainConfig:
 
 __all__: Sequence[str] = [
     "TASK",
+    "DenoiserDataConfig",
     "DenoiserSummary",
     "DenoiserTrainConfig",
+    "DenoiserTransfer",
     "coarse_penalty",
     "denoiser_loss",
+    "finetune_config",
     "forward_parts",
+    "freeze",
     "is_denoiser_task",
     "learning_rate",
     "load_denoiser_config",
+    "real_datasets",
     "removed_mean_penalty",
     "render_planes_torch",
+    "start_network",
     "train_denoiser",
 ]
