@@ -8,7 +8,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from darkraw.cli import main
+from darkraw.cli import build_parser, main
 from darkraw.raw.dng import write_dng
 from darkraw.raw.fileio import read_image
 from darkraw.synth.simulate import darken_mosaic
@@ -484,3 +484,15 @@ def test_two_inputs_with_one_name_are_refused_before_anything_is_written(
     err = capsys.readouterr().err
     assert f"{out / 'x.png'}: both {twins[0]} and {twins[1]} would be written here" in err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_strength_above_one_is_taken_up_to_the_bundled_models_limit(tmp_path, capsys):
+    from darkraw.nn.rawdenoise import MAX_STRENGTH
+
+    assert MAX_STRENGTH == 2.0
+    parser = build_parser()
+    args = parser.parse_args(["enhance", "x.dng", "-o", str(tmp_path), "--strength", "1.5"])
+    assert args.strength == 1.5
+    with pytest.raises(SystemExit):
+        parser.parse_args(["enhance", "x.dng", "-o", str(tmp_path), "--strength", "2.5"])
+    assert "strength must be from 0 to 2" in capsys.readouterr().err

@@ -130,7 +130,7 @@ def enhance(
         ratio: amplification (exposure ratio), from 1 to 10,000 (:data:`RATIO_RANGE`);
             ``None`` chooses one from the image (``return_info=True`` says which).
         strength: the raw denoiser's strength (0 leaves the frame as it is, 1 the measured
-            noise level and the most it takes); overrides ``denoise.strength``.
+            noise level, up to 2 to smooth more); overrides ``denoise.strength``.
         pattern: Bayer layout of a bare mosaic: ``RGGB``, ``BGGR``, ``GRBG`` or ``GBRG``.
         white_level: saturation level of a bare mosaic, DN.
         black_level: black level of a bare mosaic, DN (one value or four in the 2x2 tile's

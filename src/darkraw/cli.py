@@ -64,10 +64,12 @@ def _strength(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not 0 <= value <= 1:
+    from darkraw.nn.rawdenoise import MAX_STRENGTH
+
+    if not 0 <= value <= MAX_STRENGTH:
         raise argparse.ArgumentTypeError(
-            f"strength must be from 0 to 1 (the bundled denoiser makes artefacts in dark areas "
-            f"when told more noise than it measures), got {text!r}"
+            f"strength must be from 0 to {MAX_STRENGTH:g} (the bundled denoiser was trained "
+            f"told up to 2.5 times its noise), got {text!r}"
         )
     return value
 
@@ -248,9 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_strength,
         default=None,
         metavar="S",
-        help="raw denoiser: scales the noise level the network is told, 0 to 1: 0 leaves the "
-        "frame as it is, 1 is the measured level, lower keeps more grain (and detail) "
-        "(default: 1)",
+        help="raw denoiser: scales the noise level the network is told, 0 to 2: 0 leaves the "
+        "frame as it is, 1 is the measured level, lower keeps more grain (and detail), higher "
+        "smooths more (default: 1)",
     )
     enh.add_argument(
         "--render",

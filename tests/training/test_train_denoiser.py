@@ -172,7 +172,7 @@ def test_forward_parts_gives_the_networks_output_and_the_removed_mean():
     from darkraw.nn.denoiser import DenoiserConfig, box_mean, build_denoiser
 
     net = build_denoiser(DenoiserConfig(width=4, levels=2, mean_window=5))
-    torch.nn.init.normal_(net.out.weight, std=0.1)
+    torch.nn.init.normal_(net.out.weight, std=0.01, generator=torch.Generator().manual_seed(2))
     torch.nn.init.constant_(net.out.bias, 0.3)
     x = torch.rand(1, 8, 20, 20, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -230,3 +230,19 @@ def test_a_run_written_before_the_new_options_still_resumes(photo_folder, tmp_pa
     assert train_denoiser(config, resume=True, progress=False).step == 2
     with pytest.raises(OutputError, match="another config"):
         train_denoiser(tiny(photo_folder, tmp_path / "run", steps=3), resume=True, progress=False)
+
+
+def test_the_phase_4_config_loads_with_its_options_on_and_phase_3s_without():
+    from pathlib import Path
+
+    import yaml
+
+    from darkraw.training.train_denoiser import load_denoiser_config
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    phase4 = load_denoiser_config(yaml.safe_load((configs / "denoiser_phase4.yaml").read_text()))
+    assert phase4.mean_weight > 0 and phase4.coarse_weight > 0
+    assert phase4.pairs.told_factor_fraction > 0 and phase4.pairs.told_factor[1] >= 2.0
+    assert phase4.keep_every == 1000 and phase4.threads == 1 and phase4.workers == 1
+    phase3 = load_denoiser_config(yaml.safe_load((configs / "denoiser_default.yaml").read_text()))
+    assert phase3.mean_weight == phase3.coarse_weight == phase3.pairs.told_factor_fraction == 0

@@ -77,11 +77,13 @@ class Renderer(enum.Enum):
         return parse_choice(cls, value, "renderer")
 
 
-#: Largest strength. The bundled network was trained told its noise within about 10 % (of the
-#: standard deviation); told more, it smooths no more on bright flat frames and makes artefacts
-#: on dark ones (a flat frame at 0.02 of white, x100: 3.2 times strength 1's residual noise at
-#: 1.5, 9.3 times at 2). Stronger smoothing needs training told wider errors.
-MAX_STRENGTH = 1.0
+#: Largest strength. The bundled network (phase 4, ``docs/model-card.md``) was trained told its
+#: noise's standard deviation times 1-2.5 for half of its pairs, the target still the clean
+#: frame, so told more it smooths more without the artefacts phase 3's weights made: on flat
+#: frames at 1-3 electrons a sample (x100) strength 2 leaves 0.09-0.19 of the input's noise
+#: (strength 1: 0.07-0.09; phase 3's weights at 2: 0.28-0.68, with bright lines), at 16
+#: electrons less than strength 1 (0.09 against 0.13).
+MAX_STRENGTH = 2.0
 
 #: Smallest packed side whose noise :func:`~darkraw.synth.noiselevel.estimate_raw_noise` measures.
 MIN_ESTIMATE_SIDE = 8
@@ -96,9 +98,10 @@ class DenoiseOptions:
 
     Attributes:
         strength: scales the noise level the network is told (its standard deviation), 0 to
-            :data:`MAX_STRENGTH` (1): 0 leaves the frame as it is (the network is not run), 1
-            is the measured level; between them the noise left falls steadily (on flat frames,
-            0.5 leaves 1.9-3.9 times what 1 leaves), keeping more grain and detail.
+            :data:`MAX_STRENGTH` (2): 0 leaves the frame as it is (the network is not run), 1
+            is the measured level, above 1 smooths more; below 1 the noise left rises steadily
+            (on flat frames, 0.5 leaves 1.7-8 times what 1 leaves), keeping more grain and
+            detail.
         renderer: ``libraw`` (the default: it measured closer to the clean frames than
             darkraw's own rendering, ``docs/model-card.md``) or ``darkraw``; frames smaller
             than LibRaw renders (22 pixels a side) are rendered by darkraw.
