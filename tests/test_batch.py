@@ -1,14 +1,10 @@
-"""The batch overlaps one file's writing with the next file's computation, and still reports
-files in order, goes on past bad ones and writes in the main thread."""
+"""A batch reports files in order, goes on past bad ones, skips existing outputs and prints what
+the raw denoiser did to each file."""
 
 from __future__ import annotations
 
-import threading
-import time
-
 import numpy as np
 
-import darkraw.batch as batch
 from darkraw.batch import enhance_batch
 from darkraw.classic.denoise import Denoiser
 from darkraw.classic.pipeline import ClassicOptions
@@ -27,33 +23,6 @@ def dark_dngs(folder, count):
         dark, dark_meta = darken_mosaic(mosaic, meta, 20, np.random.default_rng(i))
         write_dng(folder / f"f{i}.dng", dark, dark_meta)
     return sorted(folder.iterdir())
-
-
-def test_the_next_file_is_computed_while_this_one_is_written(tmp_path, monkeypatch):
-    files = dark_dngs(tmp_path / "in", 3)
-    events: list[tuple[str, str, float]] = []
-    render, write = batch._render, batch._write
-
-    def slow_render(raw, *args):
-        events.append(("render start", raw.path.name, time.monotonic()))
-        return render(raw, *args)
-
-    def slow_write(dst, *args):
-        assert threading.current_thread() is threading.main_thread()
-        events.append(("write start", dst.name, time.monotonic()))
-        time.sleep(0.3)
-        write(dst, *args)
-        events.append(("write end", dst.name, time.monotonic()))
-
-    monkeypatch.setattr(batch, "_render", slow_render)
-    monkeypatch.setattr(batch, "_write", slow_write)
-    lines: list[str] = []
-    report = enhance_batch(files, tmp_path / "out", FAST, log=lines.append, progress=False)
-    assert [p.name for p in report.written] == ["f0.png", "f1.png", "f2.png"]
-    when = {(kind, name): t for kind, name, t in events}
-    assert when["render start", "f1.dng"] < when["write end", "f0.png"]
-    assert when["render start", "f2.dng"] < when["write end", "f1.png"]
-    assert [line.split(" -> ")[0] for line in lines] == [str(f) for f in files]
 
 
 def test_a_bad_file_in_the_middle_fails_alone_and_reports_in_order(tmp_path):

@@ -8,10 +8,9 @@ are imported only when a network is asked for, so the classic method starts fast
 from __future__ import annotations
 
 import sys
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -326,34 +325,14 @@ def enhance_batch(
             report.failed.append((src, str(err) or type(err).__name__))
             tqdm.write(f"darkraw: error: {src}: {err}", file=sys.stderr)
 
-    def compute(src: Path) -> tuple[RawImage, ClassicResult | NetworkResult | DenoisedResult]:
-        raw = read_raw(src, bare)
-        return raw, _render(raw, options, network, inference, denoise, database)
-
-    todo = [src for src, dst in pairs if overwrite or not dst.exists()]
-    position = {src: i for i, src in enumerate(todo)}
-    # The next file is read and computed while this one's output is written (PNG compression
-    # and LibRaw release the GIL, and so does the network between its tiles). Outputs are
-    # written here, in the main thread, where Ctrl-C and SIGTERM arrive, so that an interrupted
-    # write still removes its partial file; a computation in flight is simply abandoned.
-    jobs = {todo[0]: _Background(compute, todo[0])} if todo else {}
     for src, dst in bar:
-        if src not in jobs:
+        if dst.exists() and not overwrite:
             report.skipped.append(dst)
             emit(f"{dst}: exists, skipped (use --overwrite to replace it)")
             continue
-        job = jobs.pop(src)
-        following = position[src] + 1
         try:
-            raw, result = job.result()
-        except _FILE_ERRORS as err:
-            failed(src, err)
-            continue
-        finally:
-            # Only once this file's computation is over: the network takes every core.
-            if following < len(todo) and job.done:
-                jobs[todo[following]] = _Background(compute, todo[following])
-        try:
+            raw = read_raw(src, bare)
+            result = _render(raw, options, network, inference, denoise, database)
             _write(dst, raw, result, options.gamma, jpeg_quality)
         except _FILE_ERRORS as err:
             failed(src, err)
@@ -367,40 +346,6 @@ def enhance_batch(
 
 #: What fails one file of a batch without stopping it.
 _FILE_ERRORS = (DarkrawError, ValueError, MemoryError)
-
-_T = TypeVar("_T")
-
-
-class _Background(Generic[_T]):
-    """``fn(*args)`` run in a daemon thread: one the interpreter does not wait for at exit, so
-    that an interrupted batch stops at once."""
-
-    def __init__(self, fn: Callable[..., _T], *args: Any) -> None:
-        self._done = threading.Event()
-        self._value: _T | None = None
-        self._error: BaseException | None = None
-        thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
-        thread.start()
-
-    def _run(self, fn: Callable[..., _T], args: tuple[Any, ...]) -> None:
-        try:
-            self._value = fn(*args)
-        except BaseException as err:  # handed to the thread that asks for the result
-            self._error = err
-        finally:
-            self._done.set()
-
-    @property
-    def done(self) -> bool:
-        """Whether the thread has finished (with a value or an exception)."""
-        return self._done.is_set()
-
-    def result(self) -> _T:
-        """The value, or the exception raised, once the thread is done."""
-        self._done.wait()
-        if self._error is not None:
-            raise self._error
-        return cast(_T, self._value)
 
 
 def _describe(result: ClassicResult | NetworkResult | DenoisedResult, model: str) -> str:

@@ -192,7 +192,7 @@ def test_demo_renders_the_classic_pane_undenoised_without_the_extra(
         seen.append(options.denoiser)
         return run_classic(mosaic, meta, options)
 
-    monkeypatch.setattr(demo, "resolve_model", lambda model: model)
+    monkeypatch.setattr(demo, "load_network", lambda model: model)
     monkeypatch.setattr(demo, "enhance_mosaic", fake_enhance)
     monkeypatch.setattr(demo, "run_classic", fake_run_classic)
     with pytest.warns(demo.ClassicNotDenoisedWarning, match=r"darkraw\[classic\]"):
