@@ -108,6 +108,8 @@ class DenoiseOptions:
         gamma: tone curve of the picture (both renderers draw it): BT.709 by default, LibRaw's
             and the classic pipeline's, so the three render alike.
         tile: side of a tile window in packed pixels, a multiple of 8 (0: the whole frame).
+            1024 cuts a 12-Mpixel frame into 2x3 tiles: in ONNX Runtime 1.2-1.5x faster than
+            512 (fewer margins run twice) with a peak RSS of 1.16 GiB (1536: 1.6 GiB).
         overlap: margin cut from each tile where it meets another, a multiple of 8; ``None``
             (the default) takes the network's reach
             (:func:`~darkraw.nn.denoiser.receptive_radius`) rounded up to its pooling grid, so
@@ -125,7 +127,7 @@ class DenoiseOptions:
     strength: float = 1.0
     renderer: Renderer = Renderer.LIBRAW
     gamma: GammaCurve = GammaCurve.BT709
-    tile: int = 512
+    tile: int = 1024
     overlap: int | None = None
     precision: Precision = Precision.AUTO
     threads: int = 0
