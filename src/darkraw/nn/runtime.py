@@ -189,9 +189,6 @@ def load_onnx_denoiser(
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or cpu_threads()
     options.inter_op_num_threads = 1
-    # Spinning threads would steal the cores that read, render and write the other files of a
-    # batch while this one's network waits between tiles.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(path), options, providers=list(providers))
     except Exception as err:  # onnxruntime raises its own untyped errors for bad files
