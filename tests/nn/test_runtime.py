@@ -68,10 +68,12 @@ def test_onnx_and_torch_tiled_runs_agree(exported):
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_numpy_box_mean_equals_torch():
-    x = np.random.default_rng(1).random((2, 3, 20, 13), dtype=np.float32)
-    expected = box_mean(torch.from_numpy(x), 9).numpy()
-    np.testing.assert_allclose(runtime.box_mean(x, 9), expected, atol=1e-6)
+@pytest.mark.parametrize("shape", [(20, 13), (1, 1), (3, 40), (9, 9), (10, 8), (64, 33)])
+@pytest.mark.parametrize("window", [9, 31])
+def test_numpy_box_mean_equals_torch(shape, window):
+    x = np.random.default_rng(1).random((2, 3, *shape), dtype=np.float32) - 0.5
+    expected = box_mean(torch.from_numpy(x), window).numpy()
+    np.testing.assert_allclose(runtime.box_mean(x, window), expected, atol=1e-6)
 
 
 def test_non_finite_output_is_an_error_naming_the_model(exported, monkeypatch):
