@@ -162,52 +162,31 @@ def enhance_file(
         ValueError: the file does not fit the model (X-Trans file, Bayer model, or the reverse).
     """
     raw = read_raw(path, bare)
-    result = _render(raw, options, model, inference, denoise, database)
-    _write(output, raw, result, options.gamma, jpeg_quality)
-    return result
-
-
-def _render(
-    raw: RawImage,
-    options: ClassicOptions,
-    model: Network | None,
-    inference: InferenceOptions | None,
-    denoise: DenoiseOptions | None,
-    database: NoiseDatabase | None,
-) -> ClassicResult | NetworkResult | DenoisedResult:
-    """The picture of a file read (:func:`enhance_file`'s middle step)."""
+    result: ClassicResult | NetworkResult | DenoisedResult
     if model is None:
-        return run_classic(raw.mosaic, raw.meta, options)
-    from darkraw.nn.enhance import enhance_mosaic
+        result = run_classic(raw.mosaic, raw.meta, options)
+    else:
+        from darkraw.nn.enhance import enhance_mosaic
 
-    source = raw.path if raw.meta.source == "LibRaw" else None
-    return enhance_mosaic(
-        raw.mosaic,
-        raw.meta,
-        model,
-        options.ratio,
-        inference=inference,
-        denoise=denoise,
-        source=source,
-        database=database,
-    )
-
-
-def _write(
-    output: str | Path,
-    raw: RawImage,
-    result: ClassicResult | NetworkResult | DenoisedResult,
-    gamma: GammaCurve,
-    jpeg_quality: int,
-) -> None:
-    """Write a result with its source's metadata (:func:`enhance_file`'s last step)."""
+        source = raw.path if raw.meta.source == "LibRaw" else None
+        result = enhance_mosaic(
+            raw.mosaic,
+            raw.meta,
+            model,
+            options.ratio,
+            inference=inference,
+            denoise=denoise,
+            source=source,
+            database=database,
+        )
     from_file = raw.meta.source == "LibRaw" and raw.path is not None
     capture = read_source_metadata(raw.path) if from_file and raw.path else None
     if Path(output).suffix.lower() == DNG_EXTENSION:
-        _write_dng_output(Path(output), raw, result, gamma, capture)
+        _write_dng_output(Path(output), raw, result, options.gamma, capture)
     else:
         tags = output_tags(capture, raw.meta)
         write_image(output, result.image, tags, jpeg_quality=jpeg_quality)
+    return result
 
 
 def _write_dng_output(
@@ -307,45 +286,44 @@ def enhance_batch(
         return report
     targets = plan_outputs(files, output, fmt)
     prepare_outputs(targets, output, overwrite)
-    pairs = list(zip(files, targets, strict=True))
     bar = tqdm(
-        pairs,
+        list(zip(files, targets, strict=True)),
         desc="enhance",
         unit="file",
         disable=(not progress) if progress is not None else None,
     )
     # Messages go through the bar while it is drawn, so they do not tear it.
     emit = log if bar.disable else bar.write
-
-    def failed(src: Path, err: Exception) -> None:
-        if isinstance(err, DarkrawError):
-            report.failed.append((src, err.problem))
-            tqdm.write(f"darkraw: error: {err}", file=sys.stderr)
-        else:
-            report.failed.append((src, str(err) or type(err).__name__))
-            tqdm.write(f"darkraw: error: {src}: {err}", file=sys.stderr)
-
     for src, dst in bar:
         if dst.exists() and not overwrite:
             report.skipped.append(dst)
             emit(f"{dst}: exists, skipped (use --overwrite to replace it)")
             continue
         try:
-            raw = read_raw(src, bare)
-            result = _render(raw, options, network, inference, denoise, database)
-            _write(dst, raw, result, options.gamma, jpeg_quality)
-        except _FILE_ERRORS as err:
-            failed(src, err)
+            result = enhance_file(
+                src,
+                dst,
+                options,
+                bare,
+                model=network,
+                inference=inference,
+                denoise=denoise,
+                database=database,
+                jpeg_quality=jpeg_quality,
+            )
+        except DarkrawError as err:
+            report.failed.append((src, err.problem))
+            tqdm.write(f"darkraw: error: {err}", file=sys.stderr)
+            continue
+        except (ValueError, MemoryError) as err:
+            report.failed.append((src, str(err) or type(err).__name__))
+            tqdm.write(f"darkraw: error: {src}: {err}", file=sys.stderr)
             continue
         report.written.append(dst)
         chosen = "auto " if options.ratio is None else ""
         emit(f"{src} -> {dst}  (ratio {chosen}{result.ratio:.1f}, {_describe(result, name)})")
     bar.close()
     return report
-
-
-#: What fails one file of a batch without stopping it.
-_FILE_ERRORS = (DarkrawError, ValueError, MemoryError)
 
 
 def _describe(result: ClassicResult | NetworkResult | DenoisedResult, model: str) -> str:
