@@ -73,10 +73,16 @@ def denoiser_planes(mosaic_dn: np.ndarray, meta: RawMetadata, ratio: float) -> n
     Returns:
         ``(4, H/2, W/2)`` float32 (odd sizes lose their last row or column of samples).
     """
+    return amplify(pack(subtract_black_level(mosaic_dn, meta), meta), ratio)
+
+
+def amplify(planes: np.ndarray, ratio: float) -> np.ndarray:
+    """Raw planes (white 1) times ``ratio``, clipped above at 1 and not below, float32: the
+    raw denoiser's amplification (:func:`denoiser_planes`), for inference and training alike."""
     if not ratio > 0 or not math.isfinite(ratio):
         raise ValueError(f"ratio must be a positive number, got {ratio}")
-    planes = pack(subtract_black_level(mosaic_dn, meta), meta) * np.float32(ratio)
-    return np.minimum(planes, np.float32(1.0)).astype(np.float32, copy=False)
+    amplified = np.asarray(planes) * np.float32(ratio)
+    return np.minimum(amplified, np.float32(1.0)).astype(np.float32, copy=False)
 
 
 def noise_map(planes: np.ndarray, noise: RawNoise) -> np.ndarray:

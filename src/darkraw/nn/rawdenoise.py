@@ -45,7 +45,7 @@ from darkraw.classic.pipeline import (
 )
 from darkraw.errors import NetworkOutputError
 from darkraw.nn.denoiser_config import receptive_radius
-from darkraw.nn.inputs import denoiser_input, denoiser_planes
+from darkraw.nn.inputs import amplify, denoiser_input, denoiser_planes
 from darkraw.nn.precision import Precision
 from darkraw.nn.runtime import OnnxDenoiser, box_mean
 from darkraw.nn.tiling import tile_spans
@@ -319,7 +319,7 @@ def enhance_with_denoiser(
         noise = frame_noise(planes, meta, database)
     amplified = noise.amplified(float(ratio))
     told = amplified.scaled(options.strength)
-    planes = np.minimum(planes * np.float32(ratio), np.float32(1.0))
+    planes = amplify(planes, float(ratio))
     if options.strength == 0:
         clean = planes
     else:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ from torch.utils.data import Dataset
 
 from darkraw.classic.pipeline import WhiteBalance, choose_gains, rggb_view
 from darkraw.errors import DarkrawError
-from darkraw.nn.inputs import denoiser_input, denoiser_planes
+from darkraw.nn.inputs import amplify, denoiser_input, denoiser_planes
 from darkraw.nn.rawdenoise import frame_noise, prepare_frame
 from darkraw.raw.cfa import BayerPattern, pack_bayer, unpack_bayer
 from darkraw.raw.fileio import atomic_output
@@ -111,10 +110,7 @@ def amplified_input(
     Returns:
         ``(8, h, w)`` float32 (``(4, h, w)`` without the map).
     """
-    if not (ratio > 0 and math.isfinite(ratio)):
-        raise ValueError(f"ratio must be a positive number, got {ratio}")
-    amplified = np.minimum(np.asarray(planes) * np.float32(ratio), np.float32(1.0))
-    return denoiser_input(amplified, noise.amplified(ratio), with_map=with_map)
+    return denoiser_input(amplify(planes, ratio), noise.amplified(ratio), with_map=with_map)
 
 
 def input_crop(
