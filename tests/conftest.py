@@ -59,13 +59,40 @@ def shared_data(*parts: str) -> Path:
 @pytest.fixture(scope="module")
 def photo_folder(tmp_path_factory):
     """A folder of eight small smooth PNG photos, training sources for tiny runs."""
+    return smooth_photos(tmp_path_factory.mktemp("photos"), 8, 40, 48)
+
+
+def smooth_photos(folder: Path, count: int, height: int, width: int) -> Path:
+    """``count`` smooth 8-bit PNG photos ``p0.png``... (:func:`smooth_scene`, seeds 0 up) in
+    ``folder``, made if needed."""
     from PIL import Image
 
-    folder = tmp_path_factory.mktemp("photos")
-    for i in range(8):
-        rgb = (smooth_scene(40, 48, seed=i) * 255).round().astype(np.uint8)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        rgb = (smooth_scene(height, width, seed=i) * 255).round().astype(np.uint8)
         Image.fromarray(np.moveaxis(rgb, 0, -1)).save(folder / f"p{i}.png")
     return folder
+
+
+def simulate_sid_layout(
+    photos: Path,
+    root: Path,
+    splits: tuple[str, ...],
+    ratios: tuple[float, ...] = (100.0, 300.0),
+) -> None:
+    """``darkraw simulate --layout sid`` of ``photos`` (the simple noise model) into
+    ``root/<split>`` for each split, with SID's list files (``Sony_<split>_list.txt``)."""
+    from darkraw.synth.pairs import SimulateOptions, simulate_batch
+    from darkraw.synth.simulate import SimulationConfig
+
+    for split in splits:
+        options = SimulateOptions(
+            ratios=ratios,
+            simulation=SimulationConfig(model="simple"),
+            layout="sid",
+            split=split,
+        )
+        simulate_batch([photos], root / split, options, log=lambda _: None, progress=False)
 
 
 def smooth_scene(height: int, width: int, seed: int = 0) -> np.ndarray:

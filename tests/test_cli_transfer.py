@@ -2,35 +2,23 @@
 
 import json
 
-import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 
 from darkraw.cli import main
 from darkraw.nn.checkpoint import latest_checkpoint
 from darkraw.nn.denoiser import DenoiserConfig, build_denoiser
 from darkraw.nn.infer import save_model_file
-from darkraw.synth.pairs import SimulateOptions, simulate_batch
-from darkraw.synth.simulate import SimulationConfig
 
-from conftest import smooth_scene
+from conftest import simulate_sid_layout, smooth_photos
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli_transfer")
-    photos = root / "photos"
-    photos.mkdir()
-    for i in range(4):
-        rgb = (smooth_scene(40, 48, seed=i) * 255).round().astype(np.uint8)
-        Image.fromarray(np.moveaxis(rgb, 0, -1)).save(photos / f"p{i}.png")
-    for split in ("train", "val", "test"):
-        options = SimulateOptions(
-            ratios=(100.0,), simulation=SimulationConfig(model="simple"), layout="sid", split=split
-        )
-        simulate_batch([photos], root / split, options, log=lambda _: None, progress=False)
+    photos = smooth_photos(root / "photos", 4, 40, 48)
+    simulate_sid_layout(photos, root, ("train", "val", "test"), ratios=(100.0,))
     common = {
         "model": {"width": 4, "fc_hidden": 8},
         "steps": 2,

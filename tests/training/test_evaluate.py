@@ -10,8 +10,6 @@ from darkraw.nn.denoiser import DenoiserConfig, build_denoiser
 from darkraw.nn.rawdenoise import DenoiseOptions
 from darkraw.raw.metadata import RawMetadata
 from darkraw.raw.rawio import read_raw
-from darkraw.synth.pairs import SimulateOptions, simulate_batch
-from darkraw.synth.simulate import SimulationConfig
 from darkraw.training.evaluate import (
     RawOutput,
     ciede2000,
@@ -30,25 +28,15 @@ from darkraw.training.evaluate import (
 from darkraw.training.experiment import denoiser_method
 from darkraw.training.sid import ground_truth, read_list
 
-from conftest import smooth_scene, xtrans_meta
+from conftest import simulate_sid_layout, smooth_photos, xtrans_meta
 
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
     root = tmp_path_factory.mktemp("sid")
-    photos = root / "photos"
-    photos.mkdir()
-    for i in range(2):
-        rgb = (smooth_scene(48, 64, seed=i) * 255).round().astype(np.uint8)
-        Image.fromarray(np.moveaxis(rgb, 0, -1)).save(photos / f"p{i}.png")
-    options = SimulateOptions(
-        ratios=(100.0, 300.0),
-        simulation=SimulationConfig(model="simple"),
-        layout="sid",
-        split="test",
-    )
-    simulate_batch([photos], root / "data", options, log=lambda _: None, progress=False)
-    return read_list(root / "data" / "Sony_test_list.txt")
+    photos = smooth_photos(root / "photos", 2, 48, 64)
+    simulate_sid_layout(photos, root, ("test",))
+    return read_list(root / "test" / "Sony_test_list.txt")
 
 
 def test_metrics_on_known_images():

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 
 import darkraw.nn.rawdenoise as rawdenoise
 from darkraw.cli import main
@@ -16,8 +15,6 @@ from darkraw.nn.modelfiles import model_source
 from darkraw.nn.rawdenoise import DenoiseOptions, enhance_with_denoiser
 from darkraw.raw.cfa import BayerPattern, pack_bayer
 from darkraw.raw.rawio import read_raw
-from darkraw.synth.pairs import SimulateOptions, simulate_batch
-from darkraw.synth.simulate import SimulationConfig
 from darkraw.training.denoise_real import (
     FrameCache,
     RealDenoisePairs,
@@ -33,7 +30,7 @@ from darkraw.training.train_denoiser import (
     train_denoiser,
 )
 
-from conftest import smooth_scene
+from conftest import simulate_sid_layout, smooth_photos
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -42,19 +39,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def world(tmp_path_factory):
     """SID-layout train and val lists (4 scenes, x100 and x300) and a tiny denoiser file."""
     root = tmp_path_factory.mktemp("finetune_denoiser")
-    photos = root / "photos"
-    photos.mkdir()
-    for i in range(4):
-        rgb = (smooth_scene(48, 64, seed=i) * 255).round().astype(np.uint8)
-        Image.fromarray(np.moveaxis(rgb, 0, -1)).save(photos / f"p{i}.png")
-    for split in ("train", "val"):
-        options = SimulateOptions(
-            ratios=(100.0, 300.0),
-            simulation=SimulationConfig(model="simple"),
-            layout="sid",
-            split=split,
-        )
-        simulate_batch([photos], root / split, options, log=lambda _: None, progress=False)
+    photos = smooth_photos(root / "photos", 4, 48, 64)
+    simulate_sid_layout(photos, root, ("train", "val"))
     model = build_denoiser(DenoiserConfig(width=4, levels=2), torch.Generator().manual_seed(3))
     with torch.no_grad():
         model.out.weight.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(4))

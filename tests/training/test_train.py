@@ -30,7 +30,7 @@ from darkraw.training.train import (
     training_loss,
 )
 
-from conftest import tiny_settings
+from conftest import simulate_sid_layout, tiny_settings
 
 
 def tiny_config(photo_folder, out_dir, **changes):
@@ -203,18 +203,8 @@ def test_distributed_ranks_hold_identical_weights(photo_folder, tmp_path):
 @pytest.fixture(scope="module")
 def sid_lists(photo_folder, tmp_path_factory):
     """A tiny SID-layout dataset (train and val scenes) simulated from the test photo folder."""
-    from darkraw.synth.pairs import SimulateOptions, simulate_batch
-    from darkraw.synth.simulate import SimulationConfig
-
     root = tmp_path_factory.mktemp("sid")
-    for split in ("train", "val"):
-        options = SimulateOptions(
-            ratios=(100.0, 300.0),
-            simulation=SimulationConfig(model="simple"),
-            layout="sid",
-            split=split,
-        )
-        simulate_batch([photo_folder], root / split, options, log=lambda _: None, progress=False)
+    simulate_sid_layout(photo_folder, root, ("train", "val"))
     return root / "train" / "Sony_train_list.txt", root / "val" / "Sony_val_list.txt"
 
 
