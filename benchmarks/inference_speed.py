@@ -322,10 +322,10 @@ DENOISER_PATHS = ("denoiser_torch", "denoiser_onnx")
 
 def denoiser_child(name: str, runs: int) -> dict[str, Any]:
     """Time one path of the bundled raw denoiser on a whole frame's input in this process."""
-    from darkraw.nn.denoiser_config import macs_per_packed_pixel, receptive_radius
+    from darkraw.nn.denoiser_config import macs_per_packed_pixel
     from darkraw.nn.enhance import load_network
     from darkraw.nn.inputs import denoiser_input
-    from darkraw.nn.rawdenoise import DenoiseOptions, run_denoiser
+    from darkraw.nn.rawdenoise import DenoiseOptions, default_overlap, run_denoiser
     from darkraw.synth.noiselevel import RawNoise
 
     if name == "denoiser_torch":
@@ -333,14 +333,12 @@ def denoiser_child(name: str, runs: int) -> dict[str, Any]:
 
         network: Any = resolve_model("default")
         options = DenoiseOptions(tile=512)
-        reach = receptive_radius(network.config)
     else:
         network = load_network("default", device="cpu")
         options = DenoiseOptions()
-        reach = receptive_radius(network.config) - network.config.mean_window // 2
     config = network.config
     grid = config.pad_multiple
-    overlap = options.overlap if options.overlap is not None else -(-reach // grid) * grid
+    overlap = default_overlap(network) if options.overlap is None else options.overlap
     noise = RawNoise((2e-3,) * 4, (1e-4,) * 4, "benchmark")
     planes = np.clip(frame()[:4] * 0.3, 0, 1).astype(np.float32)
     x = denoiser_input(planes, noise, with_map=config.noise_input == "map")

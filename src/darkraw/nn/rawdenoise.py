@@ -195,13 +195,7 @@ def run_denoiser(
     if x.ndim != 3 or x.shape[0] != c:
         raise ValueError(f"expected input of shape ({c}, h, w), got {x.shape}")
     grid = model.config.pad_multiple
-    overlap = options.overlap
-    if overlap is None:
-        reach = receptive_radius(model.config)
-        if isinstance(model, OnnxDenoiser):
-            # The local mean is removed once over the whole frame, not per tile (below).
-            reach -= model.config.mean_window // 2
-        overlap = math.ceil(reach / grid) * grid
+    overlap = default_overlap(model) if options.overlap is None else options.overlap
     if options.tile and (overlap % grid or options.tile % grid):
         raise ValueError(f"tile and overlap must be multiples of {grid} for this network")
     if options.tile and options.tile < 2 * overlap + grid:
@@ -228,6 +222,17 @@ def run_denoiser(
                 y = run(np.ascontiguousarray(x[None, :, y0:y1, x0:x1]))[0]
                 out[:, ky0:ky1, kx0:kx1] = y[:, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
     return out
+
+
+def default_overlap(model: RawDenoiser | OnnxDenoiser) -> int:
+    """The tiles' margin that makes them join exactly: the network's reach, rounded up to its
+    pooling grid. ONNX Runtime's runs remove the local mean once over the whole frame, not per
+    tile (:func:`run_denoiser`), so their margin need not cover the mean's window."""
+    reach = receptive_radius(model.config)
+    if isinstance(model, OnnxDenoiser):
+        reach -= model.config.mean_window // 2
+    grid = model.config.pad_multiple
+    return math.ceil(reach / grid) * grid
 
 
 @contextlib.contextmanager
@@ -432,6 +437,7 @@ __all__ = [
     "DenoisedResult",
     "PreparedFrame",
     "Renderer",
+    "default_overlap",
     "enhance_with_denoiser",
     "frame_noise",
     "prepare_frame",
