@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +64,27 @@ def shared_data(*parts: str) -> Path:
 def photo_folder(tmp_path_factory):
     """A folder of eight small smooth PNG photos, training sources for tiny runs."""
     return smooth_photos(tmp_path_factory.mktemp("photos"), 8, 40, 48)
+
+
+@contextlib.contextmanager
+def fifo_that_cannot_hang(path: Path) -> Iterator[Path]:
+    """A named pipe at ``path``; were a test to open it for reading, a writer opened beside it
+    lets the reader see end of file, so the test fails instead of hanging."""
+    os.mkfifo(path)
+    done = threading.Event()
+
+    def unblock() -> None:
+        while not done.wait(0.2):
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                continue
+
+    threading.Thread(target=unblock, daemon=True).start()
+    try:
+        yield path
+    finally:
+        done.set()
 
 
 def smooth_photos(folder: Path, count: int, height: int, width: int) -> Path:

@@ -8,7 +8,7 @@ from darkraw.errors import RawReadError, UnsupportedSensorError
 from darkraw.raw.dng import write_dng
 from darkraw.raw.rawio import BareMosaicSpec, read_raw
 
-from conftest import mosaic_from_rgb, shared_data, smooth_scene
+from conftest import fifo_that_cannot_hang, mosaic_from_rgb, shared_data, smooth_scene
 
 
 @pytest.fixture
@@ -296,29 +296,12 @@ def test_a_million_subifds_are_not_walked(tmp_path):
 
 
 def test_fifo_and_device_inputs_are_refused_before_opening(tmp_path):
-    import os
-    import threading
-
-    fifo = tmp_path / "pipe.npy"
-    os.mkfifo(fifo)
-    done = threading.Event()
-
-    def unblock():
-        # Were the FIFO opened for reading, open a writer so the reader sees EOF and the test
-        # fails instead of hanging.
-        while not done.wait(0.2):
-            try:
-                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-            except OSError:
-                continue
-
-    threading.Thread(target=unblock, daemon=True).start()
     spec = BareMosaicSpec("RGGB", 1023)
-    try:
-        with pytest.raises(RawReadError, match=r"pipe\.npy: not a regular file"):
-            read_raw(fifo, spec)
-    finally:
-        done.set()
+    with (
+        fifo_that_cannot_hang(tmp_path / "pipe.npy") as fifo,
+        pytest.raises(RawReadError, match=r"pipe\.npy: not a regular file"),
+    ):
+        read_raw(fifo, spec)
     zero = tmp_path / "zero.png"
     zero.symlink_to("/dev/zero")
     with pytest.raises(RawReadError, match=r"zero\.png: not a regular file"):

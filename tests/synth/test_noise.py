@@ -16,6 +16,8 @@ from darkraw.synth.noise import (
     tukey_lambda_variance,
 )
 
+from conftest import fifo_that_cannot_hang
+
 
 def params(**changes):
     base = dict(
@@ -235,27 +237,11 @@ def test_nested_or_malformed_profile_files_are_one_line(tmp_path, text, message)
 
 
 def test_profile_files_that_are_not_regular_files_are_refused(tmp_path):
-    import os
-    import threading
-
-    fifo = tmp_path / "pipe.json"
-    os.mkfifo(fifo)
-    done = threading.Event()
-
-    def unblock():
-        # Were the FIFO opened for reading, a writer lets the reader see EOF: fail, not hang.
-        while not done.wait(0.2):
-            try:
-                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-            except OSError:
-                continue
-
-    threading.Thread(target=unblock, daemon=True).start()
-    try:
-        with pytest.raises(ValueError, match=r"pipe\.json: .*not a regular file"):
-            load_profile(fifo)
-    finally:
-        done.set()
+    with (
+        fifo_that_cannot_hang(tmp_path / "pipe.json") as fifo,
+        pytest.raises(ValueError, match=r"pipe\.json: .*not a regular file"),
+    ):
+        load_profile(fifo)
     zero = tmp_path / "zero.json"
     zero.symlink_to("/dev/zero")
     with pytest.raises(ValueError, match=r"zero\.json: .*not a regular file"):
