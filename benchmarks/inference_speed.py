@@ -70,7 +70,7 @@ from darkraw.nn.fused import fused_available
 from darkraw.nn.infer import InferenceOptions, run_network
 from darkraw.nn.model import PAD_MULTIPLE, ModelConfig, build_model
 from darkraw.nn.precision import Precision, autocast_dtype, bf16_supported
-from darkraw.nn.tiling import tile_spans
+from darkraw.nn.tiling import tile_grid, tile_spans
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "inference_speed.json"
@@ -342,10 +342,7 @@ def denoiser_child(name: str, runs: int) -> dict[str, Any]:
     noise = RawNoise((2e-3,) * 4, (1e-4,) * 4, "benchmark")
     planes = np.clip(frame()[:4] * 0.3, 0, 1).astype(np.float32)
     x = denoiser_input(planes, noise, with_map=config.noise_input == "map")
-    spans = [
-        tile_spans(n, options.tile, overlap, grid) if options.tile else [(0, n, 0, n)]
-        for n in PACKED
-    ]
+    spans = tile_grid(*PACKED, options.tile, overlap, grid)
     padded = sum(
         (-(-(y1 - y0) // grid) * grid) * (-(-(x1 - x0) // grid) * grid)
         for y0, y1, _, _ in spans[0]

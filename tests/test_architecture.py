@@ -20,6 +20,7 @@ LAYERS: dict[str, int] = {
     "darkraw.errors": 0,
     "darkraw.choices": 0,
     "darkraw.config": 0,
+    "darkraw.parallel": 0,
     "darkraw.raw": 1,
     "darkraw.classic": 2,
     "darkraw.synth": 3,

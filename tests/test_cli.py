@@ -8,6 +8,7 @@ import pytest
 import tifffile
 from PIL import Image
 
+import darkraw.raw.fileio
 from darkraw.cli import build_parser, main
 from darkraw.raw.dng import write_dng
 from darkraw.raw.fileio import read_image
@@ -112,12 +113,12 @@ def test_read_only_folder(tmp_path, dark_dng, capsys):
 
 
 def test_full_disk_leaves_no_partial_file(tmp_path, dark_dng, monkeypatch, capsys):
-    def half_written_then_full(self, fp, *args, **kwargs):
-        with open(fp, "wb") as fh:
+    def half_written_then_full(path, *args, **kwargs):
+        with open(path, "wb") as fh:
             fh.write(b"half")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(Image.Image, "save", half_written_then_full)
+    monkeypatch.setattr(darkraw.raw.fileio, "write_png", half_written_then_full)
     out = tmp_path / "full.png"
     assert main([*ENHANCE_CLASSIC, str(dark_dng), "-o", str(out), "--denoise", "none"]) == 1
     assert not out.exists()

@@ -271,14 +271,14 @@ def test_a_patch_of_4096_is_still_a_pair_config():
 #: ``darkraw`` with an image writer that writes half a file and then waits to be stopped.
 STALLED_WRITER = """
 import sys, time
-from PIL import Image
+import darkraw.raw.fileio
 
-def stalled_save(self, fp, *args, **kwargs):
-    with open(fp, "wb") as handle:
+def stalled_png(path, *args, **kwargs):
+    with open(path, "wb") as handle:
         handle.write(b"half an image")
     time.sleep(120)
 
-Image.Image.save = stalled_save
+darkraw.raw.fileio.write_png = stalled_png
 from darkraw.cli import main
 sys.exit(main(sys.argv[1:]))
 """

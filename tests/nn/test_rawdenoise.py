@@ -7,8 +7,13 @@ from darkraw.classic.pipeline import ClassicOptions, GammaCurve, run_classic
 from darkraw.nn.denoiser import DenoiserConfig, build_denoiser
 from darkraw.nn.infer import load_model, save_model_file
 from darkraw.nn.modelfiles import bundled_model_path
-from darkraw.nn.rawdenoise import DenoiseOptions, enhance_with_denoiser, run_denoiser
-from darkraw.nn.tiling import tile_spans
+from darkraw.nn.rawdenoise import (
+    DenoiseOptions,
+    default_overlap,
+    enhance_with_denoiser,
+    run_denoiser,
+)
+from darkraw.nn.tiling import tile_grid, tile_spans
 from darkraw.raw.dng import write_dng
 from darkraw.raw.metadata import RawMetadata
 from darkraw.raw.rawio import read_raw
@@ -44,13 +49,44 @@ def test_tile_spans_partition_the_axis_on_the_grid(length, tile, overlap, grid):
         assert tile == 0 or w1 - w0 <= tile
 
 
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (7, 300), (150, 170), (1424, 2128)])
+@pytest.mark.parametrize(("tile", "overlap", "grid"), [(0, 0, 8), (64, 16, 8), (1024, 64, 8)])
+def test_tile_grid_partitions_the_frame_within_the_area(height, width, tile, overlap, grid):
+    rows, cols = tile_grid(height, width, tile, overlap, grid)
+    for spans, length in ((rows, height), (cols, width)):
+        kept = [i for _, _, k0, k1 in spans for i in range(k0, k1)]
+        assert kept == list(range(length))
+        for w0, w1, k0, k1 in spans:
+            assert w0 % grid == 0 and w0 <= k0 < k1 <= w1 <= length
+            # A window reaches the margin beyond what it keeps, or the frame's edge.
+            assert k0 - w0 == min(k0, overlap) and w1 - k1 == min(length - k1, overlap)
+    tallest = max(w1 - w0 for w0, w1, _, _ in rows)
+    widest = max(w1 - w0 for w0, w1, _, _ in cols)
+    assert tile == 0 or tallest * widest <= tile * tile
+
+
+def test_tile_grid_runs_fewer_pixels_than_square_tiles():
+    """A 12-Mpixel frame: 2 x 2 windows of 776 x 1128 instead of 2 x 3 squares of up to 1024."""
+
+    def run(spans):
+        return sum(w1 - w0 for w0, w1, _, _ in spans)
+
+    rows, cols = tile_grid(1424, 2128, 1024, 64, 8)
+    squares = run(tile_spans(1424, 1024, 64, 8)) * run(tile_spans(2128, 1024, 64, 8))
+    assert (len(rows), len(cols)) == (2, 2)
+    assert run(rows) * run(cols) < 0.95 * squares
+
+
 @pytest.mark.parametrize("window", [0, 31])
 def test_tiles_join_exactly_with_the_default_margin(window):
     config = DenoiserConfig(width=4, levels=4, mean_window=window)
     net = random_model(config)
-    x = np.random.default_rng(0).random((8, 150, 170), dtype=np.float32)
+    x = np.random.default_rng(0).random((8, 200, 230), dtype=np.float32)
+    tile = 2 * default_overlap(net) + 16
+    rows, cols = tile_grid(200, 230, tile, default_overlap(net), 8)
+    assert len(rows) * len(cols) > 1
     whole = run_denoiser(net, x, DenoiseOptions(tile=0, precision="fp32"))
-    tiled = run_denoiser(net, x, DenoiseOptions(tile=184, precision="fp32"))
+    tiled = run_denoiser(net, x, DenoiseOptions(tile=tile, precision="fp32"))
     assert np.abs(whole - x[:4]).max() > 1e-2  # the network does change its input
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
 

@@ -23,6 +23,7 @@ from darkraw.classic.pipeline import (
     subtract_black_level,
     white_balance,
 )
+from darkraw.parallel import thread_map
 from darkraw.raw.metadata import RawMetadata
 from darkraw.synth.noiselevel import RawNoise
 
@@ -101,11 +102,22 @@ def noise_map(planes: np.ndarray, noise: RawNoise) -> np.ndarray:
     if planes.ndim != 3 or planes.shape[0] != 4:
         raise ValueError(f"expected (4, h, w) packed Bayer planes, got {planes.shape}")
     out = np.empty(planes.shape, dtype=np.float32)
-    for i, plane in enumerate(planes):
-        mean = box_mean(plane, 3)
-        var = np.float32(noise.shot[i]) * np.maximum(mean, 0.0) + np.float32(noise.read[i])
-        out[i] = np.sqrt(np.maximum(var, 0.0))
+    _fill_noise_map(planes, noise, out)
     return out
+
+
+def _fill_noise_map(planes: np.ndarray, noise: RawNoise, out: np.ndarray) -> None:
+    """:func:`noise_map` into ``out``, the planes spread over the CPU's cores."""
+
+    def one(i: int) -> None:
+        mean = box_mean(planes[i], 3)
+        np.maximum(mean, 0.0, out=mean)
+        mean *= np.float32(noise.shot[i])
+        mean += np.float32(noise.read[i])
+        np.maximum(mean, 0.0, out=mean)
+        np.sqrt(mean, out=out[i])
+
+    thread_map(one, range(4), size=planes.size)
 
 
 def denoiser_input(planes: np.ndarray, noise: RawNoise, *, with_map: bool = True) -> np.ndarray:
@@ -117,4 +129,9 @@ def denoiser_input(planes: np.ndarray, noise: RawNoise, *, with_map: bool = True
     planes = np.asarray(planes, dtype=np.float32)
     if not with_map:
         return planes
-    return np.concatenate([planes, noise_map(planes, noise)])
+    if planes.ndim != 3 or planes.shape[0] != 4:
+        raise ValueError(f"expected (4, h, w) packed Bayer planes, got {planes.shape}")
+    out = np.empty((8, *planes.shape[1:]), dtype=np.float32)
+    out[:4] = planes
+    _fill_noise_map(planes, noise, out[4:])
+    return out

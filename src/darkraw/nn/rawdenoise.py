@@ -48,7 +48,7 @@ from darkraw.nn.denoiser_config import receptive_radius
 from darkraw.nn.inputs import amplify, denoiser_input, denoiser_planes
 from darkraw.nn.precision import Precision
 from darkraw.nn.runtime import OnnxDenoiser, box_mean
-from darkraw.nn.tiling import tile_spans
+from darkraw.nn.tiling import tile_grid
 from darkraw.raw.metadata import RawMetadata
 from darkraw.raw.rawio import LIBRAW_BT709_GAMMA, LIBRAW_MIN_SIDE, render_mosaic_with_libraw
 from darkraw.synth.noiselevel import (
@@ -202,12 +202,13 @@ def run_denoiser(
         raise ValueError(f"tile {options.tile} leaves no centre after margins of {overlap}")
     _, h, w = x.shape
     out = np.empty((p, h, w), dtype=np.float32)
+    rows, cols = tile_grid(h, w, options.tile, overlap, grid)
     if isinstance(model, OnnxDenoiser):
         # Tiles give the correction before its local mean; removing the mean once from the
         # whole frame's is exact (as one whole-frame pass) with margins that need not cover the
         # mean's window, and costs one pass over the frame instead of one per tile.
-        for y0, y1, ky0, ky1 in tile_spans(h, options.tile, overlap, grid):
-            for x0, x1, kx0, kx1 in tile_spans(w, options.tile, overlap, grid):
+        for y0, y1, ky0, ky1 in rows:
+            for x0, x1, kx0, kx1 in cols:
                 y = model.raw_correction(np.ascontiguousarray(x[None, :, y0:y1, x0:x1]))[0]
                 out[:, ky0:ky1, kx0:kx1] = y[:, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
         if model.config.mean_window:
@@ -217,8 +218,8 @@ def run_denoiser(
             raise _broken(model)
         return out
     with _window_runner(model, options) as run:
-        for y0, y1, ky0, ky1 in tile_spans(h, options.tile, overlap, grid):
-            for x0, x1, kx0, kx1 in tile_spans(w, options.tile, overlap, grid):
+        for y0, y1, ky0, ky1 in rows:
+            for x0, x1, kx0, kx1 in cols:
                 y = run(np.ascontiguousarray(x[None, :, y0:y1, x0:x1]))[0]
                 out[:, ky0:ky1, kx0:kx1] = y[:, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
     return out

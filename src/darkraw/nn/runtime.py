@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import numpy as np
 
 from darkraw.errors import CheckpointError, DarkrawError, MissingExtraError
 from darkraw.nn.denoiser_config import DenoiserConfig, is_denoiser_config
+from darkraw.parallel import cpu_threads, thread_map
 
 #: Devices ``--device`` names: ``auto`` takes CUDA where onnxruntime-gpu sees a GPU, else the CPU.
 DEVICES = ("auto", "cpu", "cuda")
@@ -79,14 +79,6 @@ def require_torch(what: str, path: str | Path | None = None) -> None:
     """Raise a one-line :class:`MissingExtraError` naming the extra when torch is missing."""
     if not torch_available():
         raise MissingExtraError(path, f"{what} needs torch: {TORCH_EXTRA}")
-
-
-def cpu_threads() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 @dataclass
@@ -140,44 +132,60 @@ class OnnxDenoiser:
 
 def box_mean(x: np.ndarray, window: int) -> np.ndarray:
     """The mean of ``(..., h, w)`` over a ``window`` x ``window`` box around each pixel (the part
-    of the box inside the frame at its edges), as :func:`darkraw.nn.denoiser.box_mean`."""
+    of the box inside the frame at its edges), as :func:`darkraw.nn.denoiser.box_mean`.
+
+    Planes are independent, so a frame's are spread over the CPU's cores
+    (:func:`~darkraw.parallel.thread_map`); each one's two passes write into one buffer.
+    """
     half = window // 2
     # float32 running sums: the correction is small and centred on zero, so they stay within
     # 1e-6 of float64's, with half the memory a 12-Mpixel frame's planes would fault in.
-    out = np.asarray(x, dtype=np.float32)
-    for axis in (out.ndim - 2, out.ndim - 1):
-        out = _window_sums(out, half, axis)
-        out /= _window_counts(out.shape[axis], half, axis, out.ndim)
+    x = np.asarray(x, dtype=np.float32)
+    out = np.empty(x.shape, dtype=np.float32)
+    if x.size == 0:
+        return out
+    h, w = x.shape[-2:]
+    planes, outs = x.reshape(-1, h, w), out.reshape(-1, h, w)
+    rows = _window_counts(h, half, 0, 2)
+    cols = _window_counts(w, half, 1, 2)
+
+    def one(i: int) -> None:
+        along_rows = _window_sums(planes[i], half, 0)
+        along_rows /= rows
+        _window_sums(along_rows, half, 1, out=outs[i])
+        outs[i] /= cols
+
+    thread_map(one, range(planes.shape[0]), size=x.size)
     return out
 
 
-def _window_sums(x: np.ndarray, half: int, axis: int) -> np.ndarray:
-    """Sums of ``x`` over ``[i - half, i + half]`` along ``axis``, clipped to the frame: from one
-    running sum, by slices (a whole frame's planes take a fraction of a second)."""
+def _window_sums(x: np.ndarray, half: int, axis: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Sums of the 2-D ``x`` over ``[i - half, i + half]`` along ``axis``, clipped to the frame:
+    differences of one running sum, written by slices into ``out`` (a new array if ``None``)."""
     n = x.shape[axis]
     csum = np.cumsum(x, axis=axis)
+    sums = np.empty(x.shape, dtype=csum.dtype) if out is None else out
 
-    def cut(start: int, stop: int) -> np.ndarray:
-        index = [slice(None)] * x.ndim
-        index[axis] = slice(start, stop)
-        return csum[tuple(index)]
+    def cut(a: np.ndarray, start: int, stop: int) -> np.ndarray:
+        return a[start:stop] if axis == 0 else a[:, start:stop]
 
     if n <= 2 * half + 1:
         # Every window reaches an edge: index arrays are simplest and the frame is small.
         hi = np.minimum(np.arange(n) + half, n - 1)
         lo = np.arange(n) - half - 1
-        sums: np.ndarray = np.take(csum, hi, axis=axis)
-        inside = lo >= 0
-        if inside.any():
-            index: list[slice | np.ndarray] = [slice(None)] * x.ndim
-            index[axis] = np.flatnonzero(inside)
+        sums[...] = np.take(csum, hi, axis=axis)
+        inside = np.flatnonzero(lo >= 0)
+        if inside.size:
+            index: list[slice | np.ndarray] = [slice(None), slice(None)]
+            index[axis] = inside
             sums[tuple(index)] -= np.take(csum, lo[inside], axis=axis)
         return sums
     width = 2 * half + 1
-    left = cut(half, width)  # windows cut by the left edge: i in [0, half]
-    middle = cut(width, n) - cut(0, n - width)  # whole windows: i in [half + 1, n - half - 1]
-    right = cut(n - 1, n) - cut(n - width, n - half - 1)  # cut by the right edge
-    return np.concatenate([left, middle, right], axis=axis)
+    # Windows cut by the left edge (i <= half), whole ones, then those cut by the right edge.
+    cut(sums, 0, half + 1)[...] = cut(csum, half, width)
+    np.subtract(cut(csum, width, n), cut(csum, 0, n - width), out=cut(sums, half + 1, n - half))
+    np.subtract(cut(csum, n - 1, n), cut(csum, n - width, n - half - 1), out=cut(sums, n - half, n))
+    return sums
 
 
 def _window_counts(n: int, half: int, axis: int, ndim: int) -> np.ndarray:

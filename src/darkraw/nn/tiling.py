@@ -36,3 +36,77 @@ def tile_spans(length: int, tile: int, overlap: int, grid: int) -> list[tuple[in
         )
         for start in range(0, length, core)
     ]
+
+
+Span = tuple[int, int, int, int]
+
+
+def tile_grid(
+    height: int, width: int, tile: int, overlap: int, grid: int
+) -> tuple[list[Span], list[Span]]:
+    """How the raw denoiser cuts a frame: the rows' and the columns' spans (as
+    :func:`tile_spans` gives them) that run the fewest pixels through the network, each window
+    holding at most ``tile * tile`` pixels.
+
+    Square tiles of a fixed side waste work on a frame that is not a multiple of them: a
+    12-Mpixel frame's 1424 x 2128 packed pixels in tiles of 1024 are 2 x 3 windows that run 22 %
+    more pixels than the frame has; 2 x 2 windows of 776 x 1128, smaller in area, run 16 % more.
+    The network's time and memory follow a window's area, not its shape.
+
+    ``tile == 0`` gives one window, the whole frame.
+    """
+    if height < 1 or width < 1:
+        raise ValueError(f"frame must be at least 1x1, got {height}x{width}")
+    if tile == 0 or height * width <= tile * tile:
+        return [(0, height, 0, height)], [(0, width, 0, width)]
+    if tile < 2 * overlap + grid:
+        raise ValueError(f"tile {tile} leaves no centre after margins of {overlap}")
+    budget = tile * tile
+    best: tuple[int, int, list[Span], list[Span]] | None = None
+    row_options = _count_options(height, tile, overlap, grid)
+    col_options = _count_options(width, tile, overlap, grid)
+    for tallest, run_height, rows in row_options:
+        for widest, run_width, cols in col_options:
+            if tallest * widest > budget:
+                continue
+            key = (run_height * run_width, len(rows) * len(cols))
+            if best is None or key < (best[0], best[1]):
+                best = (*key, rows, cols)
+    if best is None:
+        # No pair of counts tried fits (margins wider than the tile): tile_spans's squares.
+        return tile_spans(height, tile, overlap, grid), tile_spans(width, tile, overlap, grid)
+    return best[2], best[3]
+
+
+def _count_options(
+    length: int, tile: int, overlap: int, grid: int
+) -> list[tuple[int, int, list[Span]]]:
+    """The distinct ways :func:`_spans` cuts an axis into 1, 2, ... equal tiles, up to four
+    times as many as :func:`tile_spans` would (more only repeats margins), each with its longest
+    window and the length it runs in all."""
+    square = -(-length // max(grid, tile - 2 * overlap))
+    options: list[tuple[int, int, list[Span]]] = []
+    seen: set[int] = set()
+    for count in range(1, min(-(-length // grid), 4 * square + 4) + 1):
+        spans = _spans(length, count, overlap, grid)
+        if len(spans) not in seen:
+            seen.add(len(spans))
+            lengths = [stop - start for start, stop, _, _ in spans]
+            options.append((max(lengths), sum(lengths), spans))
+    return options
+
+
+def _spans(length: int, count: int, overlap: int, grid: int) -> list[Span]:
+    """``length`` cut into ``count`` equal kept ranges (fewer where rounding to the grid leaves
+    nothing for the last), each window widened by ``overlap`` on both sides within the axis."""
+    core = -(-length // count)
+    core = -(-core // grid) * grid
+    return [
+        (
+            max(0, start - overlap),
+            min(length, start + core + overlap),
+            start,
+            min(length, start + core),
+        )
+        for start in range(0, length, core)
+    ]

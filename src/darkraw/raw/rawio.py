@@ -24,6 +24,7 @@ import numpy as np
 import rawpy
 
 from darkraw.errors import DarkrawError, RawReadError, UnsupportedSensorError
+from darkraw.parallel import bands, thread_map
 from darkraw.raw.cfa import BayerPattern, unpack_bayer
 from darkraw.raw.metadata import RawMetadata, as_matrix3, rgb_cam_from_cam_xyz
 
@@ -676,7 +677,7 @@ def render_with_libraw(
             )
     except rawpy.LibRawError as err:
         raise RawReadError(path, f"LibRaw could not render it ({type(err).__name__})") from None
-    return np.ascontiguousarray(np.moveaxis(rgb, -1, 0), dtype=np.float32) / 65535.0
+    return _planar_float(rgb)
 
 
 #: LibRaw's default tone curve, as rawpy names it: ITU-R BT.709 (power 2.222, toe slope 4.5).
@@ -802,7 +803,25 @@ def _render_mosaic_in_place(path: Path, dn: np.ndarray, settings: rawpy.Params) 
         raise RawReadError(path, problem) from None
     except rawpy.LibRawError as err:
         raise RawReadError(path, f"LibRaw could not render it ({type(err).__name__})") from None
-    return np.ascontiguousarray(np.moveaxis(rgb, -1, 0), dtype=np.float32) / 65535.0
+    return _planar_float(rgb)
+
+
+def _planar_float(rgb: np.ndarray) -> np.ndarray:
+    """LibRaw's ``(H, W, 3)`` 16-bit rendering as ``(3, H, W)`` float32 in [0, 1].
+
+    Row bands over the CPU's cores: the strided reads of a 12-Mpixel picture took 0.4 s on one
+    core. Each value is the float32 quotient of the plain ``astype / 65535`` (the same values).
+    """
+    h, w, _ = rgb.shape
+    out = np.empty((3, h, w), dtype=np.float32)
+    scale = np.float32(65535.0)
+
+    def band(rows: slice) -> None:
+        for c in range(3):
+            np.divide(rgb[rows, :, c], scale, out=out[c, rows], dtype=np.float32)
+
+    thread_map(band, bands(h), size=rgb.size)
+    return out
 
 
 def _render_mosaic_via_dng(dn: np.ndarray, meta: RawMetadata, settings: rawpy.Params) -> np.ndarray:
@@ -826,4 +845,4 @@ def _render_mosaic_via_dng(dn: np.ndarray, meta: RawMetadata, settings: rawpy.Pa
         except rawpy.LibRawError as err:
             problem = f"LibRaw could not render the mosaic as a DNG ({type(err).__name__})"
             raise DarkrawError(None, problem) from None
-    return np.ascontiguousarray(np.moveaxis(rgb, -1, 0), dtype=np.float32) / 65535.0
+    return _planar_float(rgb)

@@ -37,6 +37,7 @@ import numpy as np
 
 from darkraw.classic.filters import box_mean, filter2d, max_filter
 from darkraw.errors import DarkrawError
+from darkraw.parallel import thread_map
 from darkraw.synth.noise import NoiseProfile, load_profile
 
 Quad = tuple[float, float, float, float]
@@ -459,7 +460,9 @@ def estimate_raw_noise(planes: np.ndarray) -> RawNoise:
         raise ValueError("planes contain NaN or infinite values")
     step = max(1, math.ceil(math.sqrt(values.size / _TARGET_SAMPLES)))
     low, high = _clip_levels(values)
-    parts = [_plane_samples(np.ascontiguousarray(p), step, low, high) for p in values]
+    parts = thread_map(
+        lambda p: _plane_samples(np.ascontiguousarray(p), step, low, high), values, size=values.size
+    )
     resid, mean, texture, clipped = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
     bins = _bin_variances(resid, mean, texture, clipped, avoid_clipped=True)
     if len(bins[0]) < _MIN_BINS:
