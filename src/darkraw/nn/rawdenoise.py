@@ -107,9 +107,10 @@ class DenoiseOptions:
             than LibRaw renders (22 pixels a side) are rendered by darkraw.
         gamma: tone curve of the picture (both renderers draw it): BT.709 by default, LibRaw's
             and the classic pipeline's, so the three render alike.
-        tile: side of a tile window in packed pixels, a multiple of 8 (0: the whole frame).
-            1024 cuts a 12-Mpixel frame into 2x3 tiles: in ONNX Runtime 1.2-1.5x faster than
-            512 (fewer margins run twice) with a peak RSS of 1.16 GiB (1536: 1.6 GiB).
+        tile: a window holds at most ``tile * tile`` packed pixels, a multiple of 8 (0: the
+            whole frame); :func:`~darkraw.nn.tiling.tile_grid` picks the windows' shape. 1024
+            cuts a 12-Mpixel frame into 2x2 windows of 776x1128: in ONNX Runtime 1.2-1.5x
+            faster than 512 (fewer margins run twice), peak RSS of the command 1.16 GiB.
         overlap: margin cut from each tile where it meets another, a multiple of 8; ``None``
             (the default) takes the network's reach
             (:func:`~darkraw.nn.denoiser.receptive_radius`) rounded up to its pooling grid, so
