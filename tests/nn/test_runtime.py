@@ -15,7 +15,7 @@ from darkraw.nn.infer import save_model_file
 from darkraw.nn.modelfiles import bundled_model_path, bundled_onnx_path, json_entry, read_metadata
 from darkraw.nn.onnx_export import export_onnx
 from darkraw.nn.rawdenoise import DenoiseOptions, run_denoiser
-from darkraw.nn.runtime import OnnxDenoiser, load_onnx_denoiser
+from darkraw.nn.runtime import OnnxDenoiser, add_correction, load_onnx_denoiser
 
 TINY = DenoiserConfig(width=4, levels=3, mean_window=7)
 
@@ -148,3 +148,20 @@ def test_a_stale_bundled_export_falls_back_to_torch(tmp_path, monkeypatch):
     monkeypatch.setattr(enhance, "torch_available", lambda: False)
     with pytest.raises(CheckpointError, match="other weights"):
         load_network("default")
+
+
+@pytest.mark.parametrize("window", [0, 31])
+def test_add_correction_is_planes_plus_correction_less_its_mean(window):
+    rng = np.random.default_rng(0)
+    correction = rng.normal(size=(4, 40, 57)).astype(np.float32) * 0.01
+    planes = rng.random((4, 40, 57), dtype=np.float32)
+    expected = (correction - (runtime.box_mean(correction, window) if window else 0)) + planes
+    out = correction.copy()
+    assert add_correction(out, planes, window)
+    np.testing.assert_array_equal(out, expected.astype(np.float32))
+
+
+def test_add_correction_reports_values_that_are_not_finite():
+    correction = np.zeros((4, 8, 9), dtype=np.float32)
+    correction[2, 3, 4] = np.nan
+    assert not add_correction(correction, np.zeros_like(correction), 3)

@@ -47,7 +47,7 @@ from darkraw.errors import NetworkOutputError
 from darkraw.nn.denoiser_config import receptive_radius
 from darkraw.nn.inputs import amplify, denoiser_input, denoiser_planes
 from darkraw.nn.precision import Precision
-from darkraw.nn.runtime import OnnxDenoiser, box_mean
+from darkraw.nn.runtime import OnnxDenoiser, add_correction
 from darkraw.nn.tiling import tile_grid
 from darkraw.raw.metadata import RawMetadata
 from darkraw.raw.rawio import LIBRAW_BT709_GAMMA, LIBRAW_MIN_SIDE, render_mosaic_with_libraw
@@ -212,10 +212,7 @@ def run_denoiser(
             for x0, x1, kx0, kx1 in cols:
                 y = model.raw_correction(np.ascontiguousarray(x[None, :, y0:y1, x0:x1]))[0]
                 out[:, ky0:ky1, kx0:kx1] = y[:, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
-        if model.config.mean_window:
-            out -= box_mean(out, model.config.mean_window)
-        out += x[:p]
-        if not np.isfinite(out).all():
+        if not add_correction(out, x[:p], model.config.mean_window):
             raise _broken(model)
         return out
     with _window_runner(model, options) as run:

@@ -159,6 +159,32 @@ def box_mean(x: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
+def add_correction(correction: np.ndarray, planes: np.ndarray, window: int) -> bool:
+    """``correction`` becomes the clean planes, in place: ``planes + correction - box_mean(
+    correction, window)`` (no mean removed for ``window`` 0), one plane per thread.
+
+    Args:
+        correction: ``(P, h, w)`` float32, the graph's output assembled over the frame.
+        planes: ``(P, h, w)`` the noisy planes it corrects.
+
+    Returns:
+        Whether every value is finite (broken weights give NaN or infinity).
+    """
+    if correction.ndim != 3 or correction.dtype != np.float32 or planes.shape != correction.shape:
+        raise ValueError(
+            f"expected float32 (P, h, w) correction and planes of its shape, got "
+            f"{correction.shape} {correction.dtype} and {planes.shape}"
+        )
+
+    def one(i: int) -> bool:
+        if window:
+            correction[i] -= box_mean(correction[i], window)
+        correction[i] += planes[i]
+        return bool(np.isfinite(correction[i]).all())
+
+    return all(thread_map(one, range(correction.shape[0]), size=correction.size))
+
+
 def _window_sums(x: np.ndarray, half: int, axis: int, out: np.ndarray | None = None) -> np.ndarray:
     """Sums of the 2-D ``x`` over ``[i - half, i + half]`` along ``axis``, clipped to the frame:
     differences of one running sum, written by slices into ``out`` (a new array if ``None``)."""
@@ -291,6 +317,7 @@ def _card(path: Path, meta: Mapping[str, str]) -> dict[str, Any]:
 __all__ = [
     "DEVICES",
     "OnnxDenoiser",
+    "add_correction",
     "box_mean",
     "cpu_threads",
     "load_onnx_denoiser",
