@@ -169,6 +169,36 @@ def unpack(planes: np.ndarray, meta: RawMetadata) -> np.ndarray:
     return mosaic[: meta.height, : meta.width]
 
 
+#: About how many values :func:`auto_ratio` looks at: every ``n // AUTO_RATIO_SAMPLES``-th.
+AUTO_RATIO_SAMPLES = 1_000_000
+
+
+def auto_ratio_step(size: int) -> int:
+    """The stride :func:`auto_ratio` samples ``size`` flattened values at (1 up to about
+    :data:`AUTO_RATIO_SAMPLES` values); a sample taken at it is not sampled again (its size
+    is below twice the target, so its own stride is 1)."""
+    return max(1, size // AUTO_RATIO_SAMPLES) if size > AUTO_RATIO_SAMPLES else 1
+
+
+def sampled_raw_lin(mosaic_dn: np.ndarray, meta: RawMetadata) -> tuple[np.ndarray, int]:
+    """:func:`subtract_black_level` of only the values :func:`auto_ratio` looks at, and their
+    stride: ``auto_ratio(sampled_raw_lin(m, meta)[0]) == auto_ratio(subtract_black_level(m,
+    meta))`` at a twelfth of the work for a 12-Mpixel mosaic.
+    """
+    if mosaic_dn.shape != (meta.height, meta.width):
+        raise ValueError(
+            f"mosaic shape {mosaic_dn.shape} differs from metadata {meta.height}x{meta.width}"
+        )
+    step = auto_ratio_step(mosaic_dn.size)
+    index = np.arange(0, mosaic_dn.size, step)
+    rows, cols = np.divmod(index, meta.width)
+    tile = np.asarray(meta.black_tile, dtype=np.float32)
+    black = tile[rows % tile.shape[0], cols % tile.shape[1]]
+    dn = np.asarray(mosaic_dn).ravel()[::step].astype(np.float32)
+    values: np.ndarray = (dn - black) / (np.float32(meta.white_level) - black)
+    return values, step
+
+
 def auto_ratio(raw_lin: np.ndarray, target_mean: float = AUTO_TARGET_MEAN) -> float:
     """An amplification ratio that brings the mean signal to ``target_mean``.
 
@@ -176,8 +206,7 @@ def auto_ratio(raw_lin: np.ndarray, target_mean: float = AUTO_TARGET_MEAN) -> fl
     light source in a dark scene does not keep the rest of it dark.
     """
     values = np.asarray(raw_lin, dtype=np.float32).ravel()
-    if values.size > 1_000_000:
-        values = values[:: values.size // 1_000_000]
+    values = values[:: auto_ratio_step(values.size)]
     top = np.quantile(values, 0.99)
     mean = float(np.mean(np.clip(values[values <= top], 0.0, None)))
     lo, hi = AUTO_RATIO_RANGE

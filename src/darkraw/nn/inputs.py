@@ -74,7 +74,27 @@ def denoiser_planes(mosaic_dn: np.ndarray, meta: RawMetadata, ratio: float) -> n
     Returns:
         ``(4, H/2, W/2)`` float32 (odd sizes lose their last row or column of samples).
     """
-    return amplify(pack(subtract_black_level(mosaic_dn, meta), meta), ratio)
+    h, w = meta.height, meta.width
+    if meta.is_xtrans or h % 2 or w % 2 or mosaic_dn.shape != (h, w):
+        return amplify(pack(subtract_black_level(mosaic_dn, meta), meta), ratio)
+    if not ratio > 0 or not math.isfinite(ratio):
+        raise ValueError(f"ratio must be a positive number, got {ratio}")
+    # The same float32 arithmetic as the general path, one plane per thread straight from the
+    # mosaic's samples: five passes over the whole mosaic and a stack become one per plane.
+    black = np.asarray(meta.black_tile, dtype=np.float32)
+    white = np.float32(meta.white_level)
+    out = np.empty((4, h // 2, w // 2), dtype=np.float32)
+
+    def one(i: int) -> None:
+        r, c = meta.bayer_pattern.offsets[i]
+        plane, level = out[i], black[r % black.shape[0], c % black.shape[1]]
+        np.subtract(mosaic_dn[r::2, c::2], level, out=plane, dtype=np.float32)
+        plane /= white - level
+        plane *= np.float32(ratio)
+        np.minimum(plane, np.float32(1.0), out=plane)
+
+    thread_map(one, range(4), size=mosaic_dn.size)
+    return out
 
 
 def amplify(planes: np.ndarray, ratio: float) -> np.ndarray:

@@ -40,7 +40,7 @@ from darkraw.classic.pipeline import (
     orient,
     render_planes,
     rggb_view,
-    subtract_black_level,
+    sampled_raw_lin,
     unpack,
 )
 from darkraw.errors import NetworkOutputError
@@ -314,10 +314,10 @@ def enhance_with_denoiser(
     )
     view, planes, offset = prepared.view, prepared.planes, prepared.offset
     if ratio is None:
-        raw_lin = subtract_black_level(mosaic_dn, meta)
+        raw_lin, step = sampled_raw_lin(mosaic_dn, meta)
         if offset.any():
             per_plane = np.broadcast_to(offset[:, None, None], planes.shape)
-            raw_lin = raw_lin - _mosaic_of(per_plane, view)
+            raw_lin = raw_lin - _mosaic_of(per_plane, view).ravel()[::step]
         ratio = auto_ratio(raw_lin)
     if noise is None:
         noise = frame_noise(planes, meta, database)
