@@ -49,6 +49,7 @@ from darkraw.nn.inputs import amplify, denoiser_input, denoiser_planes
 from darkraw.nn.precision import Precision
 from darkraw.nn.runtime import OnnxDenoiser, add_correction
 from darkraw.nn.tiling import tile_grid
+from darkraw.parallel import thread_map
 from darkraw.raw.metadata import RawMetadata
 from darkraw.raw.rawio import LIBRAW_BT709_GAMMA, LIBRAW_MIN_SIDE, render_mosaic_with_libraw
 from darkraw.synth.noiselevel import (
@@ -387,7 +388,11 @@ def prepare_frame(
             black_range = black_offset_range(meta.make, meta.model, span)
         offset = np.asarray(estimate_black_offset(planes, black_range), dtype=np.float32)
         # What is clipped at white stays white.
-        planes = np.where(planes >= 1, planes, planes - offset[:, None, None])
+        thread_map(
+            lambda i: np.subtract(planes[i], offset[i], out=planes[i], where=planes[i] < 1),
+            range(4),
+            size=planes.size,
+        )
     return PreparedFrame(view, planes, offset)
 
 

@@ -798,15 +798,18 @@ def measure_black_level(
     _, h, w = planes.shape
     b = max(2, min(block, h, w) // 2 * 2)
     nby, nbx = h // b, w // b
-    out = []
-    for plane in np.asarray(planes, dtype=np.float32):
-        blocks = plane[: nby * b, : nbx * b].reshape(nby, b, nbx, b).transpose(0, 2, 1, 3)
-        blocks = blocks.reshape(nby * nbx, b, b)
+
+    def level(plane: np.ndarray) -> float:
+        tiles = plane[: nby * b, : nbx * b].reshape(nby, b, nbx, b).transpose(0, 2, 1, 3)
+        blocks = tiles.reshape(nby * nbx, b, b)
         select = _central_mean(blocks[:, :, 0::2].reshape(nby * nbx, -1))
         measure = _central_mean(blocks[:, :, 1::2].reshape(nby * nbx, -1))
         k = min(darkest, select.size)
         chosen = np.argpartition(select, k - 1)[:k]
-        out.append(float(np.mean(measure[chosen])))
+        return float(np.mean(measure[chosen]))
+
+    values = np.asarray(planes, dtype=np.float32)
+    out = thread_map(level, values, size=values.size)
     return out[0], out[1], out[2], out[3]
 
 
