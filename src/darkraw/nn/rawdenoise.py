@@ -49,7 +49,7 @@ from darkraw.nn.inputs import amplify, denoiser_input, denoiser_planes
 from darkraw.nn.precision import Precision
 from darkraw.nn.runtime import OnnxDenoiser, add_correction
 from darkraw.nn.tiling import tile_grid
-from darkraw.parallel import thread_map
+from darkraw.parallel import bands, thread_map
 from darkraw.raw.metadata import RawMetadata
 from darkraw.raw.rawio import LIBRAW_BT709_GAMMA, LIBRAW_MIN_SIDE, render_mosaic_with_libraw
 from darkraw.synth.noiselevel import (
@@ -432,8 +432,15 @@ def _mosaic_dn(clean: np.ndarray, view: Any, meta: RawMetadata) -> np.ndarray:
     """
     linear = _mosaic_of(clean, view)
     black = black_level_map(meta)
-    out: np.ndarray = black + linear * (np.float32(meta.white_level) - black)
-    return out
+    white = np.float32(meta.white_level)
+
+    def band(rows: slice) -> None:
+        # black + linear * (white - black), in place, row band by row band.
+        np.multiply(linear[rows], white - black[rows], out=linear[rows])
+        np.add(black[rows], linear[rows], out=linear[rows])
+
+    thread_map(band, bands(linear.shape[0]), size=linear.size)
+    return linear
 
 
 __all__ = [
