@@ -198,7 +198,9 @@ def enhance(
     from darkraw.nn.rawdenoise import DenoisedResult, DenoiseOptions
     from darkraw.synth.noiselevel import load_noise_profiles
 
-    network = load_network(model, device=device)
+    network = load_network(
+        model, device=device, precision="auto" if denoise is None else denoise.precision.value
+    )
     source = None if isinstance(raw, np.ndarray) or meta.source != "LibRaw" else raw
     if not is_denoiser(network):
         if strength is not None or denoise is not None:

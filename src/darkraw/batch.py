@@ -266,7 +266,8 @@ def enhance_batch(
         from darkraw.nn.enhance import is_denoiser, load_network
         from darkraw.synth.noiselevel import load_noise_profiles
 
-        network = load_network(model, device=device)
+        precision = "auto" if denoise is None else denoise.precision.value
+        network = load_network(model, device=device, precision=precision)
         name = (
             model
             if isinstance(model, str)

@@ -221,10 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     enh.add_argument(
         "--precision",
-        choices=["auto", "fp32", "bf16"],
+        choices=["auto", "fp32", "bf16", "int8"],
         default=None,
-        help="network: arithmetic of the network's body; auto is bf16 where the CPU has it "
-        "natively (AVX-512 BF16, AMX), within about one 8-bit level of fp32, and fp32 elsewhere "
+        help="network: arithmetic of the network's body. The raw denoiser: auto is its int8 "
+        "version on a CPU with an 8-bit dot product (AVX-512 VNNI, AVX-VNNI, AMX) and fp32 "
+        "elsewhere, int8 insists; the SID network: auto is bf16 where the CPU has it natively "
+        "(AVX-512 BF16, AMX), within about one 8-bit level of fp32, and fp32 elsewhere "
         "(default: auto)",
     )
     enh.add_argument(

@@ -165,3 +165,74 @@ def test_add_correction_reports_values_that_are_not_finite():
     correction = np.zeros((4, 8, 9), dtype=np.float32)
     correction[2, 3, 4] = np.nan
     assert not add_correction(correction, np.zeros_like(correction), 3)
+
+
+# --- choosing the bundled denoiser's int8 version ---------------------------------------------
+
+
+def test_fast_cpu_int8_reads_the_dot_product_flags():
+    assert runtime.fast_cpu_int8("vendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2 avx512_vnni\n")
+    assert runtime.fast_cpu_int8("flags\t: sse avx_vnni\n")
+    assert not runtime.fast_cpu_int8("flags\t: sse avx2 fma avx512f\n")
+    assert not runtime.fast_cpu_int8("")
+
+
+@pytest.fixture
+def int8_beside(tmp_path, monkeypatch):
+    """A stand-in for the bundled int8 file (the fp32 export under another name: the choice,
+    not the arithmetic, is under test), and a way to say whether the CPU has VNNI."""
+    import shutil
+
+    import darkraw.nn.enhance as enhance
+
+    path = tmp_path / "denoiser_model_int8.onnx"
+    shutil.copy(bundled_onnx_path("default"), path)
+    monkeypatch.setattr(enhance, "bundled_int8_path", lambda name: path)
+
+    def vnni(present: bool) -> None:
+        monkeypatch.setattr(enhance, "cpu_int8_fast", lambda: present)
+
+    return path, vnni
+
+
+def test_auto_takes_the_int8_version_on_a_cpu_with_vnni(int8_beside):
+    path, vnni = int8_beside
+    vnni(True)
+    assert load_network("default", device="cpu").path == path
+    vnni(False)
+    assert load_network("default", device="cpu").path == bundled_onnx_path("default")
+    assert load_network("default", device="cpu", precision="int8").path == path
+
+
+def test_fp32_is_taken_when_asked_or_without_an_int8_file(int8_beside):
+    path, vnni = int8_beside
+    vnni(True)
+    assert load_network("default", precision="fp32").path == bundled_onnx_path("default")
+    path.unlink()
+    assert load_network("default").path == bundled_onnx_path("default")
+    with pytest.raises(CheckpointError, match="no int8 version"):
+        load_network("default", precision="int8")
+
+
+def test_a_stale_int8_file_is_not_used(int8_beside):
+    onnx = pytest.importorskip("onnx")
+    path, vnni = int8_beside
+    vnni(True)
+    model = onnx.load(str(path))
+    for prop in model.metadata_props:
+        if prop.key == runtime.WEIGHTS_KEY:
+            prop.value = "0" * 64
+    onnx.save(model, str(path))
+    assert load_network("default").path == bundled_onnx_path("default")
+    with pytest.raises(CheckpointError, match="other weights"):
+        load_network("default", precision="int8")
+
+
+def test_int8_is_refused_where_torch_runs():
+    from darkraw.nn.infer import InferenceOptions
+    from darkraw.nn.precision import Precision, autocast_dtype
+
+    with pytest.raises(ValueError, match="raw denoiser"):
+        InferenceOptions(precision="int8")
+    with pytest.raises(ValueError, match="ONNX Runtime only"):
+        autocast_dtype(Precision.INT8, torch.device("cpu"))

@@ -17,6 +17,7 @@ import numpy as np
 from darkraw.errors import CheckpointError, NetworkOutputError
 from darkraw.nn.modelfiles import (
     BUNDLED_MODELS,
+    bundled_int8_path,
     bundled_onnx_path,
     existing_source,
     json_entry,
@@ -24,7 +25,13 @@ from darkraw.nn.modelfiles import (
     read_metadata,
 )
 from darkraw.nn.rawdenoise import DenoisedResult, DenoiseOptions, enhance_with_denoiser
-from darkraw.nn.runtime import OnnxDenoiser, load_onnx_denoiser, require_torch, torch_available
+from darkraw.nn.runtime import (
+    OnnxDenoiser,
+    cpu_int8_fast,
+    load_onnx_denoiser,
+    require_torch,
+    torch_available,
+)
 from darkraw.raw.metadata import RawMetadata
 from darkraw.synth.noiselevel import NoiseDatabase
 
@@ -37,7 +44,9 @@ if TYPE_CHECKING:
 AnyNetwork: TypeAlias = "TorchNetwork | OnnxDenoiser"
 
 
-def load_network(spec: str | Path | Any, *, device: str = "auto", threads: int = 0) -> AnyNetwork:
+def load_network(
+    spec: str | Path | Any, *, device: str = "auto", threads: int = 0, precision: str = "auto"
+) -> AnyNetwork:
     """The network a model spec names, in the lightest runtime that runs it.
 
     A bundled raw denoiser whose ONNX export sits beside its weights, or an ``.onnx`` file, runs
@@ -47,9 +56,14 @@ def load_network(spec: str | Path | Any, *, device: str = "auto", threads: int =
         spec: a bundled model's name, a file, or a network (returned as is).
         device: ``auto``, ``cpu`` or ``cuda``, for ONNX Runtime.
         threads: CPU threads for ONNX Runtime (0: every core).
+        precision: for a bundled raw denoiser, ``auto`` takes its int8 version
+            (:func:`~darkraw.nn.modelfiles.bundled_int8_path`) on a CPU with an 8-bit dot
+            product (:func:`~darkraw.nn.runtime.cpu_int8_fast`) and fp32 elsewhere (a GPU
+            included); ``int8`` insists on it; ``fp32`` and ``bf16`` take the fp32 export.
 
     Raises:
-        CheckpointError: the file cannot be loaded, or the named model is not bundled.
+        CheckpointError: the file cannot be loaded, or the named model is not bundled, or
+            ``int8`` is asked for a model without a current int8 version.
         MissingExtraError: the model needs torch (or onnxruntime), which is not installed.
     """
     if not isinstance(spec, str | Path):
@@ -58,9 +72,12 @@ def load_network(spec: str | Path | Any, *, device: str = "auto", threads: int =
     if path.suffix.lower() == ".onnx":
         return load_onnx_denoiser(path, device=device, threads=threads)
     if str(spec) in BUNDLED_MODELS and model_arch(spec) == "raw_denoiser":
+        weights = json_entry(path, read_metadata(path), "sha256")
+        int8 = _bundled_int8(str(spec), device, threads, precision, weights)
+        if int8 is not None:
+            return int8
         onnx = bundled_onnx_path(str(spec))
         if onnx.is_file():
-            weights = json_entry(path, read_metadata(path), "sha256")
             try:
                 return load_onnx_denoiser(
                     onnx, device=device, threads=threads, expect_weights=weights
@@ -74,6 +91,31 @@ def load_network(spec: str | Path | Any, *, device: str = "auto", threads: int =
     from darkraw.nn.infer import resolve_model
 
     return resolve_model(path)
+
+
+def _bundled_int8(
+    name: str, device: str, threads: int, precision: str, weights: str
+) -> OnnxDenoiser | None:
+    """The bundled model's int8 version where ``precision`` asks for it and the CPU runs it
+    well; ``None`` for fp32. A missing or stale int8 file is an error only for ``int8``."""
+    if precision not in ("auto", "int8"):
+        return None
+    if precision == "auto" and (device == "cuda" or not cpu_int8_fast()):
+        return None
+    path = bundled_int8_path(name)
+    if not path.is_file():
+        if precision == "int8":
+            raise CheckpointError(path, f"the {name} model has no int8 version")
+        return None
+    try:
+        network = load_onnx_denoiser(path, device=device, threads=threads, expect_weights=weights)
+    except CheckpointError:
+        if precision == "int8":
+            raise
+        return None
+    if precision == "auto" and any("CUDA" in p for p in network.providers):
+        return None  # a GPU's fp32 is faster than its int8 emulation, and exact
+    return network
 
 
 def is_denoiser(network: object) -> bool:

@@ -147,6 +147,10 @@ class InferenceOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", Precision(self.precision))
+        if self.precision is Precision.INT8:
+            raise ValueError(
+                "precision int8 is for the raw denoiser; the SID network runs fp32/bf16"
+            )
         for name in ("tile", "overlap", "threads"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:

@@ -194,6 +194,13 @@ def bundled_onnx_path(name: str) -> Path:
     return bundled_model_path(name).with_suffix(".onnx")
 
 
+def bundled_int8_path(name: str) -> Path:
+    """Where the int8 ONNX version of the bundled model ``name`` lives (quantisation-aware
+    fine-tuned from its weights, ``scripts/qat_denoiser.py``); may be absent."""
+    path = bundled_model_path(name)
+    return path.with_name(f"{path.stem}_int8.onnx")
+
+
 def model_source(spec: str | Path) -> Path:
     """The file a model spec names: a bundled model's file, or the path itself."""
     if str(spec) in BUNDLED_MODELS:

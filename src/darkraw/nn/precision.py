@@ -22,6 +22,8 @@ class Precision(enum.Enum):
     AUTO = "auto"
     BF16 = "bf16"
     FP32 = "fp32"
+    #: The bundled raw denoiser's quantised version, in ONNX Runtime only (torch refuses it).
+    INT8 = "int8"
 
 
 def fast_cpu_bf16(cpuinfo: str) -> bool:
@@ -67,7 +69,16 @@ def bf16_supported(device: torch.device) -> bool:
 
 
 def autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device``; ``None`` for plain fp32."""
+    """The autocast dtype for ``precision`` on ``device``; ``None`` for plain fp32.
+
+    Raises:
+        ValueError: ``int8``, which only ONNX Runtime runs (the raw denoiser's int8 export).
+    """
+    if precision is Precision.INT8:
+        raise ValueError(
+            "precision int8 runs in ONNX Runtime only, for the bundled raw denoiser; use auto, "
+            "bf16 or fp32 here"
+        )
     if precision is Precision.FP32:
         return None
     if precision is Precision.BF16 or bf16_supported(device):

@@ -117,7 +117,9 @@ class DenoiseOptions:
             (:func:`~darkraw.nn.denoiser.receptive_radius`) rounded up to its pooling grid, so
             tiles join exactly.
         precision: for a torch network, ``auto`` (bf16 where the CPU runs it fast), ``bf16`` or
-            ``fp32``; ONNX Runtime runs fp32.
+            ``fp32``; ONNX Runtime runs the file it was given (the bundled model's is chosen
+            when it is loaded: ``auto`` takes its int8 version on a CPU with an 8-bit dot
+            product, :func:`darkraw.nn.enhance.load_network`).
         threads: CPU threads for torch during the run; 0 keeps torch's setting (ONNX Runtime's
             are set when its model is loaded, :func:`~darkraw.nn.runtime.load_onnx_denoiser`).
         black_offset: measure each plane's black-level offset from the frame's darkest regions

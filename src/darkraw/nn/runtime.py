@@ -43,6 +43,8 @@ CARD_KEY = "darkraw.card"
 WEIGHTS_KEY = "darkraw.weights_sha256"
 #: What the graph's output is: ``correction`` (added to the noisy planes by the runtime).
 OUTPUT_KEY = "darkraw.output"
+#: The graph's arithmetic, ``int8`` for a quantised export (absent: fp32).
+PRECISION_KEY = "darkraw.precision"
 
 #: Smallest packed side the exported graph takes: it pads each side to a multiple of 8 by
 #: reflection, which needs the pad to be shorter than the side.
@@ -90,6 +92,7 @@ class OnnxDenoiser:
         path: the ONNX file.
         card: the model card stored with it.
         providers: ONNX Runtime's execution providers in use (``CPUExecutionProvider``, ...).
+        precision: the graph's arithmetic: ``fp32``, or ``int8`` (a quantised export).
     """
 
     config: DenoiserConfig
@@ -98,6 +101,7 @@ class OnnxDenoiser:
     providers: tuple[str, ...]
     _session: Any = field(repr=False)
     _input: str = field(repr=False)
+    precision: str = "fp32"
 
     def correction(self, x: np.ndarray) -> np.ndarray:
         """What the network adds to the noisy planes of ``x``, ``(N, C, h, w)`` float32 to
@@ -276,7 +280,31 @@ def load_onnx_denoiser(
         providers=tuple(session.get_providers()),
         _session=session,
         _input=inputs[0].name,
+        precision=meta.get(PRECISION_KEY, "fp32"),
     )
+
+
+#: CPU flags of an 8-bit dot product instruction (``/proc/cpuinfo``), which ONNX Runtime's int8
+#: kernels need to be fast and exact: without them (AVX2 only) its u8 x s8 products go through
+#: ``vpmaddubsw``, whose 16-bit sums can saturate.
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def fast_cpu_int8(cpuinfo: str) -> bool:
+    """Whether a CPU, described by ``/proc/cpuinfo``'s text, has an 8-bit dot product."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return any(flag in value.split() for flag in INT8_DOT_FLAGS)
+    return False
+
+
+def cpu_int8_fast() -> bool:
+    """:func:`fast_cpu_int8` of this machine (``False`` where ``/proc/cpuinfo`` is missing)."""
+    try:
+        return fast_cpu_int8(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        return False
 
 
 def _providers(available: Sequence[str], device: str) -> tuple[str, ...]:
@@ -316,10 +344,13 @@ def _card(path: Path, meta: Mapping[str, str]) -> dict[str, Any]:
 
 __all__ = [
     "DEVICES",
+    "INT8_DOT_FLAGS",
     "OnnxDenoiser",
     "add_correction",
     "box_mean",
+    "cpu_int8_fast",
     "cpu_threads",
+    "fast_cpu_int8",
     "load_onnx_denoiser",
     "require_torch",
     "torch_available",
