@@ -12,10 +12,18 @@ from darkraw.nn import runtime
 from darkraw.nn.denoiser import DenoiserConfig, RawDenoiser, box_mean
 from darkraw.nn.enhance import load_network
 from darkraw.nn.infer import save_model_file
-from darkraw.nn.modelfiles import bundled_model_path, bundled_onnx_path, json_entry, read_metadata
+from darkraw.nn.inputs import denoiser_input
+from darkraw.nn.modelfiles import (
+    bundled_int8_path,
+    bundled_model_path,
+    bundled_onnx_path,
+    json_entry,
+    read_metadata,
+)
 from darkraw.nn.onnx_export import export_onnx
 from darkraw.nn.rawdenoise import DenoiseOptions, run_denoiser
 from darkraw.nn.runtime import OnnxDenoiser, add_correction, load_onnx_denoiser
+from darkraw.synth.noiselevel import RawNoise
 
 TINY = DenoiserConfig(width=4, levels=3, mean_window=7)
 
@@ -123,7 +131,7 @@ def test_cuda_without_a_cuda_provider_says_what_to_install(exported, monkeypatch
 def test_the_bundled_export_is_of_the_bundled_weights():
     weights = bundled_model_path("default")
     digest = json_entry(weights, read_metadata(weights), "sha256")
-    network = load_network("default", device="cpu")
+    network = load_network("default", device="cpu", precision="fp32")
     assert isinstance(network, OnnxDenoiser)
     assert network.path == bundled_onnx_path("default")
     torch_net = load_onnx_denoiser(network.path, expect_weights=digest)
@@ -133,6 +141,28 @@ def test_the_bundled_export_is_of_the_bundled_weights():
     with torch.inference_mode():
         expected = resolve_model("default")(torch.from_numpy(x)[None]).numpy()
     np.testing.assert_allclose(torch_net(x[None]), expected, atol=1e-5)
+
+
+def test_the_bundled_int8_version_is_current_and_close_to_fp32():
+    """Quantisation-aware trained from the bundled weights (its digest matches), and on a
+    smooth noisy frame its clean planes are within a small share of an 8-bit level of fp32's."""
+    path = bundled_int8_path("default")
+    if not path.is_file():
+        pytest.skip("no int8 version is bundled")
+    weights = bundled_model_path("default")
+    digest = json_entry(weights, read_metadata(weights), "sha256")
+    int8 = load_onnx_denoiser(path, expect_weights=digest)
+    fp32 = load_onnx_denoiser(bundled_onnx_path("default"), expect_weights=digest)
+    assert int8.precision == "int8" and fp32.precision == "fp32"
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:96, 0:104] / 100.0
+    clean = np.stack([0.2 + 0.1 * np.sin(3 * yy + k) * np.cos(2 * xx) for k in range(4)])
+    noisy = clean + rng.normal(size=clean.shape) * np.sqrt(2e-3 * clean + 1e-4)
+    noise = RawNoise((2e-3,) * 4, (1e-4,) * 4, "test")
+    x = denoiser_input(noisy.astype(np.float32), noise)
+    a, b = run_denoiser(int8, x), run_denoiser(fp32, x)
+    psnr = 10 * np.log10(1 / np.mean((a - b) ** 2))
+    assert psnr > 40, psnr
 
 
 def test_a_stale_bundled_export_falls_back_to_torch(tmp_path, monkeypatch):
