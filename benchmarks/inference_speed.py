@@ -33,9 +33,12 @@ With ``--tolerance`` it measures instead how far tiled output is from whole-fram
 With ``--runtime`` it measures the default raw denoiser's paths (issue 24), each in a fresh child
 process, in one run: ``naive`` (the seed's SID network, whole frame, fp32 NCHW, the baseline),
 ``denoiser_torch`` (the previous default: the bundled denoiser in torch, tiles of 512,
-``precision=auto``), ``denoiser_onnx`` (the new default: its ONNX export in ONNX Runtime, the
-default tiles), their executed GFLOP/s against the measured fp32 matmul peak and their peak RSS;
-then the whole command on a 12-megapixel DNG (median of ``--runs`` fresh processes) and a batch
+``precision=auto``), ``denoiser_onnx`` (its fp32 ONNX export in ONNX Runtime, the default
+tiles), ``denoiser_int8`` (its quantisation-aware int8 export, the default on CPUs with VNNI;
+its "GFLOP/s" count the same operations, most of them done in int8), their executed GFLOP/s
+against the measured fp32 matmul peak and their peak RSS;
+then the whole command on a 12-megapixel DNG, by default and with ``--precision fp32`` (median of
+``--runs`` fresh processes each, interleaved) and a batch
 of 8 such files in one command (time per file, and how busy the cores were: user + system CPU
 time over wall time x cores). Results go to ``benchmarks/results/runtime_speed.json``.
 
@@ -317,7 +320,7 @@ def tiling_tolerance(trained: Path | None) -> dict[str, Any]:
 RUNTIME_RESULTS = ROOT / "benchmarks" / "results" / "runtime_speed.json"
 
 #: The raw denoiser's paths ``--runtime`` times (besides the SID ``naive`` pass).
-DENOISER_PATHS = ("denoiser_torch", "denoiser_onnx")
+DENOISER_PATHS = ("denoiser_torch", "denoiser_onnx", "denoiser_int8")
 
 
 def denoiser_child(name: str, runs: int) -> dict[str, Any]:
@@ -334,7 +337,8 @@ def denoiser_child(name: str, runs: int) -> dict[str, Any]:
         network: Any = resolve_model("default")
         options = DenoiseOptions(tile=512)
     else:
-        network = load_network("default", device="cpu")
+        precision = "int8" if name == "denoiser_int8" else "fp32"
+        network = load_network("default", device="cpu", precision=precision)
         options = DenoiseOptions()
     config = network.config
     grid = config.pad_multiple
@@ -385,18 +389,20 @@ def whole_command(runs: int, work: Path) -> dict[str, Any]:
     from enhance_speed import dark_frame
 
     source = dark_frame(work / "frame.dng")
-    times, rss = [], []
+    # The default (int8 where the CPU has VNNI) and fp32, interleaved so that both see the
+    # machine in the same state.
+    times: dict[str, list[float]] = {"auto": [], "fp32": []}
+    rss: list[float] = []
     for i in range(runs):
-        out = work / f"single_{i}.png"
-        start = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-c", _MEASURED, "enhance", str(source), "-o", str(out)],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        times.append(time.perf_counter() - start)
-        rss.append(float(done.stderr.strip().splitlines()[-1]))
+        for precision, measured in times.items():
+            out = work / f"single_{precision}_{i}.png"
+            args = ["enhance", str(source), "-o", str(out), "--precision", precision]
+            start = time.perf_counter()
+            done = subprocess.run(
+                [sys.executable, "-c", _MEASURED, *args], check=True, capture_output=True, text=True
+            )
+            measured.append(time.perf_counter() - start)
+            rss.append(float(done.stderr.strip().splitlines()[-1]))
     single_rss = max(rss)
     folder = work / "batch"
     folder.mkdir()
@@ -416,8 +422,10 @@ def whole_command(runs: int, work: Path) -> dict[str, Any]:
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     cores = len(os.sched_getaffinity(0))
     return {
-        "single_times_s": times,
-        "single_median_s": statistics.median(times),
+        "single_times_s": times["auto"],
+        "single_median_s": statistics.median(times["auto"]),
+        "single_fp32_times_s": times["fp32"],
+        "single_fp32_median_s": statistics.median(times["fp32"]),
         "single_peak_rss_mib": single_rss,
         "batch_of_8_wall_s": wall,
         "batch_per_file_s": wall / 8,
