@@ -37,7 +37,7 @@ import numpy as np
 
 from darkraw.classic.filters import box_mean, filter2d, max_filter
 from darkraw.errors import DarkrawError
-from darkraw.parallel import thread_map
+from darkraw.parallel import bands, thread_map
 from darkraw.synth.noise import NoiseProfile, load_profile
 
 Quad = tuple[float, float, float, float]
@@ -456,8 +456,6 @@ def estimate_raw_noise(planes: np.ndarray) -> RawNoise:
     if min(h, w) < 2 * _BORDER + 2:
         raise ValueError(f"planes too small to estimate noise: need h, w >= 8, got {planes.shape}")
     values = np.asarray(planes, dtype=np.float32)
-    if not np.isfinite(values).all():
-        raise ValueError("planes contain NaN or infinite values")
     step = max(1, math.ceil(math.sqrt(values.size / _TARGET_SAMPLES)))
     low, high = _clip_levels(values)
     parts = thread_map(
@@ -475,14 +473,38 @@ def estimate_raw_noise(planes: np.ndarray) -> RawNoise:
 
 
 def _clip_levels(values: np.ndarray) -> tuple[float | None, float | None]:
-    """The values at which the frame is clipped below and above, ``None`` where it is not."""
-    lowest, highest = float(values.min()), float(values.max())
+    """The values at which the frame is clipped below and above, ``None`` where it is not.
+
+    Two passes over row bands on every core (a 12-Mpixel frame's planes are 48 MB): the
+    extremes, then how many samples sit at them.
+
+    Raises:
+        ValueError: NaN or infinite values.
+    """
+    rows = values.reshape(-1, values.shape[-1])
+    parts = bands(rows.shape[0])
+
+    def extremes(band: slice) -> tuple[bool, float, float]:
+        part = rows[band]
+        return bool(np.isfinite(part).all()), float(part.min()), float(part.max())
+
+    found = thread_map(extremes, parts, size=values.size)
+    if not all(finite for finite, _, _ in found):
+        raise ValueError("planes contain NaN or infinite values")
+    lowest = min(lo for _, lo, _ in found)
+    highest = max(hi for _, _, hi in found)
+
+    def at_extremes(band: slice) -> tuple[int, int]:
+        part = rows[band]
+        return int(np.count_nonzero(part == lowest)), int(np.count_nonzero(part == highest))
+
+    counts = thread_map(at_extremes, parts, size=values.size)
     share = _CLIP_SHARE * values.size
-    low = lowest if np.count_nonzero(values == lowest) >= share else None
+    low = lowest if sum(c for c, _ in counts) >= share else None
     if highest >= 1.0:
         high: float | None = 1.0
     else:
-        high = highest if np.count_nonzero(values == highest) >= share else None
+        high = highest if sum(c for _, c in counts) >= share else None
     return low, high
 
 
