@@ -563,20 +563,23 @@ def _bin_variances(
     # than on int64 (0.02 against 0.2 s for 2 million samples), and the same order.
     order = np.argsort(index.astype(np.uint16), kind="stable")
     starts = np.concatenate([[0], np.cumsum(counts)])
-    xs, variances, sizes = [], [], []
-    for b in range(n_bins):
+
+    def measure(b: int) -> tuple[float, float, int] | None:
         if avoid_clipped and clipped_counts[b] > _MAX_CLIPPED_SHARE * counts[b]:
-            continue
+            return None
         members = order[starts[b] : starts[b + 1]]
         members = members[usable[members]]
         if members.size < _MIN_BIN / _KEEP_SMOOTHEST:
-            continue
+            return None
         smooth = texture[members] <= np.quantile(texture[members], _KEEP_SMOOTHEST)
         members = members[smooth]
-        xs.append(float(mean[members].mean()))
-        variances.append(_robust_variance(resid[members]))
-        sizes.append(members.size)
-    return np.array(xs), np.array(variances), np.array(sizes, dtype=np.float64)
+        return float(mean[members].mean()), _robust_variance(resid[members]), members.size
+
+    # Bins are independent: spread over the cores, kept in order.
+    bins = [m for m in thread_map(measure, range(n_bins), size=mean.size) if m is not None]
+    xs = np.array([m[0] for m in bins])
+    variances = np.array([m[1] for m in bins])
+    return xs, variances, np.array([m[2] for m in bins], dtype=np.float64)
 
 
 def _robust_variance(resid: np.ndarray) -> float:
