@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="network: tile side in packed pixels (half the output pixels for Bayer), a multiple "
-        "of 16; 0 runs the whole frame at once (more memory) (default: 1024)",
+        "of 16; the raw denoiser takes windows of at most N x N pixels of whatever shape runs "
+        "the fewest; 0 runs the whole frame at once (more memory) (default: 1024)",
     )
     enh.add_argument(
         "--overlap",
