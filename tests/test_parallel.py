@@ -55,3 +55,21 @@ def test_bands_partition_the_rows(length, parts):
     rows = [i for s in cut for i in range(s.start, s.stop)]
     assert rows == list(range(length))
     assert all(s.stop > s.start for s in cut)
+
+
+def test_a_forked_process_gets_a_pool_of_its_own(monkeypatch):
+    """A data-loading worker forked after the pool was made inherits it without its threads;
+    work handed to that pool would never run."""
+    import multiprocessing
+
+    monkeypatch.setattr(parallel, "cpu_threads", lambda: 2)
+    assert thread_map(lambda i: i, range(4)) == [0, 1, 2, 3]  # the parent's pool exists now
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        result = pool.apply_async(_square_all, (list(range(6)),))
+        assert result.get(timeout=30) == [i * i for i in range(6)]
+
+
+def _square_all(items):
+    parallel.cpu_threads = lambda: 2  # the forked child keeps the parent's module state
+    return thread_map(lambda i: i * i, items)

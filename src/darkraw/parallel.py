@@ -26,6 +26,9 @@ R = TypeVar("R")
 MIN_PARALLEL_SIZE = 1 << 18
 
 _pool: ThreadPoolExecutor | None = None
+#: The process that made ``_pool``: a process forked from it (a data-loading worker) inherits
+#: the pool without its threads, and work handed to it would never run.
+_pool_pid = 0
 _pool_lock = threading.Lock()
 
 
@@ -38,10 +41,11 @@ def cpu_threads() -> int:
 
 
 def _shared_pool() -> ThreadPoolExecutor:
-    global _pool
+    global _pool, _pool_pid
     with _pool_lock:
-        if _pool is None:
+        if _pool is None or _pool_pid != os.getpid():
             _pool = ThreadPoolExecutor(max_workers=cpu_threads(), thread_name_prefix="darkraw")
+            _pool_pid = os.getpid()
         return _pool
 
 
