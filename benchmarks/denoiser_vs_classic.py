@@ -311,15 +311,19 @@ def crop(image: np.ndarray, side: int = 512) -> np.ndarray:
     return image[:, top : top + side, left : left + side]
 
 
+def demo_reference() -> np.ndarray:
+    """LibRaw's rendering of the clean crop of the HERO7 file the bundled sample was made from."""
+    source = read_raw(DATA / "raw" / "HERO7_GOPR9231.DNG")
+    top, left, height, width = DEMO_CROP
+    clean = source.mosaic[top : top + height, left : left + width]
+    return render_mosaic_with_libraw(None, clean, source.meta.replace(height=height, width=width))
+
+
 def demo(denoiser: RawDenoiser, sid: object, images: Path) -> dict[str, object]:
     """The bundled sample against LibRaw's rendering of the same clean crop."""
     from darkraw.demo import SAMPLE_RATIO, sample_path
 
-    source = read_raw(DATA / "raw" / "HERO7_GOPR9231.DNG")
-    top, left, height, width = DEMO_CROP
-    clean = source.mosaic[top : top + height, left : left + width]
-    meta = source.meta.replace(height=height, width=width)
-    reference = render_mosaic_with_libraw(None, clean, meta)
+    reference = demo_reference()
     dark = read_raw(sample_path())
     out: dict[str, object] = {"frame": "demo crop", "ratio": SAMPLE_RATIO}
     panels = {}

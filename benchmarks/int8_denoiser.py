@@ -51,7 +51,7 @@ from darkraw.nn.rawdenoise import DenoiseOptions, enhance_with_denoiser, run_den
 from darkraw.nn.runtime import OnnxDenoiser, load_onnx_denoiser  # noqa: E402
 from darkraw.raw.figures import side_by_side  # noqa: E402
 from darkraw.raw.fileio import write_image  # noqa: E402
-from darkraw.raw.rawio import read_raw, render_mosaic_with_libraw  # noqa: E402
+from darkraw.raw.rawio import read_raw  # noqa: E402
 from darkraw.training.evaluate import score  # noqa: E402
 
 FP32 = ROOT / "src" / "darkraw" / "data" / "denoiser_model.onnx"
@@ -211,12 +211,7 @@ def demo(models: dict[str, OnnxDenoiser], crops: Path) -> dict[str, Any]:
     """The bundled sample against LibRaw's rendering of the same clean crop of the HERO7 file."""
     from darkraw.demo import SAMPLE_RATIO, sample_path
 
-    source = read_raw(bench.DATA / "raw" / "HERO7_GOPR9231.DNG")
-    top, left, height, width = bench.DEMO_CROP
-    clean = source.mosaic[top : top + height, left : left + width]
-    reference = render_mosaic_with_libraw(
-        None, clean, source.meta.replace(height=height, width=width)
-    )
+    reference = bench.demo_reference()
     dark = read_raw(sample_path())
     out: dict[str, Any] = {"frame": "demo crop", "ratio": SAMPLE_RATIO}
     images = {}

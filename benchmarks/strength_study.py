@@ -8,7 +8,8 @@ acceptance benchmark's results (``benchmarks/results/denoiser_phase4.json``).
 
 Usage:
     python benchmarks/strength_study.py [--strengths 1,1.25,1.5] [--groups a_sony_x100,...]
-        [--files ...] [--photos 6] [--seed 0] [--out benchmarks/results/strength_study.json]
+        [--files ...] [--photos 6] [--seed 0] [--precision fp32|int8]
+        [--out benchmarks/results/strength_study.json]
 """
 
 from __future__ import annotations
@@ -30,17 +31,12 @@ from darkraw.demo import SAMPLE_RATIO, sample_path  # noqa: E402
 from darkraw.nn.enhance import load_network  # noqa: E402
 from darkraw.nn.rawdenoise import DenoiseOptions, enhance_with_denoiser  # noqa: E402
 from darkraw.nn.runtime import OnnxDenoiser  # noqa: E402
-from darkraw.raw.rawio import read_raw, render_mosaic_with_libraw  # noqa: E402
+from darkraw.raw.rawio import read_raw  # noqa: E402
 
 
 def demo_scores(network: OnnxDenoiser, strengths: list[float]) -> dict[str, dict[str, float]]:
     """The demo crop at each strength, against LibRaw's rendering of the clean crop."""
-    source = read_raw(bench.DATA / "raw" / "HERO7_GOPR9231.DNG")
-    top, left, height, width = bench.DEMO_CROP
-    clean = source.mosaic[top : top + height, left : left + width]
-    reference = render_mosaic_with_libraw(
-        None, clean, source.meta.replace(height=height, width=width)
-    )
+    reference = bench.demo_reference()
     dark = read_raw(sample_path())
     out = {}
     for strength in strengths:
@@ -62,10 +58,13 @@ def main() -> None:
     parser.add_argument("--files", default=",".join(bench.FILES))
     parser.add_argument("--photos", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--precision", default="fp32", choices=["fp32", "int8"], help="the export that runs"
+    )
     parser.add_argument("--out", default="benchmarks/results/strength_study.json")
     args = parser.parse_args()
     strengths = [float(s) for s in args.strengths.split(",")]
-    network = load_network("default", device="cpu")
+    network = load_network("default", device="cpu", precision=args.precision)
     if not isinstance(network, OnnxDenoiser):
         raise SystemExit("the bundled denoiser's ONNX export is missing or stale")
     frames = [
@@ -105,6 +104,7 @@ def main() -> None:
         groups[group]["frames"] = len(mine)  # type: ignore[assignment]
     summary: dict[str, object] = {
         "what": "the raw denoiser (ONNX Runtime, LibRaw rendering) at each strength",
+        "precision": args.precision,
         "seed": args.seed,
         "strengths": strengths,
         "groups": groups,

@@ -23,19 +23,8 @@ def tile_spans(length: int, tile: int, overlap: int, grid: int) -> list[tuple[in
     if tile == 0 or length <= tile:
         return [(0, length, 0, length)]
     core_max = tile - 2 * overlap
-    count = -(-length // core_max)
     # Equal shares, rounded up to the pooling grid, so no last tile is a sliver.
-    core = -(-length // count)
-    core = -(-core // grid) * grid
-    return [
-        (
-            max(0, start - overlap),
-            min(length, start + core + overlap),
-            start,
-            min(length, start + core),
-        )
-        for start in range(0, length, core)
-    ]
+    return _spans(length, -(-length // core_max), overlap, grid)
 
 
 Span = tuple[int, int, int, int]

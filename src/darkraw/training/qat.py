@@ -857,7 +857,7 @@ def train_qat(
 ) -> QATDenoiser:
     """Calibrate, then fine-tune with fake quantisation on the recipe's pairs and loss.
 
-    The pairs, the loss (``denoiser_loss`` with the recipe's raw, mean and coarse weights, on
+    The pairs, the loss (``recipe_loss``: the recipe's raw, mean and coarse weights, on
     ``forward_parts``' output), the learning-rate schedule, the step-indexed batches (so a
     resumed run reads what an uninterrupted one would) and validation are
     :mod:`darkraw.training.train_denoiser`'s own.
@@ -872,9 +872,9 @@ def train_qat(
     from darkraw.training.train_denoiser import (
         _StepBatches,
         _synthetic_datasets,
-        denoiser_loss,
         forward_parts,
         learning_rate,
+        recipe_loss,
         start_network,
         validate,
     )
@@ -968,15 +968,7 @@ def train_qat(
             group["lr"] = base * rate
         x = batch["input"].contiguous(memory_format=torch.channels_last)
         output, removed = forward_parts(model, x)
-        loss = denoiser_loss(
-            output,
-            batch,
-            config.raw_weight,
-            removed=removed,
-            mean_weight=config.mean_weight,
-            coarse_weight=config.coarse_weight,
-            coarse_pool=config.coarse_pool,
-        )
+        loss = recipe_loss(output, batch, config, removed)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()

@@ -277,6 +277,24 @@ def denoiser_loss(
     return loss
 
 
+def recipe_loss(
+    output: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    config: DenoiserTrainConfig,
+    removed: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`denoiser_loss` with the weights ``config`` sets (training and QAT share it)."""
+    return denoiser_loss(
+        output,
+        batch,
+        config.raw_weight,
+        removed=removed,
+        mean_weight=config.mean_weight,
+        coarse_weight=config.coarse_weight,
+        coarse_pool=config.coarse_pool,
+    )
+
+
 def removed_mean_penalty(removed: torch.Tensor) -> torch.Tensor:
     """Mean absolute value of the local mean removed from the correction (linear raw).
 
@@ -435,15 +453,7 @@ def train_denoiser(
                 output, removed = forward_parts(model, x)
             else:
                 output = model(x)
-        loss = denoiser_loss(
-            output,
-            batch,
-            config.raw_weight,
-            removed=removed,
-            mean_weight=config.mean_weight,
-            coarse_weight=config.coarse_weight,
-            coarse_pool=config.coarse_pool,
-        )
+        loss = recipe_loss(output, batch, config, removed)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
