@@ -266,3 +266,26 @@ def test_int8_is_refused_where_torch_runs():
         InferenceOptions(precision="int8")
     with pytest.raises(ValueError, match="ONNX Runtime only"):
         autocast_dtype(Precision.INT8, torch.device("cpu"))
+
+
+def test_each_files_line_says_when_int8_ran(int8_beside, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from darkraw.batch import enhance_batch
+    from darkraw.raw.dng import write_dng
+
+    from conftest import mosaic_from_rgb, smooth_scene
+
+    path, vnni = int8_beside
+    vnni(True)
+    model = onnx.load(str(path))
+    model.metadata_props.add(key=runtime.PRECISION_KEY, value="int8")
+    onnx.save(model, str(path))
+    mosaic, meta = mosaic_from_rgb(smooth_scene(64, 96), "RGGB")
+    dng = write_dng(tmp_path / "dark.dng", mosaic, meta)
+    lines: list[str] = []
+    report = enhance_batch([dng], tmp_path / "out", model="default", log=lines.append)
+    assert report.written and "model default (int8)," in lines[-1]
+    lines.clear()
+    vnni(False)
+    enhance_batch([dng], tmp_path / "out2", model="default", log=lines.append)
+    assert "model default," in lines[-1]
