@@ -644,12 +644,10 @@ def quantise_conv_weights(proto: Any) -> int:
     weight into its fp32 result, which lies on the int8 grid, so the integers are recovered
     exactly (the scale ``max|w| / 127`` to within a rounding of float32). Without this ONNX
     Runtime would quantise those weights itself, with scales of its own. Returns the count."""
-    from onnx import helper, numpy_helper
-
     graph = proto.graph
     constants = _constants(graph)
     producers = {o: n for n in graph.node for o in n.output}
-    added, count = [], 0
+    added = []
     for node in graph.node:
         if node.op_type not in ("Conv", "ConvTranspose"):
             continue
@@ -657,9 +655,9 @@ def quantise_conv_weights(proto: Any) -> int:
         name = node.input[1]
         if x_dq is None or x_dq.op_type != "DequantizeLinear" or name not in constants:
             continue
+        if constants[name].dtype.kind != "f":
+            continue  # stored as integers already
         weight = constants[name].astype(np.float32)
-        if weight.dtype.kind != "f":
-            continue
         axis = 1 if node.op_type == "ConvTranspose" else 0
         dims = tuple(d for d in range(weight.ndim) if d != axis)
         scale = np.maximum(np.abs(weight).max(axis=dims) / np.float32(W_LEVEL), 1e-12)
@@ -667,29 +665,10 @@ def quantise_conv_weights(proto: Any) -> int:
         q = np.rint(weight / _along(scale, axis, weight.ndim))
         q = np.clip(q, W_MIN, W_MAX).astype(np.int8)
         base = f"{node.name or name}_weight"
-        graph.initializer.extend(
-            [
-                numpy_helper.from_array(q, f"{base}_int8"),
-                numpy_helper.from_array(scale, f"{base}_scale"),
-                numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{base}_zero"),
-            ]
-        )
-        added.append(
-            helper.make_node(
-                "DequantizeLinear",
-                [f"{base}_int8", f"{base}_scale", f"{base}_zero"],
-                [f"{base}_dq"],
-                name=f"{base}_DequantizeLinear",
-                axis=axis,
-            )
-        )
+        added.append(_dequantized(graph, base, q, scale, axis))
         node.input[1] = f"{base}_dq"
-        count += 1
-    nodes = [*added, *graph.node]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    _drop_unused_constants(graph)
-    return count
+    _put_first(graph, added)
+    return len(added)
 
 
 def quantise_conv_biases(proto: Any) -> int:
@@ -697,12 +676,10 @@ def quantise_conv_biases(proto: Any) -> int:
     scale`` behind a DequantizeLinear, which ``QLinearConv`` needs (an fp32 bias stops ONNX
     Runtime's fusion). The torch network rounded the bias to that grid already, so the
     integers are exact. Returns the count."""
-    from onnx import helper, numpy_helper
-
     graph = proto.graph
     constants = _constants(graph)
     producers = {o: n for n in graph.node for o in n.output}
-    added, count = [], 0
+    added = []
     for node in graph.node:
         if node.op_type not in ("Conv", "ConvTranspose") or len(node.input) < 3:
             continue
@@ -722,30 +699,44 @@ def quantise_conv_biases(proto: Any) -> int:
         bias = constants[bias_name].astype(np.float32)
         q = np.rint(bias / scale).astype(np.int32)
         base = f"{node.name or bias_name}_bias"
-        graph.initializer.extend(
-            [
-                numpy_helper.from_array(q, f"{base}_int32"),
-                numpy_helper.from_array(scale, f"{base}_scale"),
-                numpy_helper.from_array(np.zeros_like(q), f"{base}_zero"),
-            ]
-        )
-        added.append(
-            helper.make_node(
-                "DequantizeLinear",
-                [f"{base}_int32", f"{base}_scale", f"{base}_zero"],
-                [f"{base}_dq"],
-                name=f"{base}_DequantizeLinear",
-                axis=0,
-            )
-        )
+        added.append(_dequantized(graph, base, q, scale, 0))
         node.input[2] = f"{base}_dq"
-        count += 1
-    # DequantizeLinear nodes read only initialisers: putting them first keeps the order valid.
-    nodes = [*added, *graph.node]
+    _put_first(graph, added)
+    return len(added)
+
+
+def _dequantized(graph: Any, base: str, q: np.ndarray, scale: np.ndarray, axis: int) -> Any:
+    """Add integers ``q`` (int8 or int32), their ``scale`` per channel along ``axis`` and a
+    zero point of 0 as initialisers named after ``base``; return the DequantizeLinear node
+    reading them, whose output is ``{base}_dq``."""
+    from onnx import helper, numpy_helper
+
+    ints = f"{base}_{q.dtype.name}"
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(q, ints),
+            numpy_helper.from_array(scale, f"{base}_scale"),
+            numpy_helper.from_array(np.zeros(scale.shape, q.dtype), f"{base}_zero"),
+        ]
+    )
+    return helper.make_node(
+        "DequantizeLinear",
+        [ints, f"{base}_scale", f"{base}_zero"],
+        [f"{base}_dq"],
+        name=f"{base}_DequantizeLinear",
+        axis=axis,
+    )
+
+
+def _put_first(graph: Any, nodes: list[Any]) -> None:
+    """Put ``nodes`` before the graph's others and drop the constants no longer read.
+
+    DequantizeLinear nodes read only initialisers, so putting them first keeps the order valid.
+    """
+    ordered = [*nodes, *graph.node]
     del graph.node[:]
-    graph.node.extend(nodes)
+    graph.node.extend(ordered)
     _drop_unused_constants(graph)
-    return count
 
 
 def _drop_unused_constants(graph: Any) -> None:
