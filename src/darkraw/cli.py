@@ -23,6 +23,7 @@ from darkraw.raw.rawio import BareMosaicSpec
 
 if TYPE_CHECKING:
     from darkraw.training.train import TrainSummary
+    from darkraw.training.train_denoiser import DenoiserSummary
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -700,17 +701,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         settings = load_config(DenoiserTrainConfig, args.config)
         summary = train_denoiser(settings, resume=args.resume, stop_after=args.stop_after)
-        scores = ", ".join(f"{k} {v:.2f}" for k, v in summary.val.items())
-        print(
-            f"{summary.out_dir}: step {summary.step}: loss {summary.last_loss:.4f}; "
-            f"{summary.steps_per_s:.2f} steps/s, peak RSS {summary.peak_rss_mib:.0f} MiB"
-            + (f"; {scores}" if scores else "")
-        )
-        return 0
+        return _report_denoiser_training(summary)
     from darkraw.training.train import TrainConfig, train
 
     config = load_config(TrainConfig, args.config)
     return _report_training(train(config, resume=args.resume, stop_after=args.stop_after))
+
+
+def _report_denoiser_training(summary: DenoiserSummary) -> int:
+    scores = ", ".join(f"{k} {v:.2f}" for k, v in summary.val.items())
+    print(
+        f"{summary.out_dir}: step {summary.step}: loss {summary.last_loss:.4f}; "
+        f"{summary.steps_per_s:.2f} steps/s, peak RSS {summary.peak_rss_mib:.0f} MiB"
+        + (f"; {scores}" if scores else "")
+    )
+    return 0
 
 
 def _report_training(summary: TrainSummary) -> int:
@@ -755,13 +760,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise ValueError(f"{args.config}: {err}") from None
         summary = train_denoiser(denoiser_config, resume=args.resume)
-        scores = ", ".join(f"{k} {v:.2f}" for k, v in summary.val.items())
-        print(
-            f"{summary.out_dir}: step {summary.step}: loss {summary.last_loss:.4f}; "
-            f"{summary.steps_per_s:.2f} steps/s, peak RSS {summary.peak_rss_mib:.0f} MiB"
-            + (f"; {scores}" if scores else "")
-        )
-        return 0
+        return _report_denoiser_training(summary)
     if args.init_from is None:
         raise ValueError("finetune of the SID network needs --from CHECKPOINT")
     if args.strategy == "decoder":
