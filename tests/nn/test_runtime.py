@@ -289,3 +289,22 @@ def test_each_files_line_says_when_int8_ran(int8_beside, tmp_path):
     vnni(False)
     enhance_batch([dng], tmp_path / "out2", model="default", log=lines.append)
     assert "model default," in lines[-1]
+
+
+def test_auto_keeps_fp32_where_onnx_runtime_would_use_a_gpu(int8_beside, monkeypatch):
+    import darkraw.nn.enhance as enhance
+
+    path, vnni = int8_beside
+    vnni(True)
+    opened = []
+    real = enhance.load_onnx_denoiser
+
+    def recording(file, **kwargs):
+        opened.append(file)
+        return real(file, **kwargs)
+
+    monkeypatch.setattr(enhance, "load_onnx_denoiser", recording)
+    monkeypatch.setattr(enhance, "cuda_in_use", lambda device: True)
+    assert load_network("default").path == bundled_onnx_path("default")
+    assert path not in opened  # the int8 file is not even opened
+    assert not runtime.cuda_in_use("cpu") and runtime.cuda_in_use("cuda")

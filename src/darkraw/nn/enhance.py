@@ -28,6 +28,7 @@ from darkraw.nn.rawdenoise import DenoisedResult, DenoiseOptions, enhance_with_d
 from darkraw.nn.runtime import (
     OnnxDenoiser,
     cpu_int8_fast,
+    cuda_in_use,
     load_onnx_denoiser,
     require_torch,
     torch_available,
@@ -100,8 +101,8 @@ def _bundled_int8(
     well; ``None`` for fp32. A missing or stale int8 file is an error only for ``int8``."""
     if precision not in ("auto", "int8"):
         return None
-    if precision == "auto" and (device == "cuda" or not cpu_int8_fast()):
-        return None
+    if precision == "auto" and (cuda_in_use(device) or not cpu_int8_fast()):
+        return None  # a GPU's fp32 is faster than its int8 emulation, and exact
     path = bundled_int8_path(name)
     if not path.is_file():
         if precision == "int8":
@@ -113,8 +114,6 @@ def _bundled_int8(
         if precision == "int8":
             raise
         return None
-    if precision == "auto" and any("CUDA" in p for p in network.providers):
-        return None  # a GPU's fp32 is faster than its int8 emulation, and exact
     return network
 
 

@@ -307,6 +307,14 @@ def cpu_int8_fast() -> bool:
         return False
 
 
+def cuda_in_use(device: str) -> bool:
+    """Whether ``device`` puts ONNX Runtime on a GPU: ``cuda``, or ``auto`` where
+    onnxruntime-gpu's CUDA provider is installed (:func:`_providers`' choice)."""
+    if device in ("cpu", "cuda"):
+        return device == "cuda"
+    return _PROVIDERS["cuda"] in _onnxruntime().get_available_providers()
+
+
 def _providers(available: Sequence[str], device: str) -> tuple[str, ...]:
     cuda = _PROVIDERS["cuda"]
     if device == "cuda" and cuda not in available:
@@ -350,6 +358,7 @@ __all__ = [
     "box_mean",
     "cpu_int8_fast",
     "cpu_threads",
+    "cuda_in_use",
     "fast_cpu_int8",
     "load_onnx_denoiser",
     "require_torch",
