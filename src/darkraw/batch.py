@@ -294,15 +294,15 @@ def enhance_batch(
         return report
     targets = plan_outputs(files, output, fmt)
     prepare_outputs(targets, output, overwrite)
+    pairs = list(zip(files, targets, strict=True))
     bar = tqdm(
-        list(zip(files, targets, strict=True)),
+        pairs,
         desc="enhance",
         unit="file",
         disable=(not progress) if progress is not None else None,
     )
     # Messages go through the bar while it is drawn, so they do not tear it.
     emit = log if bar.disable else bar.write
-    pairs = list(zip(files, targets, strict=True))
     todo = [i for i, (_, dst) in enumerate(pairs) if overwrite or not dst.exists()]
     written_now, following = set(todo), dict(itertools.pairwise(todo))
     # The next file is read (LibRaw's decoding runs on one core) in a second thread while this
