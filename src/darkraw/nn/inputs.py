@@ -77,8 +77,7 @@ def denoiser_planes(mosaic_dn: np.ndarray, meta: RawMetadata, ratio: float) -> n
     h, w = meta.height, meta.width
     if meta.is_xtrans or h % 2 or w % 2 or mosaic_dn.shape != (h, w):
         return amplify(pack(subtract_black_level(mosaic_dn, meta), meta), ratio)
-    if not ratio > 0 or not math.isfinite(ratio):
-        raise ValueError(f"ratio must be a positive number, got {ratio}")
+    _check_ratio(ratio)
     # The same float32 arithmetic as the general path, one plane per thread straight from the
     # mosaic's samples: five passes over the whole mosaic and a stack become one per plane.
     black = np.asarray(meta.black_tile, dtype=np.float32)
@@ -100,10 +99,14 @@ def denoiser_planes(mosaic_dn: np.ndarray, meta: RawMetadata, ratio: float) -> n
 def amplify(planes: np.ndarray, ratio: float) -> np.ndarray:
     """Raw planes (white 1) times ``ratio``, clipped above at 1 and not below, float32: the
     raw denoiser's amplification (:func:`denoiser_planes`), for inference and training alike."""
-    if not ratio > 0 or not math.isfinite(ratio):
-        raise ValueError(f"ratio must be a positive number, got {ratio}")
+    _check_ratio(ratio)
     amplified = np.asarray(planes) * np.float32(ratio)
     return np.minimum(amplified, np.float32(1.0)).astype(np.float32, copy=False)
+
+
+def _check_ratio(ratio: float) -> None:
+    if not ratio > 0 or not math.isfinite(ratio):
+        raise ValueError(f"ratio must be a positive number, got {ratio}")
 
 
 def noise_map(planes: np.ndarray, noise: RawNoise) -> np.ndarray:
@@ -119,8 +122,6 @@ def noise_map(planes: np.ndarray, noise: RawNoise) -> np.ndarray:
     Returns:
         ``(4, h, w)`` float32, in the planes' units.
     """
-    if planes.ndim != 3 or planes.shape[0] != 4:
-        raise ValueError(f"expected (4, h, w) packed Bayer planes, got {planes.shape}")
     out = np.empty(planes.shape, dtype=np.float32)
     _fill_noise_map(planes, noise, out)
     return out
@@ -128,6 +129,8 @@ def noise_map(planes: np.ndarray, noise: RawNoise) -> np.ndarray:
 
 def _fill_noise_map(planes: np.ndarray, noise: RawNoise, out: np.ndarray) -> None:
     """:func:`noise_map` into ``out``, the planes spread over the CPU's cores."""
+    if planes.ndim != 3 or planes.shape[0] != 4:
+        raise ValueError(f"expected (4, h, w) packed Bayer planes, got {planes.shape}")
 
     def one(i: int) -> None:
         mean = box_mean(planes[i], 3)
@@ -149,9 +152,7 @@ def denoiser_input(planes: np.ndarray, noise: RawNoise, *, with_map: bool = True
     planes = np.asarray(planes, dtype=np.float32)
     if not with_map:
         return planes
-    if planes.ndim != 3 or planes.shape[0] != 4:
-        raise ValueError(f"expected (4, h, w) packed Bayer planes, got {planes.shape}")
     out = np.empty((8, *planes.shape[1:]), dtype=np.float32)
-    out[:4] = planes
     _fill_noise_map(planes, noise, out[4:])
+    out[:4] = planes
     return out
