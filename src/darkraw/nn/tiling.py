@@ -62,7 +62,8 @@ def tile_grid(
             if best is None or key < (best[0], best[1]):
                 best = (*key, rows, cols)
     if best is None:
-        # No pair of counts tried fits (margins wider than the tile): tile_spans's squares.
+        # No pair of the counts tried fits the area (tile or overlap off the grid, which
+        # run_denoiser refuses, can cause it): tile_spans's squares, as before.
         return tile_spans(height, tile, overlap, grid), tile_spans(width, tile, overlap, grid)
     return best[2], best[3]
 
