@@ -34,11 +34,13 @@ With ``--runtime`` it measures the default raw denoiser's paths (issue 24), each
 process, in one run: ``naive`` (the seed's SID network, whole frame, fp32 NCHW, the baseline),
 ``denoiser_torch`` (the previous default: the bundled denoiser in torch, tiles of 512,
 ``precision=auto``), ``denoiser_onnx`` (its fp32 ONNX export in ONNX Runtime, the default
-tiles), ``denoiser_int8`` (its quantisation-aware int8 export, the default on CPUs with VNNI;
-its "GFLOP/s" count the same operations, most of them done in int8), their executed GFLOP/s
-against the measured fp32 matmul peak and their peak RSS;
-then the whole command on a 12-megapixel DNG, by default and with ``--precision fp32`` (median of
-``--runs`` fresh processes each, interleaved) and a batch
+tiles), ``denoiser_int8`` (its quantisation-aware int8 export, the default on CPUs with VNNI
+where OpenVINO is not installed; its "GFLOP/s" count the same operations, most of them done in
+int8), ``denoiser_bf16`` (the fp32 export in OpenVINO with bf16 inside, the default where
+OpenVINO is installed on a CPU with native bf16; skipped without OpenVINO), their executed
+GFLOP/s against the measured fp32 matmul peak (and bf16's, where the CPU has it) and their peak
+RSS; then the whole command on a 12-megapixel DNG, by default and with ``--precision int8`` and
+``--precision fp32`` (median of ``--runs`` fresh processes each, interleaved) and a batch
 of 8 such files in one command (time per file, and how busy the cores were: user + system CPU
 time over wall time x cores). Results go to ``benchmarks/results/runtime_speed.json``.
 
@@ -320,7 +322,9 @@ def tiling_tolerance(trained: Path | None) -> dict[str, Any]:
 RUNTIME_RESULTS = ROOT / "benchmarks" / "results" / "runtime_speed.json"
 
 #: The raw denoiser's paths ``--runtime`` times (besides the SID ``naive`` pass).
-DENOISER_PATHS = ("denoiser_torch", "denoiser_onnx", "denoiser_int8")
+DENOISER_PATHS = ("denoiser_torch", "denoiser_onnx", "denoiser_int8", "denoiser_bf16")
+#: ``--precision`` of each ONNX path.
+_PATH_PRECISION = {"denoiser_onnx": "fp32", "denoiser_int8": "int8", "denoiser_bf16": "bf16"}
 
 
 def denoiser_child(name: str, runs: int) -> dict[str, Any]:
@@ -337,8 +341,11 @@ def denoiser_child(name: str, runs: int) -> dict[str, Any]:
         network: Any = resolve_model("default")
         options = DenoiseOptions(tile=512)
     else:
-        precision = "int8" if name == "denoiser_int8" else "fp32"
-        network = load_network("default", device="cpu", precision=precision)
+        from darkraw.nn.runtime import openvino_available
+
+        if name == "denoiser_bf16" and not openvino_available():
+            return {"skipped": "OpenVINO is not installed (pip install 'darkraw[openvino]')"}
+        network = load_network("default", device="cpu", precision=_PATH_PRECISION[name])
         options = DenoiseOptions()
     config = network.config
     grid = config.pad_multiple
@@ -363,6 +370,8 @@ def denoiser_child(name: str, runs: int) -> dict[str, Any]:
         times.append(time.perf_counter() - start)
     return {
         "runtime": type(network).__name__,
+        "precision": getattr(network, "precision", "torch auto"),
+        "providers": list(getattr(network, "providers", ())),
         "tile": options.tile,
         "overlap": overlap,
         "warmup_s": warmup,
@@ -389,9 +398,9 @@ def whole_command(runs: int, work: Path) -> dict[str, Any]:
     from enhance_speed import dark_frame
 
     source = dark_frame(work / "frame.dng")
-    # The default (int8 where the CPU has VNNI) and fp32, interleaved so that both see the
-    # machine in the same state.
-    times: dict[str, list[float]] = {"auto": [], "fp32": []}
+    # The default (bf16 in OpenVINO, or int8, or fp32, as the CPU and the install decide), int8
+    # and fp32, interleaved so that all see the machine in the same state.
+    times: dict[str, list[float]] = {"auto": [], "int8": [], "fp32": []}
     rss: list[float] = []
     for i in range(runs):
         for precision, measured in times.items():
@@ -424,6 +433,8 @@ def whole_command(runs: int, work: Path) -> dict[str, Any]:
     return {
         "single_times_s": times["auto"],
         "single_median_s": statistics.median(times["auto"]),
+        "single_int8_times_s": times["int8"],
+        "single_int8_median_s": statistics.median(times["int8"]),
         "single_fp32_times_s": times["fp32"],
         "single_fp32_median_s": statistics.median(times["fp32"]),
         "single_peak_rss_mib": single_rss,
@@ -441,6 +452,8 @@ def runtime_benchmark(runs: int, note: str) -> None:
 
     results: dict[str, Any] = {"cpu": cpu_description(), "note": note, "runs": runs}
     results["peak_fp32_matmul_gflops"] = matmul_gflops()
+    if results["cpu"]["bf16_native"]:
+        results["peak_bf16_matmul_gflops"] = matmul_gflops(torch.bfloat16)
     for name in ("naive", *DENOISER_PATHS):
         print(f"{name} ...", file=sys.stderr, flush=True)
         result = run_child(name, runs)
@@ -449,6 +462,10 @@ def runtime_benchmark(runs: int, note: str) -> None:
             result["share_of_fp32_peak"] = (
                 result["executed_gflops"] / results["peak_fp32_matmul_gflops"]
             )
+            if result.get("precision") == "bf16" and "peak_bf16_matmul_gflops" in results:
+                result["share_of_bf16_peak"] = (
+                    result["executed_gflops"] / results["peak_bf16_matmul_gflops"]
+                )
         results[name] = result
         print(f"  {json.dumps(result)}", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory() as work:

@@ -1,4 +1,5 @@
-"""Does an int8 raw denoiser hold the fp32 one's quality, and how much faster is it? (issue 24, 3)
+"""Does an int8 (or bf16) raw denoiser hold the fp32 one's quality, and how much faster is it?
+(issue 24, 3)
 
 The fp32 ONNX export and one or more int8 versions of it (``scripts/quantize_denoiser.py``) run
 through the same darkraw path, :func:`darkraw.nn.rawdenoise.enhance_with_denoiser` with an
@@ -14,8 +15,12 @@ Speed, in the same run: ``run_denoiser`` on a 12-Mpixel frame's input (packed 14
 1024), fp32 and each int8 file alternately, 2 threads, median of 3; the CPU's model name, its
 VNNI flags and the load average are recorded beside (the ratios are measured back to back).
 
+``--bf16`` adds the fp32 export run by OpenVINO with bf16 arithmetic inside
+(:func:`~darkraw.nn.runtime.load_openvino_denoiser`, the default where OpenVINO is installed on
+a CPU with native bf16) as one more variant, ``bf16_openvino``.
+
 Usage:
-    python benchmarks/int8_denoiser.py --int8 /tmp/denoiser_int8.onnx [more.onnx ...]
+    python benchmarks/int8_denoiser.py [--int8 /tmp/denoiser_int8.onnx [more.onnx ...]] [--bf16]
         [--fp32 src/darkraw/data/denoiser_model.onnx] [--full] [--groups a_sony_x100,...]
         [--no-speed | --speed-only] [--repeats 3] [--threads 2] [--crops /tmp/int8_crops]
         [--out benchmarks/results/int8_denoiser.json]
@@ -48,7 +53,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import denoiser_vs_classic as bench  # noqa: E402
 
 from darkraw.nn.rawdenoise import DenoiseOptions, enhance_with_denoiser, run_denoiser  # noqa: E402
-from darkraw.nn.runtime import OnnxDenoiser, load_onnx_denoiser  # noqa: E402
+from darkraw.nn.runtime import (  # noqa: E402
+    OnnxDenoiser,
+    load_onnx_denoiser,
+    load_openvino_denoiser,
+)
 from darkraw.raw.figures import side_by_side  # noqa: E402
 from darkraw.raw.fileio import write_image  # noqa: E402
 from darkraw.raw.rawio import read_raw  # noqa: E402
@@ -124,8 +133,18 @@ def write_crops(
     write_image(path, sheet)
 
 
+#: The variant name of the fp32 export run by OpenVINO in bf16.
+BF16 = "bf16_openvino"
+
+
+def load_variant(name: str, path: str, threads: int) -> OnnxDenoiser:
+    if name == BF16:
+        return load_openvino_denoiser(path, threads=threads)
+    return load_onnx_denoiser(path, device="cpu", threads=threads)
+
+
 def load(paths: dict[str, str], threads: int) -> dict[str, OnnxDenoiser]:
-    return {name: load_onnx_denoiser(p, device="cpu", threads=threads) for name, p in paths.items()}
+    return {name: load_variant(name, p, threads) for name, p in paths.items()}
 
 
 def quality(
@@ -279,7 +298,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--int8", nargs="+", required=True, help="int8 ONNX files to compare")
+    parser.add_argument("--int8", nargs="*", default=[], help="int8 ONNX files to compare")
+    parser.add_argument(
+        "--bf16", action="store_true", help="also the fp32 export in OpenVINO with bf16 inside"
+    )
     parser.add_argument("--fp32", default=str(FP32), help="the fp32 ONNX export")
     parser.add_argument("--full", action="store_true", help="the acceptance benchmark's counts")
     parser.add_argument("--groups", default=",".join(bench.GROUPS))
@@ -295,6 +317,8 @@ def main() -> None:
     parser.add_argument("--crops", default="/tmp/int8_crops", help="where 1:1 crops go (PNG)")
     parser.add_argument("--out", default="benchmarks/results/int8_denoiser.json")
     args = parser.parse_args()
+    if not args.int8 and not args.bf16:
+        parser.error("nothing to compare with fp32: give --int8 files, --bf16, or both")
 
     models: dict[str, OnnxDenoiser] = {
         "fp32": load_onnx_denoiser(args.fp32, device="cpu", threads=args.threads)
@@ -316,6 +340,15 @@ def main() -> None:
                 f"({fp32_weights}): quantise the fp32 file again"
             )
         settings[name] = {"file": str(path), **props}
+    if args.bf16:
+        import openvino
+
+        models[BF16] = load_openvino_denoiser(args.fp32, threads=args.threads)
+        settings[BF16] = {
+            "file": str(args.fp32),
+            "runtime": f"OpenVINO {openvino.get_version()}",
+            "inference_precision_hint": "bf16",
+        }
     names = list(models)
     crops = Path(args.crops)
     files = list(bench.FILES) if args.full else list(SMALL_FILES)

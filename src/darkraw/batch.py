@@ -280,8 +280,9 @@ def enhance_batch(
             if isinstance(model, Path)
             else type(network).__name__
         )
-        if getattr(network, "precision", "fp32") == "int8":
-            name = f"{name} (int8)"  # chosen by the CPU, so each file's line says which ran
+        chosen = getattr(network, "precision", "fp32")
+        if chosen in ("int8", "bf16"):
+            name = f"{name} ({chosen})"  # chosen by the CPU, so each file's line says which ran
         if is_denoiser(network) and noise_profiles is not None:
             database = load_noise_profiles(noise_profiles)
     given = list(inputs)

@@ -222,6 +222,9 @@ def int8_beside(tmp_path, monkeypatch):
     def vnni(present: bool) -> None:
         monkeypatch.setattr(enhance, "cpu_int8_fast", lambda: present)
 
+    # The int8 choice is under test: OpenVINO's bf16, which auto prefers, is not on offer.
+    monkeypatch.setattr(enhance, "cpu_bf16_fast", lambda: False)
+
     return path, vnni
 
 
@@ -308,3 +311,134 @@ def test_auto_keeps_fp32_where_onnx_runtime_would_use_a_gpu(int8_beside, monkeyp
     assert load_network("default").path == bundled_onnx_path("default")
     assert path not in opened  # the int8 file is not even opened
     assert not runtime.cuda_in_use("cpu") and runtime.cuda_in_use("cuda")
+
+
+# --- OpenVINO's bf16 ----------------------------------------------------------------------------
+
+needs_openvino = pytest.mark.skipif(
+    not runtime.openvino_available(), reason="OpenVINO is not installed (darkraw[openvino])"
+)
+
+
+@needs_openvino
+@pytest.mark.parametrize("shape", [(1, 1), (3, 9), (17, 8), (37, 53), (64, 40)])
+def test_openvino_bf16_is_close_to_fp32_at_every_size(exported, shape):
+    model, onnx = exported
+    bf16 = runtime.load_openvino_denoiser(onnx.path, expect_weights="x")
+    assert bf16.precision == "bf16" and bf16.providers == ("OpenVINO CPU",)
+    assert bf16.config == onnx.config
+    x = planes(shape, seed=3)[None]
+    want, got = onnx.raw_correction(x), bf16.raw_correction(x)
+    assert got.shape == want.shape and got.dtype == np.float32
+    # bf16 keeps 8 significant bits: within a few per cent of the correction's size.
+    assert np.abs(got - want).max() <= 0.03 * np.abs(want).max() + 1e-6
+    np.testing.assert_allclose(bf16(x), onnx(x), atol=0.03 * np.abs(want).max() + 1e-6)
+
+
+@needs_openvino
+def test_openvino_runs_sizes_one_after_another(exported):
+    """One infer request serves windows of changing sizes (a frame's last row of tiles)."""
+    _, onnx = exported
+    bf16 = runtime.load_openvino_denoiser(onnx.path)
+    for shape in [(40, 48), (24, 48), (40, 48), (9, 13)]:
+        x = planes(shape, seed=sum(shape))[None]
+        want = onnx.raw_correction(x)
+        assert np.abs(bf16.raw_correction(x) - want).max() <= 0.03 * np.abs(want).max() + 1e-6
+
+
+@needs_openvino
+def test_openvino_refuses_files_in_one_line(tmp_path, exported):
+    onnx_lib = pytest.importorskip("onnx")
+    _, onnx = exported
+    with pytest.raises(CheckpointError, match="no such ONNX model file"):
+        runtime.load_openvino_denoiser(tmp_path / "none.onnx")
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model at all")
+    with pytest.raises(CheckpointError, match="not a readable ONNX model") as err:
+        runtime.load_openvino_denoiser(garbage)
+    assert "\n" not in str(err.value) and "garbage.onnx" in str(err.value)
+    with pytest.raises(CheckpointError, match="exported from other weights"):
+        runtime.load_openvino_denoiser(onnx.path, expect_weights="y")
+    quantised = onnx_lib.load(str(onnx.path))
+    quantised.metadata_props.add(key=runtime.PRECISION_KEY, value="int8")
+    onnx_lib.save(quantised, str(tmp_path / "int8.onnx"))
+    with pytest.raises(CheckpointError, match="quantised export"):
+        runtime.load_openvino_denoiser(tmp_path / "int8.onnx")
+
+
+@pytest.fixture
+def bf16_choice(monkeypatch):
+    """Say whether the CPU has native bf16 and whether OpenVINO is installed."""
+    import darkraw.nn.enhance as enhance
+
+    def choose(*, bf16: bool, installed: bool = True, vnni: bool = False) -> None:
+        monkeypatch.setattr(enhance, "cpu_bf16_fast", lambda: bf16)
+        monkeypatch.setattr(enhance, "openvino_available", lambda: installed)
+        monkeypatch.setattr(enhance, "cpu_int8_fast", lambda: vnni)
+
+    return choose
+
+
+@needs_openvino
+def test_auto_takes_openvino_bf16_on_a_cpu_with_native_bf16(bf16_choice):
+    bf16_choice(bf16=True, vnni=True)
+    network = load_network("default", device="cpu")
+    assert network.precision == "bf16" and network.path == bundled_onnx_path("default")
+    assert load_network("default", precision="fp32").precision == "fp32"
+    assert load_network("default", precision="int8").precision == "int8"
+    bf16_choice(bf16=False, vnni=True)
+    assert load_network("default", device="cpu").precision == "int8"
+    bf16_choice(bf16=True, installed=False, vnni=False)
+    assert load_network("default", device="cpu").precision == "fp32"
+
+
+def test_auto_keeps_onnx_runtime_where_it_would_use_a_gpu(bf16_choice, monkeypatch):
+    import darkraw.nn.enhance as enhance
+
+    bf16_choice(bf16=True, vnni=False)
+    monkeypatch.setattr(enhance, "cuda_in_use", lambda device: True)
+    monkeypatch.setattr(
+        enhance, "load_openvino_denoiser", lambda *a, **k: pytest.fail("OpenVINO was opened")
+    )
+    assert load_network("default").precision == "fp32"
+
+
+def test_bf16_asked_without_openvino_names_the_extra(monkeypatch, exported):
+    import sys
+
+    from darkraw.errors import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import fails as if not installed
+    assert not runtime.openvino_available()
+    with pytest.raises(MissingExtraError, match=r"darkraw\[openvino\]"):
+        load_network("default", precision="bf16")
+    with pytest.raises(MissingExtraError, match=r"darkraw\[openvino\]"):
+        load_network(exported[1].path, precision="bf16")
+    assert load_network("default", precision="auto").precision in ("int8", "fp32")
+
+
+def test_bf16_on_cuda_is_refused():
+    with pytest.raises(DarkrawError, match="on the CPU"):
+        load_network("default", device="cuda", precision="bf16")
+
+
+@needs_openvino
+def test_an_onnx_file_runs_in_openvino_when_bf16_is_asked(exported):
+    _, onnx = exported
+    assert load_network(onnx.path, precision="bf16").precision == "bf16"
+    assert load_network(onnx.path).precision == "fp32"
+
+
+@needs_openvino
+def test_each_files_line_says_when_bf16_ran(bf16_choice, tmp_path):
+    from darkraw.batch import enhance_batch
+    from darkraw.raw.dng import write_dng
+
+    from conftest import mosaic_from_rgb, smooth_scene
+
+    bf16_choice(bf16=True)
+    mosaic, meta = mosaic_from_rgb(smooth_scene(64, 96), "RGGB")
+    dng = write_dng(tmp_path / "dark.dng", mosaic, meta)
+    lines: list[str] = []
+    report = enhance_batch([dng], tmp_path / "out", model="default", log=lines.append)
+    assert report.written and "model default (bf16)," in lines[-1]

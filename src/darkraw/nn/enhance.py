@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
-from darkraw.errors import CheckpointError, NetworkOutputError
+from darkraw.errors import CheckpointError, DarkrawError, NetworkOutputError
 from darkraw.nn.modelfiles import (
     BUNDLED_MODELS,
     bundled_int8_path,
@@ -27,9 +27,12 @@ from darkraw.nn.modelfiles import (
 from darkraw.nn.rawdenoise import DenoisedResult, DenoiseOptions, enhance_with_denoiser
 from darkraw.nn.runtime import (
     OnnxDenoiser,
+    cpu_bf16_fast,
     cpu_int8_fast,
     cuda_in_use,
     load_onnx_denoiser,
+    load_openvino_denoiser,
+    openvino_available,
     require_torch,
     torch_available,
 )
@@ -51,32 +54,47 @@ def load_network(
     """The network a model spec names, in the lightest runtime that runs it.
 
     A bundled raw denoiser whose ONNX export sits beside its weights, or an ``.onnx`` file, runs
-    in ONNX Runtime (no torch); any other model file or checkpoint is loaded into torch.
+    in ONNX Runtime, or in OpenVINO for bf16 (no torch); any other model file or checkpoint is
+    loaded into torch.
 
     Args:
         spec: a bundled model's name, a file, or a network (returned as is).
         device: ``auto``, ``cpu`` or ``cuda``, for ONNX Runtime.
-        threads: CPU threads for ONNX Runtime (0: every core).
-        precision: for a bundled raw denoiser, ``auto`` takes its int8 version
+        threads: CPU threads for ONNX Runtime or OpenVINO (0: every core).
+        precision: for a bundled raw denoiser, ``auto`` takes, on the CPU, its fp32 export in
+            OpenVINO with bf16 arithmetic where OpenVINO is installed and the CPU has native
+            bf16 (:func:`~darkraw.nn.runtime.cpu_bf16_fast`), else its int8 version
             (:func:`~darkraw.nn.modelfiles.bundled_int8_path`) on a CPU with an 8-bit dot
-            product (:func:`~darkraw.nn.runtime.cpu_int8_fast`) and fp32 elsewhere (a GPU
-            included); ``int8`` insists on it; ``fp32`` and ``bf16`` take the fp32 export.
+            product (:func:`~darkraw.nn.runtime.cpu_int8_fast`), else fp32 (a GPU included);
+            ``int8`` and ``bf16`` insist (``bf16`` also for an ``.onnx`` file); ``fp32`` takes
+            the fp32 export in ONNX Runtime.
 
     Raises:
         CheckpointError: the file cannot be loaded, or the named model is not bundled, or
             ``int8`` is asked for a model without a current int8 version.
-        MissingExtraError: the model needs torch (or onnxruntime), which is not installed.
+        MissingExtraError: the model needs torch, onnxruntime or (``bf16``) OpenVINO, which is
+            not installed.
+        DarkrawError: ``bf16`` with ``device cuda`` (OpenVINO's bf16 runs on the CPU).
     """
     if not isinstance(spec, str | Path):
         return spec  # type: ignore[no-any-return]
     path = existing_source(spec)
+    if precision == "bf16" and device == "cuda":
+        raise DarkrawError(
+            None,
+            "precision bf16 runs the raw denoiser on the CPU (OpenVINO); with --device "
+            "cuda use precision auto or fp32",
+        )
     if path.suffix.lower() == ".onnx":
+        if precision == "bf16":
+            return load_openvino_denoiser(path, threads=threads)
         return load_onnx_denoiser(path, device=device, threads=threads)
     if str(spec) in BUNDLED_MODELS and model_arch(spec) == "raw_denoiser":
         weights = json_entry(path, read_metadata(path), "sha256")
-        int8 = _bundled_int8(str(spec), device, threads, precision, weights)
-        if int8 is not None:
-            return int8
+        fast = _bundled_bf16(str(spec), device, threads, precision, weights)
+        fast = fast or _bundled_int8(str(spec), device, threads, precision, weights)
+        if fast is not None:
+            return fast
         onnx = bundled_onnx_path(str(spec))
         if onnx.is_file():
             try:
@@ -92,6 +110,27 @@ def load_network(
     from darkraw.nn.infer import resolve_model
 
     return resolve_model(path)
+
+
+def _bundled_bf16(
+    name: str, device: str, threads: int, precision: str, weights: str
+) -> OnnxDenoiser | None:
+    """The bundled model's fp32 export in OpenVINO with bf16 inside, where ``precision`` asks
+    for it, or ``auto`` where OpenVINO is installed and the CPU has native bf16; ``None``
+    otherwise. For ``auto`` a failure to load it falls through to the next choice."""
+    if precision == "auto":
+        if cuda_in_use(device) or not (openvino_available() and cpu_bf16_fast()):
+            return None
+    elif precision != "bf16":
+        return None
+    try:
+        return load_openvino_denoiser(
+            bundled_onnx_path(name), threads=threads, expect_weights=weights
+        )
+    except CheckpointError:
+        if precision == "bf16":
+            raise
+        return None
 
 
 def _bundled_int8(
