@@ -323,7 +323,7 @@ needs_openvino = pytest.mark.skipif(
 @needs_openvino
 @pytest.mark.parametrize("shape", [(1, 1), (3, 9), (17, 8), (37, 53), (64, 40)])
 def test_openvino_bf16_is_close_to_fp32_at_every_size(exported, shape):
-    model, onnx = exported
+    _, onnx = exported
     bf16 = runtime.load_openvino_denoiser(onnx.path, expect_weights="x")
     assert bf16.precision == "bf16" and bf16.providers == ("OpenVINO CPU",)
     assert bf16.config == onnx.config
