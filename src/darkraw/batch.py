@@ -266,36 +266,102 @@ def enhance_batch(
     """
     if not 1 <= jpeg_quality <= 100:
         raise ValueError(f"JPEG quality must be 1 to 100, got {jpeg_quality}")
-    network, database, name = None, None, ""
-    if model is not None:
-        from darkraw.nn.enhance import is_denoiser, load_network
-        from darkraw.synth.noiselevel import load_noise_profiles
-
-        precision = "auto" if denoise is None else denoise.precision.value
-        network = load_network(model, device=device, precision=precision)
-        name = (
-            model
-            if isinstance(model, str)
-            else Path(model).name
-            if isinstance(model, Path)
-            else type(network).__name__
-        )
-        chosen = getattr(network, "precision", "fp32")
-        if chosen in ("int8", "bf16"):
-            name = f"{name} ({chosen})"  # chosen by the CPU, so each file's line says which ran
-        if is_denoiser(network) and noise_profiles is not None:
-            database = load_noise_profiles(noise_profiles)
     given = list(inputs)
     scan: InputScan = scan_inputs(given, input_extensions(bare is not None), output)
     files = scan.files
     report = BatchReport(hidden=scan.hidden, in_output=scan.in_output, ours=scan.ours)
-    if not files:
-        for item in given:
-            report.failed.append((Path(item), "no raw files found here"))
-        return report
-    targets = plan_outputs(files, output, fmt)
-    prepare_outputs(targets, output, overwrite)
+    targets = plan_outputs(files, output, fmt) if files else []
     pairs = list(zip(files, targets, strict=True))
+    todo = [i for i, (_, dst) in enumerate(pairs) if overwrite or not dst.exists()]
+    # The next file is read (LibRaw's decoding runs on one core) in a second thread while this
+    # one is processed, filling part of the time LibRaw's rendering leaves a core idle; the
+    # first one while the network loads. Only the mosaic is held ahead (24 MB for 12 Mpixels);
+    # the thread writes nothing and is waited for, never abandoned, however this ends, Ctrl-C
+    # included.
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="darkraw-read")
+    reads: dict[int, Future[RawImage]] = {}
+    try:
+        if todo:
+            reads[todo[0]] = reader.submit(read_raw, pairs[todo[0]][0], bare)
+        network, database, name = _load_network(model, denoise, device, noise_profiles)
+        if not files:
+            for item in given:
+                report.failed.append((Path(item), "no raw files found here"))
+            return report
+        prepare_outputs(targets, output, overwrite)
+        _enhance_pairs(
+            pairs,
+            todo,
+            reader,
+            reads,
+            report,
+            options=options,
+            bare=bare,
+            log=log,
+            progress=progress,
+            overwrite=overwrite,
+            network=network,
+            name=name,
+            inference=inference,
+            denoise=denoise,
+            database=database,
+            jpeg_quality=jpeg_quality,
+        )
+    finally:
+        reader.shutdown(wait=True, cancel_futures=True)
+    return report
+
+
+def _load_network(
+    model: Network | str | Path | None,
+    denoise: DenoiseOptions | None,
+    device: str,
+    noise_profiles: str | Path | None,
+) -> tuple[Network | None, NoiseDatabase | None, str]:
+    """The batch's network, the noise profiles it uses, and how each file's line names it."""
+    if model is None:
+        return None, None, ""
+    from darkraw.nn.enhance import is_denoiser, load_network
+    from darkraw.synth.noiselevel import load_noise_profiles
+
+    precision = "auto" if denoise is None else denoise.precision.value
+    network = load_network(model, device=device, precision=precision)
+    name = (
+        model
+        if isinstance(model, str)
+        else Path(model).name
+        if isinstance(model, Path)
+        else type(network).__name__
+    )
+    chosen = getattr(network, "precision", "fp32")
+    if chosen in ("int8", "bf16"):
+        name = f"{name} ({chosen})"  # chosen by the CPU, so each file's line says which ran
+    database = None
+    if is_denoiser(network) and noise_profiles is not None:
+        database = load_noise_profiles(noise_profiles)
+    return network, database, name
+
+
+def _enhance_pairs(
+    pairs: list[tuple[Path, Path]],
+    todo: list[int],
+    reader: ThreadPoolExecutor,
+    reads: dict[int, Future[RawImage]],
+    report: BatchReport,
+    *,
+    options: ClassicOptions,
+    bare: BareMosaicSpec | None,
+    log: Callable[[str], None],
+    progress: bool | None,
+    overwrite: bool,
+    network: Network | None,
+    name: str,
+    inference: InferenceOptions | None,
+    denoise: DenoiseOptions | None,
+    database: NoiseDatabase | None,
+    jpeg_quality: int,
+) -> None:
+    """The batch's loop: each pair in turn, the next file read ahead."""
     bar = tqdm(
         pairs,
         desc="enhance",
@@ -304,14 +370,7 @@ def enhance_batch(
     )
     # Messages go through the bar while it is drawn, so they do not tear it.
     emit = log if bar.disable else bar.write
-    todo = [i for i, (_, dst) in enumerate(pairs) if overwrite or not dst.exists()]
     written_now, following = set(todo), dict(itertools.pairwise(todo))
-    # The next file is read (LibRaw's decoding runs on one core) in a second thread while this
-    # one is processed, filling part of the time LibRaw's rendering leaves a core idle. Only
-    # the mosaic is held ahead (24 MB for 12 Mpixels); the thread writes nothing and is waited
-    # for, never abandoned, however the loop ends, Ctrl-C included.
-    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="darkraw-read")
-    reads: dict[int, Future[RawImage]] = {}
     try:
         for i, (src, dst) in enumerate(bar):
             if i not in written_now:
@@ -347,9 +406,7 @@ def enhance_batch(
             chosen = "auto " if options.ratio is None else ""
             emit(f"{src} -> {dst}  (ratio {chosen}{result.ratio:.1f}, {_describe(result, name)})")
     finally:
-        reader.shutdown(wait=True, cancel_futures=True)
-    bar.close()
-    return report
+        bar.close()
 
 
 def _describe(result: ClassicResult | NetworkResult | DenoisedResult, model: str) -> str:
