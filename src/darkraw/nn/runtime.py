@@ -13,8 +13,8 @@ and its int8 kernels run the bundled int8 version on CPUs with an 8-bit dot prod
 
 OpenVINO (``pip install 'darkraw[openvino]'``) is taken where it is installed and the CPU has
 native bf16 arithmetic (AVX-512 BF16 on AMD, AMX on Intel: :func:`cpu_bf16_fast`): it runs the
-fp32 export with bf16 arithmetic inside, measured 2.1x faster than ONNX Runtime's fp32 and 1.4x
-faster than its int8 on a 776x1128 window, and 6x closer to fp32 than the int8 version
+fp32 export with bf16 arithmetic inside, measured 2.0x faster than ONNX Runtime's fp32 and 1.3x
+faster than its int8 on a 12-Mpixel frame, and 6x closer to fp32 than the int8 version
 (``docs/inference.md``). ONNX Runtime has no bf16 kernels on x86.
 
 The graph returns the network's *correction*; the noisy planes are added here in fp32, so that
