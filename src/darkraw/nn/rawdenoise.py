@@ -211,9 +211,16 @@ def run_denoiser(
         # Tiles give the correction before its local mean; removing the mean once from the
         # whole frame's is exact (as one whole-frame pass) with margins that need not cover the
         # mean's window, and costs one pass over the frame instead of one per tile.
+        # One buffer serves every window of a size: a fresh 28 MB window each time cost its
+        # page faults again (most of a frame's windows have one size).
+        window = np.empty(0, dtype=np.float32)
         for y0, y1, ky0, ky1 in rows:
             for x0, x1, kx0, kx1 in cols:
-                y = model.raw_correction(np.ascontiguousarray(x[None, :, y0:y1, x0:x1]))[0]
+                view = x[None, :, y0:y1, x0:x1]
+                if window.shape != view.shape:
+                    window = np.empty(view.shape, dtype=np.float32)
+                np.copyto(window, view)
+                y = model.raw_correction(window)[0]
                 out[:, ky0:ky1, kx0:kx1] = y[:, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
         if not add_correction(out, x[:p], model.config.mean_window):
             raise _broken(model)
