@@ -48,3 +48,29 @@ def test_auto_ratio_of_the_sampled_values_is_the_whole_frames(height, width):
     values, step = sampled_raw_lin(mosaic, meta)
     np.testing.assert_array_equal(values, subtract_black_level(mosaic, meta).ravel()[::step])
     assert auto_ratio(values) == auto_ratio(subtract_black_level(mosaic, meta))
+
+
+@pytest.mark.parametrize("shape", [(4, 37, 53), (2, 4, 9, 8), (5,)])
+def test_amplify_is_times_ratio_clipped_at_white_into_any_buffer(shape):
+    planes = np.random.default_rng(1).normal(0.2, 0.3, shape).astype(np.float32)
+    want = np.minimum(planes * np.float32(7.5), np.float32(1.0))
+    np.testing.assert_array_equal(amplify(planes, 7.5), want)
+    out = np.full(shape, np.nan, dtype=np.float32)
+    assert amplify(planes, 7.5, out=out) is out
+    np.testing.assert_array_equal(out, want)
+    assert (want < 0).any()  # not clipped below: the noise around black stays
+    with pytest.raises(ValueError, match="out must be"):
+        amplify(planes, 2.0, out=np.empty(shape, dtype=np.float64))
+
+
+@pytest.mark.parametrize("with_map", [True, False])
+def test_denoiser_input_amplifies_in_place_as_amplify_then_input(with_map):
+    from darkraw.nn.inputs import denoiser_input
+    from darkraw.synth.noiselevel import RawNoise
+
+    planes = np.random.default_rng(2).random((4, 33, 41), dtype=np.float32) * 0.05
+    noise = RawNoise((1e-3, 2e-3, 3e-3, 2e-3), (1e-5,) * 4, "test").amplified(20.0)
+    want = denoiser_input(amplify(planes, 20.0), noise, with_map=with_map)
+    got = denoiser_input(planes, noise, with_map=with_map, ratio=20.0)
+    np.testing.assert_array_equal(got, want)
+    assert got.shape == ((8 if with_map else 4), 33, 41)

@@ -323,6 +323,7 @@ def enhance_with_denoiser(
         mosaic_dn, meta, black_offset=options.black_offset, black_range=black_range
     )
     view, planes, offset = prepared.view, prepared.planes, prepared.offset
+    del prepared  # so that its planes go when they are no longer needed
     if ratio is None:
         raw_lin, step = sampled_raw_lin(mosaic_dn, meta)
         if offset.any():
@@ -333,19 +334,33 @@ def enhance_with_denoiser(
         noise = frame_noise(planes, meta, database)
     amplified = noise.amplified(float(ratio))
     told = amplified.scaled(options.strength)
-    planes = amplify(planes, float(ratio))
+    libraw = options.renderer is Renderer.LIBRAW and min(meta.height, meta.width) >= LIBRAW_MIN_SIDE
+    # darkraw's rendering takes gray-world gains from the amplified planes where the file has no
+    # white balance; LibRaw's needs none of them.
+    gray_source: np.ndarray | None = None
     if options.strength == 0:
-        clean = planes
+        clean = amplify(planes, float(ratio))
+        gray_source = None if libraw else clean.copy()
+        del planes
     else:
         with_map = model.config.noise_input == "map"
-        clean = run_denoiser(model, denoiser_input(planes, told, with_map=with_map), options)
-    clean = np.clip(clean, 0.0, 1.0)
+        x = denoiser_input(planes, told, with_map=with_map, ratio=float(ratio))
+        del planes  # the unamplified planes: 48 MB for 12 Mpixels, not needed any more
+        clean = run_denoiser(model, x, options)
+        # A view of x would keep its noise map too through the rendering.
+        gray_source = None if libraw else x[:4].copy()
+        del x
+    # In place, a plane per thread: clean is this function's own array.
+    thread_map(
+        lambda i: np.clip(clean[i], 0.0, 1.0, out=clean[i]), range(len(clean)), size=clean.size
+    )
     mosaic_out = _mosaic_dn(clean, view, meta)
-    if options.renderer is Renderer.LIBRAW and min(meta.height, meta.width) >= LIBRAW_MIN_SIDE:
+    if libraw:
         curve = LIBRAW_CURVES[options.gamma]
         image = render_mosaic_with_libraw(source, mosaic_out, meta, gamma=curve)
     else:
-        gains = choose_gains(planes, view.meta, WhiteBalance.CAMERA)
+        assert gray_source is not None
+        gains = choose_gains(gray_source, view.meta, WhiteBalance.CAMERA)
         image = orient(view.undo(render_planes(clean, view.meta, gains, options.gamma)), meta.flip)
     return DenoisedResult(
         image=image,
