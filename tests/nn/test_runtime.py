@@ -417,9 +417,13 @@ def test_bf16_asked_without_openvino_names_the_extra(monkeypatch, exported):
     assert load_network("default", precision="auto").precision in ("int8", "fp32")
 
 
-def test_bf16_on_cuda_is_refused():
+def test_bf16_on_cuda_is_refused_for_the_raw_denoiser_only(exported):
     with pytest.raises(DarkrawError, match="on the CPU"):
         load_network("default", device="cuda", precision="bf16")
+    with pytest.raises(DarkrawError, match="on the CPU"):
+        load_network(exported[1].path, device="cuda", precision="bf16")
+    # The SID network's bf16 is torch's autocast, on a GPU as well.
+    assert not isinstance(load_network("sid", device="cuda", precision="bf16"), OnnxDenoiser)
 
 
 @needs_openvino

@@ -74,19 +74,15 @@ def load_network(
             ``int8`` is asked for a model without a current int8 version.
         MissingExtraError: the model needs torch, onnxruntime or (``bf16``) OpenVINO, which is
             not installed.
-        DarkrawError: ``bf16`` with ``device cuda`` (OpenVINO's bf16 runs on the CPU).
+        DarkrawError: ``bf16`` with ``device cuda`` for the raw denoiser (OpenVINO's bf16 runs
+            on the CPU; the SID network's runs in torch, on the GPU too).
     """
     if not isinstance(spec, str | Path):
         return spec  # type: ignore[no-any-return]
     path = existing_source(spec)
-    if precision == "bf16" and device == "cuda":
-        raise DarkrawError(
-            None,
-            "precision bf16 runs the raw denoiser on the CPU (OpenVINO); with --device "
-            "cuda use precision auto or fp32",
-        )
     if path.suffix.lower() == ".onnx":
         if precision == "bf16":
+            _check_bf16_device(device)
             return load_openvino_denoiser(path, threads=threads)
         return load_onnx_denoiser(path, device=device, threads=threads)
     if str(spec) in BUNDLED_MODELS and model_arch(spec) == "raw_denoiser":
@@ -123,6 +119,7 @@ def _bundled_bf16(
             return None
     elif precision != "bf16":
         return None
+    _check_bf16_device(device)
     try:
         return load_openvino_denoiser(
             bundled_onnx_path(name), threads=threads, expect_weights=weights
@@ -131,6 +128,15 @@ def _bundled_bf16(
         if precision == "bf16":
             raise
         return None
+
+
+def _check_bf16_device(device: str) -> None:
+    if device == "cuda":
+        raise DarkrawError(
+            None,
+            "precision bf16 runs the raw denoiser on the CPU (OpenVINO); with --device cuda "
+            "use precision auto or fp32",
+        )
 
 
 def _bundled_int8(
