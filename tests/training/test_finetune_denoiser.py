@@ -87,7 +87,7 @@ def test_the_input_is_what_inference_gives_the_network(world, monkeypatch):
 
     def capture(model, x, options):
         seen.append(x)
-        return x[: model.config.planes]
+        return x[: model.config.planes].copy()  # a new array, as run_denoiser's
 
     monkeypatch.setattr(rawdenoise, "run_denoiser", capture)
     model = load_model(world / "start.safetensors")

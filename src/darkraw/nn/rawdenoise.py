@@ -190,7 +190,7 @@ def run_denoiser(
     """Run the network over ``(C, h, w)`` input planes (:func:`denoiser_input`), tile by tile.
 
     Returns:
-        ``(P, h, w)`` float32 clean planes (not clamped).
+        ``(P, h, w)`` float32 clean planes (not clamped), a new array the caller owns.
 
     Raises:
         NetworkOutputError: the network gives NaN or infinite values (broken weights).

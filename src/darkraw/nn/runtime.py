@@ -357,9 +357,9 @@ class _OpenVinoSession:
     """An OpenVINO model behind the ``run`` of an ONNX Runtime session, compiled for each
     window size it is given.
 
-    A model compiled for one static size ran a 12-Mpixel frame's four 776x1128 windows 7 %
-    faster than the dynamic one, and its compilation plus first call took 0.07 s less than the
-    dynamic model's first call at a new size (``docs/inference.md``). The last
+    Compiled for the window's static size, compiling and a 12-Mpixel frame's four 776x1128
+    windows took 0.91-0.99 s against 1.03-1.10 s for the dynamic model, with the same output
+    (``docs/inference.md``). The last
     :data:`_SIZES_KEPT` sizes stay compiled (a frame's windows have one to four sizes, a batch's
     frames mostly one). Calls are serialised: an infer request is not reentrant.
     """
@@ -396,7 +396,7 @@ class _OpenVinoSession:
         return request
 
 
-#: Window sizes an OpenVINO model keeps compiled (each holds its own buffers, about 0.3 GB for
+#: Window sizes an OpenVINO model keeps compiled (each holds its own buffers, about 0.2 GB for
 #: a 776x1128 window).
 _SIZES_KEPT = 2
 
