@@ -446,3 +446,17 @@ def test_each_files_line_says_when_bf16_ran(bf16_choice, tmp_path):
     lines: list[str] = []
     report = enhance_batch([dng], tmp_path / "out", model="default", log=lines.append)
     assert report.written and "model default (bf16)," in lines[-1]
+
+
+@needs_openvino
+def test_openvino_reads_the_metadata_through_onnx_runtime_where_it_keeps_none(
+    exported, monkeypatch
+):
+    """OpenVINO releases that do not keep the ONNX file's metadata still get the export's."""
+    _, onnx = exported
+    monkeypatch.setattr(runtime, "_openvino_metadata", lambda model: {})
+    bf16 = runtime.load_openvino_denoiser(onnx.path, expect_weights="x")
+    assert bf16.config == onnx.config and bf16.card == onnx.card
+    monkeypatch.setattr(runtime, "_onnxruntime_metadata", lambda path: {})
+    with pytest.raises(CheckpointError, match="no config in its metadata"):
+        runtime.load_openvino_denoiser(onnx.path)

@@ -333,7 +333,7 @@ def load_openvino_denoiser(
     except Exception as err:  # OpenVINO raises its own untyped errors for bad files
         reason = " ".join(str(err).split())[:200]
         raise CheckpointError(path, f"not a readable ONNX model ({reason})") from None
-    meta = _openvino_metadata(model)
+    meta = _openvino_metadata(model) or _onnxruntime_metadata(path)
     config = _checked_config(path, meta, len(model.inputs), expect_weights)
     if meta.get(PRECISION_KEY, "fp32") != "fp32":
         raise CheckpointError(path, "a quantised export; OpenVINO's bf16 runs the fp32 one")
@@ -402,10 +402,20 @@ _SIZES_KEPT = 2
 
 
 def _openvino_metadata(model: Any) -> dict[str, str]:
-    """The ONNX file's ``metadata_props``, which OpenVINO keeps under ``framework``."""
+    """The ONNX file's ``metadata_props``, which OpenVINO keeps under ``framework`` (empty
+    where this OpenVINO does not)."""
     try:
         entries = model.get_rt_info()["framework"]
         return {str(key): value.astype(str) for key, value in entries.items()}
+    except Exception:
+        return {}
+
+
+def _onnxruntime_metadata(path: Path) -> dict[str, str]:
+    """The ONNX file's ``metadata_props`` as ONNX Runtime reads them (empty where it cannot)."""
+    try:
+        session = _onnxruntime().InferenceSession(str(path), providers=[_PROVIDERS["cpu"]])
+        return dict(session.get_modelmeta().custom_metadata_map)
     except Exception:
         return {}
 
