@@ -87,12 +87,7 @@ def _openvino() -> Any:
 
 def openvino_available() -> bool:
     """Whether OpenVINO can be imported (found, not imported)."""
-    if "openvino" in sys.modules:
-        return sys.modules["openvino"] is not None
-    try:
-        return importlib.util.find_spec("openvino") is not None
-    except (ImportError, ValueError):
-        return False
+    return _importable("openvino")
 
 
 #: What to install for the commands and networks that need torch.
@@ -101,10 +96,16 @@ TORCH_EXTRA = "pip install 'darkraw[train]'"
 
 def torch_available() -> bool:
     """Whether torch can be imported (found, not imported: importing it takes 1.5 s)."""
-    if "torch" in sys.modules:
-        return sys.modules["torch"] is not None
+    return _importable("torch")
+
+
+def _importable(module: str) -> bool:
+    """Whether a top-level module can be imported, found without importing it (``None`` in
+    ``sys.modules`` marks one made unimportable)."""
+    if module in sys.modules:
+        return sys.modules[module] is not None
     try:
-        return importlib.util.find_spec("torch") is not None
+        return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
 
