@@ -136,6 +136,32 @@ def test_info_table_and_json(tmp_path, dark_dng, capsys):
     assert data["wb_gains"] == pytest.approx([2.1, 1.0, 1.6], rel=1e-3)
 
 
+def test_info_runtime_says_what_runs_the_default_model(dark_dng, capsys, monkeypatch):
+    import darkraw.nn.enhance as enhance
+
+    monkeypatch.setattr(enhance, "cpu_bf16_fast", lambda: False)
+    monkeypatch.setattr(enhance, "cpu_int8_fast", lambda: False)
+    assert main(["info", "--runtime", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["default_model"] == "fp32 (CPUExecutionProvider)"
+    assert isinstance(data["native_bf16"], bool) and data["onnxruntime"]
+    # With files too, the machine comes first, then the files' table.
+    assert main(["info", "--runtime", str(dark_dng)]) == 0
+    out = capsys.readouterr().out
+    assert out.index("default model runs in") < out.index("CFA pattern")
+    assert main(["info"]) == 2
+    assert "INPUT" in capsys.readouterr().err
+
+
+def test_info_runtime_names_the_extras_missing(capsys, monkeypatch):
+    import darkraw.nn.runtime as runtime
+
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    assert not runtime.openvino_available()
+    assert main(["info", "--runtime"]) == 0
+    assert "not installed (pip install 'darkraw[openvino]')" in capsys.readouterr().out
+
+
 def test_info_bad_file_exit_code(tmp_path, capsys):
     bad = tmp_path / "bad.dng"
     bad.write_bytes(b"II*\x00garbage")

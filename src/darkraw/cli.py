@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -327,11 +328,18 @@ def build_parser() -> argparse.ArgumentParser:
             "Print what raw files say about themselves: camera, CFA pattern, size, black and "
             "white levels, as-shot white balance, colour matrix, exposure, orientation, and the "
             "range and mean of the pixel values. Folders are searched for raw files as by "
-            "enhance; bare mosaics need --pattern and --white-level."
+            "enhance; bare mosaics need --pattern and --white-level. With --runtime, what runs "
+            "the networks on this machine and how the default model loads."
         ),
     )
-    info.add_argument("inputs", nargs="+", metavar="INPUT", help="raw files or folders of them")
+    info.add_argument("inputs", nargs="*", metavar="INPUT", help="raw files or folders of them")
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    info.add_argument(
+        "--runtime",
+        action="store_true",
+        help="describe this machine instead (or as well): the CPU's int8 and bf16 support, the "
+        "runtimes installed, and the precision and runtime the default model loads with",
+    )
     _add_bare_options(info)
 
     _add_simulate_parser(sub)
@@ -659,6 +667,17 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from darkraw.info import describe_inputs, format_json, format_table
 
+    if not args.inputs and not args.runtime:
+        print("darkraw: error: info needs INPUT files or folders, or --runtime", file=sys.stderr)
+        return EXIT_USAGE
+    if args.runtime:
+        from darkraw.info import describe_runtime, format_runtime
+
+        runtime = describe_runtime()
+        print(json.dumps(runtime, indent=2) if args.json else format_runtime(runtime))
+        if not args.inputs:
+            return 0
+        print()
     infos, failed = [], 0
     for info in describe_inputs(args.inputs, _bare_spec(args)):
         if isinstance(info, DarkrawError):

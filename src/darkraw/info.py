@@ -1,4 +1,4 @@
-"""Describing raw files: the metadata ``darkraw info`` prints."""
+"""Describing raw files, and this machine's runtimes: what ``darkraw info`` prints."""
 
 from __future__ import annotations
 
@@ -94,3 +94,97 @@ def format_table(info: dict[str, Any]) -> str:
 
 def format_json(infos: list[dict[str, Any]]) -> str:
     return json.dumps(infos if len(infos) != 1 else infos[0], indent=2)
+
+
+def describe_runtime(device: str = "auto") -> dict[str, Any]:
+    """What runs the networks here and why: the CPU's relevant flags, the runtimes installed,
+    and how the default model loads with ``--precision auto`` (it is loaded to find out, so
+    the answer includes a stale or missing file's fallback).
+
+    Returns:
+        A JSON-ready dictionary.
+    """
+    import importlib.metadata as metadata
+    import os
+    import platform
+
+    from darkraw.errors import MissingExtraError
+    from darkraw.nn.enhance import load_network
+    from darkraw.nn.runtime import (
+        OPENVINO_EXTRA,
+        TORCH_EXTRA,
+        cpu_bf16_fast,
+        cpu_int8_fast,
+        openvino_available,
+        torch_available,
+    )
+
+    def version(package: str) -> str | None:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
+
+    out: dict[str, Any] = {
+        "cpu": _cpu_name() or platform.processor() or platform.machine(),
+        "cpu_threads": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "int8_dot_product": cpu_int8_fast(),
+        "native_bf16": cpu_bf16_fast(),
+        "onnxruntime": version("onnxruntime") or version("onnxruntime-gpu"),
+        "openvino": version("openvino") if openvino_available() else None,
+        "torch": version("torch") if torch_available() else None,
+    }
+    if out["openvino"] is None:
+        out["openvino_hint"] = OPENVINO_EXTRA
+    if out["torch"] is None:
+        out["torch_hint"] = TORCH_EXTRA
+    try:
+        network = load_network("default", device=device)
+    except (DarkrawError, MissingExtraError) as err:
+        out["default_model"] = f"cannot be loaded: {err}"
+    else:
+        precision = getattr(network, "precision", "fp32")
+        providers = ", ".join(getattr(network, "providers", ()) or ("torch",))
+        out["default_model"] = f"{precision} ({providers})"
+    return out
+
+
+def _cpu_name() -> str | None:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            return value.strip()
+    return None
+
+
+_RUNTIME_ROWS = (
+    ("cpu", "CPU"),
+    ("cpu_threads", "threads darkraw may use"),
+    ("int8_dot_product", "8-bit dot product (VNNI, AMX)"),
+    ("native_bf16", "native bf16 (AMD AVX-512 BF16, AMX)"),
+    ("onnxruntime", "ONNX Runtime"),
+    ("openvino", "OpenVINO"),
+    ("torch", "torch"),
+    ("default_model", "default model runs in"),
+)
+
+
+def format_runtime(info: dict[str, Any]) -> str:
+    """A two-column text table of :func:`describe_runtime`'s output."""
+    width = max(len(label) for _, label in _RUNTIME_ROWS)
+    hints = {"openvino": "openvino_hint", "torch": "torch_hint"}
+    lines = []
+    for key, label in _RUNTIME_ROWS:
+        value = info.get(key)
+        if isinstance(value, bool):
+            text = "yes" if value else "no"
+        elif value is None and key in hints:
+            text = f"not installed ({info.get(hints[key])})"
+        else:
+            text = _fmt(value)
+        lines.append(f"{label:<{width}}  {text}")
+    return "\n".join(lines)
