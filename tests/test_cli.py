@@ -523,3 +523,18 @@ def test_strength_above_one_is_taken_up_to_the_bundled_models_limit(tmp_path, ca
     with pytest.raises(SystemExit):
         parser.parse_args(["enhance", "x.dng", "-o", str(tmp_path), "--strength", "2.5"])
     assert "strength must be from 0 to 2" in capsys.readouterr().err
+
+
+def test_the_command_line_stops_numpy_asking_for_huge_pages(monkeypatch, capsys):
+    core = getattr(np, "_core", None) or np.core
+    setter = core.multiarray._set_madvise_hugepage
+    original = setter(True)
+    try:
+        monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+        assert main(["info"]) == 2  # any command, even one refused
+        assert setter(True) is False
+        monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "1")  # the user's word stands
+        assert main(["info"]) == 2
+        assert setter(True) is True
+    finally:
+        setter(original)
