@@ -293,3 +293,23 @@ def test_black_offset_off_is_the_measured_offset_of_zero(renderer):
     assert a.black_offset == b.black_offset == (0.0,) * 4
     np.testing.assert_array_equal(a.image, b.image)
     np.testing.assert_array_equal(a.mosaic_dn, b.mosaic_dn)
+
+
+@pytest.mark.parametrize("pattern", ["RGGB", "BGGR", "GRBG", "GBRG"])
+@pytest.mark.parametrize("shape", [(37, 53), (64, 96)])
+def test_clean_planes_go_back_to_the_files_dn_with_each_positions_black(pattern, shape):
+    from darkraw.classic.pipeline import black_level_map, rggb_view
+    from darkraw.nn import rawdenoise
+
+    black = ((510.0, 512.0), (515.0, 509.0))
+    meta = RawMetadata.for_bayer(pattern, *shape, black_level=black, white_level=16383)
+    view = rggb_view(np.zeros(shape, dtype=np.uint16), meta)
+    rng = np.random.default_rng(sum(map(ord, pattern)))
+    clean = rng.random((4, *view.mosaic.shape), dtype=np.float32) / 3
+    got = rawdenoise._mosaic_dn(clean, view, meta)
+    # The same float32 arithmetic over a full-size map of the black level.
+    linear = rawdenoise._mosaic_of(clean, view)
+    full = black_level_map(meta)
+    want = full + linear * (np.float32(16383) - full)
+    assert got.shape == shape and got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)

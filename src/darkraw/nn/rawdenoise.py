@@ -35,7 +35,6 @@ from darkraw.classic.pipeline import (
     GammaCurve,
     WhiteBalance,
     auto_ratio,
-    black_level_map,
     choose_gains,
     orient,
     render_planes,
@@ -455,13 +454,20 @@ def _mosaic_dn(clean: np.ndarray, view: Any, meta: RawMetadata) -> np.ndarray:
     of the mosaic LibRaw renders and a DNG stores.
     """
     linear = _mosaic_of(clean, view)
-    black = black_level_map(meta)
+    black = np.asarray(meta.black_tile, dtype=np.float32)
     white = np.float32(meta.white_level)
+    ph, pw = black.shape
 
     def band(rows: slice) -> None:
-        # black + linear * (white - black), in place, row band by row band.
-        np.multiply(linear[rows], white - black[rows], out=linear[rows])
-        np.add(black[rows], linear[rows], out=linear[rows])
+        # black + linear * (white - black), in place, one position of the black level's tile
+        # at a time (no full-size map of it: 48 MB for 12 Mpixels).
+        part = linear[rows]
+        for dy in range(ph):
+            level_row = black[(rows.start + dy) % ph]
+            for dx in range(pw):
+                samples, level = part[dy::ph, dx::pw], level_row[dx]
+                np.multiply(samples, white - level, out=samples)
+                np.add(level, samples, out=samples)
 
     thread_map(band, bands(linear.shape[0]), size=linear.size)
     return linear
