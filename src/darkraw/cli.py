@@ -667,9 +667,6 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from darkraw.info import describe_inputs, format_json, format_table
 
-    if not args.inputs and not args.runtime:
-        print("darkraw: error: info needs INPUT files or folders, or --runtime", file=sys.stderr)
-        return EXIT_USAGE
     if args.runtime:
         from darkraw.info import describe_runtime, format_runtime
 
@@ -910,6 +907,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     143 after SIGTERM)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "info" and not args.inputs and not args.runtime:
+        parser.error("info needs INPUT files or folders, or --runtime")
     _numpy_without_huge_pages()
     try:
         if args.command in _NEEDS_TORCH:
