@@ -21,6 +21,16 @@ from darkraw.raw.png import CHUNK_BYTES, _adler32_combine, _zlib_header, write_p
 SIZES = [(1, 1), (3, 5), (17, 1000), (1, 300), (300, 400)]
 
 
+@pytest.fixture(params=["zlib", "zlib-ng"])
+def deflate(request, monkeypatch):
+    """Each deflate library the writer may use: zlib-ng where installed, zlib as its fallback."""
+    if request.param == "zlib":
+        monkeypatch.setattr(png, "DEFLATE", zlib)
+    else:
+        monkeypatch.setattr(png, "DEFLATE", pytest.importorskip("zlib_ng.zlib_ng"))
+    return request.param
+
+
 def source_tags() -> OutputTags:
     """A source's EXIF with a GPS IFD, as test_fileio_metadata gives it."""
     meta = RawMetadata.for_bayer("RGGB", 4, 4, make="Acme", model="Nightcam", flip=6)
@@ -83,7 +93,7 @@ def decoded(path: Path) -> np.ndarray:
 @pytest.mark.parametrize("make", [random_image, smooth_image])
 @pytest.mark.parametrize(("height", "width"), SIZES)
 @pytest.mark.parametrize("chunk_bytes", [1, 100, CHUNK_BYTES])
-def test_8_bit_images_read_back_exactly(tmp_path, make, height, width, chunk_bytes):
+def test_8_bit_images_read_back_exactly(tmp_path, deflate, make, height, width, chunk_bytes):
     hwc = make(height, width)
     path = tmp_path / "x.png"
     write_png(path, hwc, icc=None, exif=None, chunk_bytes=chunk_bytes)
@@ -93,7 +103,7 @@ def test_8_bit_images_read_back_exactly(tmp_path, make, height, width, chunk_byt
 
 @pytest.mark.parametrize("make", [random_image, smooth_image])
 @pytest.mark.parametrize(("height", "width"), SIZES)
-def test_16_bit_images_read_back_exactly(tmp_path, make, height, width):
+def test_16_bit_images_read_back_exactly(tmp_path, deflate, make, height, width):
     hwc = make(height, width, np.uint16)
     path = tmp_path / "x.png"
     write_png(path, hwc, icc=None, exif=None, chunk_bytes=100)
@@ -103,7 +113,7 @@ def test_16_bit_images_read_back_exactly(tmp_path, make, height, width):
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 @pytest.mark.parametrize("chunk_bytes", [100, CHUNK_BYTES])
-def test_libpng_reads_the_file_back_exactly(tmp_path, dtype, chunk_bytes):
+def test_libpng_reads_the_file_back_exactly(tmp_path, deflate, dtype, chunk_bytes):
     # libpng (through OpenCV) checks every CRC and the stream's Adler-32, and reads 16 bits.
     cv2 = pytest.importorskip("cv2")
     hwc = random_image(37, 53, dtype)
@@ -120,7 +130,7 @@ def test_several_chunks_are_several_idats_of_one_stream(tmp_path):
     write_png(path, hwc, icc=None, exif=None, chunk_bytes=3 * (1 + 90))
     idats = [data for kind, data in chunks(path) if kind == b"IDAT"]
     assert len(idats) == 14  # 40 rows, 3 a chunk
-    assert idats[0][:2] == _zlib_header(1)
+    assert idats[0][:2] == _zlib_header(png.DEFAULT_LEVEL)
     np.testing.assert_array_equal(decoded(path), hwc)
 
 
@@ -178,11 +188,17 @@ def test_an_exif_segment_prefix_is_dropped_and_empty_metadata_left_out(tmp_path)
 
 
 @pytest.mark.parametrize("level", range(10))
-def test_every_zlib_level_gives_zlibs_header_and_a_readable_file(tmp_path, level):
+def test_every_zlib_level_gives_zlibs_header_and_a_readable_file(tmp_path, deflate, level):
     assert _zlib_header(level) == zlib.compress(b"", level)[:2]
     hwc = smooth_image(50, 60)
     write_png(tmp_path / "x.png", hwc, icc=None, exif=None, level=level, chunk_bytes=1000)
     np.testing.assert_array_equal(read_back(tmp_path / "x.png"), hwc)
+
+
+def test_zlib_ng_deflates_where_it_is_installed_at_its_fast_level():
+    pytest.importorskip("zlib_ng")
+    assert png.DEFLATE.__name__ == "zlib_ng.zlib_ng" and png.DEFAULT_LEVEL == 2
+    assert fileio.PNG_COMPRESS_LEVEL == png.DEFAULT_LEVEL
 
 
 def test_adler32_of_parts_combines_into_the_whole():
