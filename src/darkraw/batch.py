@@ -14,6 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from tqdm import tqdm
 
 from darkraw.classic.pipeline import (
@@ -190,8 +191,18 @@ def enhance_file(
         _write_dng_output(Path(output), raw, result, options.gamma, capture)
     else:
         tags = output_tags(capture, raw.meta)
-        write_image(output, result.image, tags, jpeg_quality=jpeg_quality)
+        write_image(output, _picture(result), tags, jpeg_quality=jpeg_quality)
     return result
+
+
+def _picture(result: ClassicResult | NetworkResult | DenoisedResult) -> np.ndarray:
+    """What :func:`~darkraw.raw.fileio.write_image` takes of a result: LibRaw's 16-bit pixels
+    where it rendered them (the same file, without making float planes), else the planes."""
+    from darkraw.nn.rawdenoise import DenoisedResult
+
+    if isinstance(result, DenoisedResult) and result.rgb16 is not None:
+        return result.rgb16
+    return result.image
 
 
 def _write_dng_output(

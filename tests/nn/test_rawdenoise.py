@@ -147,6 +147,17 @@ def test_libraw_renderer_gives_the_files_picture(tmp_path):
     )
     assert libraw.image.shape == ours.image.shape == (3, 48, 64)
     assert np.abs(libraw.image - ours.image).mean() < 0.03
+    # LibRaw's 16-bit pixels are kept as they came; the float planes are made from them.
+    from darkraw.raw.rawio import planar_float, render_mosaic_with_libraw
+
+    assert libraw.rgb16 is not None and libraw.rgb16.shape == (48, 64, 3)
+    np.testing.assert_array_equal(libraw.image, planar_float(libraw.rgb16))
+    np.testing.assert_array_equal(
+        libraw.image, render_mosaic_with_libraw(path, libraw.mosaic_dn, raw.meta)
+    )
+    options = DenoiseOptions(strength=0, renderer="darkraw", gamma="bt709")
+    darkraws = enhance_with_denoiser(raw.mosaic, raw.meta, random_model(), 1.0, options)
+    assert darkraws.rgb16 is None and darkraws.image.dtype == np.float32
 
 
 def test_xtrans_is_refused():
@@ -313,3 +324,16 @@ def test_clean_planes_go_back_to_the_files_dn_with_each_positions_black(pattern,
     want = full + linear * (np.float32(16383) - full)
     assert got.shape == shape and got.dtype == np.float32
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (1, 7, 3), (64, 96, 3), (301, 203, 3)])
+def test_a_constant_picture_is_found_in_libraws_pixels(shape):
+    from darkraw.nn.enhance import _is_constant, _is_constant_pixels
+
+    flat = np.zeros(shape, dtype=np.uint16) + np.array([7, 8, 9], dtype=np.uint16)
+    varied = flat.copy()
+    varied[-1, -1, 2] = 10  # off the sparse grid: only the whole read sees it
+    for rgb in (flat, varied):
+        assert _is_constant_pixels(rgb) == _is_constant(np.moveaxis(rgb, -1, 0))
+    assert _is_constant_pixels(flat) == (shape[0] * shape[1] > 1)
+    assert not _is_constant_pixels(varied)

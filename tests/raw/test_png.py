@@ -282,3 +282,29 @@ def test_quantized_hwc_refuses_what_quantize_and_to_hwc_refuse():
         quantized_hwc(np.zeros((3, 2, 2), np.float32), 12)
     with pytest.raises(ValueError, match="shape"):
         quantized_hwc(np.zeros((2, 2, 3), np.float32), 8)
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_libraws_16_bit_pixels_quantise_as_their_float_planes_would(bits):
+    from darkraw.raw.fileio import quantized_rgb16
+    from darkraw.raw.rawio import planar_float
+
+    every = np.arange(65536, dtype=np.uint16)
+    rgb = np.stack([every, every[::-1], np.roll(every, 12345)], axis=-1).reshape(256, 256, 3)
+    want = quantized_hwc(planar_float(rgb), bits)
+    np.testing.assert_array_equal(quantized_rgb16(rgb, bits), want)
+    if bits == 16:
+        np.testing.assert_array_equal(want, rgb)  # 16 bits come back unchanged
+    with pytest.raises(ValueError, match="uint16 pixels"):
+        quantized_rgb16(rgb.astype(np.int32), bits)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".jpg"])
+def test_write_image_writes_the_same_file_from_libraws_pixels_or_their_planes(tmp_path, suffix):
+    from darkraw.raw.rawio import planar_float
+
+    rgb = random_image(37, 53, np.uint16)
+    a, b = tmp_path / f"pixels{suffix}", tmp_path / f"planes{suffix}"
+    write_image(a, rgb, source_tags())
+    write_image(b, planar_float(rgb), source_tags())
+    assert a.read_bytes() == b.read_bytes()

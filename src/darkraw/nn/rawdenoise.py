@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -50,7 +51,12 @@ from darkraw.nn.runtime import OnnxDenoiser, add_correction
 from darkraw.nn.tiling import tile_grid
 from darkraw.parallel import bands, thread_map
 from darkraw.raw.metadata import RawMetadata
-from darkraw.raw.rawio import LIBRAW_BT709_GAMMA, LIBRAW_MIN_SIDE, render_mosaic_with_libraw
+from darkraw.raw.rawio import (
+    LIBRAW_BT709_GAMMA,
+    LIBRAW_MIN_SIDE,
+    planar_float,
+    render_mosaic_with_libraw,
+)
 from darkraw.synth.noiselevel import (
     BlackOffsetRange,
     NoiseDatabase,
@@ -164,7 +170,8 @@ class DenoisedResult:
     """What :func:`enhance_with_denoiser` returns.
 
     Attributes:
-        image: ``(3, H', W')`` float32 sRGB in [0, 1], oriented as the camera recorded.
+        rendered: the picture as it was rendered: LibRaw's ``(H', W', 3)`` uint16 pixels, or
+            darkraw's ``(3, H', W')`` float32 planes; :attr:`image` is it as planes either way.
         ratio: the amplification used.
         noise: the frame's noise level, amplified by the ratio (before the strength).
         strength: the strength it was denoised with (the network was told ``noise`` scaled
@@ -175,12 +182,25 @@ class DenoisedResult:
             amplifying, in the file's DN (zeros when not measured).
     """
 
-    image: np.ndarray
+    rendered: np.ndarray
     ratio: float
     noise: RawNoise
     strength: float
     mosaic_dn: np.ndarray
     black_offset: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+
+    @functools.cached_property
+    def image(self) -> np.ndarray:
+        """``(3, H', W')`` float32 sRGB in [0, 1], oriented as the camera recorded (made from
+        LibRaw's pixels on first use: a writer of 8 or 16 bits takes :attr:`rgb16` instead)."""
+        if self.rendered.dtype == np.uint16:
+            return planar_float(self.rendered)
+        return self.rendered
+
+    @property
+    def rgb16(self) -> np.ndarray | None:
+        """LibRaw's ``(H', W', 3)`` uint16 pixels, where LibRaw rendered; ``None`` otherwise."""
+        return self.rendered if self.rendered.dtype == np.uint16 else None
 
 
 def run_denoiser(
@@ -356,13 +376,13 @@ def enhance_with_denoiser(
     mosaic_out = _mosaic_dn(clean, view, meta)
     if libraw:
         curve = LIBRAW_CURVES[options.gamma]
-        image = render_mosaic_with_libraw(source, mosaic_out, meta, gamma=curve)
+        image = render_mosaic_with_libraw(source, mosaic_out, meta, gamma=curve, planar=False)
     else:
         assert gray_source is not None
         gains = choose_gains(gray_source, view.meta, WhiteBalance.CAMERA)
         image = orient(view.undo(render_planes(clean, view.meta, gains, options.gamma)), meta.flip)
     return DenoisedResult(
-        image=image,
+        rendered=image,
         ratio=float(ratio),
         noise=amplified,
         strength=options.strength,
