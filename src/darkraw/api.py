@@ -17,7 +17,7 @@ import numpy as np
 
 from darkraw.raw.fileio import to_hwc
 from darkraw.raw.metadata import RawMetadata, as_matrix3
-from darkraw.raw.rawio import BareMosaicSpec, read_raw
+from darkraw.raw.rawio import BareMosaicSpec, pixels_float, read_raw
 
 if TYPE_CHECKING:
     from darkraw.classic.pipeline import ClassicOptions
@@ -225,7 +225,10 @@ def enhance(
         strength=denoised.strength,
         noise_told=denoised.noise.scaled(denoised.strength),
     )
-    return _returned(to_hwc(denoised.image), info, return_info)
+    # LibRaw's 16-bit pixels become float pixels in one pass; the planes are not needed.
+    rgb16 = denoised.rgb16
+    image = to_hwc(denoised.image) if rgb16 is None else pixels_float(rgb16)
+    return _returned(image, info, return_info)
 
 
 def _returned(

@@ -308,3 +308,13 @@ def test_write_image_writes_the_same_file_from_libraws_pixels_or_their_planes(tm
     write_image(a, rgb, source_tags())
     write_image(b, planar_float(rgb), source_tags())
     assert a.read_bytes() == b.read_bytes()
+
+
+def test_libraws_pixels_as_float_pixels_are_their_planes_transposed():
+    from darkraw.raw.rawio import pixels_float, planar_float
+
+    every = np.arange(65536, dtype=np.uint16)
+    rgb = np.stack([every, every[::-1], np.roll(every, 999)], axis=-1).reshape(128, 512, 3)
+    got = pixels_float(rgb)
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, to_hwc(planar_float(rgb)))
