@@ -145,10 +145,14 @@ def test_info_runtime_says_what_runs_the_default_model(dark_dng, capsys, monkeyp
     data = json.loads(capsys.readouterr().out)
     assert data["default_model"] == "fp32 (CPUExecutionProvider)"
     assert isinstance(data["native_bf16"], bool) and data["onnxruntime"]
-    # With files too, the machine comes first, then the files' table.
+    # With files too, the machine comes first, then the files' table; in JSON one document.
     assert main(["info", "--runtime", str(dark_dng)]) == 0
     out = capsys.readouterr().out
     assert out.index("default model runs in") < out.index("CFA pattern")
+    assert main(["info", "--runtime", "--json", str(dark_dng)]) == 0
+    both = json.loads(capsys.readouterr().out)
+    assert both["runtime"]["default_model"] == data["default_model"]
+    assert [f["cfa"] for f in both["files"]] == ["RGGB"]
     with pytest.raises(SystemExit) as exc:
         main(["info"])
     assert exc.value.code == 2 and "INPUT" in capsys.readouterr().err

@@ -667,14 +667,13 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from darkraw.info import describe_inputs, format_json, format_table
 
+    runtime = None
     if args.runtime:
         from darkraw.info import describe_runtime, format_runtime
 
         runtime = describe_runtime()
-        print(json.dumps(runtime, indent=2) if args.json else format_runtime(runtime))
-        if not args.inputs:
-            return 0
-        print()
+        if not args.json:
+            print(format_runtime(runtime) + ("\n" if args.inputs else ""))
     infos, failed = [], 0
     for info in describe_inputs(args.inputs, _bare_spec(args)):
         if isinstance(info, DarkrawError):
@@ -683,7 +682,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
         else:
             infos.append(info)
     if args.json:
-        print(format_json(infos))
+        if runtime is None:
+            print(format_json(infos))
+        else:
+            # One JSON document: the machine alone, or the machine and the files.
+            print(
+                json.dumps(
+                    runtime if not args.inputs else {"runtime": runtime, "files": infos}, indent=2
+                )
+            )
     elif infos:
         print("\n\n".join(format_table(i) for i in infos))
     return EXIT_FAILED if failed else 0
