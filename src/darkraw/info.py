@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from darkraw.errors import DarkrawError, RawReadError
+from darkraw.parallel import cpu_threads
 from darkraw.raw.fileio import scan_inputs
 from darkraw.raw.rawio import BARE_EXTENSIONS, RAW_EXTENSIONS, BareMosaicSpec, read_raw
 
@@ -87,9 +88,13 @@ _ROWS = (
 
 def format_table(info: dict[str, Any]) -> str:
     """A two-column text table of :func:`describe_file`'s output."""
-    width = max(len(label) for _, label in _ROWS)
-    lines = [f"{label:<{width}}  {_fmt(info.get(key))}" for key, label in _ROWS]
-    return "\n".join(lines)
+    return _two_columns([(label, _fmt(info.get(key))) for key, label in _ROWS])
+
+
+def _two_columns(rows: list[tuple[str, str]]) -> str:
+    """Labels padded to the longest, then their values, one row a line."""
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label:<{width}}  {text}" for label, text in rows)
 
 
 def format_json(infos: list[dict[str, Any]]) -> str:
@@ -105,11 +110,11 @@ def describe_runtime(device: str = "auto") -> dict[str, Any]:
         A JSON-ready dictionary.
     """
     import importlib.metadata as metadata
-    import os
     import platform
 
     from darkraw.errors import MissingExtraError
     from darkraw.nn.enhance import load_network
+    from darkraw.nn.precision import cpuinfo
     from darkraw.nn.runtime import (
         OPENVINO_EXTRA,
         TORCH_EXTRA,
@@ -126,8 +131,8 @@ def describe_runtime(device: str = "auto") -> dict[str, Any]:
             return None
 
     out: dict[str, Any] = {
-        "cpu": _cpu_name() or platform.processor() or platform.machine(),
-        "cpu_threads": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu": _cpu_name(cpuinfo()) or platform.processor() or platform.machine(),
+        "cpu_threads": cpu_threads(),
         "int8_dot_product": cpu_int8_fast(),
         "native_bf16": cpu_bf16_fast(),
         "onnxruntime": version("onnxruntime") or version("onnxruntime-gpu"),
@@ -149,11 +154,8 @@ def describe_runtime(device: str = "auto") -> dict[str, Any]:
     return out
 
 
-def _cpu_name() -> str | None:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
+def _cpu_name(text: str) -> str | None:
+    """The first ``model name`` in ``/proc/cpuinfo``'s text."""
     for line in text.splitlines():
         key, _, value = line.partition(":")
         if key.strip() == "model name":
@@ -175,9 +177,8 @@ _RUNTIME_ROWS = (
 
 def format_runtime(info: dict[str, Any]) -> str:
     """A two-column text table of :func:`describe_runtime`'s output."""
-    width = max(len(label) for _, label in _RUNTIME_ROWS)
     hints = {"openvino": "openvino_hint", "torch": "torch_hint"}
-    lines = []
+    rows = []
     for key, label in _RUNTIME_ROWS:
         value = info.get(key)
         if isinstance(value, bool):
@@ -186,5 +187,5 @@ def format_runtime(info: dict[str, Any]) -> str:
             text = f"not installed ({info.get(hints[key])})"
         else:
             text = _fmt(value)
-        lines.append(f"{label:<{width}}  {text}")
-    return "\n".join(lines)
+        rows.append((label, text))
+    return _two_columns(rows)

@@ -48,15 +48,22 @@ def fast_cpu_bf16(cpuinfo: str) -> bool:
 
 
 @functools.cache
+def cpuinfo() -> str:
+    """This machine's ``/proc/cpuinfo``, read once (the CPU does not change while we run);
+    empty where there is none."""
+    with contextlib.suppress(OSError):
+        return Path("/proc/cpuinfo").read_text()
+    return ""
+
+
+@functools.cache
 def _cpu_bf16_fast() -> bool:
     """``fast_cpu_bf16`` of this machine, read once: the CPU does not change while we run."""
     import torch
 
     if "AVX512" not in torch.backends.cpu.get_cpu_capability():
         return False
-    with contextlib.suppress(OSError):
-        return fast_cpu_bf16(Path("/proc/cpuinfo").read_text())
-    return False
+    return fast_cpu_bf16(cpuinfo())
 
 
 def bf16_supported(device: torch.device) -> bool:

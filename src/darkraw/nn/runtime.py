@@ -37,7 +37,7 @@ import numpy as np
 
 from darkraw.errors import CheckpointError, DarkrawError, MissingExtraError
 from darkraw.nn.denoiser_config import DenoiserConfig, is_denoiser_config
-from darkraw.nn.precision import fast_cpu_bf16
+from darkraw.nn.precision import cpuinfo, fast_cpu_bf16
 from darkraw.parallel import cpu_threads, thread_map
 
 #: Devices ``--device`` names: ``auto`` takes CUDA where onnxruntime-gpu sees a GPU, else the CPU.
@@ -453,19 +453,13 @@ def fast_cpu_int8(cpuinfo: str) -> bool:
 
 def cpu_int8_fast() -> bool:
     """:func:`fast_cpu_int8` of this machine (``False`` where ``/proc/cpuinfo`` is missing)."""
-    try:
-        return fast_cpu_int8(Path("/proc/cpuinfo").read_text())
-    except OSError:
-        return False
+    return fast_cpu_int8(cpuinfo())
 
 
 def cpu_bf16_fast() -> bool:
     """:func:`~darkraw.nn.precision.fast_cpu_bf16` of this machine, without importing torch
     (``False`` where ``/proc/cpuinfo`` is missing)."""
-    try:
-        return fast_cpu_bf16(Path("/proc/cpuinfo").read_text())
-    except OSError:
-        return False
+    return fast_cpu_bf16(cpuinfo())
 
 
 def cuda_in_use(device: str) -> bool:
