@@ -25,6 +25,15 @@ WB = (2.1, 1.0, 1.6)
 ENHANCE_CLASSIC = ["enhance", "--method", "classic"]
 
 
+@pytest.fixture(autouse=True)
+def _test_process_allocator_left_alone(monkeypatch):
+    """The command line tunes glibc's allocator for its own process (``darkraw.cli``); the tests
+    call it in pytest's, which keeps its allocator as it is."""
+    import darkraw.cli
+
+    monkeypatch.setattr(darkraw.cli, "_glibc_mallopt", lambda: None)
+
+
 @pytest.fixture
 def one_torch_thread():
     """Run the test with one torch thread.

@@ -1,5 +1,6 @@
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -9,12 +10,16 @@ import tifffile
 from PIL import Image
 
 import darkraw.raw.fileio
+from darkraw import cli
 from darkraw.cli import build_parser, main
 from darkraw.raw.dng import write_dng
 from darkraw.raw.fileio import read_image
 from darkraw.synth.simulate import darken_mosaic
 
 from conftest import ENHANCE_CLASSIC, mosaic_from_rgb, smooth_scene
+
+#: Taken before the tests' fixture puts a stand-in in its place (conftest.py).
+REAL_GLIBC_MALLOPT = cli._glibc_mallopt
 
 
 @pytest.fixture
@@ -528,6 +533,34 @@ def test_strength_above_one_is_taken_up_to_the_bundled_models_limit(tmp_path, ca
     with pytest.raises(SystemExit):
         parser.parse_args(["enhance", "x.dng", "-o", str(tmp_path), "--strength", "2.5"])
     assert "strength must be from 0 to 2" in capsys.readouterr().err
+
+
+def test_the_command_line_lets_glibc_keep_freed_memory(monkeypatch):
+    calls: list[tuple[int, int]] = []
+
+    def mallopt(param: int, value: int) -> int:
+        calls.append((param, value))
+        return 1
+
+    monkeypatch.setattr(cli, "_glibc_mallopt", lambda: mallopt)
+    for name in cli._MALLOC_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    assert main(["info", "--runtime"]) == 0
+    # One arena, arrays below 1 GiB from the heap, nothing trimmed (M_ARENA_MAX,
+    # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD).
+    assert calls == [(-8, 1), (-3, 1 << 30), (-1, 2**31 - 1)]
+    calls.clear()
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")  # the user's word stands
+    assert main(["info", "--runtime"]) == 0
+    assert calls == []
+
+
+def test_glibc_mallopt_is_found_on_glibc():
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not running on glibc")
+    mallopt = REAL_GLIBC_MALLOPT()
+    assert mallopt is not None
+    assert mallopt(-6, 0) == 1  # M_PERTURB 0, glibc's default: a real call that changes nothing
 
 
 def test_the_command_line_stops_numpy_asking_for_huge_pages(monkeypatch, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -909,6 +910,57 @@ def _numpy_without_huge_pages() -> None:
         setter(False)
 
 
+#: glibc's ``mallopt`` parameters (``malloc.h``).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
+
+#: The environment variables by which a user sets glibc's allocator; any of them leaves it be.
+_MALLOC_SETTINGS = (
+    "GLIBC_TUNABLES",
+    "MALLOC_ARENA_MAX",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_TOP_PAD_",
+)
+
+
+def _glibc_mallopt() -> Callable[[int, int], int] | None:
+    """glibc's ``mallopt``; ``None`` off Linux or with another C library (musl has none)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 (only glibc has it)
+        mallopt: Callable[[int, int], int] = libc.mallopt
+    except (OSError, AttributeError):
+        return None
+    return mallopt
+
+
+def _malloc_keeping_freed_memory() -> None:
+    """Let glibc's allocator keep the memory a command frees, for its next arrays to reuse,
+    unless the user set the allocator through its environment variables.
+
+    By default glibc gives each array of more than 32 MB (a 12-Mpixel frame's planes are 48)
+    fresh pages from the kernel and returns them when freed, so each of the command's many
+    large arrays is faulted in, page by page, anew; and each thread allocates from an arena of
+    its own. With one arena, a mapping threshold of 1 GiB and no trimming, the freed pages are
+    reused: a 12-Mpixel ``darkraw enhance`` took 172,000-180,000 page faults instead of
+    234,000-238,000, its system time fell by about 0.1 s, its wall time by 0.06 s (median of 6
+    alternating pairs) and its peak RSS by 20-40 MB; a batch of eight took 224,000-237,000
+    instead of 945,000-1,100,000, 0.8-1.1 s of system time instead of 2.4-2.8 s, and 7-9 % less
+    wall time (``docs/inference.md``). Only the command line does this; a program that imports darkraw
+    keeps its allocator as it is.
+    """
+    if any(name in os.environ for name in _MALLOC_SETTINGS):
+        return
+    mallopt = _glibc_mallopt()
+    if mallopt is None:
+        return
+    mallopt(_M_ARENA_MAX, 1)
+    mallopt(_M_MMAP_THRESHOLD, 1 << 30)
+    mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 1 failed inputs, 2 usage, 130 after Ctrl-C,
     143 after SIGTERM)."""
@@ -917,6 +969,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "info" and not args.inputs and not args.runtime:
         parser.error("info needs INPUT files or folders, or --runtime")
     _numpy_without_huge_pages()
+    _malloc_keeping_freed_memory()
     try:
         if args.command in _NEEDS_TORCH:
             from darkraw.nn.runtime import require_torch
