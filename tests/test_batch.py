@@ -65,3 +65,68 @@ def test_a_black_offset_the_denoiser_takes_out_is_on_the_files_line(tmp_path):
     )
     assert report.ok, report.failed
     assert "black offset -" in lines[0]
+
+
+def test_a_picture_that_fails_to_render_fails_its_file_alone_in_order(tmp_path, monkeypatch):
+    # The default network's pictures are rendered in a second thread while the next file goes
+    # through the network; a failure there is the file's own, reported in the files' order.
+    import darkraw.nn.rawdenoise as rawdenoise
+    from darkraw.errors import RawReadError
+
+    files = dark_dngs(tmp_path / "in", 3)
+    render = rawdenoise.render_mosaic_with_libraw
+
+    def failing_on_the_second(source, *args, **kwargs):
+        if source is not None and source.name == "f1.dng":
+            raise RawReadError(source, "LibRaw could not render it (test)")
+        return render(source, *args, **kwargs)
+
+    monkeypatch.setattr(rawdenoise, "render_mosaic_with_libraw", failing_on_the_second)
+    lines: list[str] = []
+    report = enhance_batch(
+        files, tmp_path / "out", log=lines.append, progress=False, model="default"
+    )
+    assert [p.name for p in report.written] == ["f0.png", "f2.png"]
+    assert [(p, problem) for p, problem in report.failed] == [
+        (files[1], "LibRaw could not render it (test)")
+    ]
+    assert [line.split(" -> ")[0] for line in lines] == [str(files[0]), str(files[2])]
+    assert not (tmp_path / "out" / "f1.png").exists()
+
+
+def test_a_started_file_writes_nothing_until_its_write(tmp_path):
+    from darkraw.batch import start_file
+    from darkraw.nn.enhance import load_network
+    from darkraw.nn.rawdenoise import DenoisedResult
+
+    (source,) = dark_dngs(tmp_path / "in", 1)
+    out = tmp_path / "out" / "x.png"
+    out.parent.mkdir()
+    started = start_file(source, out, model=load_network("default"))
+    result = started.render()
+    assert isinstance(result, DenoisedResult) and result.rgb16 is not None
+    assert list(out.parent.iterdir()) == []
+    started.write(result)
+    assert [p.name for p in out.parent.iterdir()] == ["x.png"]
+
+
+def test_a_dng_of_the_clean_mosaic_renders_no_picture(tmp_path, monkeypatch):
+    import darkraw.nn.rawdenoise as rawdenoise
+    from darkraw.batch import enhance_file
+    from darkraw.nn.enhance import load_network
+    from darkraw.nn.rawdenoise import DenoisedFrame
+    from darkraw.raw.rawio import read_raw
+
+    (source,) = dark_dngs(tmp_path / "in", 1)
+    model = load_network("default")
+    png = enhance_file(source, tmp_path / "x.png", model=model)
+
+    def no_rendering(*args, **kwargs):
+        raise AssertionError("a DNG output rendered a picture")
+
+    monkeypatch.setattr(rawdenoise, "render_mosaic_with_libraw", no_rendering)
+    frame = enhance_file(source, tmp_path / "x.dng", model=model)
+    assert isinstance(frame, DenoisedFrame)
+    # The same clean mosaic as the picture's, in the DNG (rounded to whole DN).
+    np.testing.assert_array_equal(frame.mosaic_dn, png.mosaic_dn)
+    np.testing.assert_array_equal(read_raw(tmp_path / "x.dng").mosaic, np.rint(png.mosaic_dn))

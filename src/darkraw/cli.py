@@ -947,9 +947,9 @@ def _malloc_keeping_freed_memory() -> None:
     reused: a 12-Mpixel ``darkraw enhance`` took 172,000-180,000 page faults instead of
     234,000-238,000, its system time fell by about 0.1 s, its wall time by 0.06 s (median of 6
     alternating pairs) and its peak RSS by 20-40 MB; a batch of eight took 224,000-237,000
-    instead of 945,000-1,100,000, 0.8-1.1 s of system time instead of 2.4-2.8 s, and 7-9 % less
-    wall time (``docs/inference.md``). Only the command line does this; a program that imports darkraw
-    keeps its allocator as it is.
+    instead of 945,000-1,100,000, 0.8-1.1 s of system time instead of 2.4-2.8 s, and 7-9 %
+    less wall time (``docs/inference.md``). Only the command line does this; a program that
+    imports darkraw keeps its allocator as it is.
     """
     if any(name in os.environ for name in _MALLOC_SETTINGS):
         return

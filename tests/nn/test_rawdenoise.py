@@ -8,8 +8,10 @@ from darkraw.nn.denoiser import DenoiserConfig, build_denoiser
 from darkraw.nn.infer import load_model, save_model_file
 from darkraw.nn.modelfiles import bundled_model_path
 from darkraw.nn.rawdenoise import (
+    DenoisedFrame,
     DenoiseOptions,
     default_overlap,
+    denoise_frame,
     enhance_with_denoiser,
     run_denoiser,
 )
@@ -337,3 +339,20 @@ def test_a_constant_picture_is_found_in_libraws_pixels(shape):
         assert _is_constant_pixels(rgb) == _is_constant(np.moveaxis(rgb, -1, 0))
     assert _is_constant_pixels(flat) == (shape[0] * shape[1] > 1)
     assert not _is_constant_pixels(varied)
+
+
+@pytest.mark.parametrize("renderer", ["darkraw", "libraw"])
+def test_a_denoised_frame_renders_the_picture_of_enhance_with_denoiser(tmp_path, renderer):
+    mosaic, meta = scene_mosaic("GBRG", 48, 64)
+    source = tmp_path / "s.dng"
+    write_dng(source, mosaic, meta)
+    options = DenoiseOptions(precision="fp32", renderer=renderer)
+    model = random_model()
+    whole = enhance_with_denoiser(mosaic, meta, model, 3.0, options, noise=NOISE, source=source)
+    frame = denoise_frame(mosaic, meta, model, 3.0, options, noise=NOISE, source=source)
+    assert isinstance(frame, DenoisedFrame)
+    np.testing.assert_array_equal(frame.mosaic_dn, whole.mosaic_dn)
+    assert (frame.ratio, frame.noise, frame.strength) == (whole.ratio, whole.noise, 1.0)
+    result = frame.render()
+    np.testing.assert_array_equal(result.rendered, whole.rendered)
+    assert result.rendered.dtype == (np.uint16 if renderer == "libraw" else np.float32)

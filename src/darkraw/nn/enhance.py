@@ -24,7 +24,7 @@ from darkraw.nn.modelfiles import (
     model_arch,
     read_metadata,
 )
-from darkraw.nn.rawdenoise import DenoisedResult, DenoiseOptions, enhance_with_denoiser
+from darkraw.nn.rawdenoise import DenoisedFrame, DenoisedResult, DenoiseOptions, denoise_frame
 from darkraw.nn.runtime import (
     OnnxDenoiser,
     cpu_bf16_fast,
@@ -216,12 +216,61 @@ def enhance_mosaic(
     Warns:
         ConstantOutputWarning: the result is one colour over the whole frame; once per call.
     """
+    started = start_enhancement(
+        mosaic_dn,
+        meta,
+        network,
+        ratio,
+        inference=inference,
+        denoise=denoise,
+        source=source,
+        database=database,
+    )
+    result = finish_enhancement(started, network, source)
+    assert not isinstance(result, DenoisedFrame)
+    return result
+
+
+def start_enhancement(
+    mosaic_dn: np.ndarray,
+    meta: RawMetadata,
+    network: AnyNetwork,
+    ratio: float | None = None,
+    *,
+    inference: InferenceOptions | None = None,
+    denoise: DenoiseOptions | None = None,
+    source: str | Path | None = None,
+    database: NoiseDatabase | None = None,
+) -> NetworkResult | DenoisedFrame:
+    """The network's part of :func:`enhance_mosaic` (its arguments and errors): the SID
+    network's result, or the raw denoiser's clean frame with its picture still to render.
+    :func:`finish_enhancement` renders and checks it, in another thread if need be: a batch
+    renders one file while the network works on the next."""
     try:
-        result = _enhance(mosaic_dn, meta, network, ratio, inference, denoise, source, database)
+        return _enhance(mosaic_dn, meta, network, ratio, inference, denoise, source, database)
     except NetworkOutputError as err:
         if source is None or err.path is not None:
             raise
         raise NetworkOutputError(source, err.problem) from None
+
+
+def finish_enhancement(
+    started: NetworkResult | DenoisedFrame,
+    network: AnyNetwork,
+    source: str | Path | None = None,
+    *,
+    picture: bool = True,
+) -> NetworkResult | DenoisedResult | DenoisedFrame:
+    """The rest of :func:`enhance_mosaic` after :func:`start_enhancement`: the raw denoiser's
+    picture rendered, and the result checked (its warnings and errors).
+
+    Args:
+        picture: ``False`` leaves a denoised frame unrendered and checks its clean mosaic only
+            (for a DNG, which stores the mosaic); the SID network's result is a picture anyway.
+    """
+    result: NetworkResult | DenoisedResult | DenoisedFrame = started
+    if isinstance(started, DenoisedFrame) and picture:
+        result = started.render()
     _check_result(result, network, source)
     return result
 
@@ -235,12 +284,12 @@ def _enhance(
     denoise: DenoiseOptions | None,
     source: str | Path | None,
     database: NoiseDatabase | None,
-) -> NetworkResult | DenoisedResult:
+) -> NetworkResult | DenoisedFrame:
     if is_denoiser(network):
         if inference is not None:
             raise ValueError("inference options are for the SID network; give denoise options")
         options = denoise or DenoiseOptions()
-        return enhance_with_denoiser(
+        return denoise_frame(
             mosaic_dn,
             meta,
             network,  # type: ignore[arg-type]
@@ -263,18 +312,22 @@ def _enhance(
 
 
 def _check_result(
-    result: NetworkResult | DenoisedResult, network: AnyNetwork, source: str | Path | None
+    result: NetworkResult | DenoisedResult | DenoisedFrame,
+    network: AnyNetwork,
+    source: str | Path | None,
 ) -> None:
     """Refuse a result with NaN or infinity; warn about one that is constant over the frame.
 
     The raw denoiser's clean planes are seen through ``mosaic_dn`` (the LibRaw renderer makes a
-    picture of whatever they hold); the image is checked for both networks.
+    picture of whatever they hold); the image is checked for both networks, where there is one.
     """
     # LibRaw's 16-bit pixels are checked as they are: integers are finite, and making the
     # float planes only to look at them would cost a 12-megapixel picture 144 MB.
     rgb16 = result.rgb16 if isinstance(result, DenoisedResult) else None
-    arrays = [] if rgb16 is not None else [result.image]
-    if isinstance(result, DenoisedResult):
+    arrays = []
+    if rgb16 is None and not isinstance(result, DenoisedFrame):
+        arrays.append(result.image)
+    if isinstance(result, DenoisedResult | DenoisedFrame):
         arrays.append(result.mosaic_dn)
     if not all(np.isfinite(a).all() for a in arrays):
         raise NetworkOutputError(
@@ -282,18 +335,24 @@ def _check_result(
             f"{describe(network)} gives NaN or infinite values: its weights are broken "
             "(too large or corrupt); use another model",
         )
-    if rgb16 is not None:
+    if isinstance(result, DenoisedFrame):
+        constant = False
+        first = result.mosaic_dn[:2, :2].ravel()
+        what = "one value per photosite colour (DN"
+    elif rgb16 is not None:
         constant = _is_constant_pixels(rgb16)
         first = rgb16[0, 0].astype(np.float32) / np.float32(65535.0)
+        what = "one colour ("
     else:
         constant, first = _is_constant(result.image), result.image[:, 0, 0]
-    if isinstance(result, DenoisedResult):
+        what = "one colour ("
+    if isinstance(result, DenoisedResult | DenoisedFrame):
         constant = constant or _is_constant_mosaic(result.mosaic_dn)
     if constant:
         levels = ", ".join(f"{float(v):.3g}" for v in first)
         where = "" if source is None else f"{source}: "
         _warn_every_time(
-            f"{where}{describe(network)} gives one colour ({levels}) over the whole "
+            f"{where}{describe(network)} gives {what}{levels}) over the whole "
             "frame: its weights may be broken (or the photo is blank)"
         )
 

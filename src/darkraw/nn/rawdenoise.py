@@ -25,7 +25,7 @@ import enum
 import functools
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -298,6 +298,35 @@ def _broken(model: OnnxDenoiser) -> NetworkOutputError:
     )
 
 
+@dataclass(frozen=True)
+class DenoisedFrame:
+    """A frame the raw denoiser has cleaned, its picture not yet rendered (:func:`denoise_frame`).
+
+    Attributes:
+        ratio, noise, strength, mosaic_dn, black_offset: as :class:`DenoisedResult` has them.
+        picture: renders the picture (LibRaw's ``(H', W', 3)`` uint16 pixels or darkraw's
+            ``(3, H', W')`` float planes); :meth:`render` calls it.
+    """
+
+    ratio: float
+    noise: RawNoise
+    strength: float
+    mosaic_dn: np.ndarray
+    black_offset: tuple[float, float, float, float]
+    picture: Callable[[], np.ndarray] = field(repr=False, compare=False)
+
+    def render(self) -> DenoisedResult:
+        """The picture and everything else :func:`enhance_with_denoiser` returns."""
+        return DenoisedResult(
+            rendered=self.picture(),
+            ratio=self.ratio,
+            noise=self.noise,
+            strength=self.strength,
+            mosaic_dn=self.mosaic_dn,
+            black_offset=self.black_offset,
+        )
+
+
 def enhance_with_denoiser(
     mosaic_dn: np.ndarray,
     meta: RawMetadata,
@@ -310,7 +339,37 @@ def enhance_with_denoiser(
     database: NoiseDatabase | None = None,
     black_range: BlackOffsetRange | None = None,
 ) -> DenoisedResult:
-    """Denoise a raw mosaic in its raw space and render it.
+    """Denoise a raw mosaic in its raw space and render it: :func:`denoise_frame`, then its
+    picture (:meth:`DenoisedFrame.render`); the arguments are :func:`denoise_frame`'s."""
+    frame = denoise_frame(
+        mosaic_dn,
+        meta,
+        model,
+        ratio,
+        options,
+        source=source,
+        noise=noise,
+        database=database,
+        black_range=black_range,
+    )
+    return frame.render()
+
+
+def denoise_frame(
+    mosaic_dn: np.ndarray,
+    meta: RawMetadata,
+    model: RawDenoiser | OnnxDenoiser,
+    ratio: float | None = None,
+    options: DenoiseOptions = DenoiseOptions(),
+    *,
+    source: str | Path | None = None,
+    noise: RawNoise | None = None,
+    database: NoiseDatabase | None = None,
+    black_range: BlackOffsetRange | None = None,
+) -> DenoisedFrame:
+    """Denoise a raw mosaic in its raw space; the picture is rendered when asked for
+    (:meth:`DenoisedFrame.render`), so that a batch renders one file while the network works on
+    the next, and a DNG writer, which stores the clean mosaic, need not render it at all.
 
     Args:
         mosaic_dn: ``(H, W)`` Bayer mosaic in DN.
@@ -374,21 +433,34 @@ def enhance_with_denoiser(
         lambda i: np.clip(clean[i], 0.0, 1.0, out=clean[i]), range(len(clean)), size=clean.size
     )
     mosaic_out = _mosaic_dn(clean, view, meta)
+    picture: Callable[[], np.ndarray]
     if libraw:
+        del clean  # LibRaw renders from the mosaic: the planes need not wait for it
         curve = LIBRAW_CURVES[options.gamma]
-        image = render_mosaic_with_libraw(source, mosaic_out, meta, gamma=curve, planar=False)
+        picture = functools.partial(
+            render_mosaic_with_libraw, source, mosaic_out, meta, gamma=curve, planar=False
+        )
     else:
         assert gray_source is not None
-        gains = choose_gains(gray_source, view.meta, WhiteBalance.CAMERA)
-        image = orient(view.undo(render_planes(clean, view.meta, gains, options.gamma)), meta.flip)
-    return DenoisedResult(
-        rendered=image,
+        picture = functools.partial(
+            _render_with_darkraw, clean, gray_source, view, meta.flip, options.gamma
+        )
+    return DenoisedFrame(
         ratio=float(ratio),
         noise=amplified,
         strength=options.strength,
         mosaic_dn=mosaic_out,
         black_offset=_offset_dn(offset, view.meta),
+        picture=picture,
     )
+
+
+def _render_with_darkraw(
+    clean: np.ndarray, gray_source: np.ndarray, view: Any, flip: int, gamma: GammaCurve
+) -> np.ndarray:
+    """darkraw's rendering of clean RGGB planes, oriented as the file."""
+    gains = choose_gains(gray_source, view.meta, WhiteBalance.CAMERA)
+    return orient(view.undo(render_planes(clean, view.meta, gains, gamma)), flip)
 
 
 @dataclass(frozen=True)
