@@ -193,8 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         choices=["classic", "network"],
         default=None,
-        help="rendering method: network (the SID U-Net, default) or classic (the traditional "
-        "pipeline: black level, denoise, white balance, gamma)",
+        help="rendering method: network (default: the network --model names, the raw denoiser "
+        "unless told otherwise) or classic (the traditional pipeline: black level, denoise, "
+        "white balance, gamma)",
     )
     enh.add_argument(
         "--model",
