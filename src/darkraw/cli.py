@@ -976,7 +976,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from darkraw.nn.runtime import require_torch
 
             require_torch(f"darkraw {args.command}")
-        with _terminate_as_interrupt(), _warnings_as_lines():
+        with _terminate_as_interrupt(), _stderr_apart_from_libraw(), _warnings_as_lines():
             code = _COMMANDS[args.command](args)
         # Inside the try: a closed pipe shows at this flush when the output fitted the buffer.
         sys.stdout.flush()
@@ -1041,6 +1041,37 @@ def _terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+@contextlib.contextmanager
+def _stderr_apart_from_libraw() -> Iterator[None]:
+    """Python's stderr writes to a duplicate of descriptor 2 while the command runs.
+
+    darkraw mutes LibRaw's own C-level messages by pointing descriptor 2 at ``/dev/null`` while
+    a thread is inside LibRaw (:mod:`darkraw.raw.rawio`); in a batch one thread is nearly always
+    there (reading the next file, rendering this one), and an error line, a warning or the
+    progress bar printed meanwhile by another thread would be lost with them. Left alone where
+    ``sys.stderr`` is not the process's own (a test's capture, an embedding program's stream).
+    """
+    stream = sys.stderr
+    try:
+        own = sys.__stderr__ is not None and stream is sys.__stderr__ and stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        own = False
+    if not own:
+        yield
+        return
+    stream.flush()
+    apart = open(  # noqa: SIM115 (closed below, after sys.stderr is put back)
+        os.dup(2), "w", encoding=stream.encoding, errors=stream.errors, buffering=1
+    )
+    sys.stderr = apart
+    try:
+        yield
+    finally:
+        apart.flush()
+        sys.stderr = stream
+        apart.close()
 
 
 @contextlib.contextmanager

@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -507,3 +511,43 @@ def test_libraw_renderings_refuse_strips_in_the_header_too(tmp_path, dng):
     with pytest.raises(RawReadError, match=pattern):
         render_mosaic_with_libraw(bad, mosaic, meta)
     assert render_with_libraw(path).shape == (3, 64, 96)
+
+
+def _same_file(fd: int, path: str) -> bool:
+    a, b = os.fstat(fd), os.stat(path)
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def test_libraw_muting_of_stderr_is_undone_when_threads_cross():
+    """Two threads inside LibRaw at once (a batch reads one file while it renders another):
+    the first in mutes descriptor 2, the last out restores it, in whatever order they leave."""
+    from darkraw.raw.rawio import _MutedStderr
+
+    original = os.fstat(2)
+    muted = _MutedStderr()
+    first, second = muted.held(), muted.held()
+    first.__enter__()
+    assert _same_file(2, os.devnull)
+    second.__enter__()
+    first.__exit__(None, None, None)  # the first out is not the last: still muted
+    assert _same_file(2, os.devnull)
+    second.__exit__(None, None, None)
+    now = os.fstat(2)
+    assert (now.st_dev, now.st_ino) == (original.st_dev, original.st_ino)
+
+
+def test_the_command_lines_messages_pass_while_libraw_is_muted(tmp_path):
+    script = tmp_path / "muted.py"
+    script.write_text(
+        "import os, sys\n"
+        "from darkraw import cli\n"
+        "from darkraw.raw import rawio\n"
+        "with cli._stderr_apart_from_libraw():\n"
+        "    with rawio._libraw_stderr_captured():\n"
+        "        print('a line of ours', file=sys.stderr)\n"
+        "        os.write(2, b'LibRaw: Unexpected end of file\\n')\n"
+        "print('after', file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "a line of ours\nafter\n"

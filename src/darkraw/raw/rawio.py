@@ -14,6 +14,7 @@ import math
 import os
 import struct
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -253,25 +254,66 @@ def _read_libraw(path: Path) -> RawImage:
         raise RawReadError(path, problem) from None
 
 
-@contextlib.contextmanager
-def _libraw_stderr_captured() -> Iterator[None]:
+class _MutedStderr:
+    """Descriptor 2 pointed at ``/dev/null`` while any thread is inside LibRaw.
+
+    Threads read and render at once (a batch reads the next file while it renders this one), so
+    the first to enter saves the real descriptor and the last to leave puts it back: each
+    saving and restoring its own would let a thread save the other's ``/dev/null`` and restore
+    that for good (every later message of the process lost).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved: int | None = None
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        with self._lock:
+            if self._users == 0:
+                self._saved = self._mute()
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0 and self._saved is not None:
+                    os.dup2(self._saved, 2)
+                    os.close(self._saved)
+                    self._saved = None
+
+    @staticmethod
+    def _mute() -> int | None:
+        """The real descriptor 2, saved, with ``/dev/null`` in its place; ``None`` where it
+        cannot be done (no descriptor 2)."""
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):
+            return None
+        try:
+            sink = os.open(os.devnull, os.O_WRONLY)
+        except OSError:
+            os.close(saved)
+            return None
+        os.dup2(sink, 2)
+        os.close(sink)
+        return saved
+
+
+_MUTED_STDERR = _MutedStderr()
+
+
+def _libraw_stderr_captured() -> contextlib.AbstractContextManager[None]:
     """Keep LibRaw's own C-level messages ("Unexpected end of file") off the terminal.
 
     darkraw reports every problem in one line of its own; LibRaw's duplicates would break that.
+    What Python prints goes to descriptor 2 too: darkraw's command line writes its messages
+    through a duplicate of it (:func:`darkraw.cli.main`), so another thread's are not lost.
     """
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as sink:
-            os.dup2(sink.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    return _MUTED_STDERR.held()
 
 
 def _from_rawpy(raw: rawpy.RawPy, path: Path, facts: _TiffFacts) -> RawImage:
