@@ -39,10 +39,11 @@ where OpenVINO is not installed; its "GFLOP/s" count the same operations, most o
 int8), ``denoiser_bf16`` (the fp32 export in OpenVINO with bf16 inside, the default where
 OpenVINO is installed on a CPU with native bf16; skipped without OpenVINO), their executed
 GFLOP/s against the measured fp32 matmul peak (and bf16's, where the CPU has it) and their peak
-RSS; then the whole command on a 12-megapixel DNG, by default and with ``--precision int8`` and
-``--precision fp32`` (median of ``--runs`` fresh processes each, interleaved) and a batch
-of 8 such files in one command (time per file, and how busy the cores were: user + system CPU
-time over wall time x cores). Results go to ``benchmarks/results/runtime_speed.json``.
+RSS; then the whole command (``python -m darkraw enhance``, as a user runs it, its exit
+included; CPU time and peak RSS of that process alone, from ``wait4``) on a 12-megapixel DNG, by
+default and with ``--precision int8`` and ``--precision fp32`` (median of ``--runs`` fresh
+processes each, interleaved) and a batch of 8 such files in one command (time per file, and how
+busy the cores were: user + system CPU time over wall time x cores). Results go to ``benchmarks/results/runtime_speed.json``.
 
 Usage:
     python benchmarks/inference_speed.py [--runs 3] [--only NAME ...] [--note TEXT]
@@ -383,13 +384,25 @@ def denoiser_child(name: str, runs: int) -> dict[str, Any]:
     }
 
 
-#: ``python -c`` program: darkraw's command line, then its own peak RSS in MiB on stderr (the
-#: children's maximum seen from here would include every earlier child's).
-_MEASURED = (
-    "import resource, sys; from darkraw.cli import main; code = main(sys.argv[1:]); "
-    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr); "
-    "sys.exit(code)"
-)
+def timed_command(args: list[str], log: Path) -> tuple[float, float, float]:
+    """``python -m darkraw ARGS`` as a user runs it (its own exit included): wall seconds, CPU
+    seconds (user + system) and peak RSS in MiB of that process alone (``wait4``), its output
+    in ``log``.
+
+    Raises:
+        RuntimeError: the command failed (its output in the message).
+    """
+    start = time.perf_counter()
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "darkraw", *args], stdout=sink, stderr=subprocess.STDOUT
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"darkraw {' '.join(args)} failed:\n{log.read_text()[-2000:]}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def whole_command(runs: int, work: Path) -> dict[str, Any]:
@@ -398,6 +411,7 @@ def whole_command(runs: int, work: Path) -> dict[str, Any]:
     from enhance_speed import dark_frame
 
     source = dark_frame(work / "frame.dng")
+    log = work / "command.log"
     # The default (bf16 in OpenVINO, or int8, or fp32, as the CPU and the install decide), int8
     # and fp32, interleaved so that all see the machine in the same state.
     times: dict[str, list[float]] = {"auto": [], "int8": [], "fp32": []}
@@ -406,29 +420,15 @@ def whole_command(runs: int, work: Path) -> dict[str, Any]:
         for precision, measured in times.items():
             out = work / f"single_{precision}_{i}.png"
             args = ["enhance", str(source), "-o", str(out), "--precision", precision]
-            start = time.perf_counter()
-            done = subprocess.run(
-                [sys.executable, "-c", _MEASURED, *args], check=True, capture_output=True, text=True
-            )
-            measured.append(time.perf_counter() - start)
-            rss.append(float(done.stderr.strip().splitlines()[-1]))
+            wall, _, peak = timed_command(args, log)
+            measured.append(wall)
+            rss.append(peak)
     single_rss = max(rss)
     folder = work / "batch"
     folder.mkdir()
     for i in range(8):
         os.link(source, folder / f"frame_{i}.dng")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", _MEASURED, "enhance", str(folder), "-o", str(work / "out")],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    batch_rss = float(done.stderr.strip().splitlines()[-1])
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    wall, cpu, batch_rss = timed_command(["enhance", str(folder), "-o", str(work / "out")], log)
     cores = len(os.sched_getaffinity(0))
     return {
         "single_times_s": times["auto"],

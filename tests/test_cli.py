@@ -576,3 +576,23 @@ def test_the_command_line_stops_numpy_asking_for_huge_pages(monkeypatch, capsys)
         assert setter(True) is True
     finally:
         setter(original)
+
+
+def test_the_command_exits_at_once_with_its_output_flushed_and_its_code(tmp_path):
+    # darkraw.cli.run ends the process with os._exit after main: nothing buffered may be lost.
+    done = subprocess.run(
+        [sys.executable, "-m", "darkraw", "info", "--runtime", "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "cpu_threads" in json.loads(done.stdout)
+    missing = tmp_path / "missing.dng"
+    done = subprocess.run(
+        [sys.executable, "-m", "darkraw", "enhance", str(missing), "-o", str(tmp_path / "x.png")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    assert f"{missing}: no such file" in done.stderr
+    assert done.stderr.rstrip().endswith(f"failed: {missing}: no such file")

@@ -1,5 +1,3 @@
-import sys
+from darkraw.cli import run
 
-from darkraw.cli import main
-
-sys.exit(main())
+run()

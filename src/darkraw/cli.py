@@ -1014,6 +1014,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def run() -> NoReturn:
+    """The ``darkraw`` command (and ``python -m darkraw``): :func:`main`, then the process ends
+    at once, without Python's finalisation.
+
+    Everything a command writes is complete and closed when :func:`main` returns (outputs are
+    written atomically, threads are joined), and tearing down OpenVINO's compiled model and the
+    modules of numpy, OpenCV and OpenVINO one by one took 0.11-0.15 s of a 12-Mpixel
+    ``darkraw enhance`` of 2.7-3.1 s (0.015 s without it). The standard streams are flushed
+    first. An exception :func:`main` does not handle (a bug) still ends the usual way, with its
+    traceback.
+    """
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        # A closed pipe: main already said all it could.
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program is, so that it unwinds as after Ctrl-C: every atomic
     write deletes its temporary file and every ``finally`` runs."""
