@@ -78,7 +78,11 @@ def test_onnx_and_torch_tiled_runs_agree(exported):
 
 @pytest.mark.parametrize("shape", [(20, 13), (1, 1), (3, 40), (9, 9), (10, 8), (64, 33)])
 @pytest.mark.parametrize("window", [9, 31])
-def test_numpy_box_mean_equals_torch(shape, window):
+@pytest.mark.parametrize("with_opencv", [True, False])
+def test_numpy_box_mean_equals_torch(shape, window, with_opencv, monkeypatch):
+    from darkraw.classic import filters
+
+    monkeypatch.setattr(filters, "USE_OPENCV", with_opencv)
     x = np.random.default_rng(1).random((2, 3, *shape), dtype=np.float32) - 0.5
     expected = box_mean(torch.from_numpy(x), window).numpy()
     np.testing.assert_allclose(runtime.box_mean(x, window), expected, atol=1e-6)
@@ -181,7 +185,11 @@ def test_a_stale_bundled_export_falls_back_to_torch(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("window", [0, 31])
-def test_add_correction_is_planes_plus_correction_less_its_mean(window):
+@pytest.mark.parametrize("with_opencv", [True, False])
+def test_add_correction_is_planes_plus_correction_less_its_mean(window, with_opencv, monkeypatch):
+    from darkraw.classic import filters
+
+    monkeypatch.setattr(filters, "USE_OPENCV", with_opencv)
     rng = np.random.default_rng(0)
     correction = rng.normal(size=(4, 40, 57)).astype(np.float32) * 0.01
     planes = rng.random((4, 40, 57), dtype=np.float32)
