@@ -43,7 +43,8 @@ RSS; then the whole command (``python -m darkraw enhance``, as a user runs it, i
 included; CPU time and peak RSS of that process alone, from ``wait4``) on a 12-megapixel DNG, by
 default and with ``--precision int8`` and ``--precision fp32`` (median of ``--runs`` fresh
 processes each, interleaved) and a batch of 8 such files in one command (time per file, and how
-busy the cores were: user + system CPU time over wall time x cores). Results go to ``benchmarks/results/runtime_speed.json``.
+busy the cores were: user + system CPU time over wall time x cores). Results go to
+``benchmarks/results/runtime_speed.json``.
 
 Usage:
     python benchmarks/inference_speed.py [--runs 3] [--only NAME ...] [--note TEXT]

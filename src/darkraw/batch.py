@@ -449,9 +449,11 @@ def _enhance_pairs(
     rendered in a second thread while the next goes through the network.
 
     The network's stage and LibRaw's rendering each leave part of the cores idle (LibRaw's
-    serial steps, the network's synchronisation); together they keep both busy: a batch of 8
-    12-Mpixel frames took 13.3-14.6 s against 13.9-15.4 s one stage after the other, the cores
-    93 % busy against 89 % (``docs/inference.md``). One file at a time is rendered, so memory
+    serial steps, the network's synchronisation); together they keep both busy: batches of 8
+    12-Mpixel frames took a median 14.62 s against 15.00 s one stage after the other (11
+    alternating pairs), the cores 92-93 % busy against 88 % (``docs/inference.md``); the
+    network runs slower beside LibRaw, so the gain is less than the idle time filled. One file
+    at a time is rendered, so memory
     stays bounded; outputs are written in this thread, which Ctrl-C and SIGTERM interrupt, and
     lines and errors come in the files' order.
     """
@@ -484,7 +486,7 @@ def _enhance_pairs(
             return
         report.written.append(dst)
         chosen = "auto " if options.ratio is None else ""
-        emit(f"{src} -> {dst}  (ratio {chosen}{_ratio(result):.1f}, {_describe(result, name)})")
+        emit(f"{src} -> {dst}  (ratio {chosen}{result.ratio:.1f}, {_describe(result, name)})")
 
     try:
         for i, (src, dst) in enumerate(bar):
@@ -533,11 +535,6 @@ def _report_failure(report: BatchReport, src: Path, err: Exception) -> None:
         tqdm.write(f"darkraw: error: {src}: {err}", file=sys.stderr)
     else:
         raise err
-
-
-def _ratio(result: Result) -> float:
-    """The amplification a result was made with."""
-    return float(result.ratio)
 
 
 def _describe(result: Result, model: str) -> str:
