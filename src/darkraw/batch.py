@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import itertools
 import sys
+import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
@@ -466,9 +467,9 @@ def _enhance_pairs(
     # Messages go through the bar while it is drawn, so they do not tear it.
     emit = log if bar.disable else bar.write
     written_now, following = set(todo), dict(itertools.pairwise(todo))
-    # Like the reader, the renderer is waited for, never abandoned, however this ends; it
+    # Like the reader, the rendering is waited for, never abandoned, however this ends; it
     # writes no file, so a stop loses at most the picture it was rendering.
-    renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="darkraw-render")
+    renderer = _renderer()
     pending: tuple[Path, Path, StartedFile, Future[Result]] | None = None
 
     def settle() -> None:
@@ -520,8 +521,27 @@ def _enhance_pairs(
             pending = (src, dst, started, renderer.submit(started.render))
         settle()
     finally:
-        renderer.shutdown(wait=True, cancel_futures=True)
+        if pending is not None:
+            wait([pending[3]])
         bar.close()
+
+
+_RENDERER: ThreadPoolExecutor | None = None
+_RENDERER_LOCK = threading.Lock()
+
+
+def _renderer() -> ThreadPoolExecutor:
+    """The one thread of the process that renders batches' pictures (LibRaw's, in OpenMP).
+
+    OpenMP keeps a team of threads for each thread that starts parallel work and tears it down
+    when that thread ends; one long-lived rendering thread makes its team once, as the main
+    thread did when it rendered, instead of once per batch from a thread that then ends.
+    """
+    global _RENDERER
+    with _RENDERER_LOCK:
+        if _RENDERER is None:
+            _RENDERER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="darkraw-render")
+        return _RENDERER
 
 
 def _report_failure(report: BatchReport, src: Path, err: Exception) -> None:
