@@ -245,14 +245,23 @@ def start_file(
             database=database,
         )
     dng = Path(output).suffix.lower() == DNG_EXTENSION
+    # render() runs in another thread in a batch and holds no reference to the network: the
+    # thread that drops its last one destroys its runtime's session (ONNX Runtime's,
+    # OpenVINO's), and one destroyed there beside the main thread's next inference or
+    # compilation crashed the process (a segfault in about half of the full test runs).
+    name = None
+    if model is not None:
+        from darkraw.nn.enhance import describe
+
+        name = describe(model)
 
     def render() -> Result:
-        if model is None:
+        if name is None:
             return started
         from darkraw.nn.enhance import finish_enhancement
 
         assert not isinstance(started, ClassicResult)
-        return finish_enhancement(started, model, source, picture=not dng)
+        return finish_enhancement(started, name, source, picture=not dng)
 
     def write(result: Result) -> None:
         from_file = raw.meta.source == "LibRaw" and raw.path is not None

@@ -256,7 +256,7 @@ def start_enhancement(
 
 def finish_enhancement(
     started: NetworkResult | DenoisedFrame,
-    network: AnyNetwork,
+    network: AnyNetwork | str,
     source: str | Path | None = None,
     *,
     picture: bool = True,
@@ -265,13 +265,17 @@ def finish_enhancement(
     picture rendered, and the result checked (its warnings and errors).
 
     Args:
+        network: the network, or how messages name it (:func:`describe`). Another thread
+            should be given the name: the thread that lets go of a network's last reference
+            destroys its runtime's session, which must not happen beside the thread using
+            the runtime.
         picture: ``False`` leaves a denoised frame unrendered and checks its clean mosaic only
             (for a DNG, which stores the mosaic); the SID network's result is a picture anyway.
     """
     result: NetworkResult | DenoisedResult | DenoisedFrame = started
     if isinstance(started, DenoisedFrame) and picture:
         result = started.render()
-    _check_result(result, network, source)
+    _check_result(result, network if isinstance(network, str) else describe(network), source)
     return result
 
 
@@ -313,7 +317,7 @@ def _enhance(
 
 def _check_result(
     result: NetworkResult | DenoisedResult | DenoisedFrame,
-    network: AnyNetwork,
+    name: str,
     source: str | Path | None,
 ) -> None:
     """Refuse a result with NaN or infinity; warn about one that is constant over the frame.
@@ -332,7 +336,7 @@ def _check_result(
     if not all(np.isfinite(a).all() for a in arrays):
         raise NetworkOutputError(
             source,
-            f"{describe(network)} gives NaN or infinite values: its weights are broken "
+            f"{name} gives NaN or infinite values: its weights are broken "
             "(too large or corrupt); use another model",
         )
     if isinstance(result, DenoisedFrame):
@@ -352,7 +356,7 @@ def _check_result(
         levels = ", ".join(f"{float(v):.3g}" for v in first)
         where = "" if source is None else f"{source}: "
         _warn_every_time(
-            f"{where}{describe(network)} gives {what}{levels}) over the whole "
+            f"{where}{name} gives {what}{levels}) over the whole "
             "frame: its weights may be broken (or the photo is blank)"
         )
 
