@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import itertools
 import sys
-import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
@@ -201,9 +200,8 @@ class StartedFile:
 
     Attributes:
         render: the rest of the work on the picture (the raw denoiser's rendering by LibRaw,
-            the checks); it writes nothing, so a batch runs it in a second thread.
-        write: writes the output of what ``render`` returned (atomically; in the thread that
-            Ctrl-C and SIGTERM interrupt, so that a stopped write leaves nothing behind).
+            none for a DNG of its clean mosaic; the checks); it writes nothing.
+        write: writes the output of what ``render`` returned (atomically).
     """
 
     render: Callable[[], Result]
@@ -225,7 +223,7 @@ def start_file(
 ) -> StartedFile:
     """:func:`enhance_file` in steps (its arguments and errors, raised by any step): the
     network's work now, then the picture's rendering and the output's writing
-    (:class:`StartedFile`), which a batch overlaps with the next file's network."""
+    (:class:`StartedFile`)."""
     raw = read_raw(path, bare) if raw is None else raw
     started: ClassicResult | NetworkResult | DenoisedFrame
     source = raw.path if raw.meta.source == "LibRaw" else None
@@ -245,23 +243,14 @@ def start_file(
             database=database,
         )
     dng = Path(output).suffix.lower() == DNG_EXTENSION
-    # render() runs in another thread in a batch and holds no reference to the network: the
-    # thread that drops its last one destroys its runtime's session (ONNX Runtime's,
-    # OpenVINO's), and one destroyed there beside the main thread's next inference or
-    # compilation crashed the process (a segfault in about half of the full test runs).
-    name = None
-    if model is not None:
-        from darkraw.nn.enhance import describe
-
-        name = describe(model)
 
     def render() -> Result:
-        if name is None:
+        if model is None:
             return started
         from darkraw.nn.enhance import finish_enhancement
 
         assert not isinstance(started, ClassicResult)
-        return finish_enhancement(started, name, source, picture=not dng)
+        return finish_enhancement(started, model, source, picture=not dng)
 
     def write(result: Result) -> None:
         from_file = raw.meta.source == "LibRaw" and raw.path is not None
@@ -455,18 +444,7 @@ def _enhance_pairs(
     database: NoiseDatabase | None,
     jpeg_quality: int,
 ) -> None:
-    """The batch's loop: each pair in turn, the next file read ahead, and each file's picture
-    rendered in a second thread while the next goes through the network.
-
-    The network's stage and LibRaw's rendering each leave part of the cores idle (LibRaw's
-    serial steps, the network's synchronisation); together they keep both busy: batches of 8
-    12-Mpixel frames took a median 14.62 s against 15.00 s one stage after the other (11
-    alternating pairs), the cores 92-93 % busy against 88 % (``docs/inference.md``); the
-    network runs slower beside LibRaw, so the gain is less than the idle time filled. One file
-    at a time is rendered, so memory
-    stays bounded; outputs are written in this thread, which Ctrl-C and SIGTERM interrupt, and
-    lines and errors come in the files' order.
-    """
+    """The batch's loop: each pair in turn, the next file read ahead."""
     bar = tqdm(
         pairs,
         desc="enhance",
@@ -476,32 +454,9 @@ def _enhance_pairs(
     # Messages go through the bar while it is drawn, so they do not tear it.
     emit = log if bar.disable else bar.write
     written_now, following = set(todo), dict(itertools.pairwise(todo))
-    # Like the reader, the rendering is waited for, never abandoned, however this ends; it
-    # writes no file, so a stop loses at most the picture it was rendering.
-    renderer = _renderer()
-    pending: tuple[Path, Path, StartedFile, Future[Result]] | None = None
-
-    def settle() -> None:
-        """Write the file being rendered, once it is, and report it."""
-        nonlocal pending
-        if pending is None:
-            return
-        src, dst, started, rendering = pending
-        pending = None
-        try:
-            result = rendering.result()
-            started.write(result)
-        except Exception as err:  # a file's failure is reported; anything else raised again
-            _report_failure(report, src, err)
-            return
-        report.written.append(dst)
-        chosen = "auto " if options.ratio is None else ""
-        emit(f"{src} -> {dst}  (ratio {chosen}{result.ratio:.1f}, {_describe(result, name)})")
-
     try:
         for i, (src, dst) in enumerate(bar):
             if i not in written_now:
-                settle()
                 report.skipped.append(dst)
                 emit(f"{dst}: exists, skipped (use --overwrite to replace it)")
                 continue
@@ -510,7 +465,7 @@ def _enhance_pairs(
                 ahead = following[i]
                 reads[ahead] = reader.submit(read_raw, pairs[ahead][0], bare)
             try:
-                started = start_file(
+                result = enhance_file(
                     src,
                     dst,
                     options,
@@ -522,35 +477,14 @@ def _enhance_pairs(
                     jpeg_quality=jpeg_quality,
                     raw=read.result(),
                 )
-            except Exception as err:  # as in settle
-                settle()
+            except Exception as err:  # a file's failure is reported; anything else raised again
                 _report_failure(report, src, err)
                 continue
-            settle()
-            pending = (src, dst, started, renderer.submit(started.render))
-        settle()
+            report.written.append(dst)
+            chosen = "auto " if options.ratio is None else ""
+            emit(f"{src} -> {dst}  (ratio {chosen}{result.ratio:.1f}, {_describe(result, name)})")
     finally:
-        if pending is not None:
-            wait([pending[3]])
         bar.close()
-
-
-_RENDERER: ThreadPoolExecutor | None = None
-_RENDERER_LOCK = threading.Lock()
-
-
-def _renderer() -> ThreadPoolExecutor:
-    """The one thread of the process that renders batches' pictures (LibRaw's, in OpenMP).
-
-    OpenMP keeps a team of threads for each thread that starts parallel work and tears it down
-    when that thread ends; one long-lived rendering thread makes its team once, as the main
-    thread did when it rendered, instead of once per batch from a thread that then ends.
-    """
-    global _RENDERER
-    with _RENDERER_LOCK:
-        if _RENDERER is None:
-            _RENDERER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="darkraw-render")
-        return _RENDERER
 
 
 def _report_failure(report: BatchReport, src: Path, err: Exception) -> None:

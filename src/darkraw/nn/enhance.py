@@ -244,8 +244,8 @@ def start_enhancement(
 ) -> NetworkResult | DenoisedFrame:
     """The network's part of :func:`enhance_mosaic` (its arguments and errors): the SID
     network's result, or the raw denoiser's clean frame with its picture still to render.
-    :func:`finish_enhancement` renders and checks it, in another thread if need be: a batch
-    renders one file while the network works on the next."""
+    :func:`finish_enhancement` renders and checks it, or, for a DNG of the clean mosaic, checks
+    the mosaic alone."""
     try:
         return _enhance(mosaic_dn, meta, network, ratio, inference, denoise, source, database)
     except NetworkOutputError as err:
@@ -265,10 +265,7 @@ def finish_enhancement(
     picture rendered, and the result checked (its warnings and errors).
 
     Args:
-        network: the network, or how messages name it (:func:`describe`). Another thread
-            should be given the name: the thread that lets go of a network's last reference
-            destroys its runtime's session, which must not happen beside the thread using
-            the runtime.
+        network: the network, or how messages name it (:func:`describe`).
         picture: ``False`` leaves a denoised frame unrendered and checks its clean mosaic only
             (for a DNG, which stores the mosaic); the SID network's result is a picture anyway.
     """
