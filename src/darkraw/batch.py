@@ -488,8 +488,8 @@ def _enhance_pairs(
 
 
 def _report_failure(report: BatchReport, src: Path, err: Exception) -> None:
-    """Count a file that failed and say why on stderr; an error that is no file's fault (a bug,
-    Ctrl-C) is raised again."""
+    """Count a file that failed and say why on stderr; an error that is no file's fault (a bug)
+    is raised again."""
     if isinstance(err, DarkrawError):
         report.failed.append((src, err.problem))
         tqdm.write(f"darkraw: error: {err}", file=sys.stderr)
