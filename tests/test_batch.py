@@ -93,22 +93,6 @@ def test_a_picture_that_fails_to_render_fails_its_file_alone_in_order(tmp_path, 
     assert not (tmp_path / "out" / "f1.png").exists()
 
 
-def test_a_started_file_writes_nothing_until_its_write(tmp_path):
-    from darkraw.batch import start_file
-    from darkraw.nn.enhance import load_network
-    from darkraw.nn.rawdenoise import DenoisedResult
-
-    (source,) = dark_dngs(tmp_path / "in", 1)
-    out = tmp_path / "out" / "x.png"
-    out.parent.mkdir()
-    started = start_file(source, out, model=load_network("default"))
-    result = started.render()
-    assert isinstance(result, DenoisedResult) and result.rgb16 is not None
-    assert list(out.parent.iterdir()) == []
-    started.write(result)
-    assert [p.name for p in out.parent.iterdir()] == ["x.png"]
-
-
 def test_a_dng_of_the_clean_mosaic_renders_no_picture(tmp_path, monkeypatch):
     import darkraw.nn.rawdenoise as rawdenoise
     from darkraw.batch import enhance_file

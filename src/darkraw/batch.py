@@ -11,7 +11,6 @@ import itertools
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -177,61 +176,15 @@ def enhance_file(
         DarkrawError: the file cannot be read or the image cannot be written.
         ValueError: the file does not fit the model (X-Trans file, Bayer model, or the reverse).
     """
-    started = start_file(
-        path,
-        output,
-        options,
-        bare,
-        model=model,
-        inference=inference,
-        denoise=denoise,
-        database=database,
-        jpeg_quality=jpeg_quality,
-        raw=raw,
-    )
-    result = started.render()
-    started.write(result)
-    return result
-
-
-@dataclass(frozen=True)
-class StartedFile:
-    """A file :func:`start_file` has taken through the network.
-
-    Attributes:
-        render: the rest of the work on the picture (the raw denoiser's rendering by LibRaw,
-            none for a DNG of its clean mosaic; the checks); it writes nothing.
-        write: writes the output of what ``render`` returned (atomically).
-    """
-
-    render: Callable[[], Result]
-    write: Callable[[Result], None]
-
-
-def start_file(
-    path: str | Path,
-    output: str | Path,
-    options: ClassicOptions = ClassicOptions(),
-    bare: BareMosaicSpec | None = None,
-    *,
-    model: Network | None = None,
-    inference: InferenceOptions | None = None,
-    denoise: DenoiseOptions | None = None,
-    database: NoiseDatabase | None = None,
-    jpeg_quality: int = DEFAULT_JPEG_QUALITY,
-    raw: RawImage | None = None,
-) -> StartedFile:
-    """:func:`enhance_file` in steps (its arguments and errors, raised by any step): the
-    network's work now, then the picture's rendering and the output's writing
-    (:class:`StartedFile`)."""
     raw = read_raw(path, bare) if raw is None else raw
-    started: ClassicResult | NetworkResult | DenoisedFrame
-    source = raw.path if raw.meta.source == "LibRaw" else None
+    dng = Path(output).suffix.lower() == DNG_EXTENSION
+    result: Result
     if model is None:
-        started = run_classic(raw.mosaic, raw.meta, options)
+        result = run_classic(raw.mosaic, raw.meta, options)
     else:
-        from darkraw.nn.enhance import start_enhancement
+        from darkraw.nn.enhance import finish_enhancement, start_enhancement
 
+        source = raw.path if raw.meta.source == "LibRaw" else None
         started = start_enhancement(
             raw.mosaic,
             raw.meta,
@@ -242,26 +195,16 @@ def start_file(
             source=source,
             database=database,
         )
-    dng = Path(output).suffix.lower() == DNG_EXTENSION
-
-    def render() -> Result:
-        if model is None:
-            return started
-        from darkraw.nn.enhance import finish_enhancement
-
-        assert not isinstance(started, ClassicResult)
-        return finish_enhancement(started, model, source, picture=not dng)
-
-    def write(result: Result) -> None:
-        from_file = raw.meta.source == "LibRaw" and raw.path is not None
-        capture = read_source_metadata(raw.path) if from_file and raw.path else None
-        if dng:
-            _write_dng_output(Path(output), raw, result, options.gamma, capture)
-        else:
-            tags = output_tags(capture, raw.meta)
-            write_image(output, _picture(result), tags, jpeg_quality=jpeg_quality)
-
-    return StartedFile(render, write)
+        # A DNG stores the clean mosaic: no picture is rendered for it.
+        result = finish_enhancement(started, model, source, picture=not dng)
+    from_file = raw.meta.source == "LibRaw" and raw.path is not None
+    capture = read_source_metadata(raw.path) if from_file and raw.path else None
+    if dng:
+        _write_dng_output(Path(output), raw, result, options.gamma, capture)
+    else:
+        tags = output_tags(capture, raw.meta)
+        write_image(output, _picture(result), tags, jpeg_quality=jpeg_quality)
+    return result
 
 
 def _picture(result: Result) -> np.ndarray:
@@ -477,27 +420,19 @@ def _enhance_pairs(
                     jpeg_quality=jpeg_quality,
                     raw=read.result(),
                 )
-            except Exception as err:  # a file's failure is reported; anything else raised again
-                _report_failure(report, src, err)
+            except DarkrawError as err:
+                report.failed.append((src, err.problem))
+                tqdm.write(f"darkraw: error: {err}", file=sys.stderr)
+                continue
+            except (ValueError, MemoryError) as err:
+                report.failed.append((src, str(err) or type(err).__name__))
+                tqdm.write(f"darkraw: error: {src}: {err}", file=sys.stderr)
                 continue
             report.written.append(dst)
             chosen = "auto " if options.ratio is None else ""
             emit(f"{src} -> {dst}  (ratio {chosen}{result.ratio:.1f}, {_describe(result, name)})")
     finally:
         bar.close()
-
-
-def _report_failure(report: BatchReport, src: Path, err: Exception) -> None:
-    """Count a file that failed and say why on stderr; an error that is no file's fault (a bug)
-    is raised again."""
-    if isinstance(err, DarkrawError):
-        report.failed.append((src, err.problem))
-        tqdm.write(f"darkraw: error: {err}", file=sys.stderr)
-    elif isinstance(err, ValueError | MemoryError):
-        report.failed.append((src, str(err) or type(err).__name__))
-        tqdm.write(f"darkraw: error: {src}: {err}", file=sys.stderr)
-    else:
-        raise err
 
 
 def _describe(result: Result, model: str) -> str:

@@ -256,7 +256,7 @@ def start_enhancement(
 
 def finish_enhancement(
     started: NetworkResult | DenoisedFrame,
-    network: AnyNetwork | str,
+    network: AnyNetwork,
     source: str | Path | None = None,
     *,
     picture: bool = True,
@@ -265,14 +265,14 @@ def finish_enhancement(
     picture rendered, and the result checked (its warnings and errors).
 
     Args:
-        network: the network, or how messages name it (:func:`describe`).
+        network: the network that started it (messages name it).
         picture: ``False`` leaves a denoised frame unrendered and checks its clean mosaic only
             (for a DNG, which stores the mosaic); the SID network's result is a picture anyway.
     """
     result: NetworkResult | DenoisedResult | DenoisedFrame = started
     if isinstance(started, DenoisedFrame) and picture:
         result = started.render()
-    _check_result(result, network if isinstance(network, str) else describe(network), source)
+    _check_result(result, describe(network), source)
     return result
 
 

@@ -368,8 +368,8 @@ def denoise_frame(
     black_range: BlackOffsetRange | None = None,
 ) -> DenoisedFrame:
     """Denoise a raw mosaic in its raw space; the picture is rendered when asked for
-    (:meth:`DenoisedFrame.render`), so that a batch renders one file while the network works on
-    the next, and a DNG writer, which stores the clean mosaic, need not render it at all.
+    (:meth:`DenoisedFrame.render`), so that a DNG writer, which stores the clean mosaic, need not
+    render it at all.
 
     Args:
         mosaic_dn: ``(H, W)`` Bayer mosaic in DN.
