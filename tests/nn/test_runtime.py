@@ -3,6 +3,8 @@ export kept in step with its weights."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -352,6 +354,42 @@ def test_openvino_runs_sizes_one_after_another(exported):
         x = planes(shape, seed=sum(shape))[None]
         want = onnx.raw_correction(x)
         assert np.abs(bf16.raw_correction(x) - want).max() <= 0.03 * np.abs(want).max() + 1e-6
+
+
+def _signal_stack_is_mapped() -> bool:
+    """Whether this thread's alternate signal stack (if any) lies in mapped memory."""
+    import ctypes
+
+    class Stack(ctypes.Structure):
+        _fields_ = [("sp", ctypes.c_void_p), ("flags", ctypes.c_int), ("size", ctypes.c_size_t)]
+
+    stack = Stack()
+    assert ctypes.CDLL(None).sigaltstack(None, ctypes.byref(stack)) == 0
+    if not stack.sp:
+        return True
+    with open("/proc/self/maps") as maps:
+        spans = [line.split()[0].split("-") for line in maps]
+    return any(int(lo, 16) <= stack.sp < int(hi, 16) for lo, hi in spans)
+
+
+@needs_openvino
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_releasing_openvino_models_in_any_order_keeps_the_signal_stack(exported):
+    """OpenVINO's CPU plugin unmaps the signal stack it gave its thread; released out of order
+    (or in another thread), a model per Core left the thread's stack unmapped and the next
+    Python signal handler crashed. Models share one Core, which is never released."""
+    import gc
+
+    _, onnx = exported
+    first = runtime.load_openvino_denoiser(onnx.path)
+    first.raw_correction(planes((8, 8))[None])
+    second = runtime.load_openvino_denoiser(onnx.path)
+    second.raw_correction(planes((8, 8))[None])
+    del first
+    gc.collect()
+    del second
+    gc.collect()
+    assert _signal_stack_is_mapped()
 
 
 @needs_openvino

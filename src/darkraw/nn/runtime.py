@@ -86,6 +86,30 @@ def _openvino() -> Any:
     return openvino
 
 
+_CORE: Any = None
+_CORE_LOCK = threading.Lock()
+
+
+def _openvino_core() -> Any:
+    """The process's one OpenVINO ``Core``, made on first use and never released.
+
+    OpenVINO's CPU plugin (one per ``Core``) gives the thread that makes it a new signal stack
+    (``sigaltstack``) and, when destroyed, unmaps that stack but restores the previous one only
+    if the destroying thread's current stack is still its own. Two Cores released in the order
+    they were made, or one released in another thread, so leave a thread's signal stack in
+    unmapped (or reused) memory, and the next Python signal handler run there crashes: a
+    segfault on the SIGCHLD of a data loader's workers ended test runs where batches rendered
+    in a second thread. One Core that lives as long as the process makes a single stack that
+    is never unmapped while anything runs (a test checks the thread's stack stays mapped).
+    """
+    global _CORE
+    ov = _openvino()  # raises MissingExtraError where OpenVINO cannot be imported
+    with _CORE_LOCK:
+        if _CORE is None:
+            _CORE = ov.Core()
+        return _CORE
+
+
 def openvino_available() -> bool:
     """Whether OpenVINO can be imported (found, not imported)."""
     return _importable("openvino")
@@ -358,8 +382,7 @@ def load_openvino_denoiser(
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(path, "no such ONNX model file")
-    ov = _openvino()
-    core = ov.Core()
+    core = _openvino_core()
     try:
         model = core.read_model(str(path))
     except Exception as err:  # OpenVINO raises its own untyped errors for bad files
