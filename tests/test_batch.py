@@ -68,7 +68,8 @@ def test_a_black_offset_the_denoiser_takes_out_is_on_the_files_line(tmp_path):
 
 
 def test_a_picture_that_fails_to_render_fails_its_file_alone_in_order(tmp_path, monkeypatch):
-    # A failure in LibRaw's rendering of the clean mosaic is the file's own, reported in order.
+    # The default network's pictures are rendered in a second thread while the next file goes
+    # through the network; a failure there is the file's own, reported in the files' order.
     import darkraw.nn.rawdenoise as rawdenoise
     from darkraw.errors import RawReadError
 
@@ -93,6 +94,22 @@ def test_a_picture_that_fails_to_render_fails_its_file_alone_in_order(tmp_path, 
     assert not (tmp_path / "out" / "f1.png").exists()
 
 
+def test_a_started_file_writes_nothing_until_its_write(tmp_path):
+    from darkraw.batch import start_file
+    from darkraw.nn.enhance import load_network
+    from darkraw.nn.rawdenoise import DenoisedResult
+
+    (source,) = dark_dngs(tmp_path / "in", 1)
+    out = tmp_path / "out" / "x.png"
+    out.parent.mkdir()
+    started = start_file(source, out, model=load_network("default"))
+    result = started.render()
+    assert isinstance(result, DenoisedResult) and result.rgb16 is not None
+    assert list(out.parent.iterdir()) == []
+    started.write(result)
+    assert [p.name for p in out.parent.iterdir()] == ["x.png"]
+
+
 def test_a_dng_of_the_clean_mosaic_renders_no_picture(tmp_path, monkeypatch):
     import darkraw.nn.rawdenoise as rawdenoise
     from darkraw.batch import enhance_file
@@ -113,3 +130,29 @@ def test_a_dng_of_the_clean_mosaic_renders_no_picture(tmp_path, monkeypatch):
     # The same clean mosaic as the picture's, in the DNG (rounded to whole DN).
     np.testing.assert_array_equal(frame.mosaic_dn, png.mosaic_dn)
     np.testing.assert_array_equal(read_raw(tmp_path / "x.dng").mosaic, np.rint(png.mosaic_dn))
+
+
+def test_every_batch_renders_in_the_same_long_lived_thread(tmp_path, monkeypatch):
+    # LibRaw's OpenMP team belongs to the thread that renders: one thread for the process
+    # makes it once, not once per batch from a thread that then ends.
+    import threading
+
+    import darkraw.nn.rawdenoise as rawdenoise
+
+    files = dark_dngs(tmp_path / "in", 2)
+    render = rawdenoise.render_mosaic_with_libraw
+    threads: list[threading.Thread] = []
+
+    def recorded(*args, **kwargs):
+        threads.append(threading.current_thread())
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(rawdenoise, "render_mosaic_with_libraw", recorded)
+    for run in ("a", "b"):
+        report = enhance_batch(
+            files, tmp_path / run, log=lambda _: None, progress=False, model="default"
+        )
+        assert report.ok
+    assert len(threads) == 4
+    assert len(set(threads)) == 1 and threads[0] is not threading.main_thread()
+    assert threads[0].is_alive()
