@@ -356,3 +356,34 @@ def test_a_denoised_frame_renders_the_picture_of_enhance_with_denoiser(tmp_path,
     result = frame.render()
     np.testing.assert_array_equal(result.rendered, whole.rendered)
     assert result.rendered.dtype == (np.uint16 if renderer == "libraw" else np.float32)
+
+
+def test_the_first_window_is_prepared_beside_the_noise_measurement(tmp_path, monkeypatch):
+    """An ONNX model is told the first window's size before the frame's noise is measured
+    (OpenVINO compiles it then, in another thread); the output is the same."""
+    import threading
+
+    from darkraw.nn.onnx_export import export_onnx
+    from darkraw.nn.runtime import OnnxDenoiser, load_onnx_denoiser
+
+    onnx = load_onnx_denoiser(export_onnx(random_model(), tmp_path / "m.onnx"), device="cpu")
+    asked: list[tuple[tuple[int, int], str]] = []
+
+    def prepare(self, h, w):
+        asked.append(((h, w), threading.current_thread().name))
+
+    options = DenoiseOptions(tile=32, overlap=8, renderer="darkraw")
+    mosaic, meta = scene_mosaic(height=100, width=132)
+    plain = denoise_frame(mosaic, meta, onnx, 4.0, options, noise=NOISE).render()
+    monkeypatch.setattr(OnnxDenoiser, "prepare", prepare)
+    frame = denoise_frame(mosaic, meta, onnx, 4.0, options, noise=NOISE)
+    for thread in threading.enumerate():
+        if thread.name == "darkraw-prepare":
+            thread.join()
+    grid = onnx.config.pad_multiple
+    (y0, y1, _, _), (x0, x1, _, _) = (spans[0] for spans in tile_grid(50, 66, 32, 8, grid))
+    assert asked == [((y1 - y0, x1 - x0), "darkraw-prepare")]
+    np.testing.assert_array_equal(frame.render().image, plain.image)
+    asked.clear()
+    denoise_frame(mosaic, meta, onnx, 4.0, DenoiseOptions(strength=0), noise=NOISE)
+    assert asked == []

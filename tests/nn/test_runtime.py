@@ -393,6 +393,31 @@ def test_releasing_openvino_models_in_any_order_keeps_the_signal_stack(exported)
 
 
 @needs_openvino
+@pytest.mark.parametrize("shape", [(40, 48), (3, 9)])
+def test_openvino_prepared_size_runs_without_compiling_again(exported, shape, monkeypatch):
+    """prepare() compiles the size the run then uses (tiny windows padded as the run pads)."""
+    _, onnx = exported
+    bf16 = runtime.load_openvino_denoiser(onnx.path)
+    bf16.prepare(*shape)
+
+    class NoCompiling:
+        def compile_model(self, *args, **kwargs):
+            pytest.fail("compiled again")
+
+    monkeypatch.setattr(bf16._session, "_core", NoCompiling())
+    x = planes(shape, seed=5)[None]
+    want = onnx.raw_correction(x)
+    assert np.abs(bf16.raw_correction(x) - want).max() <= 0.03 * np.abs(want).max() + 1e-6
+
+
+def test_prepare_is_nothing_to_onnx_runtime(exported):
+    _, onnx = exported
+    onnx.prepare(40, 48)
+    x = planes((40, 48), seed=6)[None]
+    np.testing.assert_array_equal(onnx.raw_correction(x), onnx.raw_correction(x))
+
+
+@needs_openvino
 def test_openvino_refuses_files_in_one_line(tmp_path, exported):
     onnx_lib = pytest.importorskip("onnx")
     _, onnx = exported

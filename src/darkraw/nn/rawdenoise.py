@@ -24,6 +24,7 @@ import contextlib
 import enum
 import functools
 import math
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,7 @@ from darkraw.nn.denoiser_config import receptive_radius
 from darkraw.nn.inputs import amplify, denoiser_input, denoiser_planes
 from darkraw.nn.precision import Precision
 from darkraw.nn.runtime import OnnxDenoiser, add_correction
-from darkraw.nn.tiling import tile_grid
+from darkraw.nn.tiling import Span, tile_grid
 from darkraw.parallel import bands, thread_map
 from darkraw.raw.metadata import RawMetadata
 from darkraw.raw.rawio import (
@@ -217,15 +218,9 @@ def run_denoiser(
     c, p = model.config.in_channels, model.config.planes
     if x.ndim != 3 or x.shape[0] != c:
         raise ValueError(f"expected input of shape ({c}, h, w), got {x.shape}")
-    grid = model.config.pad_multiple
-    overlap = default_overlap(model) if options.overlap is None else options.overlap
-    if options.tile and (overlap % grid or options.tile % grid):
-        raise ValueError(f"tile and overlap must be multiples of {grid} for this network")
-    if options.tile and options.tile < 2 * overlap + grid:
-        raise ValueError(f"tile {options.tile} leaves no centre after margins of {overlap}")
     _, h, w = x.shape
     out = np.empty((p, h, w), dtype=np.float32)
-    rows, cols = tile_grid(h, w, options.tile, overlap, grid)
+    rows, cols = _windows(model, h, w, options)
     if isinstance(model, OnnxDenoiser):
         # Tiles give the correction before its local mean; removing the mean once from the
         # whole frame's is exact (as one whole-frame pass) with margins that need not cover the
@@ -250,6 +245,39 @@ def run_denoiser(
                 y = run(np.ascontiguousarray(x[None, :, y0:y1, x0:x1]))[0]
                 out[:, ky0:ky1, kx0:kx1] = y[:, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
     return out
+
+
+def _windows(
+    model: RawDenoiser | OnnxDenoiser, h: int, w: int, options: DenoiseOptions
+) -> tuple[list[Span], list[Span]]:
+    """The rows and columns of windows :func:`run_denoiser` cuts ``h x w`` planes into."""
+    grid = model.config.pad_multiple
+    overlap = default_overlap(model) if options.overlap is None else options.overlap
+    if options.tile and (overlap % grid or options.tile % grid):
+        raise ValueError(f"tile and overlap must be multiples of {grid} for this network")
+    if options.tile and options.tile < 2 * overlap + grid:
+        raise ValueError(f"tile {options.tile} leaves no centre after margins of {overlap}")
+    return tile_grid(h, w, options.tile, overlap, grid)
+
+
+def _prepare_first_window(
+    model: RawDenoiser | OnnxDenoiser, h: int, w: int, options: DenoiseOptions
+) -> None:
+    """Have the runtime make ready for the first window of ``h x w`` planes in another thread,
+    while this one measures the frame's noise and makes the network's input: OpenVINO's
+    compilation for a window's size (about 0.1 s, half of it on one core) is otherwise the
+    first window's. The run waits for it (the session's lock); a failure there is met again by
+    the run, which reports it."""
+    if not isinstance(model, OnnxDenoiser):
+        return
+    try:
+        rows, cols = _windows(model, h, w, options)
+    except ValueError:  # the run raises it
+        return
+    (y0, y1, _, _), (x0, x1, _, _) = rows[0], cols[0]
+    threading.Thread(
+        target=model.prepare, args=(y1 - y0, x1 - x0), name="darkraw-prepare", daemon=True
+    ).start()
 
 
 def default_overlap(model: RawDenoiser | OnnxDenoiser) -> int:
@@ -402,6 +430,8 @@ def denoise_frame(
     )
     view, planes, offset = prepared.view, prepared.planes, prepared.offset
     del prepared  # so that its planes go when they are no longer needed
+    if options.strength != 0:
+        _prepare_first_window(model, planes.shape[1], planes.shape[2], options)
     if ratio is None:
         raw_lin, step = sampled_raw_lin(mosaic_dn, meta)
         if offset.any():

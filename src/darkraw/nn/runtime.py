@@ -179,14 +179,34 @@ class OnnxDenoiser:
         if x.ndim != 4 or x.shape[1] != c or min(x.shape[2:]) < 1:
             raise ValueError(f"expected input of shape (N, {c}, h, w), got {tuple(x.shape)}")
         h, w = x.shape[2:]
-        grid = self.config.pad_multiple
-        pad_h, pad_w = -h % grid, -w % grid
-        if pad_h >= h or pad_w >= w:
+        pad_h, pad_w = self._padding(h, w)
+        if pad_h or pad_w:
             # torch pads by replication where reflection cannot reach (the graph reflects).
             x = np.pad(x, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="edge")
         out = self._session.run(None, {self._input: np.ascontiguousarray(x, dtype=np.float32)})
         correction: np.ndarray = np.asarray(out[0], dtype=np.float32)[:, :, :h, :w]
         return correction
+
+    def prepare(self, h: int, w: int) -> None:
+        """Make ready to run windows of ``h x w`` packed pixels (:meth:`raw_correction`), so that
+        a caller can do it beside other work: OpenVINO compiles the model for that size (about
+        0.1 s, half of it on one core); ONNX Runtime needs nothing. Errors are left to the run,
+        which meets them again."""
+        prepare = getattr(self._session, "prepare", None)
+        if prepare is None:
+            return
+        pad_h, pad_w = self._padding(h, w)
+        try:
+            prepare((1, self.config.in_channels, h + pad_h, w + pad_w))
+        except Exception:  # the run compiles again and reports it
+            return
+
+    def _padding(self, h: int, w: int) -> tuple[int, int]:
+        """Rows and columns the window gets before the graph: none unless it is smaller than
+        the graph's own reflection can pad to its pooling grid."""
+        grid = self.config.pad_multiple
+        pad_h, pad_w = -h % grid, -w % grid
+        return (pad_h, pad_w) if pad_h >= h or pad_w >= w else (0, 0)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Clean planes of ``x`` (``(N, C, h, w)``): the noisy ones plus the correction, in fp32."""
@@ -432,6 +452,11 @@ class _OpenVinoSession:
             # outputs are copied out of the request's buffer, which the next call reuses.
             result = request.infer({0: x}, share_inputs=True, share_outputs=False)
         return [np.asarray(result[0])]
+
+    def prepare(self, shape: tuple[int, ...]) -> None:
+        """Compile the model for ``shape`` now (in the caller's thread) unless it is."""
+        with self._lock:
+            self._request(shape)
 
     def _request(self, shape: tuple[int, ...]) -> Any:
         request = self._requests.pop(shape, None)
