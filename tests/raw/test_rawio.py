@@ -551,3 +551,59 @@ def test_the_command_lines_messages_pass_while_libraw_is_muted(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stderr == "a line of ours\nafter\n"
+
+
+@pytest.fixture
+def imreads(monkeypatch):
+    """The paths LibRaw is asked to open and decode from now on."""
+    from darkraw.raw import rawio
+
+    opened: list[str] = []
+    real = rawio.rawpy.imread
+
+    def imread(path, *args, **kwargs):
+        opened.append(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(rawio.rawpy, "imread", imread)
+    return opened
+
+
+def test_rendering_a_file_just_read_reuses_its_decoding_once(dng, imreads):
+    from darkraw.raw.rawio import render_mosaic_with_libraw
+
+    path, _ = dng
+    raw = read_raw(path)
+    imreads.clear()
+    dimmer = raw.mosaic.astype(np.float32) * 0.5
+    first = render_mosaic_with_libraw(path, dimmer, raw.meta, planar=False)
+    assert imreads == []
+    # Rendering overwrote that decoding's mosaic: a second rendering decodes the file again,
+    # and both give the same picture.
+    again = render_mosaic_with_libraw(path, dimmer, raw.meta, planar=False)
+    assert imreads == [str(path)]
+    np.testing.assert_array_equal(first, again)
+
+
+def test_a_file_changed_since_it_was_read_is_decoded_again(tmp_path, dng, imreads):
+    from darkraw.raw.rawio import render_mosaic_with_libraw
+
+    path, mosaic = dng
+    raw = read_raw(path)
+    write_dng(path, mosaic[::-1].copy(), raw.meta)
+    imreads.clear()
+    render_mosaic_with_libraw(path, raw.mosaic, raw.meta, planar=False)
+    assert imreads == [str(path)]
+
+
+def test_the_two_files_read_last_keep_their_decoding(tmp_path, imreads):
+    from darkraw.raw.rawio import render_mosaic_with_libraw
+
+    mosaic, meta = mosaic_from_rgb(smooth_scene(32, 48), "RGGB")
+    paths = [write_dng(tmp_path / f"{i}.dng", mosaic, meta) for i in range(3)]
+    for path in paths:
+        read_raw(path)
+    imreads.clear()
+    for path in paths:
+        render_mosaic_with_libraw(path, mosaic, meta, planar=False)
+    assert imreads == [str(paths[0])]

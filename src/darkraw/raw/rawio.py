@@ -16,6 +16,7 @@ import struct
 import sys
 import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,9 +224,16 @@ def _read_libraw(path: Path) -> RawImage:
     if size == 0:
         raise RawReadError(path, "empty file")
     try:
-        with _libraw_stderr_captured(), rawpy.imread(str(path)) as raw:
-            facts = _checked_header(raw, path, size)
-            return _from_rawpy(raw, path, facts)
+        with _libraw_stderr_captured():
+            raw = rawpy.imread(str(path))
+            try:
+                facts = _checked_header(raw, path, size)
+                image = _from_rawpy(raw, path, facts)
+            except BaseException:
+                raw.close()
+                raise
+        _DECODED.keep(path, raw)
+        return image
     except DarkrawError:
         raise
     except rawpy.LibRawFileUnsupportedError:
@@ -252,6 +260,54 @@ def _read_libraw(path: Path) -> RawImage:
         # does not know (``NotImplementedError: filters: 148``, found by fuzzing).
         problem = f"unreadable raw data ({type(err).__name__}: {_one_line(err)})"
         raise RawReadError(path, problem) from None
+
+
+class _DecodedFiles:
+    """The LibRaw handles of the files :func:`read_raw` read last, for
+    :func:`render_mosaic_with_libraw` to render a mosaic in place of theirs without decoding
+    the file again (0.035-0.075 s for a 12-Mpixel DNG, on the path of every denoised picture).
+
+    A handle is taken once (rendering overwrites its mosaic) and only for the same file: its
+    path, inode, size and modification time. At most :attr:`MOST` are kept, the oldest closed
+    first (each holds its file open and its raw data, about 2 bytes a pixel), so that a batch's
+    file being rendered and the next one read ahead both find theirs.
+    """
+
+    MOST = 2
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._handles: OrderedDict[tuple[str, int, int, int], rawpy.RawPy] = OrderedDict()
+
+    @staticmethod
+    def _key(path: Path) -> tuple[str, int, int, int] | None:
+        try:
+            st = path.stat()
+            return (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            return None
+
+    def keep(self, path: Path, raw: rawpy.RawPy) -> None:
+        key = self._key(path)
+        closing = [raw] if key is None else []
+        with self._lock:
+            if key is not None:
+                if key in self._handles:
+                    closing.append(self._handles.pop(key))
+                self._handles[key] = raw
+                while len(self._handles) > self.MOST:
+                    closing.append(self._handles.popitem(last=False)[1])
+        for old in closing:
+            old.close()
+
+    def take(self, path: Path) -> rawpy.RawPy | None:
+        """The kept handle of ``path`` as it is now, handed over (the caller closes it)."""
+        key = self._key(path)
+        with self._lock:
+            return None if key is None else self._handles.pop(key, None)
+
+
+_DECODED = _DecodedFiles()
 
 
 class _MutedStderr:
@@ -841,8 +897,7 @@ def _render_mosaic_in_place(path: Path, dn: np.ndarray, settings: rawpy.Params) 
         problem = "is a directory, not a raw file" if path.is_dir() else "no such file"
         raise RawReadError(path, problem)
     try:
-        with _libraw_stderr_captured(), rawpy.imread(str(path)) as raw:
-            _checked_header(raw, path, path.stat().st_size)
+        with _libraw_stderr_captured(), _opened(path) as raw:
             if raw.raw_type != rawpy.RawType.Flat:
                 # LibRaw decoded it to colour planes (sRAW, linear DNG, Foveon): no mosaic to
                 # replace; read_raw refuses such files too.
@@ -866,6 +921,22 @@ def _render_mosaic_in_place(path: Path, dn: np.ndarray, settings: rawpy.Params) 
     except rawpy.LibRawError as err:
         raise RawReadError(path, f"LibRaw could not render it ({type(err).__name__})") from None
     return rgb
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[rawpy.RawPy]:
+    """``path`` in LibRaw, decoded: the handle :func:`read_raw` kept for it, or the file read
+    again (its header checked); closed on leaving."""
+    raw = _DECODED.take(path)
+    if raw is None:
+        raw = rawpy.imread(str(path))
+        try:
+            _checked_header(raw, path, path.stat().st_size)
+        except BaseException:
+            raw.close()
+            raise
+    with raw:
+        yield raw
 
 
 def planar_float(rgb: np.ndarray) -> np.ndarray:
