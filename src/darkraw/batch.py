@@ -448,7 +448,7 @@ def _enhance_pairs(
     jpeg_quality: int,
 ) -> None:
     """The batch's loop: each pair in turn, the next file read ahead, and each file's picture
-    rendered in a second thread while the next goes through the network.
+    but the last rendered in a second thread while the next goes through the network.
 
     The network's stage and LibRaw's rendering each leave part of the cores idle (LibRaw's
     serial steps, the network's synchronisation); together they keep both busy: batches of 8
@@ -518,12 +518,29 @@ def _enhance_pairs(
                 _report_failure(report, src, err)
                 continue
             settle()
-            pending = (src, dst, started, renderer.submit(started.render))
+            # The last file's picture has no network work to overlap: it is rendered here,
+            # where LibRaw's input and the checks spread over the cores (thread_map runs in
+            # order in darkraw's own threads).
+            if i in following:
+                rendering = renderer.submit(started.render)
+            else:
+                rendering = _run_now(started.render)
+            pending = (src, dst, started, rendering)
         settle()
     finally:
         if pending is not None:
             wait([pending[3]])
         bar.close()
+
+
+def _run_now(function: Callable[[], Result]) -> Future[Result]:
+    """``function()`` run in this thread, as a finished future (its result or its error)."""
+    future: Future[Result] = Future()
+    try:
+        future.set_result(function())
+    except Exception as err:  # given to whoever takes the result, as a pool's future does
+        future.set_exception(err)
+    return future
 
 
 _RENDERER: ThreadPoolExecutor | None = None
