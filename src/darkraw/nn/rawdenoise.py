@@ -275,9 +275,9 @@ def _prepare_first_window(
     except ValueError:  # the run raises it
         return
     (y0, y1, _, _), (x0, x1, _, _) = rows[0], cols[0]
-    threading.Thread(
-        target=model.prepare, args=(y1 - y0, x1 - x0), name="darkraw-prepare", daemon=True
-    ).start()
+    # Not a daemon: a program that ends meanwhile waits for the compilation (a fraction of a
+    # second) instead of tearing OpenVINO down under it.
+    threading.Thread(target=model.prepare, args=(y1 - y0, x1 - x0), name="darkraw-prepare").start()
 
 
 def default_overlap(model: RawDenoiser | OnnxDenoiser) -> int:
