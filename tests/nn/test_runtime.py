@@ -463,6 +463,27 @@ def test_auto_takes_openvino_bf16_on_a_cpu_with_native_bf16(bf16_choice):
     assert load_network("default", device="cpu").precision == "fp32"
 
 
+@needs_openvino
+def test_auto_runs_fp32_in_openvino_on_an_x86_cpu_without_bf16_or_int8(bf16_choice, monkeypatch):
+    import darkraw.nn.enhance as enhance
+
+    bf16_choice(bf16=False, vnni=False)
+    monkeypatch.setattr(enhance, "x86_cpu", lambda: True)
+    network = load_network("default", device="cpu")
+    assert network.precision == "fp32" and network.providers == ("OpenVINO CPU",)
+    assert network.path == bundled_onnx_path("default")
+    # The same arithmetic as ONNX Runtime's fp32, which --precision fp32 still takes.
+    onnx = load_network("default", device="cpu", precision="fp32")
+    assert onnx.providers == ("CPUExecutionProvider",)
+    x = planes((40, 56), seed=7)[None]
+    np.testing.assert_allclose(network(x), onnx(x), rtol=0, atol=1e-5)
+    monkeypatch.setattr(enhance, "x86_cpu", lambda: False)  # not measured on other CPUs
+    assert load_network("default", device="cpu").providers == ("CPUExecutionProvider",)
+    bf16_choice(bf16=False, vnni=False, installed=False)
+    monkeypatch.setattr(enhance, "x86_cpu", lambda: True)
+    assert load_network("default", device="cpu").providers == ("CPUExecutionProvider",)
+
+
 def test_auto_keeps_onnx_runtime_where_it_would_use_a_gpu(bf16_choice, monkeypatch):
     import darkraw.nn.enhance as enhance
 

