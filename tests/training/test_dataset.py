@@ -8,7 +8,13 @@ from darkraw.nn.inputs import network_input
 from darkraw.raw.dng import write_dng
 from darkraw.raw.metadata import RawMetadata
 from darkraw.synth.simulate import SimulationConfig
-from darkraw.training.dataset import PairConfig, SyntheticPairs, blur_scene
+from darkraw.training.dataset import (
+    FLAT_GRADIENT,
+    PairConfig,
+    SyntheticPairs,
+    blur_scene,
+    flat_scene,
+)
 
 from conftest import mosaic_from_rgb, smooth_scene
 
@@ -192,6 +198,42 @@ def test_smooth_fraction_is_a_share_of_the_items(tmp_path):
         for i in range(40)
     )
     assert 4 <= blurred <= 20
+
+
+def test_flat_fraction_makes_flat_darker_training_scenes_only(tmp_path):
+    photos = [write_noisy_photo(tmp_path / f"n{i}.png", 80, 80, seed=i) for i in range(2)]
+    sharp = SyntheticPairs(photos, PairConfig(patch=32), seed=3, length=6)
+    flat = SyntheticPairs(
+        photos, PairConfig(patch=32, flat_fraction=1.0, flat_gain=(0.05, 0.2)), seed=3, length=6
+    )
+    for i in range(6):
+        assert high_frequency(flat[i]["target"]) < 0.05 * high_frequency(sharp[i]["target"])
+        assert flat[i]["target"].mean() < 0.8 * sharp[i]["target"].mean()
+    # Half of them, about: the share is drawn per item.
+    some = SyntheticPairs(photos, PairConfig(patch=32, flat_fraction=0.5), seed=3, length=40)
+    flats = sum(
+        high_frequency(some[i]["target"]) < 0.05 * high_frequency(sharp[i % 6]["target"])
+        for i in range(40)
+    )
+    assert 10 <= flats <= 30
+    fixed = SyntheticPairs(photos, PairConfig(patch=32), train=False)
+    fixed_flat = SyntheticPairs(photos, PairConfig(patch=32, flat_fraction=1.0), train=False)
+    assert torch.equal(fixed[0]["target"], fixed_flat[0]["target"])
+    with pytest.raises(ValueError, match="flat_fraction"):
+        PairConfig(flat_fraction=1.5)
+    with pytest.raises(ValueError, match="flat_gain"):
+        PairConfig(flat_gain=(0.5, 2.0))
+
+
+def test_flat_scene_is_the_mean_colour_scaled_with_a_gentle_gradient():
+    rgb = np.random.default_rng(0).random((3, 40, 50), dtype=np.float32)
+    out = flat_scene(rgb, 0.25, np.random.default_rng(1))
+    assert out.shape == rgb.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out.mean(axis=(1, 2)), 0.25 * rgb.mean(axis=(1, 2)), rtol=0.01)
+    spread = (out.max(axis=(1, 2)) - out.min(axis=(1, 2))) / out.mean(axis=(1, 2))
+    assert np.all(spread <= 2 * FLAT_GRADIENT + 1e-6)
+    with pytest.raises(ValueError, match="gain"):
+        flat_scene(rgb, 0.0, np.random.default_rng(1))
 
 
 def test_blur_scene_keeps_the_mean_and_removes_detail():

@@ -232,7 +232,7 @@ def test_a_run_written_before_the_new_options_still_resumes(photo_folder, tmp_pa
         train_denoiser(tiny(photo_folder, tmp_path / "run", steps=3), resume=True, progress=False)
 
 
-def test_the_phase_4_config_loads_with_its_options_on_and_phase_3s_without():
+def test_the_phase_configs_load_with_their_options():
     from pathlib import Path
 
     import yaml
@@ -246,3 +246,8 @@ def test_the_phase_4_config_loads_with_its_options_on_and_phase_3s_without():
     assert phase4.keep_every == 1000 and phase4.threads == 1 and phase4.workers == 1
     phase3 = load_denoiser_config(yaml.safe_load((configs / "denoiser_default.yaml").read_text()))
     assert phase3.mean_weight == phase3.coarse_weight == phase3.pairs.told_factor_fraction == 0
+    # Phase 5 adds flat dark crops to phase 4's options, from the bundled weights.
+    phase5 = load_denoiser_config(yaml.safe_load((configs / "denoiser_phase5.yaml").read_text()))
+    assert phase5.pairs.crop.flat_fraction > 0 and phase4.pairs.crop.flat_fraction == 0
+    assert phase5.init_from == "default" and phase5.out_dir != phase4.out_dir
+    assert phase5.mean_weight == phase4.mean_weight and phase5.pairs.told_factor_fraction > 0

@@ -77,6 +77,14 @@ class PairConfig:
             on a flat field with no colour matrix, against 1.7-5.4 for BM3D on the same frames;
             ``benchmarks/flat_field.py``).
         smooth_sigma: range of the Gaussian blur's sigma in photo pixels, drawn log-uniformly.
+        flat_fraction: share of training crops of photos replaced by a nearly flat field of
+            their own mean colour (a gentle gradient across it) before they are unprocessed: a
+            frame with almost no texture, at any level, so that the network learns to flatten
+            one. The raw denoiser's later training steps left a grid of bright dots on flat
+            frames at 1-2 electrons a sample (``docs/model-card.md``, known limits); photos,
+            even blurred, are rarely that flat and that dark.
+        flat_gain: range of the factor, drawn log-uniformly, that scales the field's colour
+            (darker fields than the photo's mean, so that dark flat frames are common).
     """
 
     patch: int = 256
@@ -86,6 +94,8 @@ class PairConfig:
     sources: SourceConfig = field(default_factory=SourceConfig)
     smooth_fraction: float = 0.0
     smooth_sigma: tuple[float, float] = (1.0, 6.0)
+    flat_fraction: float = 0.0
+    flat_gain: tuple[float, float] = (0.02, 1.0)
 
     def __post_init__(self) -> None:
         if not 16 <= self.patch <= MAX_PATCH or self.patch % 16:
@@ -99,6 +109,11 @@ class PairConfig:
         low, high = self.smooth_sigma
         if not 0.0 < low <= high or not math.isfinite(high):
             raise ValueError(f"smooth_sigma must be 0 < low <= high, got {self.smooth_sigma}")
+        if not 0.0 <= self.flat_fraction <= 1.0:
+            raise ValueError(f"flat_fraction must be in [0, 1], got {self.flat_fraction}")
+        low, high = self.flat_gain
+        if not 0.0 < low <= high <= 1.0:
+            raise ValueError(f"flat_gain must be 0 < low <= high <= 1, got {self.flat_gain}")
 
 
 class SyntheticPairs(Dataset[dict[str, torch.Tensor]]):
@@ -236,6 +251,10 @@ class SyntheticPairs(Dataset[dict[str, torch.Tensor]]):
             if self.train and fraction > 0 and rng.random() < fraction:
                 low, high = self.config.smooth_sigma
                 crop = blur_scene(crop, float(np.exp(rng.uniform(np.log(low), np.log(high)))))
+            fraction = self.config.flat_fraction
+            if self.train and fraction > 0 and rng.random() < fraction:
+                low, high = self.config.flat_gain
+                crop = flat_scene(crop, float(np.exp(rng.uniform(np.log(low), np.log(high)))), rng)
             if self.train and self.config.augment:
                 # SID flips and transposes the packed planes and the picture together, which
                 # moves each colour's sample within its 2x2 tile of the picture: the network
@@ -265,6 +284,26 @@ def blur_scene(rgb: np.ndarray, sigma: float) -> np.ndarray:
     hwc = np.ascontiguousarray(np.moveaxis(rgb, 0, -1), dtype=np.float32)
     blurred = cv2.GaussianBlur(hwc, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT)
     return np.moveaxis(blurred, -1, 0)
+
+
+#: The most a flat field's gradient moves its level from one side to the other (a share of it).
+FLAT_GRADIENT = 0.2
+
+
+def flat_scene(rgb: np.ndarray, gain: float, rng: np.random.Generator) -> np.ndarray:
+    """A ``(3, H, W)`` field of ``rgb``'s mean colour times ``gain``, with a linear gradient of
+    up to :data:`FLAT_GRADIENT` of its level across it, in a random direction."""
+    if not 0 < gain <= 1:
+        raise ValueError(f"gain must be in (0, 1], got {gain}")
+    _, h, w = rgb.shape
+    colour = rgb.reshape(3, -1).mean(axis=1, dtype=np.float64) * gain
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    slope = rng.uniform(-FLAT_GRADIENT, FLAT_GRADIENT)
+    yy, xx = np.mgrid[0:h, 0:w]
+    ramp = np.cos(angle) * (xx / max(w - 1, 1) - 0.5) + np.sin(angle) * (yy / max(h - 1, 1) - 0.5)
+    field = colour[:, None, None] * (1.0 + slope * ramp)[None]
+    flat: np.ndarray = np.clip(field, 0.0, 1.0).astype(np.float32)
+    return flat
 
 
 def _pad_to(image: np.ndarray, side: int) -> np.ndarray:
