@@ -138,10 +138,10 @@ def _bundled_openvino_fp32(
 ) -> OnnxDenoiser | None:
     """For ``auto`` on an x86 CPU (neither bf16 nor int8 chosen before it) where OpenVINO is
     installed, the bundled model's fp32 export in OpenVINO in fp32: the arithmetic of ONNX
-    Runtime's fp32, and faster (a 12-Mpixel command 3.22 against 3.13 s, pairwise median
-    -0.14 s, 0.13 GB less, with the CPU's bf16 and VNNI hidden; OpenVINO was 15 % faster than
-    ONNX Runtime for the SID network on a Zen 3 with AVX2 only). ``None`` otherwise, or where
-    it fails to load (ONNX Runtime's fp32 then runs)."""
+    Runtime's fp32, and faster (a 12-Mpixel command 3.13 s against ONNX Runtime's 3.22 s,
+    pairwise median -0.14 s, 0.13 GB less, with the CPU's bf16 and VNNI hidden; OpenVINO was
+    15 % faster than ONNX Runtime for the SID network on a Zen 3 with AVX2 only). ``None``
+    otherwise, or where it fails to load (ONNX Runtime's fp32 then runs)."""
     if precision != "auto" or not x86_cpu() or cuda_in_use(device) or not openvino_available():
         return None
     try:

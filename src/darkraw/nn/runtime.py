@@ -401,7 +401,7 @@ def load_openvino_denoiser(
     ``precision="bf16"`` on a CPU without native bf16 runs in fp32 (:func:`cpu_bf16_fast` says
     which). ``"fp32"`` is what ``--precision auto`` runs on an x86 CPU with neither native bf16
     nor an 8-bit dot product, where OpenVINO is installed: the same arithmetic as ONNX
-    Runtime's fp32 (within 1e-8 of it), 12 % faster a window on the AVX-512 EPYC
+    Runtime's fp32 (5e-9 RMS apart on a 776x1128 window), 12 % faster a window on the AVX-512 EPYC
     (``docs/inference.md``), as OpenVINO was 15 % faster for the SID network on a Zen 3.
 
     Args and raises: as :func:`load_onnx_denoiser`, and CheckpointError for a quantised

@@ -927,15 +927,10 @@ def _render_mosaic_in_place(path: Path, dn: np.ndarray, settings: rawpy.Params) 
 def _opened(path: Path) -> Iterator[rawpy.RawPy]:
     """``path`` in LibRaw, decoded: the handle :func:`read_raw` kept for it, or the file read
     again (its header checked); closed on leaving."""
-    raw = _DECODED.take(path)
-    if raw is None:
-        raw = rawpy.imread(str(path))
-        try:
+    kept = _DECODED.take(path)
+    with kept if kept is not None else rawpy.imread(str(path)) as raw:
+        if kept is None:
             _checked_header(raw, path, path.stat().st_size)
-        except BaseException:
-            raw.close()
-            raise
-    with raw:
         yield raw
 
 

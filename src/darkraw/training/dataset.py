@@ -286,7 +286,8 @@ def blur_scene(rgb: np.ndarray, sigma: float) -> np.ndarray:
     return np.moveaxis(blurred, -1, 0)
 
 
-#: The most a flat field's gradient moves its level from one side to the other (a share of it).
+#: The most a flat field's gradient moves its level from one edge to the other along either
+#: axis (a share of it; corner to corner up to 1.4 times that).
 FLAT_GRADIENT = 0.2
 
 
