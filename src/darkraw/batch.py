@@ -7,6 +7,7 @@ are imported only when a network is asked for, so the classic method starts fast
 
 from __future__ import annotations
 
+import functools
 import itertools
 import sys
 import threading
@@ -226,7 +227,7 @@ def start_file(
     """:func:`enhance_file` in steps (its arguments and errors, raised by any step): the
     network's work now, then the picture's rendering and the output's writing
     (:class:`StartedFile`), which a batch overlaps with the next file's network."""
-    raw = read_raw(path, bare) if raw is None else raw
+    raw = read_raw(path, bare, keep_decoded=model is not None) if raw is None else raw
     started: ClassicResult | NetworkResult | DenoisedFrame
     source = raw.path if raw.meta.source == "LibRaw" else None
     if model is None:
@@ -366,9 +367,11 @@ def enhance_batch(
     # included.
     reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="darkraw-read")
     reads: dict[int, Future[RawImage]] = {}
+    # A network's picture may be rendered by LibRaw from the decoded file (the raw denoiser's).
+    read = functools.partial(read_raw, bare=bare, keep_decoded=model is not None)
     try:
         if todo:
-            reads[todo[0]] = reader.submit(read_raw, pairs[todo[0]][0], bare)
+            reads[todo[0]] = reader.submit(read, pairs[todo[0]][0])
         network, database, name = _load_network(model, denoise, device, noise_profiles)
         if not files:
             for item in given:
@@ -458,6 +461,7 @@ def _enhance_pairs(
     at a time is rendered, so memory stays bounded; outputs are written in this thread, which
     Ctrl-C and SIGTERM interrupt, and lines and errors come in the files' order.
     """
+    read = functools.partial(read_raw, bare=bare, keep_decoded=network is not None)
     bar = tqdm(
         pairs,
         desc="enhance",
@@ -496,10 +500,10 @@ def _enhance_pairs(
                 report.skipped.append(dst)
                 emit(f"{dst}: exists, skipped (use --overwrite to replace it)")
                 continue
-            read = reads.pop(i, None) or reader.submit(read_raw, src, bare)
+            reading = reads.pop(i, None) or reader.submit(read, src)
             if i in following:
                 ahead = following[i]
-                reads[ahead] = reader.submit(read_raw, pairs[ahead][0], bare)
+                reads[ahead] = reader.submit(read, pairs[ahead][0])
             try:
                 started = start_file(
                     src,
@@ -511,7 +515,7 @@ def _enhance_pairs(
                     denoise=denoise,
                     database=database,
                     jpeg_quality=jpeg_quality,
-                    raw=read.result(),
+                    raw=reading.result(),
                 )
             except Exception as err:  # as in settle
                 settle()

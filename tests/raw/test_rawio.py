@@ -573,7 +573,7 @@ def test_rendering_a_file_just_read_reuses_its_decoding_once(dng, imreads):
     from darkraw.raw.rawio import render_mosaic_with_libraw
 
     path, _ = dng
-    raw = read_raw(path)
+    raw = read_raw(path, keep_decoded=True)
     imreads.clear()
     dimmer = raw.mosaic.astype(np.float32) * 0.5
     first = render_mosaic_with_libraw(path, dimmer, raw.meta, planar=False)
@@ -589,7 +589,7 @@ def test_a_file_changed_since_it_was_read_is_decoded_again(tmp_path, dng, imread
     from darkraw.raw.rawio import render_mosaic_with_libraw
 
     path, mosaic = dng
-    raw = read_raw(path)
+    raw = read_raw(path, keep_decoded=True)
     write_dng(path, mosaic[::-1].copy(), raw.meta)
     imreads.clear()
     render_mosaic_with_libraw(path, raw.mosaic, raw.meta, planar=False)
@@ -602,8 +602,19 @@ def test_the_two_files_read_last_keep_their_decoding(tmp_path, imreads):
     mosaic, meta = mosaic_from_rgb(smooth_scene(32, 48), "RGGB")
     paths = [write_dng(tmp_path / f"{i}.dng", mosaic, meta) for i in range(3)]
     for path in paths:
-        read_raw(path)
+        read_raw(path, keep_decoded=True)
     imreads.clear()
     for path in paths:
         render_mosaic_with_libraw(path, mosaic, meta, planar=False)
     assert imreads == [str(paths[0])]
+
+
+def test_a_read_keeps_no_decoding_unless_asked(dng, imreads):
+    from darkraw.raw import rawio
+
+    path, _ = dng
+    raw = read_raw(path)
+    assert rawio._DECODED.take(path) is None
+    imreads.clear()
+    rawio.render_mosaic_with_libraw(path, raw.mosaic, raw.meta, planar=False)
+    assert imreads == [str(path)]

@@ -109,10 +109,17 @@ def is_bare_mosaic(path: str | Path) -> bool:
     return Path(path).suffix.lower() in BARE_EXTENSIONS
 
 
-def read_raw(path: str | Path, bare: BareMosaicSpec | None = None) -> RawImage:
+def read_raw(
+    path: str | Path, bare: BareMosaicSpec | None = None, *, keep_decoded: bool = False
+) -> RawImage:
     """Read a raw photo (through LibRaw) or a bare mosaic (with ``bare`` metadata).
 
     A frame of more pixels than :func:`max_pixels` is refused before it is read.
+
+    Args:
+        keep_decoded: keep LibRaw's handle of the file (the last two files' are kept) for a
+            :func:`render_mosaic_with_libraw` of it that follows, which then need not decode it
+            again; ``False`` closes it at once.
 
     Raises:
         RawReadError: the file is missing, not a regular file (a FIFO or a device would block
@@ -140,7 +147,7 @@ def read_raw(path: str | Path, bare: BareMosaicSpec | None = None) -> RawImage:
                 "(--pattern, --white-level)",
             )
         return _read_bare(path, bare)
-    return _read_libraw(path)
+    return _read_libraw(path, keep_decoded)
 
 
 def max_pixels() -> int:
@@ -219,7 +226,7 @@ def _one_line(err: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _read_libraw(path: Path) -> RawImage:
+def _read_libraw(path: Path, keep_decoded: bool) -> RawImage:
     size = path.stat().st_size
     if size == 0:
         raise RawReadError(path, "empty file")
@@ -232,7 +239,10 @@ def _read_libraw(path: Path) -> RawImage:
             except BaseException:
                 raw.close()
                 raise
-        _DECODED.keep(path, raw)
+        if keep_decoded:
+            _DECODED.keep(path, raw)
+        else:
+            raw.close()
         return image
     except DarkrawError:
         raise
