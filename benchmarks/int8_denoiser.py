@@ -17,7 +17,9 @@ VNNI flags and the load average are recorded beside (the ratios are measured bac
 
 ``--bf16`` adds the fp32 export run by OpenVINO with bf16 arithmetic inside
 (:func:`~darkraw.nn.runtime.load_openvino_denoiser`, the default where OpenVINO is installed on
-a CPU with native bf16) as one more variant, ``bf16_openvino``.
+a CPU with native bf16) as one more variant, ``bf16_openvino``. ``--int8-runtime openvino``
+runs each int8 file in OpenVINO (``load_openvino_denoiser(..., precision="int8")``, the int8
+default on x86 CPUs where OpenVINO is installed) as ``<name>_openvino``, ``both`` in either.
 
 Usage:
     python benchmarks/int8_denoiser.py [--int8 /tmp/denoiser_int8.onnx [more.onnx ...]] [--bf16]
@@ -136,10 +138,15 @@ def write_crops(
 #: The variant name of the fp32 export run by OpenVINO in bf16.
 BF16 = "bf16_openvino"
 
+#: The ending of an int8 file's variant name when OpenVINO runs it.
+OPENVINO = "_openvino"
+
 
 def load_variant(name: str, path: str, threads: int) -> OnnxDenoiser:
     if name == BF16:
         return load_openvino_denoiser(path, threads=threads)
+    if name.endswith(OPENVINO):
+        return load_openvino_denoiser(path, threads=threads, precision="int8")
     return load_onnx_denoiser(path, device="cpu", threads=threads)
 
 
@@ -302,6 +309,12 @@ def main() -> None:
     parser.add_argument(
         "--bf16", action="store_true", help="also the fp32 export in OpenVINO with bf16 inside"
     )
+    parser.add_argument(
+        "--int8-runtime",
+        choices=["onnxruntime", "openvino", "both"],
+        default="onnxruntime",
+        help="what runs the int8 files (default: onnxruntime)",
+    )
     parser.add_argument("--fp32", default=str(FP32), help="the fp32 ONNX export")
     parser.add_argument("--full", action="store_true", help="the acceptance benchmark's counts")
     parser.add_argument("--groups", default=",".join(bench.GROUPS))
@@ -328,9 +341,6 @@ def main() -> None:
     fp32_weights = fp32_meta.get("darkraw.weights_sha256")
     for path in args.int8:
         name = Path(path).stem
-        if name in models:
-            raise SystemExit(f"two files named {name}")
-        models[name] = load_onnx_denoiser(path, device="cpu", threads=args.threads)
         meta = {p.key: p.value for p in onnx.load(path).metadata_props}
         props = json.loads(meta.get("darkraw.quantisation", "{}"))
         weights = meta.get("darkraw.weights_sha256")
@@ -339,7 +349,20 @@ def main() -> None:
                 f"{path} was quantised from other weights ({weights}) than {args.fp32} "
                 f"({fp32_weights}): quantise the fp32 file again"
             )
-        settings[name] = {"file": str(path), **props}
+        variants = {
+            "onnxruntime": [name],
+            "openvino": [name + OPENVINO],
+            "both": [name, name + OPENVINO],
+        }[args.int8_runtime]
+        for variant in variants:
+            if variant in models:
+                raise SystemExit(f"two files named {name}")
+            models[variant] = load_variant(variant, path, args.threads)
+            settings[variant] = {"file": str(path), **props}
+            if variant.endswith(OPENVINO):
+                import openvino
+
+                settings[variant]["runtime"] = f"OpenVINO {openvino.get_version()}"
     if args.bf16:
         import openvino
 

@@ -231,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="network: arithmetic of the network's body. The raw denoiser: auto is bf16 in "
         "OpenVINO where it is installed (darkraw[openvino]) and the CPU has native bf16 "
         "(AVX-512 BF16 on AMD, AMX), else its int8 version on a CPU with an 8-bit dot product "
-        "(AVX-512 VNNI, AVX-VNNI), else fp32; bf16 and int8 insist; the SID network: auto is "
+        "(AVX-512 VNNI, AVX-VNNI) or, in OpenVINO, on another x86 CPU, else fp32; bf16 and int8 "
+        "insist; the SID network: auto is "
         "bf16 where the CPU has it natively, within about one 8-bit level of fp32, and fp32 "
         "elsewhere (default: auto)",
     )

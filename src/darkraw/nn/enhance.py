@@ -65,11 +65,12 @@ def load_network(
         precision: for a bundled raw denoiser, ``auto`` takes, on the CPU, its fp32 export in
             OpenVINO with bf16 arithmetic where OpenVINO is installed and the CPU has native
             bf16 (:func:`~darkraw.nn.runtime.cpu_bf16_fast`), else its int8 version
-            (:func:`~darkraw.nn.modelfiles.bundled_int8_path`) on a CPU with an 8-bit dot
-            product (:func:`~darkraw.nn.runtime.cpu_int8_fast`), else fp32 (a GPU included):
-            on an x86 CPU in OpenVINO where it is installed, which runs it faster, else in ONNX
-            Runtime; ``int8`` and ``bf16`` insist (``bf16`` also for an ``.onnx`` file);
-            ``fp32`` takes the fp32 export in ONNX Runtime.
+            (:func:`~darkraw.nn.modelfiles.bundled_int8_path`) in ONNX Runtime on a CPU
+            with an 8-bit dot product (:func:`~darkraw.nn.runtime.cpu_int8_fast`), or in
+            OpenVINO on an x86 CPU without one where it is installed, else fp32 (a GPU
+            included): on an x86 CPU in OpenVINO where it is installed, which runs it
+            faster, else in ONNX Runtime; ``int8`` and ``bf16`` insist (``bf16`` also for an
+            ``.onnx`` file); ``fp32`` takes the fp32 export in ONNX Runtime.
 
     Raises:
         CheckpointError: the file cannot be loaded, or the named model is not bundled, or
@@ -165,10 +166,14 @@ def _bundled_int8(
     name: str, device: str, threads: int, precision: str, weights: str
 ) -> OnnxDenoiser | None:
     """The bundled model's int8 version where ``precision`` asks for it and the CPU runs it
-    well; ``None`` for fp32. A missing or stale int8 file is an error only for ``int8``."""
+    well; ``None`` for fp32. A missing or stale int8 file is an error only for ``int8``.
+
+    In ONNX Runtime on a CPU with an 8-bit dot product; on an x86 CPU without one, in OpenVINO
+    where it is installed (:func:`_int8_in_openvino`), which ``auto`` then takes too."""
     if precision not in ("auto", "int8"):
         return None
-    if precision == "auto" and (cuda_in_use(device) or not cpu_int8_fast()):
+    openvino = _int8_in_openvino(device)
+    if precision == "auto" and (cuda_in_use(device) or not (openvino or cpu_int8_fast())):
         return None  # a GPU's fp32 is faster than its int8 emulation, and exact
     path = bundled_int8_path(name)
     if not path.is_file():
@@ -176,12 +181,25 @@ def _bundled_int8(
             raise CheckpointError(path, f"the {name} model has no int8 version")
         return None
     try:
-        network = load_onnx_denoiser(path, device=device, threads=threads, expect_weights=weights)
+        if openvino:
+            return load_openvino_denoiser(
+                path, threads=threads, expect_weights=weights, precision="int8"
+            )
+        return load_onnx_denoiser(path, device=device, threads=threads, expect_weights=weights)
     except CheckpointError:
         if precision == "int8":
             raise
         return None
-    return network
+
+
+def _int8_in_openvino(device: str) -> bool:
+    """Whether the int8 version runs in OpenVINO: on an x86 CPU without an 8-bit dot product
+    (AVX2 only) where OpenVINO is installed. There ONNX Runtime's int8 products can saturate;
+    OpenVINO's, restricted to AVX2, equal its VNNI kernels' bit for bit, and the whole command
+    took 2.89 s against 3.25 s in fp32 (medians of 5 alternating pairs, pairwise -0.43 s;
+    ``docs/inference.md``). With VNNI, ONNX Runtime's int8 stays: the whole command was no
+    slower in it (2.66 against 2.75 s) though OpenVINO runs a window faster."""
+    return x86_cpu() and not cuda_in_use(device) and openvino_available() and not cpu_int8_fast()
 
 
 def is_denoiser(network: object) -> bool:

@@ -22,7 +22,8 @@ class Precision(enum.Enum):
     AUTO = "auto"
     BF16 = "bf16"
     FP32 = "fp32"
-    #: The bundled raw denoiser's quantised version, in ONNX Runtime only (torch refuses it).
+    #: The bundled raw denoiser's quantised version, in ONNX Runtime or OpenVINO (torch
+    #: refuses it).
     INT8 = "int8"
 
 
@@ -79,12 +80,13 @@ def autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | 
     """The autocast dtype for ``precision`` on ``device``; ``None`` for plain fp32.
 
     Raises:
-        ValueError: ``int8``, which only ONNX Runtime runs (the raw denoiser's int8 export).
+        ValueError: ``int8``, which only the raw denoiser's int8 export has (ONNX Runtime or
+            OpenVINO runs it).
     """
     if precision is Precision.INT8:
         raise ValueError(
-            "precision int8 runs in ONNX Runtime only, for the bundled raw denoiser; use auto, "
-            "bf16 or fp32 here"
+            "precision int8 runs only the bundled raw denoiser's int8 version, without torch; "
+            "use auto, bf16 or fp32 here"
         )
     if precision is Precision.FP32:
         return None

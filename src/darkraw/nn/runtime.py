@@ -15,7 +15,9 @@ OpenVINO (``pip install 'darkraw[openvino]'``) is taken where it is installed an
 native bf16 arithmetic (AVX-512 BF16 on AMD, AMX on Intel: :func:`cpu_bf16_fast`): it runs the
 fp32 export with bf16 arithmetic inside, measured 2.0x faster than ONNX Runtime's fp32 and 1.3x
 faster than its int8 on a 12-Mpixel frame, and 6x closer to fp32 than the int8 version
-(``docs/inference.md``). ONNX Runtime has no bf16 kernels on x86.
+(``docs/inference.md``). ONNX Runtime has no bf16 kernels on x86. On an x86 CPU with neither
+bf16 nor an 8-bit dot product (AVX2 only) it runs the int8 version, whose products ONNX
+Runtime's kernels there can saturate and OpenVINO's compute exactly.
 
 The graph returns the network's *correction*; the noisy planes are added here in fp32, so that
 whatever arithmetic a runtime uses inside cannot round the signal.
@@ -396,20 +398,27 @@ def load_openvino_denoiser(
     expect_weights: str | None = None,
     precision: str = "bf16",
 ) -> OnnxDenoiser:
-    """An fp32 export run by OpenVINO on the CPU, with bf16 arithmetic inside or in fp32.
+    """An export run by OpenVINO on the CPU: the fp32 one with bf16 arithmetic inside or in
+    fp32, or the int8 one.
 
     ``precision="bf16"`` on a CPU without native bf16 runs in fp32 (:func:`cpu_bf16_fast` says
     which). ``"fp32"`` is what ``--precision auto`` runs on an x86 CPU with neither native bf16
-    nor an 8-bit dot product, where OpenVINO is installed: the same arithmetic as ONNX
-    Runtime's fp32 (5e-9 RMS apart on a 776x1128 window), 12 % faster a window on the AVX-512 EPYC
-    (``docs/inference.md``), as OpenVINO was 15 % faster for the SID network on a Zen 3.
+    nor an 8-bit dot product where the int8 version is missing: the same arithmetic as ONNX
+    Runtime's fp32 (5e-9 RMS apart on a 776x1128 window), 12 % faster a window on the AVX-512
+    EPYC (``docs/inference.md``), as OpenVINO was 15 % faster for the SID network on a Zen 3.
+    ``"int8"`` takes the int8 export (its quantised convolutions in int8, the rest in fp32),
+    what ``auto`` runs on an x86 CPU without an 8-bit dot product: unlike ONNX Runtime's int8
+    it is exact there (restricted to AVX2 its output equals its VNNI kernels' bit for bit), a
+    776x1128 window 0.29-0.32 s against fp32's 0.39-0.43 s. Its rounding differs from ONNX
+    Runtime's by 8e-4 RMS on a window, as far from fp32 (1.7e-3 RMS both; the correction itself
+    is 1.3e-2), and scored the same on the acceptance benchmark (``docs/inference.md``).
 
-    Args and raises: as :func:`load_onnx_denoiser`, and CheckpointError for a quantised
-    (int8) export, whose rounding ONNX Runtime's kernels define; MissingExtraError names the
-    extra to install when OpenVINO is missing; ValueError for another ``precision``.
+    Args and raises: as :func:`load_onnx_denoiser`, and CheckpointError for an export of
+    the other kind (int8 for ``bf16``/``fp32``, fp32 for ``int8``); MissingExtraError names
+    the extra to install when OpenVINO is missing; ValueError for another ``precision``.
     """
-    if precision not in ("bf16", "fp32"):
-        raise ValueError(f"OpenVINO runs the raw denoiser in bf16 or fp32, not {precision!r}")
+    if precision not in ("bf16", "fp32", "int8"):
+        raise ValueError(f"OpenVINO runs the raw denoiser in bf16, fp32 or int8, not {precision!r}")
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(path, "no such ONNX model file")
@@ -421,10 +430,18 @@ def load_openvino_denoiser(
         raise CheckpointError(path, f"not a readable ONNX model ({reason})") from None
     meta = _openvino_metadata(model) or _onnxruntime_metadata(path)
     config = _checked_config(path, meta, len(model.inputs), expect_weights)
-    if meta.get(PRECISION_KEY, "fp32") != "fp32":
-        raise CheckpointError(path, "a quantised export; OpenVINO runs the fp32 one")
+    quantised = meta.get(PRECISION_KEY, "fp32") == "int8"
+    if quantised != (precision == "int8"):
+        problem = (
+            "a quantised export, which runs with precision int8"
+            if quantised
+            else "not a quantised export, which precision int8 needs"
+        )
+        raise CheckpointError(path, problem)
     settings = {
         "INFERENCE_NUM_THREADS": threads or cpu_threads(),
+        # An int8 export's unquantised layers stay fp32, as ONNX Runtime runs them and as the
+        # quantisation-aware training simulated them.
         "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
         "PERFORMANCE_HINT": "LATENCY",
     }
