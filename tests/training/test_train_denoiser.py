@@ -105,6 +105,23 @@ def test_loss_is_zero_for_the_target_and_weighs_shadows_more_than_highlights():
     )
 
 
+def test_the_rendered_loss_sees_errors_below_black_only_when_told_to():
+    # A dark flat frame whose output swings around its level: half of the error lies below
+    # black, where the picture (and phases 1-5's loss) clips.
+    target = torch.full((1, 4, 8, 8), 0.002)
+    swing = torch.tensor([0.004, -0.004]).repeat(32).reshape(1, 1, 8, 8)
+    batch = {"target": target, "gains": torch.ones(1, 3), "matrix": torch.eye(3)[None]}
+    clipped = float(denoiser_loss(target + swing, batch, 0.0))
+    unclipped = float(denoiser_loss(target + swing, batch, 0.0, clip_black=False))
+    assert unclipped > 1.3 * clipped > 0
+    above = target + swing.abs()  # the same error, all above black: both see it alike
+    assert float(denoiser_loss(above, batch, 0.0)) == pytest.approx(
+        float(denoiser_loss(above, batch, 0.0, clip_black=False))
+    )
+    below = render_planes_torch(-target, batch["gains"], batch["matrix"], clip_black=False)
+    assert float(below.max()) < 0
+
+
 def test_rendering_uses_each_green_with_its_tile():
     planes = torch.tensor([0.2, 0.4, 0.1, 0.3]).reshape(1, 4, 1, 1)
     out = render_planes_torch(planes, torch.tensor([[2.0, 1.0, 1.5]]), torch.eye(3)[None])
@@ -251,3 +268,7 @@ def test_the_phase_configs_load_with_their_options():
     assert phase5.pairs.crop.flat_fraction > 0 and phase4.pairs.crop.flat_fraction == 0
     assert phase5.init_from == "default" and phase5.out_dir != phase4.out_dir
     assert phase5.mean_weight == phase4.mean_weight and phase5.pairs.told_factor_fraction > 0
+    # Phase 6 keeps phase 5's options and stops clipping the rendered loss below black.
+    phase6 = load_denoiser_config(yaml.safe_load((configs / "denoiser_phase6.yaml").read_text()))
+    assert phase5.render_clip_black and not phase6.render_clip_black
+    assert phase6.pairs == phase5.pairs and phase6.out_dir != phase5.out_dir

@@ -139,6 +139,9 @@ class DenoiserTrainConfig:
         coarse_weight: weight of L1 on the ``coarse_pool`` x ``coarse_pool`` block means of
             (output - clean) in linear raw: the low-frequency error, blotches; 0 is off.
         coarse_pool: side of those blocks, packed pixels.
+        render_clip_black: the rendered term clips below black as the picture does (phases
+            1-5); ``False`` continues the tone curve below black as a line, so that a dark
+            frame's errors there (half its samples at 1-2 electrons a sample) count too.
         seed: seeds the weights and every pair.
         precision: ``auto`` (bf16 where fast), ``bf16`` or ``fp32``.
         threads: CPU threads for torch (0 keeps torch's choice).
@@ -172,6 +175,7 @@ class DenoiserTrainConfig:
     mean_weight: float = 0.0
     coarse_weight: float = 0.0
     coarse_pool: int = 4
+    render_clip_black: bool = True
     seed: int = 0
     precision: Precision = Precision.AUTO
     threads: int = 0
@@ -230,10 +234,15 @@ def learning_rate(config: DenoiserTrainConfig, step: int) -> float:
 
 
 def render_planes_torch(
-    planes: torch.Tensor, gains: torch.Tensor, matrix: torch.Tensor
+    planes: torch.Tensor, gains: torch.Tensor, matrix: torch.Tensor, *, clip_black: bool = True
 ) -> torch.Tensor:
     """``(N, 4, h, w)`` RGGB planes as the picture shows them: white balance, colour matrix,
     sRGB curve, each green with the red and blue of its tile.
+
+    Args:
+        clip_black: clip below black as the picture does; ``False`` continues the curve below
+            black as a line of its slope at black (:func:`~darkraw.nn.model.raw_tone`), so that
+            errors there count as much as just above it.
 
     Returns:
         ``(N, 6, h, w)``: the (R, G1, B) and (R, G2, B) triplets rendered.
@@ -244,7 +253,7 @@ def render_planes_torch(
         rgb = torch.stack([r, g, b], 1) * gains[:, :, None, None]
         rgb = torch.einsum("nij,njhw->nihw", matrix, rgb)
         # Clipped as the picture clips; the linear-raw term keeps what lies outside anchored.
-        out.append(raw_tone(rgb.clamp(0.0, 1.0)))
+        out.append(raw_tone(rgb.clamp(0.0, 1.0) if clip_black else rgb.clamp_max(1.0)))
     return torch.cat(out, 1)
 
 
@@ -257,15 +266,17 @@ def denoiser_loss(
     mean_weight: float = 0.0,
     coarse_weight: float = 0.0,
     coarse_pool: int = 4,
+    clip_black: bool = True,
 ) -> torch.Tensor:
     """L1 after rendering, plus ``raw_weight`` times L1 in linear raw, plus the optional
     low-frequency terms: ``mean_weight`` times :func:`removed_mean_penalty` of ``removed`` (the
     local mean the mean window took out of the correction) and ``coarse_weight`` times
-    :func:`coarse_penalty`."""
+    :func:`coarse_penalty`. ``clip_black``: as :func:`render_planes_torch`'s."""
     target = batch["target"]
     gains, matrix = batch["gains"], batch["matrix"]
     rendered = F.l1_loss(
-        render_planes_torch(output, gains, matrix), render_planes_torch(target, gains, matrix)
+        render_planes_torch(output, gains, matrix, clip_black=clip_black),
+        render_planes_torch(target, gains, matrix, clip_black=clip_black),
     )
     loss = rendered + raw_weight * F.l1_loss(output.float(), target)
     if mean_weight > 0:
@@ -292,6 +303,7 @@ def recipe_loss(
         mean_weight=config.mean_weight,
         coarse_weight=config.coarse_weight,
         coarse_pool=config.coarse_pool,
+        clip_black=config.render_clip_black,
     )
 
 
