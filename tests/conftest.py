@@ -50,6 +50,22 @@ def one_torch_thread():
 
 
 @pytest.fixture
+def imreads(monkeypatch):
+    """The paths LibRaw is asked to open and decode from now on."""
+    from darkraw.raw import rawio
+
+    opened: list[str] = []
+    real = rawio.rawpy.imread
+
+    def imread(path, *args, **kwargs):
+        opened.append(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(rawio.rawpy, "imread", imread)
+    return opened
+
+
+@pytest.fixture
 def tiny_model_file(tmp_path):
     """A width-4 Bayer network with fixed random weights, saved as a model file."""
     import torch

@@ -161,24 +161,16 @@ def test_every_batch_renders_in_the_same_long_lived_thread(tmp_path, monkeypatch
     assert threads[0].is_alive()
 
 
-def test_the_denoisers_pictures_render_from_the_decoding_that_was_read(tmp_path, monkeypatch):
+def test_the_denoisers_pictures_render_from_the_decoding_that_was_read(tmp_path, imreads):
     # Each file is decoded once: LibRaw renders the clean mosaic in the handle read_raw kept.
     # The classic pipeline keeps none.
     import darkraw.raw.rawio as rawio
 
     files = dark_dngs(tmp_path / "in", 3)
-    opened: list[str] = []
-    imread = rawio.rawpy.imread
-
-    def counted(path, *args, **kwargs):
-        opened.append(path)
-        return imread(path, *args, **kwargs)
-
-    monkeypatch.setattr(rawio.rawpy, "imread", counted)
     report = enhance_batch(
         files, tmp_path / "net", log=lambda _: None, progress=False, model="default"
     )
-    assert report.ok and sorted(opened) == [str(f) for f in files]
+    assert report.ok and sorted(imreads) == [str(f) for f in files]
     assert all(rawio._DECODED.take(f) is None for f in files)
     enhance_batch(files, tmp_path / "classic", FAST, log=lambda _: None, progress=False)
     assert all(rawio._DECODED.take(f) is None for f in files)

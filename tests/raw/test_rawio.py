@@ -553,22 +553,6 @@ def test_the_command_lines_messages_pass_while_libraw_is_muted(tmp_path):
     assert done.stderr == "a line of ours\nafter\n"
 
 
-@pytest.fixture
-def imreads(monkeypatch):
-    """The paths LibRaw is asked to open and decode from now on."""
-    from darkraw.raw import rawio
-
-    opened: list[str] = []
-    real = rawio.rawpy.imread
-
-    def imread(path, *args, **kwargs):
-        opened.append(path)
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(rawio.rawpy, "imread", imread)
-    return opened
-
-
 def test_rendering_a_file_just_read_reuses_its_decoding_once(dng, imreads):
     from darkraw.raw.rawio import render_mosaic_with_libraw
 
