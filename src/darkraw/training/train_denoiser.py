@@ -252,7 +252,8 @@ def render_planes_torch(
     for g in (g1, g2):
         rgb = torch.stack([r, g, b], 1) * gains[:, :, None, None]
         rgb = torch.einsum("nij,njhw->nihw", matrix, rgb)
-        # Clipped as the picture clips; the linear-raw term keeps what lies outside anchored.
+        # Clipped as the picture clips (below black only if asked); the linear-raw term keeps
+        # what lies outside anchored.
         out.append(raw_tone(rgb.clamp(0.0, 1.0) if clip_black else rgb.clamp_max(1.0)))
     return torch.cat(out, 1)
 
