@@ -382,6 +382,8 @@ def main() -> None:
         frames += bench.photo_frames(photos, args.seed)
     result: dict[str, Any] = {
         "cpu": cpu_info(),
+        # OpenVINO's oneDNN honours it (AVX2 holds it to an AVX2-only CPU's kernels).
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
         "threads": args.threads,
         "load_average_start": load_average(),
         "fp32": args.fp32,

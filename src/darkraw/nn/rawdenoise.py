@@ -84,12 +84,12 @@ class Renderer(enum.Enum):
         return parse_choice(cls, value, "renderer")
 
 
-#: Largest strength. The bundled network (phase 4, ``docs/model-card.md``) was trained told its
-#: noise's standard deviation times 1-2.5 for half of its pairs, the target still the clean
-#: frame, so told more it smooths more without the artefacts phase 3's weights made: on flat
-#: frames at 1-3 electrons a sample (x100) strength 2 leaves 0.09-0.19 of the input's noise
-#: (strength 1: 0.07-0.09; phase 3's weights at 2: 0.28-0.68, with bright lines), at 16
-#: electrons less than strength 1 (0.09 against 0.13).
+#: Largest strength. The bundled network (phase 5, ``docs/model-card.md``) was trained, as phase
+#: 4's, told its noise's standard deviation times 1-2.5 for half of its pairs, the target still
+#: the clean frame, so told more it smooths more without the artefacts phase 3's weights made:
+#: on flat frames at 1-3.2 electrons a sample (x100) strength 2 leaves 0.04-0.07 of the input's
+#: noise, as strength 1 does (phase 4's weights at 2: 0.09-0.19; phase 3's: 0.28-0.68, with
+#: bright lines), at 16 electrons less than strength 1 (0.09 against 0.13).
 MAX_STRENGTH = 2.0
 
 #: Smallest packed side whose noise :func:`~darkraw.synth.noiselevel.estimate_raw_noise` measures.
