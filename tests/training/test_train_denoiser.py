@@ -122,6 +122,19 @@ def test_the_rendered_loss_sees_errors_below_black_only_when_told_to():
     assert float(below.max()) < 0
 
 
+def test_a_rendered_l2_term_weighs_a_few_large_errors_more_than_many_small_ones():
+    target = torch.full((1, 4, 8, 8), 0.3)
+    batch = {"target": target, "gains": torch.ones(1, 3), "matrix": torch.eye(3)[None]}
+    spread = target + 0.01
+    sparse = target.clone()
+    sparse[..., ::4, ::4] += 0.16  # one sample in 16, sixteen times the error
+    l1 = [float(denoiser_loss(o, batch, 0.0)) for o in (spread, sparse)]
+    both = [float(denoiser_loss(o, batch, 0.0, l2_weight=10.0)) for o in (spread, sparse)]
+    assert l1[1] < 1.2 * l1[0]  # L1 (rendered) hardly tells them apart
+    assert both[1] > 1.5 * both[0]
+    assert float(denoiser_loss(target, batch, 0.0, l2_weight=10.0)) == 0.0
+
+
 def test_rendering_uses_each_green_with_its_tile():
     planes = torch.tensor([0.2, 0.4, 0.1, 0.3]).reshape(1, 4, 1, 1)
     out = render_planes_torch(planes, torch.tensor([[2.0, 1.0, 1.5]]), torch.eye(3)[None])

@@ -142,6 +142,8 @@ class DenoiserTrainConfig:
         render_clip_black: the rendered term clips below black as the picture does (phases
             1-5); ``False`` continues the tone curve below black as a line, so that a dark
             frame's errors there (half its samples at 1-2 electrons a sample) count too.
+        rendered_l2_weight: weight of the mean squared error after rendering, beside its L1
+            (0 is off): L1 lets a few large errors (bright blobs) cost little.
         seed: seeds the weights and every pair.
         precision: ``auto`` (bf16 where fast), ``bf16`` or ``fp32``.
         threads: CPU threads for torch (0 keeps torch's choice).
@@ -176,6 +178,7 @@ class DenoiserTrainConfig:
     coarse_weight: float = 0.0
     coarse_pool: int = 4
     render_clip_black: bool = True
+    rendered_l2_weight: float = 0.0
     seed: int = 0
     precision: Precision = Precision.AUTO
     threads: int = 0
@@ -205,7 +208,7 @@ class DenoiserTrainConfig:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if not self.lr > 0 or not self.lr_final > 0 or self.warmup < 0 or self.raw_weight < 0:
             raise ValueError("lr and lr_final must be > 0, warmup and raw_weight >= 0")
-        for name in ("mean_weight", "coarse_weight"):
+        for name in ("mean_weight", "coarse_weight", "rendered_l2_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a number >= 0, got {value}")
@@ -268,17 +271,21 @@ def denoiser_loss(
     coarse_weight: float = 0.0,
     coarse_pool: int = 4,
     clip_black: bool = True,
+    l2_weight: float = 0.0,
 ) -> torch.Tensor:
     """L1 after rendering, plus ``raw_weight`` times L1 in linear raw, plus the optional
     low-frequency terms: ``mean_weight`` times :func:`removed_mean_penalty` of ``removed`` (the
     local mean the mean window took out of the correction) and ``coarse_weight`` times
-    :func:`coarse_penalty`. ``clip_black``: as :func:`render_planes_torch`'s."""
+    :func:`coarse_penalty`. ``clip_black``: as :func:`render_planes_torch`'s; ``l2_weight``
+    times the mean squared error after rendering, which weighs a few large errors (bright
+    blobs) more than L1 does."""
     target = batch["target"]
     gains, matrix = batch["gains"], batch["matrix"]
-    rendered = F.l1_loss(
-        render_planes_torch(output, gains, matrix, clip_black=clip_black),
-        render_planes_torch(target, gains, matrix, clip_black=clip_black),
-    )
+    shown = render_planes_torch(output, gains, matrix, clip_black=clip_black)
+    wanted = render_planes_torch(target, gains, matrix, clip_black=clip_black)
+    rendered = F.l1_loss(shown, wanted)
+    if l2_weight > 0:
+        rendered = rendered + l2_weight * F.mse_loss(shown, wanted)
     loss = rendered + raw_weight * F.l1_loss(output.float(), target)
     if mean_weight > 0:
         if removed is None:
@@ -305,6 +312,7 @@ def recipe_loss(
         coarse_weight=config.coarse_weight,
         coarse_pool=config.coarse_pool,
         clip_black=config.render_clip_black,
+        l2_weight=config.rendered_l2_weight,
     )
 
 
