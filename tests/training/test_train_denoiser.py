@@ -285,3 +285,7 @@ def test_the_phase_configs_load_with_their_options():
     phase6 = load_denoiser_config(yaml.safe_load((configs / "denoiser_phase6.yaml").read_text()))
     assert phase5.render_clip_black and not phase6.render_clip_black
     assert phase6.pairs == phase5.pairs and phase6.out_dir != phase5.out_dir
+    # Phase 7 keeps phase 5's options and adds an L2 term after rendering.
+    phase7 = load_denoiser_config(yaml.safe_load((configs / "denoiser_phase7.yaml").read_text()))
+    assert phase5.rendered_l2_weight == 0 and phase7.rendered_l2_weight > 0
+    assert phase7.pairs == phase5.pairs and phase7.render_clip_black
