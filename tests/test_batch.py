@@ -161,12 +161,25 @@ def test_every_batch_renders_in_the_same_long_lived_thread(tmp_path, monkeypatch
     assert threads[0].is_alive()
 
 
-def test_the_denoisers_pictures_render_from_the_decoding_that_was_read(tmp_path, imreads):
-    # Each file is decoded once: LibRaw renders the clean mosaic in the handle read_raw kept.
-    # The classic pipeline keeps none.
+def test_the_denoisers_pictures_render_from_the_decoding_that_was_read(
+    tmp_path, imreads, monkeypatch
+):
+    # Each file is decoded once: LibRaw renders the clean mosaic in the handle read_raw kept,
+    # even when a rendering starts late, after the next files were read. The classic pipeline
+    # keeps none.
+    import time
+
+    import darkraw.nn.rawdenoise as rawdenoise
     import darkraw.raw.rawio as rawio
 
-    files = dark_dngs(tmp_path / "in", 3)
+    render = rawdenoise.render_mosaic_with_libraw
+
+    def late(*args, **kwargs):
+        time.sleep(0.3)
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(rawdenoise, "render_mosaic_with_libraw", late)
+    files = dark_dngs(tmp_path / "in", 4)
     report = enhance_batch(
         files, tmp_path / "net", log=lambda _: None, progress=False, model="default"
     )

@@ -580,11 +580,11 @@ def test_a_file_changed_since_it_was_read_is_decoded_again(tmp_path, dng, imread
     assert imreads == [str(path)]
 
 
-def test_the_two_files_read_last_keep_their_decoding(tmp_path, imreads):
+def test_the_three_files_read_last_keep_their_decoding(tmp_path, imreads):
     from darkraw.raw.rawio import render_mosaic_with_libraw
 
     mosaic, meta = mosaic_from_rgb(smooth_scene(32, 48), "RGGB")
-    paths = [write_dng(tmp_path / f"{i}.dng", mosaic, meta) for i in range(3)]
+    paths = [write_dng(tmp_path / f"{i}.dng", mosaic, meta) for i in range(4)]
     for path in paths:
         read_raw(path, keep_decoded=True)
     imreads.clear()

@@ -117,7 +117,7 @@ def read_raw(
     A frame of more pixels than :func:`max_pixels` is refused before it is read.
 
     Args:
-        keep_decoded: keep LibRaw's handle of the file (the last two files' are kept) for a
+        keep_decoded: keep LibRaw's handle of the file (the last three files' are kept) for a
             :func:`render_mosaic_with_libraw` of it that follows, which then need not decode it
             again; ``False`` closes it at once.
 
@@ -279,11 +279,13 @@ class _DecodedFiles:
 
     A handle is taken once (rendering overwrites its mosaic) and only for the same file: its
     path, inode, size and modification time. At most :attr:`MOST` are kept, the oldest closed
-    first (each holds its file open and its raw data, about 2 bytes a pixel), so that a batch's
-    file being rendered and the next one read ahead both find theirs.
+    first (each holds its file open and its raw data, about 2 bytes a pixel): a batch holds
+    three at once, the file whose rendering was queued but may not have taken its handle yet,
+    the file in the network and the one read ahead (with two, a small file read ahead quickly
+    could close the first one's before its rendering took it, and that file was decoded again).
     """
 
-    MOST = 2
+    MOST = 3
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
