@@ -369,9 +369,13 @@ def enhance_batch(
     reads: dict[int, Future[RawImage]] = {}
     # A network's picture may be rendered by LibRaw from the decoded file (the raw denoiser's).
     read = functools.partial(read_raw, bare=bare, keep_decoded=model is not None)
+
+    def read_ahead(path: Path) -> Future[RawImage]:
+        return reader.submit(read, path)
+
     try:
         if todo:
-            reads[todo[0]] = reader.submit(read, pairs[todo[0]][0])
+            reads[todo[0]] = read_ahead(pairs[todo[0]][0])
         network, database, name = _load_network(model, denoise, device, noise_profiles)
         if not files:
             for item in given:
@@ -381,7 +385,7 @@ def enhance_batch(
         _enhance_pairs(
             pairs,
             todo,
-            reader,
+            read_ahead,
             reads,
             report,
             options=options,
@@ -434,7 +438,7 @@ def _load_network(
 def _enhance_pairs(
     pairs: list[tuple[Path, Path]],
     todo: list[int],
-    reader: ThreadPoolExecutor,
+    read_ahead: Callable[[Path], Future[RawImage]],
     reads: dict[int, Future[RawImage]],
     report: BatchReport,
     *,
@@ -461,7 +465,6 @@ def _enhance_pairs(
     at a time is rendered, so memory stays bounded; outputs are written in this thread, which
     Ctrl-C and SIGTERM interrupt, and lines and errors come in the files' order.
     """
-    read = functools.partial(read_raw, bare=bare, keep_decoded=network is not None)
     bar = tqdm(
         pairs,
         desc="enhance",
@@ -500,10 +503,10 @@ def _enhance_pairs(
                 report.skipped.append(dst)
                 emit(f"{dst}: exists, skipped (use --overwrite to replace it)")
                 continue
-            reading = reads.pop(i, None) or reader.submit(read, src)
+            reading = reads.pop(i, None) or read_ahead(src)
             if i in following:
                 ahead = following[i]
-                reads[ahead] = reader.submit(read, pairs[ahead][0])
+                reads[ahead] = read_ahead(pairs[ahead][0])
             try:
                 started = start_file(
                     src,
