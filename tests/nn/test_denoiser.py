@@ -61,7 +61,16 @@ def test_blind_network_takes_the_planes_alone():
 
 @pytest.mark.parametrize(
     "changes",
-    [{"width": 0}, {"width": 1000}, {"levels": 9}, {"width": True}, {"noise_input": "sigma"}],
+    [
+        {"width": 0},
+        {"width": 1000},
+        {"levels": 9},
+        {"width": True},
+        {"noise_input": "sigma"},
+        {"first_width": 17},
+        {"first_width": -1},
+        {"first_width": 2.0},
+    ],
 )
 def test_config_refuses_bad_values(changes):
     with pytest.raises(ValueError):
@@ -78,7 +87,33 @@ def test_config_round_trips_through_its_dict_and_is_recognised():
         DenoiserConfig.from_dict({**data, "dropout": 0.1})
 
 
-@pytest.mark.parametrize("config", [DenoiserConfig(), DenoiserConfig(width=8, levels=3)])
+def test_a_narrower_first_level_round_trips_and_older_configs_read_as_before():
+    narrow = DenoiserConfig(width=8, levels=3, first_width=4)
+    assert narrow.widths == (4, 16, 32)
+    assert DenoiserConfig.from_dict(narrow.to_dict()) == narrow
+    # A config without it is written without the key, as before it existed.
+    assert "first_width" not in DenoiserConfig(width=8, levels=3).to_dict()
+    assert DenoiserConfig(first_width=16).widths == DenoiserConfig().widths
+
+
+def test_a_narrower_first_level_is_cheaper_and_still_starts_as_the_identity():
+    config = DenoiserConfig(width=4, levels=3, first_width=2)
+    net = model(config)
+    assert net.encoder[0][0].out_channels == 2 and net.out.in_channels == 2
+    x = torch.rand(1, config.in_channels, 20, 28)
+    torch.testing.assert_close(net(x), x[:, :4])
+    assert macs_per_packed_pixel(config) < macs_per_packed_pixel(DenoiserConfig(width=4, levels=3))
+
+
+MAC_CONFIGS = [
+    DenoiserConfig(),
+    DenoiserConfig(width=8, levels=3),
+    DenoiserConfig(first_width=8),
+    DenoiserConfig(width=8, levels=1, first_width=3),
+]
+
+
+@pytest.mark.parametrize("config", MAC_CONFIGS)
 def test_mac_count_matches_the_layers(config):
     assert macs_per_packed_pixel(config) == counted_macs(model(config), config)
 
@@ -142,7 +177,9 @@ def test_receptive_radius_counts_the_mean_window():
     assert reach <= receptive_radius(config)
 
 
-@pytest.mark.parametrize("config", [DenoiserConfig(), DenoiserConfig(width=8, levels=5)])
+@pytest.mark.parametrize(
+    "config", [DenoiserConfig(), DenoiserConfig(width=8, levels=5), *MAC_CONFIGS[2:]]
+)
 def test_parameter_count_matches_the_network(config):
     from darkraw.nn.denoiser import denoiser_parameters
 

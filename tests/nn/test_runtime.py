@@ -62,6 +62,17 @@ def test_onnx_runtime_equals_torch_at_every_size(exported, shape):
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+def test_a_narrower_first_level_exports_and_runs_as_in_torch(tmp_path):
+    config = DenoiserConfig(width=4, levels=3, mean_window=7, first_width=2)
+    model = trained_like(config)
+    onnx = load_onnx_denoiser(export_onnx(model, tmp_path / "narrow.onnx"), device="cpu")
+    assert onnx.config == config
+    x = planes((37, 53))
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(x)[None]).numpy()
+    np.testing.assert_allclose(onnx(x[None]), expected, atol=1e-5)
+
+
 def test_onnx_tiles_join_exactly(exported):
     _, onnx = exported
     x = planes((150, 170), seed=3)

@@ -47,10 +47,10 @@ class RawDenoiser(nn.Module):
     def __init__(self, config: DenoiserConfig, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.config = config
-        widths = [config.width * 2**i for i in range(config.levels)]
+        widths = config.widths
         self.encoder, self.upsample, self.decoder = unet_levels(config.in_channels, widths)
         self.pool = nn.MaxPool2d(2)
-        self.out = nn.Conv2d(config.width, config.planes, 3, padding=1)
+        self.out = nn.Conv2d(widths[0], config.planes, 3, padding=1)
         self.reset_parameters(generator)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:

@@ -35,6 +35,10 @@ class DenoiserConfig:
     Attributes:
         width: channels of the first level; level ``i`` has ``width * 2**i``.
         levels: resolutions of the U-Net (``levels - 1`` poolings).
+        first_width: channels of the first level where it is narrower than ``width`` (0: it is
+            ``width``). The first level runs at the packed planes' full resolution: at width 16
+            it is a third of the default's multiply-accumulates and, with few channels per
+            convolution, the part the CPU runs least efficiently.
         planes: packed raw planes in and out (4 for Bayer).
         noise_input: ``map`` (the noise map is ``planes`` extra input channels) or ``none``.
         mean_window: side (odd, packed pixels) of the box within which the network's correction
@@ -47,6 +51,7 @@ class DenoiserConfig:
     planes: int = 4
     noise_input: str = "map"
     mean_window: int = 0
+    first_width: int = 0
 
     def __post_init__(self) -> None:
         for name, low, high in (
@@ -59,6 +64,12 @@ class DenoiserConfig:
                 raise ValueError(
                     f"denoiser {name} must be a whole number in {low}..{high}, got {value!r}"
                 )
+        first = self.first_width
+        if not isinstance(first, int) or isinstance(first, bool) or not 0 <= first <= self.width:
+            raise ValueError(
+                f"denoiser first_width must be a whole number in 0..{self.width} (its width), "
+                f"got {first!r}"
+            )
         window = self.mean_window
         if not isinstance(window, int) or isinstance(window, bool) or window < 0:
             raise ValueError(f"denoiser mean_window must be a whole number >= 0, got {window!r}")
@@ -78,6 +89,13 @@ class DenoiserConfig:
             )
 
     @property
+    def widths(self) -> tuple[int, ...]:
+        """Channels of each level, shallow to deep."""
+        widths = [self.width * 2**i for i in range(self.levels)]
+        widths[0] = self.first_width or self.width
+        return tuple(widths)
+
+    @property
     def in_channels(self) -> int:
         """Planes, and as many noise-map planes when the network takes the map."""
         return self.planes * (2 if self.noise_input == "map" else 1)
@@ -88,7 +106,11 @@ class DenoiserConfig:
         return int(2 ** (self.levels - 1))
 
     def to_dict(self) -> dict[str, int | str]:
-        return {"arch": ARCH, **asdict(self)}
+        values = asdict(self)
+        if not self.first_width:
+            # So that the files of networks without it read as before, by older darkraw too.
+            del values["first_width"]
+        return {"arch": ARCH, **values}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, object]) -> DenoiserConfig:
@@ -96,7 +118,7 @@ class DenoiserConfig:
         values = {k: v for k, v in d.items() if k != "arch"}
         if d.get("arch", ARCH) != ARCH:
             raise ValueError(f"not a raw denoiser's config (arch {d.get('arch')!r})")
-        known = {"width", "levels", "planes", "noise_input", "mean_window"}
+        known = {"width", "levels", "planes", "noise_input", "mean_window", "first_width"}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown denoiser config keys: {', '.join(map(str, unknown))}")
@@ -105,14 +127,14 @@ class DenoiserConfig:
 
 def denoiser_parameters(config: DenoiserConfig) -> int:
     """Weights and biases of a :class:`RawDenoiser` of ``config``, counted from its shapes."""
-    widths = [config.width * 2**i for i in range(config.levels)]
+    widths = config.widths
     count = 0
     for c_in, c_out in pairwise([config.in_channels, *widths]):
         count += 9 * c_in * c_out + c_out + 9 * c_out * c_out + c_out
     for c_in, c_out in pairwise(widths[::-1]):
         count += 4 * c_in * c_out + c_out  # the transposed convolution
         count += 9 * 2 * c_out * c_out + c_out + 9 * c_out * c_out + c_out
-    return count + 9 * config.width * config.planes + config.planes
+    return count + 9 * widths[0] * config.planes + config.planes
 
 
 def is_denoiser_config(d: Mapping[str, object]) -> bool:
@@ -124,14 +146,15 @@ def macs_per_packed_pixel(config: DenoiserConfig) -> float:
     """Multiply-accumulates per packed pixel of one forward pass (one packed pixel is one 2x2
     Bayer tile, four raw pixels), counted from the layers' shapes."""
     macs = 0.0
-    widths = [config.width * 2**i for i in range(config.levels)]
+    widths = config.widths
     for level, (c_in, c_out) in enumerate(pairwise([config.in_channels, *widths])):
         macs += 9 * (c_in * c_out + c_out * c_out) / 4**level
     for level, c in enumerate(widths[:-1]):
         # Decoder at this level: the transposed convolution from below, then two 3x3s.
-        macs += (2 * c * c) / 4**level
+        below = widths[level + 1]
+        macs += (below * c) / 4**level
         macs += 9 * (2 * c * c + c * c) / 4**level
-    macs += 9 * config.width * config.planes
+    macs += 9 * widths[0] * config.planes
     return macs
 
 
