@@ -352,16 +352,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="export the network to ONNX",
         description=(
             "Write the network as an ONNX model (fp32, opset 17) with dynamic batch, height and "
-            "width: input 'raw' (N, 4 or 9, h, w) packed raw in [0, 1], output 'rgb' "
-            "(N, 3, s*h, s*w) sRGB clamped to [0, 1]. Needs the 'onnx' extra: "
-            "pip install 'darkraw[onnx]'."
+            "width, input 'raw'. The raw denoiser: (N, 8, h, w) packed planes and their noise "
+            "map in, 'correction' (N, 4, h, w) out, which darkraw adds to the planes less its "
+            "local mean (docs/inference.md; darkraw enhance --model FILE.onnx runs it). The "
+            "SID network: (N, 4 or 9, h, w) packed raw in [0, 1] in, 'rgb' (N, 3, s*h, s*w) "
+            "sRGB clamped to [0, 1] out. Needs the 'onnx' extra: pip install 'darkraw[onnx]'."
         ),
     )
     onnx.add_argument(
         "--model",
         required=True,
         metavar="PATH",
-        help="model file or training checkpoint (.safetensors), or 'default' or 'small'",
+        help=(
+            "model file or training checkpoint (.safetensors), or a bundled model: 'default' "
+            "(the raw denoiser), 'sid' or 'small'"
+        ),
     )
     onnx.add_argument("-o", "--output", required=True, metavar="FILE", help="the .onnx to write")
     onnx.add_argument("--opset", type=_count(13), default=17, help="ONNX opset (default: 17)")
