@@ -289,3 +289,66 @@ def test_the_phase_configs_load_with_their_options():
     phase7 = load_denoiser_config(yaml.safe_load((configs / "denoiser_phase7.yaml").read_text()))
     assert phase5.rendered_l2_weight == 0 and phase7.rendered_l2_weight > 0
     assert phase7.pairs == phase5.pairs and phase7.render_clip_black
+
+
+def test_teacher_loss_is_zero_at_the_teachers_output_and_grows_away_from_it():
+    from darkraw.training.train_denoiser import teacher_loss
+
+    taught = torch.rand(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    batch = {
+        "target": torch.zeros_like(taught),
+        "gains": torch.ones(2, 3),
+        "matrix": torch.eye(3).expand(2, 3, 3),
+    }
+    config = DenoiserTrainConfig(train=("x",))
+    assert float(teacher_loss(taught, taught, batch, config)) == 0.0
+    near = float(teacher_loss(taught + 0.01, taught, batch, config))
+    far = float(teacher_loss(taught + 0.05, taught, batch, config))
+    assert 0 < near < far
+
+
+@pytest.mark.parametrize("changes", [{"teacher": "default"}, {"teacher_weight": 1.0}])
+def test_a_teacher_and_its_weight_go_together(photo_folder, tmp_path, changes):
+    with pytest.raises(ValueError, match="teacher"):
+        tiny(photo_folder, tmp_path, **changes)
+
+
+def test_a_narrower_network_learns_from_a_teacher_and_resumes_exactly(photo_folder, tmp_path):
+    train_denoiser(tiny(photo_folder, tmp_path / "t", steps=2), progress=False)
+    teacher = str(tmp_path / "t" / "checkpoints" / "step_0000002.safetensors")
+    options = {
+        "teacher": teacher,
+        "teacher_weight": 1.0,
+        "model": {"width": 4, "levels": 2, "first_width": 2},
+    }
+    whole = train_denoiser(tiny(photo_folder, tmp_path / "a", steps=4, **options), progress=False)
+    assert whole.step == 4 and whole.last_loss > 0
+    config = tiny(photo_folder, tmp_path / "b", steps=4, **options)
+    train_denoiser(config, stop_after=2, progress=False)
+    train_denoiser(config, resume=True, progress=False)
+    a = load_model(tmp_path / "a" / "checkpoints" / "step_0000004.safetensors")
+    b = load_model(tmp_path / "b" / "checkpoints" / "step_0000004.safetensors")
+    assert a.config.first_width == 2
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        torch.testing.assert_close(x, y, msg=name)
+    with pytest.raises(Exception, match="raw denoiser"):
+        train_denoiser(
+            tiny(photo_folder, tmp_path / "c", teacher="sid", teacher_weight=1.0), progress=False
+        )
+
+
+def test_the_narrow_configs_load_with_a_narrower_first_level_and_a_teacher():
+    from pathlib import Path
+
+    import yaml
+
+    from darkraw.training.train_denoiser import load_denoiser_config
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    plain = load_denoiser_config(yaml.safe_load((configs / "denoiser_narrow8.yaml").read_text()))
+    taught = load_denoiser_config(
+        yaml.safe_load((configs / "denoiser_narrow8_taught.yaml").read_text())
+    )
+    assert plain.model.first_width == taught.model.first_width == 8
+    assert not plain.teacher and taught.teacher == "default" and taught.teacher_weight > 0
+    assert taught.pairs == plain.pairs and taught.out_dir != plain.out_dir

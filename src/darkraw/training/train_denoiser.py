@@ -13,6 +13,12 @@ noise is zero-mean), and ``coarse_weight`` times L1 of the ``coarse_pool`` x ``c
 block means of (output - clean) in linear raw.
 Adam with a short warm-up and a cosine decay; batches of ``batch_size`` crops.
 
+A smaller network can learn from a trained one (``teacher``, knowledge distillation): the same
+rendered and raw L1, against the teacher's output for the same noisy input, is added with
+``teacher_weight``. The teacher's output is a dense, noise-free target that a network of another
+shape (a narrower first level, ``model.first_width``) can approach far sooner than the clean
+frame alone shows it the way.
+
 A run lives in one folder: ``config.yaml``, ``log.jsonl`` (training loss per ``log_every``
 steps, validation per ``val_every``) and ``checkpoints/step_NNNNNNN.safetensors``. The folder
 must be new, empty, or an earlier run of the same config; a stopped run continues with
@@ -160,6 +166,10 @@ class DenoiserTrainConfig:
             not used, and ``val_fraction`` holds out scenes when there is no validation list).
         transfer: which weights train: ``full``, ``head`` (the output convolution) or
             ``decoder`` (the encoder frozen); other than ``full`` needs ``init_from``.
+        teacher: a trained denoiser (checkpoint, model file or bundled name) whose output the
+            network learns to give too; "" for none.
+        teacher_weight: weight of the rendered and raw L1 against the teacher's output, beside
+            the loss against the clean frame; needs ``teacher``.
     """
 
     task: str = TASK
@@ -192,6 +202,8 @@ class DenoiserTrainConfig:
     init_from: str = ""
     data: DenoiserDataConfig = field(default_factory=DenoiserDataConfig)
     transfer: DenoiserTransfer = DenoiserTransfer.FULL
+    teacher: str = ""
+    teacher_weight: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", Precision(self.precision))
@@ -208,7 +220,9 @@ class DenoiserTrainConfig:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if not self.lr > 0 or not self.lr_final > 0 or self.warmup < 0 or self.raw_weight < 0:
             raise ValueError("lr and lr_final must be > 0, warmup and raw_weight >= 0")
-        for name in ("mean_weight", "coarse_weight", "rendered_l2_weight"):
+        if bool(self.teacher) != (self.teacher_weight > 0):
+            raise ValueError("teacher and teacher_weight > 0 go together")
+        for name in ("mean_weight", "coarse_weight", "rendered_l2_weight", "teacher_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a number >= 0, got {value}")
@@ -451,6 +465,7 @@ def train_denoiser(
             optimizer.load_state_dict(ckpt.optimizer_state)
         start = ckpt.step
     freeze(model, config.transfer)
+    teacher = _teacher(config.teacher) if config.teacher else None
     loader = DataLoader(
         data,
         batch_sampler=_StepBatches(start, config.steps, config.batch_size),
@@ -474,7 +489,12 @@ def train_denoiser(
                 output, removed = forward_parts(model, x)
             else:
                 output = model(x)
+            if teacher is not None:
+                with torch.no_grad():
+                    taught = teacher(x)
         loss = recipe_loss(output, batch, config, removed)
+        if teacher is not None:
+            loss = loss + config.teacher_weight * teacher_loss(output, taught, batch, config)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
@@ -634,6 +654,32 @@ def finetune_config(
         data = replace(data, sid_per_ratio=per_ratio)
     model = start_network(init_from).config if model_from_start else config.model
     return replace(config, data=data, init_from=init_from, transfer=strategy, model=model)
+
+
+def teacher_loss(
+    output: torch.Tensor,
+    taught: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    config: DenoiserTrainConfig,
+) -> torch.Tensor:
+    """The rendered and raw L1 of ``output`` against ``taught``, the teacher's output for the
+    same input, with the clean frame's white balance and colour matrix."""
+    target = {**batch, "target": taught.detach().float()}
+    return denoiser_loss(output, target, config.raw_weight, clip_black=config.render_clip_black)
+
+
+def _teacher(spec: str) -> RawDenoiser:
+    """The teacher network, frozen and in eval mode."""
+    from darkraw.nn.infer import load_model
+    from darkraw.nn.modelfiles import model_source
+
+    teacher = load_model(model_source(spec))
+    if not isinstance(teacher, RawDenoiser):
+        raise DarkrawError(spec, "the teacher must be a raw denoiser")
+    teacher.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher.eval()
 
 
 def _start_from(model: RawDenoiser, spec: str) -> None:
