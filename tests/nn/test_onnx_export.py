@@ -84,3 +84,24 @@ def test_cli_export_onnx_bad_model_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"darkraw: error: {bad}: ")
     assert not out.exists()
+
+
+def test_the_denoisers_export_sums_convolutions_instead_of_concatenating(tmp_path):
+    """OpenVINO runs a channel concatenation of bf16 channels-last tensors in a reference kernel;
+    the export computes each decoder level's first convolution as two, one per part, summed."""
+    import onnx
+
+    from darkraw.nn.denoiser import DenoiserConfig, RawDenoiser
+
+    model = RawDenoiser(DenoiserConfig(width=4, levels=3), torch.Generator().manual_seed(0))
+    torch.nn.init.normal_(model.out.weight, std=0.1, generator=torch.Generator().manual_seed(1))
+    x = torch.rand(1, 8, 24, 40, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.raw_correction(x, split_concat=True), model.raw_correction(x), atol=1e-6, rtol=0
+        )
+    graph = onnx.load(export_onnx(model, tmp_path / "d.onnx")).graph
+    conv_inputs = {name for node in graph.node if node.op_type == "Conv" for name in node.input}
+    concats = [node for node in graph.node if node.op_type == "Concat"]
+    assert not any(set(node.output) & conv_inputs for node in concats)
+    assert sum(node.op_type == "Conv" for node in graph.node) == 2 * 3 + 2 * 2 + 2 + 1

@@ -73,10 +73,11 @@ class RawDenoiser(nn.Module):
             correction = correction - box_mean(correction, self.config.mean_window)
         return correction
 
-    def raw_correction(self, x: torch.Tensor) -> torch.Tensor:
+    def raw_correction(self, x: torch.Tensor, *, split_concat: bool = False) -> torch.Tensor:
         """The output layer's correction, before its local mean is removed: the part an ONNX
         export runs; its runtime removes the mean and adds the residual in fp32
-        (:mod:`darkraw.nn.runtime`), whatever precision the graph computes in."""
+        (:mod:`darkraw.nn.runtime`), whatever precision the graph computes in.
+        ``split_concat``: as :func:`~darkraw.nn.model.unet_features` has it (the export's)."""
         c = self.config.in_channels
         if x.ndim != 4 or x.shape[1] != c or x.shape[2] < 1 or x.shape[3] < 1:
             raise ValueError(f"expected input of shape (N, {c}, h, w), got {tuple(x.shape)}")
@@ -84,7 +85,14 @@ class RawDenoiser(nn.Module):
             raise TypeError(f"expected a floating-point input, got {x.dtype}")
         h, w = x.shape[-2:]
         padded = pad_planes(x, self.config.pad_multiple)
-        y = unet_features(padded, self.encoder, self.pool, self.upsample, self.decoder)
+        y = unet_features(
+            padded,
+            self.encoder,
+            self.pool,
+            self.upsample,
+            self.decoder,
+            split_concat=split_concat,
+        )
         correction: torch.Tensor = self.out(y)[..., :h, :w].float()
         return correction
 

@@ -210,8 +210,18 @@ def unet_features(
     pool: nn.Module,
     upsample: nn.ModuleList,
     decoder: nn.ModuleList,
+    *,
+    split_concat: bool = False,
 ) -> torch.Tensor:
-    """The body of :func:`unet_levels` run on a padded input: the last decoder level's features."""
+    """The body of :func:`unet_levels` run on a padded input: the last decoder level's features.
+
+    Args:
+        split_concat: compute each decoder level's first convolution over the concatenated
+            ``[upsampled, skip]`` as two convolutions, one over each part, summed: the same
+            function (to float rounding), without the concatenation. For an export: OpenVINO
+            runs a channel concatenation of its bf16 channels-last tensors in a reference
+            kernel, 5 % of the raw denoiser's time on a 776x1128 window (AMD EPYC, Zen 4).
+    """
     skips: list[torch.Tensor] = []
     for level, block in enumerate(encoder):
         if level:
@@ -220,7 +230,19 @@ def unet_features(
         skips.append(y)
     y = skips.pop()
     for up, block in zip(upsample, decoder, strict=True):
-        y = block(torch.cat([up(y), skips.pop()], dim=1))
+        lifted, skip = up(y), skips.pop()
+        if not split_concat:
+            y = block(torch.cat([lifted, skip], dim=1))
+            continue
+        assert isinstance(block, nn.Sequential) and isinstance(block[0], nn.Conv2d)
+        assert isinstance(up, nn.ConvTranspose2d)
+        first, rest = block[0], block[1:]
+        # A constant, so that an export slices the weights once, not at every run.
+        cut = up.out_channels
+        weight = first.weight
+        y = F.conv2d(lifted, weight[:, :cut], None, padding=first.padding)
+        y = y + F.conv2d(skip, weight[:, cut:], first.bias, padding=first.padding)
+        y = rest(y)
     return y
 
 

@@ -322,7 +322,9 @@ class QATDenoiser(RawDenoiser):
             assert isinstance(module, ActQuant)
             yield module
 
-    def raw_correction(self, x: torch.Tensor) -> torch.Tensor:
+    def raw_correction(self, x: torch.Tensor, *, split_concat: bool = False) -> torch.Tensor:
+        # split_concat is for the fp32 export's graph; the int8 graph keeps its concatenations
+        # (each of its parts carries its own quantiser).
         c = self.config.in_channels
         if x.ndim != 4 or x.shape[1] != c or x.shape[2] < 1 or x.shape[3] < 1:
             raise ValueError(f"expected input of shape (N, {c}, h, w), got {tuple(x.shape)}")
