@@ -352,3 +352,8 @@ def test_the_narrow_configs_load_with_a_narrower_first_level_and_a_teacher():
     assert plain.model.first_width == taught.model.first_width == 8
     assert not plain.teacher and taught.teacher == "default" and taught.teacher_weight > 0
     assert taught.pairs == plain.pairs and taught.out_dir != plain.out_dir
+    twelve = load_denoiser_config(
+        yaml.safe_load((configs / "denoiser_narrow12_taught.yaml").read_text())
+    )
+    assert twelve.model.first_width == 12 and twelve.teacher == taught.teacher
+    assert twelve.pairs == taught.pairs and twelve.out_dir != taught.out_dir

@@ -323,8 +323,10 @@ class QATDenoiser(RawDenoiser):
             yield module
 
     def raw_correction(self, x: torch.Tensor, *, split_concat: bool = False) -> torch.Tensor:
-        # split_concat is for the fp32 export's graph; the int8 graph keeps its concatenations
-        # (each of its parts carries its own quantiser).
+        # split_concat is for the fp32 export's graph; the int8 graph keeps its concatenations.
+        # Split at the fp32 top level, a convolution would read the dequantised upsampling,
+        # which the export takes for an int8 convolution (quantise_conv_weights) as ONNX
+        # Runtime's fusion would.
         c = self.config.in_channels
         if x.ndim != 4 or x.shape[1] != c or x.shape[2] < 1 or x.shape[3] < 1:
             raise ValueError(f"expected input of shape (N, {c}, h, w), got {tuple(x.shape)}")
