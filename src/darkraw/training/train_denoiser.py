@@ -669,7 +669,8 @@ def teacher_loss(
 
 
 def _teacher(spec: str) -> RawDenoiser:
-    """The teacher network, frozen and in eval mode."""
+    """The teacher network (:func:`~darkraw.nn.infer.load_model` gives it in eval mode and
+    without gradients), channels-last as the trained network runs."""
     from darkraw.nn.infer import load_model
     from darkraw.nn.modelfiles import model_source
 
@@ -677,9 +678,7 @@ def _teacher(spec: str) -> RawDenoiser:
     if not isinstance(teacher, RawDenoiser):
         raise DarkrawError(spec, "the teacher must be a raw denoiser")
     teacher.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    for parameter in teacher.parameters():
-        parameter.requires_grad_(False)
-    return teacher.eval()
+    return teacher
 
 
 def _start_from(model: RawDenoiser, spec: str) -> None:
