@@ -336,11 +336,74 @@ def test_auto_keeps_fp32_where_onnx_runtime_would_use_a_gpu(int8_beside, monkeyp
     assert not runtime.cuda_in_use("cpu") and runtime.cuda_in_use("cuda")
 
 
+def test_auto_asks_onnx_runtime_for_cuda_only_where_its_cuda_library_is(tmp_path, monkeypatch):
+    import importlib.machinery
+
+    asked = []
+
+    class FakeOrt:
+        @staticmethod
+        def get_available_providers():
+            asked.append(True)
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    package = tmp_path / "onnxruntime"
+    (package / "capi").mkdir(parents=True)
+    spec = importlib.machinery.ModuleSpec("onnxruntime", None, is_package=True)
+    spec.submodule_search_locations = [str(package)]
+    monkeypatch.setattr(runtime.importlib.util, "find_spec", lambda name: spec)
+    monkeypatch.setattr(runtime, "_onnxruntime", lambda: FakeOrt)
+    assert not runtime.cuda_in_use("auto") and not asked  # no library: ONNX Runtime not asked
+    (package / "capi" / runtime.CUDA_PROVIDER_LIBRARIES[0]).write_bytes(b"")
+    assert runtime.cuda_in_use("auto") and asked
+    monkeypatch.setattr(runtime.importlib.util, "find_spec", lambda name: None)
+    assert not runtime.cuda_in_use("auto")  # ONNX Runtime not installed
+
+
+def test_choosing_the_device_does_not_import_onnx_runtime_without_its_cuda_library():
+    import subprocess
+
+    if runtime._cuda_provider_shipped():
+        pytest.skip("onnxruntime-gpu is installed here")
+    code = (
+        "import sys\n"
+        "from darkraw.nn.runtime import cuda_in_use\n"
+        "assert not cuda_in_use('auto')\n"
+        "assert 'onnxruntime' not in sys.modules, 'imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
 # --- OpenVINO's bf16 ----------------------------------------------------------------------------
 
 needs_openvino = pytest.mark.skipif(
     not runtime.openvino_available(), reason="OpenVINO is not installed (darkraw[openvino])"
 )
+
+
+@needs_openvino
+def test_openvino_sends_and_writes_no_telemetry(tmp_path):
+    import os
+    import subprocess
+
+    # A bf16 load where the CPU has it, fp32 otherwise: both import OpenVINO through darkraw.
+    code = (
+        "import sys\n"
+        "from darkraw.nn.enhance import load_network\n"
+        "from darkraw.nn.runtime import cpu_bf16_fast\n"
+        "load_network('default', precision='bf16' if cpu_bf16_fast() else 'fp32')\n"
+        "assert 'openvino' in sys.modules, 'OpenVINO not used'\n"
+        "assert 'openvino_telemetry' not in sys.modules, 'telemetry imported'\n"
+        "import openvino.tools.ovc.telemetry_utils as used\n"
+        "assert used.tm.__name__.endswith('telemetry_stub'), used.tm.__name__\n"
+        "import openvino_telemetry\n"  # let back for anyone else who imports it
+    )
+    env = dict(os.environ, HOME=str(tmp_path), USERPROFILE=str(tmp_path))
+    env.pop("CI", None)  # OpenVINO's telemetry stays quiet where CI=true
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "intel").exists()  # where OpenVINO counts its imports
 
 
 @needs_openvino
