@@ -40,7 +40,8 @@ int8), ``denoiser_bf16`` (the fp32 export in OpenVINO with bf16 inside, the defa
 OpenVINO is installed on a CPU with native bf16; skipped without OpenVINO), their executed
 GFLOP/s against the measured fp32 matmul peak (and bf16's, where the CPU has it) and their peak
 RSS; then the whole command (``python -m darkraw enhance``, as a user runs it, its exit
-included; CPU time and peak RSS of that process alone, from ``wait4``) on a 12-megapixel DNG, by
+included, darkraw's modules compiled to bytecode beforehand as ``pip install`` leaves them;
+CPU time and peak RSS of that process alone, from ``wait4``) on a 12-megapixel DNG, by
 default and with ``--precision int8`` and ``--precision fp32`` (median of ``--runs`` fresh
 processes each, interleaved) and a batch of 8 such files in one command (time per file, and how
 busy the cores were: user + system CPU time over wall time x cores). Results go to
@@ -409,8 +410,9 @@ def timed_command(args: list[str], log: Path) -> tuple[float, float, float]:
 def whole_command(runs: int, work: Path) -> dict[str, Any]:
     """``darkraw enhance`` on one 12-megapixel DNG in fresh processes, and on a batch of 8."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from enhance_speed import dark_frame
+    from enhance_speed import compile_package, dark_frame
 
+    compile_package()  # as pip install leaves it: no command compiles darkraw's modules
     source = dark_frame(work / "frame.dng")
     log = work / "command.log"
     # The default (bf16 in OpenVINO, or int8, or fp32, as the CPU and the install decide), int8
