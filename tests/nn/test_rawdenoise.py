@@ -358,9 +358,13 @@ def test_a_denoised_frame_renders_the_picture_of_enhance_with_denoiser(tmp_path,
     assert result.rendered.dtype == (np.uint16 if renderer == "libraw" else np.float32)
 
 
-def test_the_first_window_is_prepared_beside_the_noise_measurement(tmp_path, monkeypatch):
-    """An ONNX model is told the first window's size before the frame's noise is measured
-    (OpenVINO compiles it then, in another thread); the output is the same."""
+@pytest.mark.parametrize(("pattern", "height", "width"), [("RGGB", 100, 132), ("GBRG", 101, 133)])
+def test_the_first_window_is_prepared_beside_the_noise_measurement(
+    tmp_path, monkeypatch, pattern, height, width
+):
+    """An ONNX model is told the first window's size before the frame's planes are made and its
+    noise measured (OpenVINO compiles it then, in another thread): the size of the planes the
+    run then cuts (odd mosaics padded to whole tiles); the output is the same."""
     import threading
 
     from darkraw.nn.onnx_export import export_onnx
@@ -373,7 +377,7 @@ def test_the_first_window_is_prepared_beside_the_noise_measurement(tmp_path, mon
         asked.append(((h, w), threading.current_thread().name))
 
     options = DenoiseOptions(tile=32, overlap=8, renderer="darkraw")
-    mosaic, meta = scene_mosaic(height=100, width=132)
+    mosaic, meta = scene_mosaic(pattern, height=height, width=width)
     plain = denoise_frame(mosaic, meta, onnx, 4.0, options, noise=NOISE).render()
     monkeypatch.setattr(OnnxDenoiser, "prepare", prepare)
     frame = denoise_frame(mosaic, meta, onnx, 4.0, options, noise=NOISE)
@@ -381,9 +385,16 @@ def test_the_first_window_is_prepared_beside_the_noise_measurement(tmp_path, mon
         if thread.name == "darkraw-prepare":
             thread.join()
     grid = onnx.config.pad_multiple
-    (y0, y1, _, _), (x0, x1, _, _) = (spans[0] for spans in tile_grid(50, 66, 32, 8, grid))
+    packed = ((height + 1) // 2, (width + 1) // 2)
+    (y0, y1, _, _), (x0, x1, _, _) = (spans[0] for spans in tile_grid(*packed, 32, 8, grid))
     assert asked == [((y1 - y0, x1 - x0), "darkraw-prepare")]
     np.testing.assert_array_equal(frame.render().image, plain.image)
+    asked.clear()
+    denoise_frame(mosaic, meta, onnx, 4.0, DenoiseOptions(tile=0, renderer="darkraw"), noise=NOISE)
+    for thread in threading.enumerate():
+        if thread.name == "darkraw-prepare":
+            thread.join()
+    assert asked == [(packed, "darkraw-prepare")]  # one window: the whole planes
     asked.clear()
     denoise_frame(mosaic, meta, onnx, 4.0, DenoiseOptions(strength=0), noise=NOISE)
     assert asked == []
