@@ -17,7 +17,8 @@ In one run:
   makes it), in alternating pairs: ``auto`` as it chooses on such a CPU (the int8 version in
   OpenVINO) against fp32 in OpenVINO (what ``auto`` chose before, and still chooses where the
   int8 file is missing): wall time and peak RSS of each process, medians and the pairwise
-  median difference.
+  median difference; darkraw's modules compiled to bytecode beforehand, as ``pip install``
+  leaves them.
 
 Usage:
     python benchmarks/avx2_paths.py [--pairs 5] [--repeats 5]
@@ -42,7 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from enhance_speed import cpu_name, dark_frame  # noqa: E402
+from enhance_speed import compile_package, cpu_name, dark_frame  # noqa: E402
 
 from darkraw.nn.modelfiles import bundled_int8_path, bundled_onnx_path  # noqa: E402
 
@@ -132,6 +133,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/avx2_paths.json")
     args = parser.parse_args()
     result: dict[str, object] = {"cpu": cpu_name(), "load_average_start": os.getloadavg()}
+    result["bytecode"] = f"compiled beforehand: {compile_package()}"
     with tempfile.TemporaryDirectory(prefix="darkraw-avx2-") as tmp:
         folder = Path(tmp)
         frame = dark_frame(folder / "dark.dng")

@@ -502,6 +502,31 @@ def test_enhance_runs_the_whole_ensemble_on_a_small_photo_by_default(
     assert np.abs(read_image(out).transpose(1, 2, 0) - expected).max() <= 0.5 / 65535 + 1e-7
 
 
+def test_the_raw_denoiser_runs_two_passes_on_a_small_frame_and_says_so(tmp_path, dark_dng, capsys):
+    import darkraw
+    from darkraw.nn.rawdenoise import DenoiseOptions
+
+    args = ["enhance", str(dark_dng), "--ratio", "50", "--precision", "fp32"]
+    both, once = tmp_path / "auto.tif", tmp_path / "once.tif"
+    assert main([*args, "-o", str(both)]) == 0
+    assert "2 passes (the frame and its transpose)" in capsys.readouterr().out
+    assert main([*args, "-o", str(once), "--ensemble", "1"]) == 0
+    assert "passes" not in capsys.readouterr().out
+    options = DenoiseOptions(precision="fp32", ensemble=2)
+    expected = darkraw.enhance(dark_dng, ratio=50, denoise=options)
+    got = read_image(both).transpose(1, 2, 0)
+    assert np.abs(got - expected).max() <= 0.5 / 65535 + 1e-7
+    assert np.abs(got - read_image(once).transpose(1, 2, 0)).max() > 1e-3
+
+
+def test_the_raw_denoiser_refuses_the_sid_networks_larger_ensembles(tmp_path, dark_dng, capsys):
+    out = tmp_path / "o.png"
+    assert main(["enhance", str(dark_dng), "-o", str(out), "--ensemble", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "ensemble is 1, 2 or 'auto'" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
 def test_enhance_uses_the_bundled_network_by_default(tmp_path, dark_dng, capsys):
     out = tmp_path / "out.png"
     assert main(["enhance", str(dark_dng), "-o", str(out), "--ratio", "50"]) == 0

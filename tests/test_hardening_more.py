@@ -451,13 +451,14 @@ def test_return_info_of_the_networks(tmp_path, bare):
     sid = load_model(sid_model_file(tmp_path / "sid.safetensors"))
     image, info = darkraw.enhance(mosaic, model=sid, ratio=40, return_info=True, **spec)
     assert image.shape == (30, 46, 3) and info.method == "sid" and info.ratio == 40
-    assert info.noise is None
+    assert info.noise is None and info.passes is None
     denoiser = build_denoiser(DenoiserConfig(width=4, levels=2), torch.Generator().manual_seed(0))
     image, info = darkraw.enhance(mosaic, model=denoiser, strength=0.5, return_info=True, **spec)
     assert image.shape == (30, 46, 3) and info.method == "raw_denoiser"
     assert info.strength == 0.5 and info.noise is not None and info.noise_told is not None
     assert info.noise_told == info.noise.scaled(0.5)
     assert info.noise_told.read[1] == pytest.approx(info.noise.read[1] * 0.25)
+    assert info.passes == 2  # a small frame: the frame and its transpose
 
 
 @pytest.mark.parametrize("ratio", [0.5, 0.0, -3.0, 10_000.5, 1e30, float("inf"), float("nan")])

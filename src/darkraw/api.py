@@ -46,6 +46,8 @@ class EnhanceInfo:
         strength: the raw denoiser only: the strength it ran with.
         noise_told: the raw denoiser only: the noise level the network was told, ``noise``
             with its standard deviation times ``strength``.
+        passes: the raw denoiser only: how many times the network ran over the frame (2: the
+            frame and its transpose, averaged; 0 at strength 0).
     """
 
     ratio: float
@@ -53,6 +55,7 @@ class EnhanceInfo:
     noise: RawNoise | None = None
     strength: float | None = None
     noise_told: RawNoise | None = None
+    passes: int | None = None
 
 
 @overload
@@ -145,8 +148,10 @@ def enhance(
         noise_profiles: camera noise profiles for the raw denoiser (a file in darktable's
             ``noiseprofiles.json`` format, or ``"darktable"`` for darktable's own); ``None``
             estimates the noise from the frame itself, as for cameras the profiles lack.
-        denoise: how the raw denoiser runs (strength, renderer, tone curve, tiles); defaults
-            if ``None``.
+        denoise: how the raw denoiser runs (strength, renderer, tone curve, tiles,
+            self-ensemble); defaults if ``None``, which average the frame's and its transpose's
+            passes on frames up to 6.25 Mpixel and run one pass on larger ones
+            (:func:`darkraw.nn.rawdenoise.ensemble_passes`).
         classic: the classic pipeline's settings (its ``ratio`` is replaced by ``ratio``).
         device: where the raw denoiser runs in ONNX Runtime: ``auto`` (an NVIDIA GPU where
             onnxruntime-gpu sees one), ``cpu`` or ``cuda`` (for a SID network, give
@@ -224,6 +229,7 @@ def enhance(
         noise=denoised.noise,
         strength=denoised.strength,
         noise_told=denoised.noise.scaled(denoised.strength),
+        passes=denoised.passes,
     )
     # LibRaw's 16-bit pixels become float pixels in one pass; the planes are not needed.
     rgb16 = denoised.rgb16

@@ -4,8 +4,10 @@ import torch
 
 from darkraw.classic.denoise import Denoiser
 from darkraw.classic.pipeline import ClassicOptions, GammaCurve, run_classic
+from darkraw.nn import rawdenoise
 from darkraw.nn.denoiser import DenoiserConfig, build_denoiser
 from darkraw.nn.infer import load_model, save_model_file
+from darkraw.nn.inputs import denoiser_input
 from darkraw.nn.modelfiles import bundled_model_path
 from darkraw.nn.rawdenoise import (
     DenoisedFrame,
@@ -13,6 +15,7 @@ from darkraw.nn.rawdenoise import (
     default_overlap,
     denoise_frame,
     enhance_with_denoiser,
+    ensemble_passes,
     run_denoiser,
 )
 from darkraw.nn.tiling import tile_grid, tile_spans
@@ -398,3 +401,98 @@ def test_the_first_window_is_prepared_beside_the_noise_measurement(
     asked.clear()
     denoise_frame(mosaic, meta, onnx, 4.0, DenoiseOptions(strength=0), noise=NOISE)
     assert asked == []
+
+
+# --- The self-ensemble: the frame and its transpose -------------------------------------------
+
+
+def test_auto_runs_two_passes_on_frames_up_to_a_full_frames_work():
+    assert ensemble_passes("auto", 6_250_000) == 2
+    assert ensemble_passes("auto", 6_250_001) == 1
+    assert ensemble_passes("auto", 4256 * 2848) == 1  # a 12-Mpixel frame: one pass, as timed
+    assert ensemble_passes(1, 100) == 1 and ensemble_passes(2, 10**8) == 2
+
+
+@pytest.mark.parametrize("ensemble", [0, 3, 4, 8, True, "2", None])
+def test_other_ensembles_are_refused(ensemble):
+    with pytest.raises(ValueError, match="ensemble is 1, 2 or 'auto'"):
+        DenoiseOptions(ensemble=ensemble)
+
+
+def test_two_passes_average_the_frame_and_its_transpose():
+    net = random_model()
+    mosaic, meta = scene_mosaic(height=48, width=64)
+    options = DenoiseOptions(precision="fp32", renderer="darkraw", black_offset=False)
+    two = denoise_frame(mosaic, meta, net, 4.0, options, noise=NOISE)
+    one = denoise_frame(
+        mosaic,
+        meta,
+        net,
+        4.0,
+        DenoiseOptions(precision="fp32", renderer="darkraw", black_offset=False, ensemble=1),
+        noise=NOISE,
+    )
+    assert (two.passes, one.passes) == (2, 1)
+    # By hand: the network's planes for the input and for the transposed input, averaged.
+    planes = rawdenoise.prepare_frame(mosaic, meta, black_offset=False).planes
+    x = denoiser_input(planes, NOISE.amplified(4.0), ratio=4.0)
+    swap = [0, 3, 2, 1, 4, 7, 6, 5]
+    first = run_denoiser(net, x, options)
+    second = run_denoiser(net, np.ascontiguousarray(x[swap].transpose(0, 2, 1)), options)
+    expected = (first + second[[0, 3, 2, 1]].transpose(0, 2, 1)) * np.float32(0.5)
+    expected_dn = rawdenoise._mosaic_dn(
+        np.clip(expected, 0, 1), rawdenoise.rggb_view(mosaic, meta), meta
+    )
+    np.testing.assert_array_equal(two.mosaic_dn, expected_dn)
+    assert np.abs(two.mosaic_dn - one.mosaic_dn).max() > 0.5  # the second pass changed it
+
+
+def test_with_both_passes_a_transposed_frame_gives_the_transposed_result():
+    """The ensemble is exactly symmetric: the same picture whichever way the sensor lay."""
+    net = random_model()
+    mosaic, meta = scene_mosaic(height=40, width=56)
+    options = DenoiseOptions(precision="fp32", renderer="darkraw", black_offset=False, ensemble=2)
+    upright = denoise_frame(mosaic, meta, net, 4.0, options, noise=NOISE)
+    meta_t = meta.replace(height=meta.width, width=meta.height)
+    lying = denoise_frame(np.ascontiguousarray(mosaic.T), meta_t, net, 4.0, options, noise=NOISE)
+    np.testing.assert_array_equal(lying.mosaic_dn, upright.mosaic_dn.T)
+
+
+def test_auto_takes_one_pass_above_its_budget(monkeypatch):
+    net = random_model()
+    mosaic, meta = scene_mosaic(height=40, width=56)
+    options = DenoiseOptions(precision="fp32", renderer="darkraw")
+    small = denoise_frame(mosaic, meta, net, 4.0, options, noise=NOISE)
+    monkeypatch.setattr(rawdenoise, "ENSEMBLE_AUTO_PIXELS", 40 * 56 * 2 - 1)
+    large = denoise_frame(mosaic, meta, net, 4.0, options, noise=NOISE)
+    once = denoise_frame(
+        mosaic,
+        meta,
+        net,
+        4.0,
+        DenoiseOptions(precision="fp32", renderer="darkraw", ensemble=1),
+        noise=NOISE,
+    )
+    assert (small.passes, large.passes, once.passes) == (2, 1, 1)
+    np.testing.assert_array_equal(large.mosaic_dn, once.mosaic_dn)
+    stopped = denoise_frame(mosaic, meta, net, 4.0, DenoiseOptions(strength=0), noise=NOISE)
+    assert stopped.passes == 0
+
+
+def test_two_passes_stay_exact_across_tiles():
+    net = random_model(DenoiserConfig(width=4, levels=3))
+    mosaic, meta = scene_mosaic(height=200, width=232)
+    tile = 2 * default_overlap(net) + 16
+    results = [
+        denoise_frame(
+            mosaic,
+            meta,
+            net,
+            4.0,
+            DenoiseOptions(precision="fp32", renderer="darkraw", ensemble=2, tile=t),
+            noise=NOISE,
+        ).mosaic_dn
+        for t in (0, tile)
+    ]
+    # torch runs a tile with other float sums than the whole frame: 1e-6 of white.
+    np.testing.assert_allclose(results[1], results[0], rtol=0, atol=0.02)

@@ -10,6 +10,7 @@ from darkraw.raw.cfa import (
     pack_bayer,
     pack_xtrans,
     pad_to_multiple,
+    transpose_bayer_planes,
     unpack_bayer,
     unpack_xtrans,
 )
@@ -91,3 +92,27 @@ def test_padding_keeps_colour_filters(period):
         padded, np.tile(tile, (4, 4))[: padded.shape[0], : padded.shape[1]]
     )
     np.testing.assert_array_equal(padded[: size[0], : size[1]], colors)
+
+
+def test_transposed_planes_are_the_transposed_mosaics():
+    mosaic = np.random.default_rng(2).random((6, 10), dtype=np.float32)
+    planes = pack_bayer(mosaic, "RGGB")
+    transposed = transpose_bayer_planes(planes)
+    assert transposed.shape == (4, 5, 3) and transposed.flags.c_contiguous
+    np.testing.assert_array_equal(transposed, pack_bayer(mosaic.T, "RGGB"))
+    np.testing.assert_array_equal(transpose_bayer_planes(transposed), planes)  # its own inverse
+
+
+def test_transposed_planes_keep_each_group_of_four():
+    """A network input: the planes, then their noise map, both taken along alike."""
+    mosaic = np.random.default_rng(3).random((8, 4), dtype=np.float32)
+    planes, noise = pack_bayer(mosaic, "RGGB"), pack_bayer(mosaic * 2, "RGGB")
+    both = transpose_bayer_planes(np.concatenate([planes, noise]))
+    np.testing.assert_array_equal(both[:4], pack_bayer(mosaic.T, "RGGB"))
+    np.testing.assert_array_equal(both[4:], pack_bayer(2 * mosaic.T, "RGGB"))
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 4), (4, 4), (1, 4, 4, 4)])
+def test_transposed_planes_refuse_other_shapes(shape):
+    with pytest.raises(ValueError, match="packed Bayer planes"):
+        transpose_bayer_planes(np.zeros(shape, np.float32))

@@ -91,7 +91,7 @@ def test_the_input_is_what_inference_gives_the_network(world, monkeypatch):
 
     monkeypatch.setattr(rawdenoise, "run_denoiser", capture)
     model = load_model(world / "start.safetensors")
-    options = DenoiseOptions(renderer="darkraw")
+    options = DenoiseOptions(renderer="darkraw", ensemble=1)  # the frame's own pass only
     enhance_with_denoiser(raw.mosaic, raw.meta, model, pair.ratio, options)
     (x,) = seen
     frame = FrameCache(None).frame(pair)

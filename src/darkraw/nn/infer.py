@@ -74,6 +74,7 @@ from darkraw.nn.modelfiles import (
     show,
 )
 from darkraw.nn.precision import Precision, autocast_dtype
+from darkraw.nn.tiling import ENSEMBLE_AUTO_PIXELS as ENSEMBLE_AUTO_PIXELS
 from darkraw.nn.tiling import tile_spans as tile_spans
 from darkraw.raw.cfa import BayerPattern, pack_bayer, pad_to_multiple, unpack_bayer
 from darkraw.raw.metadata import RawMetadata
@@ -90,11 +91,6 @@ TILING_TOLERANCE = 1e-5
 
 #: Sizes of the self-ensemble (:attr:`InferenceOptions.ensemble`).
 ENSEMBLE_SIZES = (1, 2, 4, 8)
-
-#: ``ensemble="auto"`` runs as many copies as keep the work within this many output pixels:
-#: about one SID-size frame (4256x2848, 12.1 Mpixel, the speed target's frame), which takes one
-#: copy. Smaller photos get more copies for about the same time: 8 up to 1.56 Mpixel.
-ENSEMBLE_AUTO_PIXELS = 12_500_000
 
 #: The ensemble's copies as (vertical flip, horizontal flip, transpose), in the order they are
 #: added: the first ``n`` make an ensemble of ``n``.
@@ -179,8 +175,8 @@ def ensemble_copies(ensemble: int | Literal["auto"], pixels: int) -> int:
     """How many copies an ensemble setting runs for an output of ``pixels`` pixels.
 
     ``"auto"`` takes the largest of 8, 4, 2 and 1 whose copies together stay within
-    :data:`ENSEMBLE_AUTO_PIXELS` (at least 1), so that a small photo gets the ensemble's
-    cleaner flat areas for about the time one full-size frame takes without it.
+    :data:`~darkraw.nn.tiling.ENSEMBLE_AUTO_PIXELS` (at least 1), so that a small photo gets
+    the ensemble's cleaner flat areas for about the time one full-size frame takes without it.
     """
     if isinstance(ensemble, int):
         return ensemble

@@ -7,6 +7,13 @@ whole-frame pass.
 
 from __future__ import annotations
 
+#: A self-ensemble set to ``auto`` runs as many copies as keep the work within this many output
+#: pixels: about one SID-size frame (4256x2848, 12.1 Mpixel, the speed target's frame), which
+#: takes one copy. Smaller photos get more copies for about the same time (the SID network's 8
+#: up to 1.56 Mpixel, :func:`darkraw.nn.infer.ensemble_copies`; the raw denoiser's 2 up to 6.25,
+#: :func:`darkraw.nn.rawdenoise.ensemble_passes`).
+ENSEMBLE_AUTO_PIXELS = 12_500_000
+
 
 def tile_spans(length: int, tile: int, overlap: int, grid: int) -> list[tuple[int, int, int, int]]:
     """How :func:`run_network` (and the raw denoiser) cut one axis of ``length`` packed pixels.

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from darkraw.choices import parse_choice
+from darkraw.parallel import thread_map
 
 #: Names of the packed Bayer planes, in order.
 BAYER_CHANNELS: tuple[str, ...] = ("R", "G1", "B", "G2")
@@ -126,6 +127,37 @@ def unpack_bayer(packed: np.ndarray, pattern: BayerPattern | str) -> np.ndarray:
     for i, (r, c) in enumerate(pattern.offsets):
         mosaic[..., r::2, c::2] = packed[..., i, :, :]
     return mosaic
+
+
+#: Which packed plane of an RGGB mosaic each packed plane of its transpose is (the transpose of):
+#: red and blue stay, the greens trade places (G1 shares a row with red; a transpose turns the
+#: rows into columns). A transposed RGGB mosaic is RGGB, the one flip that keeps the layout.
+BAYER_TRANSPOSED_PLANES: tuple[int, ...] = (0, 3, 2, 1)
+
+
+def transpose_bayer_planes(planes: np.ndarray) -> np.ndarray:
+    """The packed planes of the transposed mosaic: ``pack_bayer(mosaic.T, "RGGB")`` from
+    ``pack_bayer(mosaic, "RGGB")``, its own inverse.
+
+    Args:
+        planes: ``(C, h, w)`` with ``C`` a multiple of 4: groups of packed planes R, G1, B, G2
+            (a network's input may hold the planes, then a map of their noise, in that order).
+
+    Returns:
+        ``(C, w, h)``, a new contiguous array of the same dtype.
+    """
+    if planes.ndim != 3 or planes.shape[0] % 4:
+        raise ValueError(f"expected (4k, h, w) packed Bayer planes, got {planes.shape}")
+    c, h, w = planes.shape
+    out = np.empty((c, w, h), dtype=planes.dtype)
+
+    def one(i: int) -> None:
+        group, plane = divmod(i, 4)
+        out[i] = planes[4 * group + BAYER_TRANSPOSED_PLANES[plane]].T
+
+    # A plane per thread: a transposing copy is strided reads, slow on one core.
+    thread_map(one, range(c), size=planes.size)
+    return out
 
 
 def color_index_map(pattern: BayerPattern | str, height: int, width: int) -> np.ndarray:
