@@ -1,10 +1,10 @@
 """Raw-denoiser model files side by side: the acceptance benchmark's small frames and groups, its
 demo crop, and the flat-frame check of the model card's deep-shadow limit.
 
-Only the denoiser runs (torch, fp32), rendered by LibRaw as ``darkraw enhance`` does; the
-frames, darkening, DNG round trip, references and scores are imported from
-``benchmarks/denoiser_vs_classic.py`` (the classic pipeline's and SID's figures for the same
-frames are in its results). The flat-frame check: flat frames of 192x192 packed pixels at 1,
+Only the denoiser runs (torch, fp32, one pass: no self-ensemble, so that the weights are what
+is compared), rendered by LibRaw as ``darkraw enhance`` does; the frames, darkening, DNG round
+trip, references and scores are imported from ``benchmarks/denoiser_vs_classic.py`` (the
+classic pipeline's and SID's figures for the same frames are in its results). The flat-frame check: flat frames of 192x192 packed pixels at 1,
 1.5, 2, 3.2 and 16 electrons a sample (0.0063-0.1 of white; shot 6.3e-5 of white per unit, 2 DN
 read of 14 bits, x100), noise seeds 1-3; the standard deviation the network leaves (output less
 the level, 8-pixel margins cut) as a share of the input's, at strengths 1, 1.5 and 2.
@@ -43,7 +43,8 @@ SMALL_FILES = "RAW_KODAK_DC50.KDC,halide_bayer_small.png,aisp_vivoX90_x90_3_4.np
 FLAT_LEVELS = (0.0063, 0.0095, 0.0126, 0.02, 0.1)
 FLAT_SHOT, FLAT_READ, FLAT_RATIO = 6.3e-5, (2 / 15871) ** 2, 100.0
 STRENGTHS = (1.0, 1.5, 2.0)
-FP32 = DenoiseOptions(precision="fp32")
+#: One pass of the network (no self-ensemble): these figures compare the weights themselves.
+FP32 = DenoiseOptions(precision="fp32", ensemble=1)
 
 
 def score(image: np.ndarray, reference: np.ndarray) -> list[float]:
@@ -67,7 +68,7 @@ def frame_scores(
                         dark.meta,
                         net,
                         ratio,
-                        DenoiseOptions(gamma=frame.gamma, precision="fp32"),
+                        DenoiseOptions(gamma=frame.gamma, precision="fp32", ensemble=1),
                         black_range=bench.black_range(group, dark),
                     )
                     rendered = bench.libraw_of(frame, result.mosaic_dn, dark, Path(tmp))

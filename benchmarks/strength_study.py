@@ -1,7 +1,8 @@
 """Which ``--strength`` should be the default? The raw denoiser at several strengths on the
 acceptance benchmark's frames and groups (``benchmarks/denoiser_vs_classic.py``: its frames,
 darkening, DNG round trip, references and scores are imported from it, not copied) and on its
-demo crop, with the network run as ``darkraw enhance`` runs it (ONNX Runtime).
+demo crop, with the network run as ``darkraw enhance`` runs it (ONNX Runtime), in one pass
+(``ensemble=1``), as the recorded figures were measured.
 
 Only the denoiser runs; the classic pipeline's and SID's figures for the same frames are in the
 acceptance benchmark's results (``benchmarks/results/denoiser_phase4.json``).
@@ -45,7 +46,7 @@ def demo_scores(network: OnnxDenoiser, strengths: list[float]) -> dict[str, dict
             dark.meta,
             network,
             SAMPLE_RATIO,
-            DenoiseOptions(strength=strength),
+            DenoiseOptions(strength=strength, ensemble=1),
         )
         out[f"{strength:g}"] = bench.scores(result.image, reference)
     return out
@@ -79,7 +80,7 @@ def main() -> None:
                 dark = bench.as_user_file(frame.raw_lin, frame.meta, group, args.seed, Path(tmp))
                 row: dict[str, object] = {"group": group, "frame": frame.name}
                 for strength in strengths:
-                    options = DenoiseOptions(gamma=frame.gamma, strength=strength)
+                    options = DenoiseOptions(gamma=frame.gamma, strength=strength, ensemble=1)
                     result = enhance_with_denoiser(
                         dark.mosaic,
                         dark.meta,
