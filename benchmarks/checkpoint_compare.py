@@ -4,10 +4,11 @@ demo crop, and the flat-frame check of the model card's deep-shadow limit.
 Only the denoiser runs (torch, fp32, one pass: no self-ensemble, so that the weights are what
 is compared), rendered by LibRaw as ``darkraw enhance`` does; the frames, darkening, DNG round
 trip, references and scores are imported from ``benchmarks/denoiser_vs_classic.py`` (the
-classic pipeline's and SID's figures for the same frames are in its results). The flat-frame check: flat frames of 192x192 packed pixels at 1,
-1.5, 2, 3.2 and 16 electrons a sample (0.0063-0.1 of white; shot 6.3e-5 of white per unit, 2 DN
-read of 14 bits, x100), noise seeds 1-3; the standard deviation the network leaves (output less
-the level, 8-pixel margins cut) as a share of the input's, at strengths 1, 1.5 and 2.
+classic pipeline's and SID's figures for the same frames are in its results). The flat-frame
+check: flat frames of 192x192 packed pixels at 1, 1.5, 2, 3.2 and 16 electrons a sample
+(0.0063-0.1 of white; shot 6.3e-5 of white per unit, 2 DN read of 14 bits, x100), noise seeds
+1-3; the standard deviation the network leaves (output less the level, 8-pixel margins cut) as
+a share of the input's, at strengths 1, 1.5 and 2.
 
 Usage:
     python benchmarks/checkpoint_compare.py default runs/x/checkpoints/step_0003000.safetensors
