@@ -119,6 +119,7 @@ def ensemble_passes(ensemble: int | Literal["auto"], pixels: int) -> int:
         return ensemble
     return 2 if 2 * pixels <= ENSEMBLE_AUTO_PIXELS else 1
 
+
 #: LibRaw's ``gamma=(power, toe slope)`` for each of darkraw's curves.
 LIBRAW_CURVES = {GammaCurve.BT709: LIBRAW_BT709_GAMMA, GammaCurve.SRGB: (2.4, 12.92)}
 
