@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -424,14 +426,7 @@ def test_two_passes_average_the_frame_and_its_transpose():
     mosaic, meta = scene_mosaic(height=48, width=64)
     options = DenoiseOptions(precision="fp32", renderer="darkraw", black_offset=False)
     two = denoise_frame(mosaic, meta, net, 4.0, options, noise=NOISE)
-    one = denoise_frame(
-        mosaic,
-        meta,
-        net,
-        4.0,
-        DenoiseOptions(precision="fp32", renderer="darkraw", black_offset=False, ensemble=1),
-        noise=NOISE,
-    )
+    one = denoise_frame(mosaic, meta, net, 4.0, replace(options, ensemble=1), noise=NOISE)
     assert (two.passes, one.passes) == (2, 1)
     # By hand: the network's planes for the input and for the transposed input, averaged.
     planes = rawdenoise.prepare_frame(mosaic, meta, black_offset=False).planes
@@ -465,14 +460,7 @@ def test_auto_takes_one_pass_above_its_budget(monkeypatch):
     small = denoise_frame(mosaic, meta, net, 4.0, options, noise=NOISE)
     monkeypatch.setattr(rawdenoise, "ENSEMBLE_AUTO_PIXELS", 40 * 56 * 2 - 1)
     large = denoise_frame(mosaic, meta, net, 4.0, options, noise=NOISE)
-    once = denoise_frame(
-        mosaic,
-        meta,
-        net,
-        4.0,
-        DenoiseOptions(precision="fp32", renderer="darkraw", ensemble=1),
-        noise=NOISE,
-    )
+    once = denoise_frame(mosaic, meta, net, 4.0, replace(options, ensemble=1), noise=NOISE)
     assert (small.passes, large.passes, once.passes) == (2, 1, 1)
     np.testing.assert_array_equal(large.mosaic_dn, once.mosaic_dn)
     stopped = denoise_frame(mosaic, meta, net, 4.0, DenoiseOptions(strength=0), noise=NOISE)
