@@ -111,9 +111,9 @@ def ensemble_passes(ensemble: int | Literal["auto"], pixels: int) -> int:
 
     Measured (``benchmarks/checkpoint_compare.py``, fp32, the acceptance benchmark's three small
     raw files and six photos, LibRaw's rendering): 2 passes against 1 gained 0.05-0.17 dB of
-    PSNR in every group (+0.05 a Sony x100, +0.10 x300, +0.05 Nikon, +0.17 Poisson-Gaussian
-    x100, +0.11 x4) and 0.11 dB on the demo crop, with SSIM higher and the colour error lower
-    in every group, and left 3-6 % less noise on the flat frames of the deep-shadow check.
+    PSNR in every group (Sony x100 +0.05, x300 +0.10, Nikon +0.05, Poisson-Gaussian x100 +0.17,
+    x4 +0.11) and 0.11 dB on the demo crop, with SSIM higher and the colour error lower in
+    every group, and left 3-6 % less noise on the flat frames of the deep-shadow check.
     """
     if isinstance(ensemble, int):
         return ensemble
