@@ -123,6 +123,7 @@ def describe_runtime(device: str = "auto") -> dict[str, Any]:
         openvino_available,
         torch_available,
     )
+    from darkraw.nn.tiling import ENSEMBLE_AUTO_PIXELS
 
     def version(package: str) -> str | None:
         try:
@@ -151,6 +152,9 @@ def describe_runtime(device: str = "auto") -> dict[str, Any]:
         precision = getattr(network, "precision", "fp32")
         providers = ", ".join(getattr(network, "providers", ()) or ("torch",))
         out["default_model"] = f"{precision} ({providers})"
+    # --ensemble auto's rule for the default model (darkraw.nn.rawdenoise.ensemble_passes).
+    limit = ENSEMBLE_AUTO_PIXELS / 2 / 1e6
+    out["default_passes"] = f"2 (the frame and its transpose) up to {limit:g} Mpixel, 1 above"
     return out
 
 
@@ -172,6 +176,7 @@ _RUNTIME_ROWS = (
     ("openvino", "OpenVINO"),
     ("torch", "torch"),
     ("default_model", "default model runs in"),
+    ("default_passes", "its passes (--ensemble auto)"),
 )
 
 
