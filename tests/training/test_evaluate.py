@@ -353,7 +353,19 @@ def test_denoiser_method_gives_amplified_planes_of_the_file(pairs):
     still = denoiser_method(model, DenoiseOptions(strength=0))(raw.mosaic, raw.meta, pair.ratio)
     expected = np.clip(raw_planes(raw.mosaic, raw.meta) * pair.ratio, 0, 1)
     np.testing.assert_allclose(still.planes_lin, expected, atol=1e-5)
-    output = denoiser_method(model)(raw.mosaic, raw.meta, pair.ratio)
+    from darkraw.nn import rawdenoise
+
+    runs = []
+    real = rawdenoise.run_denoiser
+
+    def counted(*args, **kwargs):
+        runs.append(True)
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rawdenoise, "run_denoiser", counted)
+        output = denoiser_method(model)(raw.mosaic, raw.meta, pair.ratio)
+    assert len(runs) == 1  # one pass, as ELD, PMN and LED score: a small frame, no ensemble
     assert output.image.shape == ground_truth(pair.long).shape
     assert output.planes_lin.shape == expected.shape
     assert not np.allclose(output.planes_lin, expected, atol=1e-3)

@@ -230,12 +230,14 @@ def denoiser_method(model: RawDenoiser, options: DenoiseOptions | None = None) -
     the raw-domain scores.
 
     It runs as ``darkraw enhance`` runs it (:func:`~darkraw.nn.rawdenoise.enhance_with_denoiser`;
-    by default strength 1 and darkraw's rendering with the BT.709 curve that LibRaw gives the
-    ground truth, the noise level measured from the frame) at the pair's ratio.
+    by default strength 1 and LibRaw's rendering with its BT.709 curve, as the ground truth has
+    it, the noise level measured from the frame) at the pair's ratio, in one pass
+    (``ensemble=1``) where ``options`` are not given: ELD, PMN and LED score their networks so,
+    and the scores compare models, not ensembles.
     """
     from darkraw.nn.rawdenoise import DenoiseOptions, enhance_with_denoiser
 
-    chosen = DenoiseOptions() if options is None else options
+    chosen = DenoiseOptions(ensemble=1) if options is None else options
 
     def run(mosaic_dn: np.ndarray, meta: RawMetadata, ratio: float) -> RawOutput:
         result = enhance_with_denoiser(mosaic_dn, meta, model, ratio, chosen)
