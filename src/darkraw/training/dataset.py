@@ -35,7 +35,7 @@ from darkraw.classic.pipeline import (
 )
 from darkraw.errors import DarkrawError
 from darkraw.nn.inputs import network_input
-from darkraw.raw.cfa import BayerPattern, pack_bayer, unpack_bayer
+from darkraw.raw.cfa import transpose_bayer_planes
 from darkraw.raw.fileio import read_image
 from darkraw.raw.rawio import read_raw
 from darkraw.synth.noise import NoiseProfile
@@ -379,19 +379,14 @@ def _transpose_rggb(
     """Transpose RGGB planes and their target with probability 1/2, as one mosaic would be.
 
     A transposed RGGB mosaic is RGGB again (with the two greens' places exchanged), so the
-    planes are unpacked, transposed as a mosaic and packed again (the target too when it is
-    planes). Mirroring has no such counterpart (it moves red to another corner of the tile).
-    X-Trans planes are returned as they are.
+    planes are those of the transposed mosaic (:func:`~darkraw.raw.cfa.transpose_bayer_planes`;
+    the target too when it is planes). Mirroring has no such counterpart (it moves red to
+    another corner of the tile). X-Trans planes are returned as they are.
     """
     if planes.shape[0] != 4 or not rng.integers(2):
         return planes, target
-
-    def transposed(p: np.ndarray) -> np.ndarray:
-        mosaic = unpack_bayer(p, BayerPattern.RGGB).T
-        return pack_bayer(np.ascontiguousarray(mosaic), BayerPattern.RGGB)
-
-    target = transposed(target) if target_planes else target.transpose(0, 2, 1)
-    return transposed(planes), target
+    target = transpose_bayer_planes(target) if target_planes else target.transpose(0, 2, 1)
+    return transpose_bayer_planes(planes), target
 
 
 class SIDPairs(Dataset[dict[str, torch.Tensor]]):
