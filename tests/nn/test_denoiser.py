@@ -189,3 +189,36 @@ def test_parameter_count_matches_the_network(config):
 def test_a_config_of_a_huge_network_is_refused_before_building():
     with pytest.raises(ValueError, match="over the limit"):
         DenoiserConfig(width=128, levels=6)
+
+
+def test_the_xtrans_starting_point_denoises_a_flat_field_as_the_bayer_network_does():
+    """scripts/xtrans_denoiser.py: each X-Trans plane read and written with its colour's Bayer
+    weights, so on a flat field of any colour the two networks agree."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "xtrans_denoiser.py"
+    spec = importlib.util.spec_from_file_location("xtrans_denoiser", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    bayer = build_denoiser(DenoiserConfig(width=4, levels=3, mean_window=7), torch.Generator())
+    torch.nn.init.normal_(bayer.out.weight, std=0.1, generator=torch.Generator().manual_seed(1))
+    xtrans = module.to_xtrans(bayer)
+    assert xtrans.config.planes == 9 and xtrans.config.in_channels == 18
+    r, g1, b, g2 = 0.1, 0.45, 0.7, 0.35
+    level = torch.tensor([r, g1, b, g2])
+    sigma = torch.tensor([0.02, 0.03, 0.04, 0.05])
+    x_bayer = torch.cat([level, sigma]).reshape(1, 8, 1, 1).expand(1, 8, 24, 24)
+    colours = [0, 0, 1, 1, 1, 1, 1, 2, 2]
+    mean_level = torch.tensor([r, (g1 + g2) / 2, b])[colours]
+    mean_sigma = torch.tensor([0.02, 0.04, 0.04])[colours]
+    x_xtrans = torch.cat([mean_level, mean_sigma]).reshape(1, 18, 1, 1).expand(1, 18, 24, 24)
+    # Each colour's weights shared among its planes see the Bayer planes' sum: equal greens.
+    x_bayer = x_bayer.clone()
+    x_bayer[:, [1, 3]] = (g1 + g2) / 2
+    x_bayer[:, [5, 7]] = 0.04
+    with torch.no_grad():
+        want = bayer.raw_correction(x_bayer)[0]
+        got = xtrans.raw_correction(x_xtrans)[0]
+    by_colour = torch.stack([want[0], (want[1] + want[3]) / 2, want[2]])[colours]
+    torch.testing.assert_close(got, by_colour, atol=1e-6, rtol=1e-5)

@@ -74,3 +74,20 @@ def test_denoiser_input_amplifies_in_place_as_amplify_then_input(with_map):
     got = denoiser_input(planes, noise, with_map=with_map, ratio=20.0)
     np.testing.assert_array_equal(got, want)
     assert got.shape == ((8 if with_map else 4), 33, 41)
+
+
+def test_each_xtrans_plane_takes_its_colours_noise():
+    from darkraw.nn.inputs import denoiser_input, noise_entries
+    from darkraw.synth.noiselevel import RawNoise
+
+    assert noise_entries(4) == (0, 1, 2, 3)
+    assert noise_entries(9) == (0, 0, 1, 1, 1, 1, 1, 2, 2)
+    with pytest.raises(ValueError, match="9"):
+        noise_entries(5)
+    planes = np.full((9, 12, 12), 0.25, dtype=np.float32)
+    noise = RawNoise((1e-3, 2e-3, 3e-3, 4e-3), (1e-5, 2e-5, 3e-5, 4e-5), "test")
+    x = denoiser_input(planes, noise)
+    assert x.shape == (18, 12, 12)
+    want = [np.sqrt(noise.shot[e] * 0.25 + noise.read[e]) for e in noise_entries(9)]
+    np.testing.assert_allclose(x[9:, 5, 5], want, rtol=1e-5)
+    np.testing.assert_array_equal(x[:9], planes)

@@ -167,12 +167,93 @@ def test_libraw_renderer_gives_the_files_picture(tmp_path):
     assert darkraws.rgb16 is None and darkraws.image.dtype == np.float32
 
 
-def test_xtrans_is_refused():
-    from conftest import xtrans_meta
+XTRANS_CONFIG = DenoiserConfig(width=4, levels=3, planes=9)
 
-    meta: RawMetadata = xtrans_meta()
-    with pytest.raises(ValueError, match="Bayer"):
-        enhance_with_denoiser(np.zeros((36, 48), np.uint16), meta, random_model(), 1.0)
+
+def xtrans_scene(height=72, width=96, seed=0):
+    """A smooth X-Trans frame (black 1024, white 16383) and its metadata."""
+    from conftest import XTRANS, xtrans_meta
+
+    rgb = smooth_scene(height, width, seed)
+    colours = np.tile(XTRANS, (height // 6 + 1, width // 6 + 1))[:height, :width]
+    linear = np.take_along_axis(rgb, colours[None], axis=0)[0]
+    mosaic = np.rint(1024 + linear * (16383 - 1024)).astype(np.uint16)
+    return mosaic, xtrans_meta(height, width, wb_gains=(1.8, 1.0, 1.5))
+
+
+@pytest.mark.parametrize(
+    ("net", "layout"), [("bayer", "X-Trans"), ("xtrans", "Bayer")], ids=["bayer", "xtrans"]
+)
+def test_a_network_for_the_other_layout_is_refused_naming_both(net, layout):
+    if net == "bayer":
+        mosaic, meta = xtrans_scene()
+        model = random_model()
+    else:
+        mosaic, meta = scene_mosaic()
+        model = random_model(XTRANS_CONFIG)
+    with pytest.raises(ValueError, match=f"but the file is {layout}"):
+        enhance_with_denoiser(mosaic, meta, model, 1.0, FP32)
+
+
+@pytest.mark.parametrize("renderer", ["darkraw", "libraw"])
+@pytest.mark.parametrize(("height", "width"), [(72, 96), (70, 95)])
+def test_an_xtrans_frame_goes_through_an_xtrans_network(tmp_path, renderer, height, width):
+    mosaic, meta = xtrans_scene(height + (-height) % 6, width + (-width) % 6)
+    mosaic = mosaic[:height, :width]
+    meta = meta.replace(height=height, width=width)
+    path = write_dng(tmp_path / "x.dng", mosaic, meta)
+    raw = read_raw(path)
+    assert raw.meta.is_xtrans
+    options = replace(FP32, renderer=renderer, ensemble=2)
+    net = random_model(XTRANS_CONFIG)
+    result = enhance_with_denoiser(raw.mosaic, raw.meta, net, 2.0, options, source=path)
+    assert result.image.shape == (3, height, width)
+    assert result.mosaic_dn.shape == (height, width)
+    assert result.passes == 1  # a transposed X-Trans frame is not the same layout
+    plain = enhance_with_denoiser(
+        raw.mosaic, raw.meta, net, 2.0, replace(options, strength=0), source=path
+    )
+    assert np.abs(result.mosaic_dn - plain.mosaic_dn).max() > 10  # the network ran on it
+
+
+def test_an_xtrans_frames_network_sees_each_colours_noise_and_its_planes(monkeypatch):
+    """Each of the nine planes reaches the network with its colour's samples and its colour's
+    noise level: the nine planes of a frame whose red, green and blue differ."""
+    from conftest import XTRANS, xtrans_meta
+
+    levels = np.array([0.1, 0.4, 0.7])
+    mosaic = np.rint(1024 + levels[np.tile(XTRANS, (12, 16))] * (16383 - 1024)).astype(np.uint16)
+    meta = xtrans_meta(72, 96)
+    seen = {}
+
+    def record(model, x, options):
+        seen["x"] = x.copy()
+        return x[:9].copy()
+
+    noise = RawNoise((1e-3, 2e-3, 3e-3, 2e-3), (0.0,) * 4, "test")
+    monkeypatch.setattr(rawdenoise, "run_denoiser", record)
+    enhance_with_denoiser(mosaic, meta, random_model(XTRANS_CONFIG), 1.0, FP32, noise=noise)
+    x = seen["x"]
+    colours = [0, 0, 1, 1, 1, 1, 1, 2, 2]
+    np.testing.assert_allclose(x[:9].mean(axis=(1, 2)), levels[colours], atol=1e-4)
+    shot = np.array([1e-3, 2e-3, 3e-3])[colours]
+    np.testing.assert_allclose(x[9:].mean(axis=(1, 2)), np.sqrt(shot * levels[colours]), rtol=1e-3)
+
+
+def test_libraw_renders_an_xtrans_frame_from_its_least_size(tmp_path):
+    from darkraw.raw.rawio import LIBRAW_MIN_XTRANS_SIDE, libraw_renders, render_with_libraw
+
+    side = LIBRAW_MIN_XTRANS_SIDE
+    mosaic, meta = xtrans_scene(side, side + 6)
+    assert libraw_renders(meta) and not libraw_renders(meta.replace(height=side - 1))
+    path = write_dng(tmp_path / "x.dng", mosaic, meta)
+    raw = read_raw(path)
+    options = replace(FP32, strength=0, renderer="libraw")
+    result = enhance_with_denoiser(
+        raw.mosaic, raw.meta, random_model(XTRANS_CONFIG), 1.0, options, source=path
+    )
+    assert result.rgb16 is not None  # LibRaw rendered it
+    np.testing.assert_array_equal(result.image, render_with_libraw(path, adjust_maximum=False))
 
 
 def test_strength_must_be_a_number_at_least_zero():

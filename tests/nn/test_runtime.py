@@ -664,3 +664,36 @@ def test_openvino_reads_the_metadata_through_onnx_runtime_where_it_keeps_none(
     monkeypatch.setattr(runtime, "_onnxruntime_metadata", lambda path: {})
     with pytest.raises(CheckpointError, match="no config in its metadata"):
         runtime.load_openvino_denoiser(onnx.path)
+
+
+def test_the_default_runs_its_xtrans_twin_on_xtrans_files_loaded_once(tmp_path, monkeypatch):
+    import darkraw.nn.enhance as enhance
+    import darkraw.nn.modelfiles as modelfiles
+    from darkraw.nn.denoiser import DenoiserConfig, build_denoiser
+    from darkraw.raw.metadata import RawMetadata
+
+    from conftest import xtrans_meta
+
+    files = {
+        "default": save_model_file(tmp_path / "denoiser_model.safetensors", trained_like(seed=1)),
+        "xtrans": save_model_file(
+            tmp_path / "denoiser_xtrans_model.safetensors",
+            build_denoiser(DenoiserConfig(width=4, levels=2, planes=9)),
+        ),
+    }
+    monkeypatch.setattr(modelfiles, "bundled_model_path", files.__getitem__)
+    monkeypatch.setattr(enhance, "bundled_model_path", files.__getitem__)
+    loads = []
+    load_one = enhance._load_one
+    monkeypatch.setattr(enhance, "_load_one", lambda *a: loads.append(a[0]) or load_one(*a))
+    network = load_network("default")
+    assert isinstance(network, enhance.DefaultDenoiser) and enhance.is_denoiser(network)
+    assert network.config.planes == 4 and loads == ["default"]
+    bayer = RawMetadata.for_bayer("GRBG", 8, 8)
+    assert network.for_file(bayer) is network.bayer and loads == ["default"]
+    twin = network.for_file(xtrans_meta())
+    assert twin.config.planes == 9 and network.for_file(xtrans_meta()) is twin
+    assert loads == ["default", "xtrans"]
+    # Without the twin's file the default is the Bayer network alone.
+    files["xtrans"].unlink()
+    assert not isinstance(load_network("default"), enhance.DefaultDenoiser)

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -120,6 +122,28 @@ def test_calibrated_dark_frame_has_the_right_level_and_repeats():
     assert level.mean() == pytest.approx(0.5 * sony.white_level / 100, rel=0.05)
     # Shot noise dominates at this level: variance at least K times the mean.
     assert level.var() >= 0.9 * params.k * level.mean()
+
+
+def test_calibrated_dark_xtrans_frame_has_each_colours_bias_and_the_calibrated_noise():
+    from darkraw.raw.cfa import XTRANS_TILE, cfa_colours
+    from darkraw.synth.noise import load_profile
+
+    from conftest import xtrans_meta
+
+    sony = replace(load_profile("SonyA7S2"), color_bias=((5.0, -3.0, 8.0, -1.0),))
+    meta = xtrans_meta(192, 192).replace(
+        black_tile=tuple((512.0,) * 6 for _ in range(6)), cfa_tile=XTRANS_TILE
+    )
+    clean = np.full((192, 192), 512 + 0.5 * (16383 - 512), dtype=np.uint16)
+    dark, dark_meta, params = darken_calibrated(clean, meta, 100, sony, np.random.default_rng(0))
+    assert dark.shape == (192, 192) and dark_meta.is_xtrans
+    colours = cfa_colours(XTRANS_TILE, 192, 192)
+    r, g1, b, g2 = params.color_bias
+    level = 0.5 * sony.white_level / 100
+    for colour, bias in enumerate((r, (g1 + g2) / 2, b)):
+        values = dark[colours == colour].astype(np.float64) - 512
+        assert values.mean() == pytest.approx(level + bias, abs=1.5)
+        assert values.var() >= 0.9 * params.k * level
 
 
 def test_calibrated_dark_frame_rejects_a_ratio_below_one():

@@ -142,3 +142,45 @@ def test_told_factor_spares_validation_items(photo_folder):
 def test_bad_told_factors_are_refused(changes):
     with pytest.raises(ValueError, match="told_factor"):
         DenoisePairConfig(**changes)
+
+
+def test_xtrans_items_have_nine_planes_of_one_colour_each(photo_folder, monkeypatch):
+    from darkraw.raw.cfa import XTRANS_PLANE_COLORS
+    from darkraw.training import denoise_pairs
+
+    levels = np.array([0.1, 0.4, 0.7], dtype=np.float32)
+
+    def three_colours(rgb, params):
+        return np.broadcast_to(levels[:, None, None], rgb.shape).copy()
+
+    monkeypatch.setattr(denoise_pairs, "camera_rgb", three_colours)
+    data = pairs(photo_folder, cfa="xtrans", calibrated_fraction=0.5)
+    for i in range(6):
+        item = data[i]
+        assert item["input"].shape == (18, 16, 16)
+        assert (item["input"][9:] >= 0).all()
+        target = item["target"].numpy()
+        assert target.shape == (9, 16, 16)
+        np.testing.assert_allclose(
+            target, np.broadcast_to(levels[list(XTRANS_PLANE_COLORS), None, None], target.shape)
+        )
+
+
+def test_xtrans_calibrated_items_are_told_their_total_variance(photo_folder):
+    files = sorted(photo_folder.glob("*.png"))
+    config = DenoisePairConfig(
+        crop=PairConfig(patch=32), calibrated_fraction=1.0, told_error=0.0, cfa="xtrans"
+    )
+    data = DenoisePairs(files, config, seed=0, length=30)
+    ratios = []
+    for i in range(30):
+        x, target = data[i]["input"].numpy(), data[i]["target"].numpy()
+        told, resid = x[9:] ** 2, (x[:9] - target) ** 2
+        unclipped = x[:9] < 0.95
+        ratios.append(resid[unclipped].mean() / told[unclipped].mean())
+    assert 0.7 < float(np.median(ratios)) < 1.5
+
+
+def test_an_unknown_layout_is_refused():
+    with pytest.raises(ValueError, match="cfa"):
+        DenoisePairConfig(cfa="foveon")

@@ -1,5 +1,6 @@
 import itertools
 import json
+import math
 
 import pytest
 import torch
@@ -141,6 +142,31 @@ def test_rendering_uses_each_green_with_its_tile():
     assert out.shape == (1, 6, 1, 1)
     assert out[0, 1] > out[0, 4]  # G1 is 0.4, G2 0.3
     torch.testing.assert_close(out[0, [0, 2]], out[0, [3, 5]])  # the same red and blue
+
+
+def test_rendering_xtrans_planes_judges_every_sample_in_colour():
+    planes = torch.tensor([0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.1, 0.15]).reshape(1, 9, 1, 1)
+    out = render_planes_torch(planes, torch.tensor([[2.0, 1.0, 1.5]]), torch.eye(3)[None])
+    assert out.shape == (1, 15, 1, 1)
+    for plane in range(9):
+        moved = planes.clone()
+        moved[0, plane] += 0.05
+        changed = render_planes_torch(moved, torch.tensor([[2.0, 1.0, 1.5]]), torch.eye(3)[None])
+        assert (changed - out).abs().max() > 0.01, plane
+
+
+def test_a_run_on_xtrans_pairs_trains_nine_planes(photo_folder, tmp_path):
+    config = tiny(
+        photo_folder,
+        tmp_path / "run",
+        pairs={"cfa": "xtrans", "crop": {"patch": 16}},
+        model={"width": 4, "levels": 2, "planes": 9},
+    )
+    summary = train_denoiser(config)
+    assert summary.step == 6 and math.isfinite(summary.last_loss)
+    assert "val_psnr" in summary.val
+    with pytest.raises(ValueError, match=r"9 packed planes; model\.planes is 4"):
+        tiny(photo_folder, tmp_path / "other", pairs={"cfa": "xtrans"})
 
 
 def test_a_run_starts_from_another_runs_weights_with_a_mean_window(photo_folder, tmp_path):
@@ -289,6 +315,10 @@ def test_the_phase_configs_load_with_their_options():
     phase7 = load_denoiser_config(yaml.safe_load((configs / "denoiser_phase7.yaml").read_text()))
     assert phase5.rendered_l2_weight == 0 and phase7.rendered_l2_weight > 0
     assert phase7.pairs == phase5.pairs and phase7.render_clip_black
+    # The X-Trans network: phase 5's recipe on nine planes.
+    xtrans = load_denoiser_config(yaml.safe_load((configs / "denoiser_xtrans.yaml").read_text()))
+    assert xtrans.pairs.cfa == "xtrans" and xtrans.model.planes == 9
+    assert xtrans.mean_weight == phase5.mean_weight and xtrans.model.mean_window == 31
 
 
 def test_teacher_loss_is_zero_at_the_teachers_output_and_grows_away_from_it():

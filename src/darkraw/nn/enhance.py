@@ -7,8 +7,11 @@ overflow to infinity or NaN) once gave an all-black or all-white picture and exi
 
 from __future__ import annotations
 
+import functools
 import sys
+import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -17,7 +20,10 @@ import numpy as np
 from darkraw.errors import CheckpointError, DarkrawError, NetworkOutputError
 from darkraw.nn.modelfiles import (
     BUNDLED_MODELS,
+    DEFAULT_MODEL,
+    XTRANS_MODEL,
     bundled_int8_path,
+    bundled_model_path,
     bundled_onnx_path,
     existing_source,
     json_entry,
@@ -44,9 +50,10 @@ if TYPE_CHECKING:
     from darkraw.nn.infer import InferenceOptions, NetworkResult
     from darkraw.nn.infer import Network as TorchNetwork
 
-#: A network :func:`enhance_mosaic` runs: a torch network (the SID U-Net or the raw denoiser) or
-#: the raw denoiser in ONNX Runtime.
-AnyNetwork: TypeAlias = "TorchNetwork | OnnxDenoiser"
+#: A network :func:`enhance_mosaic` runs: a torch network (the SID U-Net or the raw denoiser),
+#: the raw denoiser in ONNX Runtime or OpenVINO, or the default pair of raw denoisers (Bayer and
+#: X-Trans, :class:`DefaultDenoiser`).
+AnyNetwork: TypeAlias = "TorchNetwork | OnnxDenoiser | DefaultDenoiser"
 
 
 def load_network(
@@ -56,7 +63,8 @@ def load_network(
 
     A bundled raw denoiser whose ONNX export sits beside its weights, or an ``.onnx`` file, runs
     in ONNX Runtime, or in OpenVINO for bf16 (no torch); any other model file or checkpoint is
-    loaded into torch.
+    loaded into torch. ``default`` gives a :class:`DefaultDenoiser` where its X-Trans twin is
+    bundled: the Bayer network now, the X-Trans one for the first X-Trans file.
 
     Args:
         spec: a bundled model's name, a file, or a network (returned as is).
@@ -82,6 +90,18 @@ def load_network(
     """
     if not isinstance(spec, str | Path):
         return spec  # type: ignore[no-any-return]
+    network = _load_one(spec, device, threads, precision)
+    if str(spec) == DEFAULT_MODEL and bundled_model_path(XTRANS_MODEL).is_file():
+        # The X-Trans twin has no int8 version: asked for int8, it runs as auto chooses.
+        twin = "auto" if precision == "int8" else precision
+        return DefaultDenoiser(
+            network, functools.partial(_load_one, XTRANS_MODEL, device, threads, twin)
+        )
+    return network
+
+
+def _load_one(spec: str | Path, device: str, threads: int, precision: str) -> AnyNetwork:
+    """:func:`load_network` for one network (its arguments and errors)."""
     path = existing_source(spec)
     if path.suffix.lower() == ".onnx":
         if precision == "bf16":
@@ -202,9 +222,46 @@ def _int8_in_openvino(device: str) -> bool:
     return x86_cpu() and not cuda_in_use(device) and openvino_available() and not cpu_int8_fast()
 
 
+class DefaultDenoiser:
+    """``--model default``: the bundled raw denoiser for Bayer files and its X-Trans twin
+    (:data:`~darkraw.nn.modelfiles.XTRANS_MODEL`) for X-Trans files, loaded in the same runtime
+    and precision when the first X-Trans file comes (most folders hold none).
+
+    Attributes:
+        bayer: the Bayer network; any other attribute (``path``, ``config``, ``precision``,
+            ``providers``) is its.
+    """
+
+    def __init__(self, bayer: AnyNetwork, load_xtrans: Callable[[], AnyNetwork]) -> None:
+        self.bayer = bayer
+        self._load_xtrans = load_xtrans
+        self._xtrans: AnyNetwork | None = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        # What callers ask of the network they loaded (its file, config, precision, runtime
+        # providers) is the Bayer network's: the X-Trans twin runs in the same runtime.
+        if name.startswith("_") or name == "bayer":
+            raise AttributeError(name)
+        return getattr(self.bayer, name)
+
+    def for_file(self, meta: RawMetadata) -> AnyNetwork:
+        """The network for a mosaic of ``meta``'s layout.
+
+        Raises:
+            CheckpointError, MissingExtraError: the X-Trans twin cannot be loaded.
+        """
+        if not meta.is_xtrans:
+            return self.bayer
+        with self._lock:
+            if self._xtrans is None:
+                self._xtrans = self._load_xtrans()
+            return self._xtrans
+
+
 def is_denoiser(network: object) -> bool:
     """Whether ``network`` is the raw denoiser (in either runtime), without importing torch."""
-    if isinstance(network, OnnxDenoiser):
+    if isinstance(network, OnnxDenoiser | DefaultDenoiser):
         return True
     if "darkraw.nn.denoiser" not in sys.modules:
         return False
@@ -215,6 +272,8 @@ def is_denoiser(network: object) -> bool:
 
 def describe(network: object) -> str:
     """How messages name a network: ``model PATH`` for one loaded from a file, else its kind."""
+    if isinstance(network, DefaultDenoiser):
+        return describe(network.bayer)
     if isinstance(network, OnnxDenoiser):
         return f"model {network.path}"
     from darkraw.nn.infer import describe_network
@@ -326,6 +385,8 @@ def _enhance(
     source: str | Path | None,
     database: NoiseDatabase | None,
 ) -> NetworkResult | DenoisedFrame:
+    if isinstance(network, DefaultDenoiser):
+        network = network.for_file(meta)
     if is_denoiser(network):
         if inference is not None:
             raise ValueError("inference options are for the SID network; give denoise options")

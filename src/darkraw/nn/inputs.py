@@ -24,6 +24,7 @@ from darkraw.classic.pipeline import (
     white_balance,
 )
 from darkraw.parallel import thread_map
+from darkraw.raw.cfa import XTRANS_PLANE_COLORS
 from darkraw.raw.metadata import RawMetadata
 from darkraw.synth.noiselevel import RawNoise
 
@@ -127,6 +128,26 @@ def _check_ratio(ratio: float) -> None:
         raise ValueError(f"ratio must be a positive number, got {ratio}")
 
 
+#: For each packed X-Trans plane (R, R, G, G, G, G, G, B, B) the entry of a
+#: :class:`~darkraw.synth.noiselevel.RawNoise` (R, G1, B, G2) that holds its noise: an X-Trans
+#: frame's noise is measured per colour and stored with G1 and G2 equal.
+XTRANS_NOISE_ENTRIES: tuple[int, ...] = tuple((0, 1, 2)[c] for c in XTRANS_PLANE_COLORS)
+
+
+def noise_entries(num_planes: int) -> tuple[int, ...]:
+    """Which entry of a :class:`~darkraw.synth.noiselevel.RawNoise` each packed plane takes:
+    itself for the four Bayer planes, its colour's for the nine X-Trans planes.
+
+    Raises:
+        ValueError: neither 4 nor 9 planes.
+    """
+    if num_planes == 4:
+        return (0, 1, 2, 3)
+    if num_planes == 9:
+        return XTRANS_NOISE_ENTRIES
+    raise ValueError(f"expected 4 (Bayer) or 9 (X-Trans) packed planes, got {num_planes}")
+
+
 def noise_map(planes: np.ndarray, noise: RawNoise) -> np.ndarray:
     """The standard deviation of each packed sample's noise: ``sqrt(shot * s + read)``.
 
@@ -134,11 +155,12 @@ def noise_map(planes: np.ndarray, noise: RawNoise) -> np.ndarray:
     zero: the noisy sample itself would make the map as noisy as the picture.
 
     Args:
-        planes: ``(4, h, w)`` as :func:`denoiser_planes` gives them (amplified).
+        planes: ``(4, h, w)`` Bayer or ``(9, h, w)`` X-Trans planes as :func:`denoiser_planes`
+            gives them (amplified).
         noise: the noise of those planes (already :meth:`~RawNoise.amplified` by the ratio).
 
     Returns:
-        ``(4, h, w)`` float32, in the planes' units.
+        Float32 of the planes' shape, in the planes' units.
     """
     out = np.empty(planes.shape, dtype=np.float32)
     _fill_noise_map(planes, noise, out)
@@ -147,18 +169,21 @@ def noise_map(planes: np.ndarray, noise: RawNoise) -> np.ndarray:
 
 def _fill_noise_map(planes: np.ndarray, noise: RawNoise, out: np.ndarray) -> None:
     """:func:`noise_map` into ``out``, the planes spread over the CPU's cores."""
-    if planes.ndim != 3 or planes.shape[0] != 4:
-        raise ValueError(f"expected (4, h, w) packed Bayer planes, got {planes.shape}")
+    if planes.ndim != 3 or planes.shape[0] not in (4, 9):
+        raise ValueError(
+            f"expected (4, h, w) Bayer or (9, h, w) X-Trans packed planes, got {planes.shape}"
+        )
+    entries = noise_entries(planes.shape[0])
 
     def one(i: int) -> None:
         mean = box_mean(planes[i], 3)
         np.maximum(mean, 0.0, out=mean)
-        mean *= np.float32(noise.shot[i])
-        mean += np.float32(noise.read[i])
+        mean *= np.float32(noise.shot[entries[i]])
+        mean += np.float32(noise.read[entries[i]])
         np.maximum(mean, 0.0, out=mean)
         np.sqrt(mean, out=out[i])
 
-    thread_map(one, range(4), size=planes.size)
+    thread_map(one, range(planes.shape[0]), size=planes.size)
 
 
 def denoiser_input(
@@ -167,21 +192,23 @@ def denoiser_input(
     """The network's input: the planes, then (``with_map``) their :func:`noise_map`.
 
     Args:
+        planes: ``(4, h, w)`` Bayer or ``(9, h, w)`` X-Trans planes.
         noise: the noise of the planes the network sees (amplified by ``ratio``, if any).
         ratio: amplify the planes first (:func:`amplify`), straight into the input: the
             same values as ``denoiser_input(amplify(planes, ratio), ...)`` without a copy.
 
     Returns:
-        ``(8, h, w)`` float32 (or the ``(4, h, w)`` planes alone for a blind network); its first
-        four channels are the (amplified) planes.
+        ``(2P, h, w)`` float32 for ``P`` planes (or the planes alone for a blind network); its
+        first ``P`` channels are the (amplified) planes.
     """
     planes = np.asarray(planes, dtype=np.float32)
     if not with_map:
         return planes if ratio is None else amplify(planes, ratio)
-    out = np.empty((8, *planes.shape[1:]), dtype=np.float32)
+    count = planes.shape[0]
+    out = np.empty((2 * count, *planes.shape[1:]), dtype=np.float32)
     if ratio is None:
-        out[:4] = planes
+        out[:count] = planes
     else:
-        amplify(planes, ratio, out=out[:4])
-    _fill_noise_map(out[:4], noise, out[4:])
+        amplify(planes, ratio, out=out[:count])
+    _fill_noise_map(out[:count], noise, out[count:])
     return out

@@ -31,11 +31,17 @@ MODEL_VERSION = 1
 #: What ``--model default`` names: the weights shipped inside the package, when present.
 DEFAULT_MODEL = "default"
 
+#: The default's twin for X-Trans (Fujifilm) files: the raw denoiser on nine packed planes,
+#: which ``--model default`` runs on them.
+XTRANS_MODEL = "xtrans"
+
 #: The bundled models by name, and their files under ``darkraw/data``: the default, the raw
-#: denoiser (:mod:`darkraw.nn.denoiser`); ``sid``, the seed's See-in-the-Dark U-Net, which
-#: renders colour itself; and ``small``, its half-width version, 2-3x faster.
+#: denoiser (:mod:`darkraw.nn.denoiser`), and its X-Trans twin; ``sid``, the seed's
+#: See-in-the-Dark U-Net, which renders colour itself; and ``small``, its half-width version,
+#: 2-3x faster.
 BUNDLED_MODELS = {
     DEFAULT_MODEL: "denoiser_model.safetensors",
+    XTRANS_MODEL: "denoiser_xtrans_model.safetensors",
     "sid": "sid_model.safetensors",
     "small": "small_model.safetensors",
 }

@@ -46,7 +46,7 @@ from darkraw.classic.pipeline import (
 )
 from darkraw.errors import NetworkOutputError
 from darkraw.nn.denoiser_config import receptive_radius
-from darkraw.nn.inputs import amplify, denoiser_input, denoiser_planes
+from darkraw.nn.inputs import amplify, denoiser_input, denoiser_planes, noise_entries
 from darkraw.nn.precision import Precision
 from darkraw.nn.runtime import OnnxDenoiser, add_correction
 from darkraw.nn.tiling import ENSEMBLE_AUTO_PIXELS, Span, tile_grid
@@ -55,7 +55,7 @@ from darkraw.raw.cfa import transpose_bayer_planes
 from darkraw.raw.metadata import RawMetadata
 from darkraw.raw.rawio import (
     LIBRAW_BT709_GAMMA,
-    LIBRAW_MIN_SIDE,
+    libraw_renders,
     planar_float,
     render_mosaic_with_libraw,
 )
@@ -92,6 +92,9 @@ class Renderer(enum.Enum):
 #: noise, as strength 1 does (phase 4's weights at 2: 0.09-0.19; phase 3's: 0.28-0.68, with
 #: bright lines), at 16 electrons less than strength 1 (0.09 against 0.13).
 MAX_STRENGTH = 2.0
+
+#: The colour filter array of a raw denoiser with this many packed planes, for messages.
+LAYOUTS = {4: "Bayer", 9: "X-Trans"}
 
 #: Smallest packed side whose noise :func:`~darkraw.synth.noiselevel.estimate_raw_noise` measures.
 MIN_ESTIMATE_SIDE = 8
@@ -136,7 +139,7 @@ class DenoiseOptions:
             detail.
         renderer: ``libraw`` (the default: it measured closer to the clean frames than
             darkraw's own rendering, ``docs/model-card.md``) or ``darkraw``; frames smaller
-            than LibRaw renders (22 pixels a side) are rendered by darkraw.
+            than LibRaw renders (22 pixels a side, 512 for X-Trans) are rendered by darkraw.
         gamma: tone curve of the picture (both renderers draw it): BT.709 by default, LibRaw's
             and the classic pipeline's, so the three render alike.
         tile: a window holds at most ``tile * tile`` packed pixels, a multiple of 8 (0: the
@@ -460,10 +463,12 @@ def denoise_frame(
     Raises:
         ValueError: an X-Trans mosaic (the denoiser is for Bayer), or a bad ratio.
     """
-    if meta.is_xtrans:
+    want = 9 if meta.is_xtrans else 4
+    if model.config.planes != want:
         raise ValueError(
-            "the raw denoiser handles Bayer files; for X-Trans use the SID network (model "
-            "'sid') or the classic pipeline"
+            f"this raw denoiser takes {LAYOUTS[model.config.planes]} files (its "
+            f"{model.config.planes} packed planes), but the file is {LAYOUTS[want]}; use the "
+            f"default model (a raw denoiser for each) or the classic pipeline"
         )
     if ratio is not None and not (ratio > 0 and math.isfinite(ratio)):
         raise ValueError(f"ratio must be a positive number, got {ratio}")
@@ -488,7 +493,7 @@ def denoise_frame(
         noise = frame_noise(planes, meta, database)
     amplified = noise.amplified(float(ratio))
     told = amplified.scaled(options.strength)
-    libraw = options.renderer is Renderer.LIBRAW and min(meta.height, meta.width) >= LIBRAW_MIN_SIDE
+    libraw = options.renderer is Renderer.LIBRAW and libraw_renders(meta)
     # darkraw's rendering takes gray-world gains from the amplified planes where the file has no
     # white balance; LibRaw's needs none of them.
     gray_source: np.ndarray | None = None
@@ -502,11 +507,13 @@ def denoise_frame(
         x = denoiser_input(planes, told, with_map=with_map, ratio=float(ratio))
         del planes  # the unamplified planes: 48 MB for 12 Mpixels, not needed any more
         clean = run_denoiser(model, x, options)
-        passes = ensemble_passes(options.ensemble, meta.height * meta.width)
+        passes = (
+            1 if meta.is_xtrans else ensemble_passes(options.ensemble, meta.height * meta.width)
+        )
         if passes == 2:
             _average_transposed_pass(model, x, clean, options)
         # A view of x would keep its noise map too through the rendering.
-        gray_source = None if libraw else x[:4].copy()
+        gray_source = None if libraw else x[: len(clean)].copy()
         del x
     # In place, a plane per thread: clean is this function's own array.
     thread_map(
@@ -566,9 +573,9 @@ class PreparedFrame:
 
     Attributes:
         view: the RGGB view of the mosaic (:func:`~darkraw.classic.pipeline.rggb_view`).
-        planes: ``(4, h, w)`` float32 R, G1, B, G2: black level and measured black offset
-            subtracted, white 1.
-        offset: ``(4,)`` the black offset subtracted from each plane, in shares of white.
+        planes: ``(4, h, w)`` float32 R, G1, B, G2 (Bayer) or ``(9, h, w)`` R, R, G, G, G,
+            G, G, B, B (X-Trans): black level and measured black offset subtracted, white 1.
+        offset: the black offset subtracted from each plane, in shares of white.
     """
 
     view: Any
@@ -593,19 +600,39 @@ def prepare_frame(
     """
     view = rggb_view(mosaic_dn, meta)
     planes = denoiser_planes(view.mosaic, view.meta, 1.0)
-    offset = np.zeros(4, dtype=np.float32)
+    offset = np.zeros(len(planes), dtype=np.float32)
     if black_offset and min(planes.shape[1:]) >= MIN_ESTIMATE_SIDE:
         if black_range is None:
             span = float(meta.white_level) - float(np.mean(meta.black_tile))
             black_range = black_offset_range(meta.make, meta.model, span)
-        offset = np.asarray(estimate_black_offset(planes, black_range), dtype=np.float32)
+        quad = np.asarray(
+            estimate_black_offset(measured_planes(planes), black_range), dtype=np.float32
+        )
+        if len(planes) == 9:
+            # One plane of each green measured it twice: both greens take their mean.
+            quad[1] = quad[3] = (quad[1] + quad[3]) / 2
+        offset = quad[list(noise_entries(len(planes)))]
         # What is clipped at white stays white.
         thread_map(
             lambda i: np.subtract(planes[i], offset[i], out=planes[i], where=planes[i] < 1),
-            range(4),
+            range(len(planes)),
             size=planes.size,
         )
     return PreparedFrame(view, planes, offset)
+
+
+#: The X-Trans planes (R, R, G, G, G, G, G, B, B) measured as a Bayer frame's R, G1, B, G2 for
+#: the noise level and the black offset: one of each colour, two greens. Measured on four planes
+#: of nine, a 12-Mpixel frame still gives those measurements more samples than they take.
+XTRANS_MEASURED_PLANES = (0, 2, 7, 3)
+
+
+def measured_planes(planes: np.ndarray) -> np.ndarray:
+    """The four planes the noise and black-offset measurements take, as R, G1, B, G2: a Bayer
+    frame's own, or :data:`XTRANS_MEASURED_PLANES` of an X-Trans frame's nine."""
+    if len(planes) == 9:
+        return planes[list(XTRANS_MEASURED_PLANES)]
+    return planes
 
 
 def frame_noise(
@@ -616,7 +643,7 @@ def frame_noise(
     which the network then passes through undenoised."""
     if min(planes.shape[1:]) < MIN_ESTIMATE_SIDE:
         return RawNoise((0.0,) * 4, (0.0,) * 4, "frame too small to measure its noise")
-    return noise_for_frame(planes, meta.make, meta.model, meta.iso, database)
+    return noise_for_frame(measured_planes(planes), meta.make, meta.model, meta.iso, database)
 
 
 def _mosaic_of(planes: np.ndarray, view: Any) -> np.ndarray:
@@ -626,11 +653,15 @@ def _mosaic_of(planes: np.ndarray, view: Any) -> np.ndarray:
 
 
 def _offset_dn(offset: np.ndarray, view_meta: RawMetadata) -> tuple[float, float, float, float]:
-    """Per-plane offsets (shares of white) in DN of the RGGB view's planes."""
+    """Per-plane offsets (shares of white) in DN, as R, G1, B, G2: of the RGGB view's planes,
+    or of an X-Trans frame's colours (:data:`XTRANS_MEASURED_PLANES`)."""
     black = np.asarray(view_meta.black_tile, dtype=np.float64)
-    span = float(view_meta.white_level) - np.array(
-        [black[0, 0], black[0, 1], black[1, 1], black[1, 0]]
-    )
+    if len(offset) == 9:
+        offset = offset[list(XTRANS_MEASURED_PLANES)]
+        levels = np.full(4, float(np.mean(black)))
+    else:
+        levels = np.array([black[0, 0], black[0, 1], black[1, 1], black[1, 0]])
+    span = float(view_meta.white_level) - levels
     dn = [round(float(v), 3) for v in offset.astype(np.float64) * span]
     return dn[0], dn[1], dn[2], dn[3]
 
@@ -672,6 +703,7 @@ __all__ = [
     "enhance_with_denoiser",
     "ensemble_passes",
     "frame_noise",
+    "measured_planes",
     "prepare_frame",
     "run_denoiser",
 ]

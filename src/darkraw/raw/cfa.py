@@ -33,6 +33,18 @@ BAYER_PLANE_ROWS: tuple[int, ...] = (0, 0, 1, 1)
 #: Colour index of each packed X-Trans plane.
 XTRANS_PLANE_COLORS: tuple[int, ...] = (0, 0, 1, 1, 1, 1, 1, 2, 2)
 
+#: Fujifilm's X-Trans tile (colour indices, 0 R, 1 G, 2 B) as LibRaw reports it for the X-Trans
+#: II to V sensors at the visible area's top-left corner; training mosaics use it and its
+#: shifts by whole 3x3 blocks.
+XTRANS_TILE: tuple[tuple[int, ...], ...] = (
+    (1, 1, 0, 1, 1, 2),
+    (1, 1, 2, 1, 1, 0),
+    (2, 0, 1, 0, 2, 1),
+    (1, 1, 2, 1, 1, 0),
+    (1, 1, 0, 1, 1, 2),
+    (0, 2, 1, 2, 0, 1),
+)
+
 
 class BayerPattern(enum.Enum):
     """The four Bayer layouts, named by the colours of the top-left 2x2 tile in raster order."""
@@ -162,9 +174,15 @@ def transpose_bayer_planes(planes: np.ndarray) -> np.ndarray:
 
 def color_index_map(pattern: BayerPattern | str, height: int, width: int) -> np.ndarray:
     """Colour index (0 R, 1 G, 2 B) of every pixel of an ``height x width`` Bayer mosaic."""
-    tile = BayerPattern.parse(pattern).tile
-    reps = (-(-height // 2), -(-width // 2))
-    return np.tile(tile, reps)[:height, :width]
+    return cfa_colours(BayerPattern.parse(pattern).tile, height, width)
+
+
+def cfa_colours(tile: npt.ArrayLike, height: int, width: int) -> np.ndarray:
+    """Colour index (0 R, 1 G, 2 B) of every pixel of an ``height x width`` mosaic whose
+    top-left corner is ``tile`` (a Bayer 2x2 or an X-Trans 6x6 tile of colour indices)."""
+    arr = np.asarray(tile)
+    reps = (-(-height // arr.shape[0]), -(-width // arr.shape[1]))
+    return np.tile(arr, reps)[:height, :width]
 
 
 def check_xtrans_tile(tile: npt.ArrayLike) -> np.ndarray:

@@ -38,6 +38,19 @@ _COLOR_LETTERS = {"R": 0, "G": 1, "B": 2}
 #: LibRaw (like dcraw) refuses raw images narrower or shorter than this, in pixels.
 LIBRAW_MIN_SIDE = 22
 
+#: LibRaw renders an X-Trans mosaic only where both sides are at least this (its X-Trans
+#: demosaicking works in tiles of 512 pixels and calls a smaller frame corrupt: 511x600 failed,
+#: 512x600 rendered, LibRaw 0.21).
+LIBRAW_MIN_XTRANS_SIDE = 512
+
+
+def libraw_renders(meta: RawMetadata) -> bool:
+    """Whether LibRaw renders a mosaic of ``meta``'s size and layout
+    (:data:`LIBRAW_MIN_SIDE`, :data:`LIBRAW_MIN_XTRANS_SIDE`)."""
+    least = LIBRAW_MIN_XTRANS_SIDE if meta.is_xtrans else LIBRAW_MIN_SIDE
+    return min(meta.height, meta.width) >= least
+
+
 #: TIFF PhotometricInterpretation values of raw image data: CFA and LinearRaw.
 _RAW_PHOTOMETRIC = (32803, 34892)
 

@@ -415,3 +415,45 @@ def calibrated_noise(
     quant = rng.uniform(-0.5, 0.5, size=signal_dn.shape) if quantization else 0.0
     bias = np.asarray(params.color_bias)[:, None, None]
     return np.asarray(shot + read + row + quant + bias, dtype=np.float32)
+
+
+def calibrated_mosaic_noise(
+    signal_dn: np.ndarray,
+    colours: np.ndarray,
+    params: CalibratedNoiseParams,
+    rng: np.random.Generator,
+    *,
+    quantization: bool = True,
+    color_bias: bool = True,
+) -> np.ndarray:
+    """:func:`calibrated_noise` on a mosaic of any layout (X-Trans included), sample by sample.
+
+    Args:
+        signal_dn: ``(H, W)`` expected DN above black at each photosite.
+        colours: ``(H, W)`` colour index (0 R, 1 G, 2 B) of each photosite.
+        quantization: add uniform noise of one DN step (leave it out to round the result).
+        color_bias: add the colour bias: red's and blue's, and the two Bayer greens' mean for
+            every green.
+
+    Returns:
+        ``(H, W)`` float32 DN above black; one row offset per sensor row, as on a Bayer sensor.
+    """
+    if signal_dn.ndim != 2 or colours.shape != signal_dn.shape:
+        raise ValueError(
+            f"expected a mosaic (H, W) and its colours alike, got {signal_dn.shape}, "
+            f"{colours.shape}"
+        )
+    k = params.k
+    noisy = k * rng.poisson(np.clip(signal_dn, 0.0, None).astype(np.float64) / k)
+    if params.read_model is ReadNoise.TUKEY:
+        u = rng.uniform(np.finfo(np.float64).tiny, 1.0, size=signal_dn.shape)
+        noisy += params.read_scale * tukey_lambda_quantile(u, params.tukey_lambda)
+    else:
+        noisy += rng.normal(0.0, params.read_scale, size=signal_dn.shape)
+    noisy += rng.normal(0.0, params.row_scale, size=(signal_dn.shape[0], 1))
+    if quantization:
+        noisy += rng.uniform(-0.5, 0.5, size=signal_dn.shape)
+    if color_bias:
+        r, g1, b, g2 = params.color_bias
+        noisy += np.asarray([r, (g1 + g2) / 2, b])[colours]
+    return np.asarray(noisy, dtype=np.float32)

@@ -27,12 +27,13 @@ import numpy as np
 
 from darkraw.choices import parse_choice
 from darkraw.classic.pipeline import pack, subtract_black_level, unpack
-from darkraw.raw.cfa import pack_bayer, plane_colors, unpack_bayer
+from darkraw.raw.cfa import cfa_colours, pack_bayer, plane_colors, unpack_bayer
 from darkraw.raw.metadata import RawMetadata
 from darkraw.synth.noise import (
     CalibratedNoiseParams,
     NoiseProfile,
     ReadNoise,
+    calibrated_mosaic_noise,
     calibrated_noise,
     load_profile,
     sample_calibrated_params,
@@ -107,7 +108,7 @@ def darken_calibrated(
     profiled camera: its white level is ``black + profile.white_level``.
 
     Args:
-        mosaic_dn: ``(H, W)`` clean Bayer mosaic in DN, H and W even.
+        mosaic_dn: ``(H, W)`` clean mosaic in DN: Bayer (H and W even) or X-Trans.
         meta: its metadata.
         ratio: exposure ratio (SID uses 100, 250, 300).
         profile: the camera's noise profile (:func:`darkraw.synth.noise.load_profile`).
@@ -120,14 +121,19 @@ def darken_calibrated(
         The dark mosaic (uint16 DN), its metadata, and the noise parameters drawn.
     """
     _check_ratio(ratio)
-    pattern = meta.bayer_pattern
     raw_lin = np.clip(subtract_black_level(mosaic_dn, meta), 0.0, 1.0)
-    signal = pack_bayer(raw_lin.astype(np.float64), pattern) * (profile.white_level / ratio)
     params = sample_calibrated_params(profile, rng, k=k, read_model=read_model)
-    noisy = calibrated_noise(signal, params, rng, quantization=False)
+    if meta.is_xtrans:
+        signal = raw_lin.astype(np.float64) * (profile.white_level / ratio)
+        colours = cfa_colours(meta.cfa_tile, *raw_lin.shape)
+        noisy = calibrated_mosaic_noise(signal, colours, params, rng, quantization=False)
+    else:
+        pattern = meta.bayer_pattern
+        signal = pack_bayer(raw_lin.astype(np.float64), pattern) * (profile.white_level / ratio)
+        noisy = unpack_bayer(calibrated_noise(signal, params, rng, quantization=False), pattern)
     black = float(np.mean(meta.black_tile)) if black_level is None else float(black_level)
     white = black + profile.white_level
-    dark = np.clip(np.rint(unpack_bayer(noisy, pattern) + black), 0, min(white, 65535))
+    dark = np.clip(np.rint(noisy + black), 0, min(white, 65535))
     return dark.astype(np.uint16), _dark_metadata(meta, ratio, black, white), params
 
 

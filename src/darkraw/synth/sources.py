@@ -151,10 +151,7 @@ def unprocess_photo(
     if rgb_srgb.ndim != 3 or rgb_srgb.shape[0] != 3 or min(rgb_srgb.shape[1:]) < 2:
         raise ValueError(f"expected a photo of shape (3, H, W), H, W >= 2, got {rgb_srgb.shape}")
     rgb_srgb = rgb_srgb[:, : rgb_srgb.shape[1] // 2 * 2, : rgb_srgb.shape[2] // 2 * 2]
-    rgb_lin = gamma_decode(rgb_srgb, params.gamma).astype(np.float32)
-    cam = inverse_white_balance(
-        inverse_color_correct(rgb_lin, params.rgb_cam), params.wb_gains, params.brightness
-    )
+    cam = camera_rgb(rgb_srgb, params)
     raw_lin = np.clip(mosaic(cam, pattern), 0.0, 1.0).astype(np.float32)
     gains = np.asarray(params.wb_gains, dtype=np.float32)[:, None, None]
     balanced = np.clip(cam * gains, 0.0, 1.0)
@@ -162,6 +159,17 @@ def unprocess_photo(
     reference = gamma_encode(np.clip(rendered, 0.0, 1.0), params.gamma).astype(np.float32)
     _, h, w = rgb_srgb.shape
     return CleanRaw(raw_lin, params.metadata(pattern, h, w), reference, source)
+
+
+def camera_rgb(rgb_srgb: np.ndarray, params: UnprocessParams) -> np.ndarray:
+    """An sRGB photo ``(3, H, W)`` as the virtual camera of ``params`` records it before its
+    colour filter array: linear camera RGB (gamma, colour matrix and white balance undone, the
+    brightness applied), not clipped; :func:`unprocess_photo` samples it on a Bayer mosaic."""
+    rgb_lin = gamma_decode(rgb_srgb, params.gamma).astype(np.float32)
+    cam: np.ndarray = inverse_white_balance(
+        inverse_color_correct(rgb_lin, params.rgb_cam), params.wb_gains, params.brightness
+    )
+    return cam
 
 
 def clean_from_raw(mosaic_dn: np.ndarray, meta: RawMetadata, gamma: GammaCurve | str) -> CleanRaw:

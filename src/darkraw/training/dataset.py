@@ -241,27 +241,35 @@ class SyntheticPairs(Dataset[dict[str, torch.Tensor]]):
         except (OSError, ValueError) as err:
             raise DarkrawError(path, f"cannot read the photo ({err})") from None
 
+    def photo_crop(
+        self, path: Path, rng: np.random.Generator, side: int, period: int
+    ) -> np.ndarray:
+        """A ``side`` x ``side`` crop of the photo at ``path`` (``(3, side, side)`` sRGB), on a
+        grid of ``period`` pixels, blurred, made flat and flipped as the config draws."""
+        rgb = self._photo(path)
+        crop = _crop(_pad_to(rgb, side), side, period, rng, centre=not self.train)
+        # Drawn only when enabled, so that earlier configs keep their exact items.
+        fraction = self.config.smooth_fraction
+        if self.train and fraction > 0 and rng.random() < fraction:
+            low, high = self.config.smooth_sigma
+            crop = blur_scene(crop, float(np.exp(rng.uniform(np.log(low), np.log(high)))))
+        fraction = self.config.flat_fraction
+        if self.train and fraction > 0 and rng.random() < fraction:
+            low, high = self.config.flat_gain
+            crop = flat_scene(crop, float(np.exp(rng.uniform(np.log(low), np.log(high)))), rng)
+        if self.train and self.config.augment:
+            # SID flips and transposes the packed planes and the picture together, which
+            # moves each colour's sample within its 2x2 tile of the picture: the network
+            # then cannot tell which sub-pixel a sample is, and renders their average (on
+            # the Kodak DC50's clean frame that average alone costs 34.4 dB / 0.943 SSIM).
+            # Flipping the photo before it becomes raw keeps the layout as it is.
+            crop = _flip_image(crop, rng)
+        return crop
+
     def _clean_crop(self, path: Path, rng: np.random.Generator) -> CleanRaw:
         side = 2 * self.config.patch
         if source_kind(path) is SourceKind.PHOTO:
-            rgb = self._photo(path)
-            crop = _crop(_pad_to(rgb, side), side, 2, rng, centre=not self.train)
-            # Drawn only when enabled, so that earlier configs keep their exact items.
-            fraction = self.config.smooth_fraction
-            if self.train and fraction > 0 and rng.random() < fraction:
-                low, high = self.config.smooth_sigma
-                crop = blur_scene(crop, float(np.exp(rng.uniform(np.log(low), np.log(high)))))
-            fraction = self.config.flat_fraction
-            if self.train and fraction > 0 and rng.random() < fraction:
-                low, high = self.config.flat_gain
-                crop = flat_scene(crop, float(np.exp(rng.uniform(np.log(low), np.log(high)))), rng)
-            if self.train and self.config.augment:
-                # SID flips and transposes the packed planes and the picture together, which
-                # moves each colour's sample within its 2x2 tile of the picture: the network
-                # then cannot tell which sub-pixel a sample is, and renders their average (on
-                # the Kodak DC50's clean frame that average alone costs 34.4 dB / 0.943 SSIM).
-                # Flipping the photo before it becomes raw keeps the layout as it is.
-                crop = _flip_image(crop, rng)
+            crop = self.photo_crop(path, rng, side, 2)
             params = sample_unprocess_params(self.config.sources.unprocess, rng)
             return unprocess_photo(crop, params, self.config.sources.pattern, source=path)
         raw = read_raw(path)

@@ -14,7 +14,8 @@ darktable's profiles of hundreds of cameras). Each pair here draws its camera af
 
 The exposure ratio is log-uniform in ``ratios`` (1 is a well-lit frame, which must pass through
 unharmed). The clean frame is a photo unprocessed into raw (Brooks et al., CVPR 2019) through
-:class:`~darkraw.training.dataset.SyntheticPairs`' sources, seen as RGGB. The network is told
+:class:`~darkraw.training.dataset.SyntheticPairs`' sources, seen as RGGB, or (``cfa: xtrans``)
+sampled on Fujifilm's X-Trans layout and packed into its nine planes. The network is told
 the Poisson-Gaussian level of the noise it gets (its total variance, read, row and quantisation
 together), off by a random factor of about 20 %, as a frame's estimate or a camera's profile
 would be. With ``told_factor_fraction`` > 0 a share of the pairs is told more than that: the
@@ -33,13 +34,27 @@ import numpy as np
 import torch
 
 from darkraw.classic.pipeline import pack, rggb_view
+from darkraw.errors import DarkrawError
 from darkraw.nn.inputs import denoiser_input
+from darkraw.raw.cfa import XTRANS_TILE, cfa_colours, pack_xtrans
 from darkraw.raw.metadata import RawMetadata
-from darkraw.synth.noise import NoiseProfile, ReadNoise, load_profile
+from darkraw.synth.noise import (
+    CalibratedNoiseParams,
+    NoiseProfile,
+    ReadNoise,
+    calibrated_mosaic_noise,
+    load_profile,
+    sample_calibrated_params,
+)
 from darkraw.synth.noiselevel import RawNoise
 from darkraw.synth.simulate import darken_calibrated
-from darkraw.synth.sources import unit_levels
+from darkraw.synth.sources import SourceKind, camera_rgb, source_kind, unit_levels
+from darkraw.synth.unprocess import sample_unprocess_params
 from darkraw.training.dataset import PairConfig, SyntheticPairs
+
+#: The colour filter arrays a denoiser trains for: Bayer (every layout seen as RGGB, four
+#: packed planes) and X-Trans (nine packed planes).
+CFAS = ("bayer", "xtrans")
 
 #: ELD's five calibrated cameras, bundled with darkraw.
 ELD_CAMERAS = ("SonyA7S2", "NikonD850", "CanonEOS5D4", "CanonEOS70D", "CanonEOS700D")
@@ -72,7 +87,10 @@ class DenoisePairConfig:
             above 1) then asks it to smooth more, as it was trained to.
         told_factor_fraction: share of pairs told with a ``told_factor``; 0 (the default) draws
             nothing, so pairs are exactly those of a config without it.
-        target: clean ``(4, p, p)`` planes, amplified like the input.
+        cfa: ``bayer`` (RGGB crops of ``2 * crop.patch`` pixels, four planes) or ``xtrans``
+            (crops of ``3 * crop.patch`` pixels on Fujifilm's X-Trans layout, shifted by whole
+            3x3 blocks and transposed at random, nine planes; photos only).
+        target: clean ``(P, p, p)`` planes, amplified like the input.
     """
 
     crop: PairConfig = field(default_factory=PairConfig)
@@ -87,8 +105,11 @@ class DenoisePairConfig:
     told_error: float = 0.2
     told_factor: tuple[float, float] = (1.0, 1.0)
     told_factor_fraction: float = 0.0
+    cfa: str = "bayer"
 
     def __post_init__(self) -> None:
+        if self.cfa not in CFAS:
+            raise ValueError(f"cfa must be one of {', '.join(CFAS)}, got {self.cfa!r}")
         low, high = self.ratios
         if not 1 <= low <= high or not math.isfinite(high):
             raise ValueError(f"ratios must be 1 <= low <= high, got {self.ratios}")
@@ -199,6 +220,8 @@ class DenoisePairs(SyntheticPairs):
         self, path: Path, index: int, rng: np.random.Generator
     ) -> dict[str, torch.Tensor]:
         cfg = self.denoise
+        if cfg.cfa == "xtrans":
+            return self._make_xtrans_pair(path, index, rng)
         clean = self._clean_crop(path, rng)
         view = rggb_view(clean.raw_lin, clean.meta)
         mosaic = view.mosaic
@@ -211,15 +234,56 @@ class DenoisePairs(SyntheticPairs):
             noisy, noise = self._calibrated(mosaic, view.meta, ratio, rng)
         else:
             noisy, noise = self._virtual(target, ratio, rng)
+        meta = clean.meta
+        gains = meta.wb_gains or (1.0, 1.0, 1.0)
+        matrix = np.eye(3) if meta.rgb_cam is None else np.asarray(meta.rgb_cam)
+        return self._item(noisy, noise, target, gains, matrix, ratio, index, rng)
+
+    def _make_xtrans_pair(
+        self, path: Path, index: int, rng: np.random.Generator
+    ) -> dict[str, torch.Tensor]:
+        cfg = self.denoise
+        if source_kind(path) is not SourceKind.PHOTO:
+            raise DarkrawError(path, "X-Trans training pairs are made from photos only")
+        crop = self.photo_crop(path, rng, 3 * cfg.crop.patch, 6)
+        params = sample_unprocess_params(cfg.crop.sources.unprocess, rng)
+        cam = np.clip(camera_rgb(crop, params), 0.0, 1.0)
+        tile = np.asarray(XTRANS_TILE)
+        if self.train:
+            # Real files start the tile at any whole block (the crop of their visible area),
+            # and a transposed X-Trans tile is an X-Trans tile too.
+            tile = np.roll(tile, (3 * int(rng.integers(2)), 3 * int(rng.integers(2))), (0, 1))
+            if rng.random() < 0.5:
+                tile = np.ascontiguousarray(tile.T)
+        colours = cfa_colours(tile, *cam.shape[1:])
+        mosaic = np.take_along_axis(cam, colours[None], axis=0)[0].astype(np.float32)
+        target = pack_xtrans(mosaic, tile)
+        ratio = _log_uniform(rng, *cfg.ratios) if self.train else _val_ratio(index, cfg)
+        if rng.random() < cfg.calibrated_fraction:
+            noisy, noise = self._calibrated_xtrans(mosaic, tile, ratio, rng)
+        else:
+            noisy, noise = self._virtual(target, ratio, rng)
+        gains, matrix = params.wb_gains, np.asarray(params.rgb_cam)
+        return self._item(noisy, noise, target, gains, matrix, ratio, index, rng)
+
+    def _item(
+        self,
+        noisy: np.ndarray,
+        noise: RawNoise,
+        target: np.ndarray,
+        gains: tuple[float, float, float],
+        matrix: np.ndarray,
+        ratio: float,
+        index: int,
+        rng: np.random.Generator,
+    ) -> dict[str, torch.Tensor]:
+        cfg = self.denoise
         noisy = np.minimum(noisy, np.float32(1.0))
         if cfg.told_error > 0:
             factor = float(np.exp(rng.normal(0.0, cfg.told_error)))
             noise = noise.scaled(math.sqrt(factor))
         if cfg.told_factor_fraction > 0 and self.train and rng.random() < cfg.told_factor_fraction:
             noise = noise.scaled(_log_uniform(rng, *cfg.told_factor))
-        meta = clean.meta
-        gains = meta.wb_gains or (1.0, 1.0, 1.0)
-        matrix = np.eye(3) if meta.rgb_cam is None else np.asarray(meta.rgb_cam)
         return {
             "input": torch.from_numpy(denoiser_input(noisy, noise, with_map=self.with_map)),
             "target": torch.from_numpy(np.ascontiguousarray(target)),
@@ -261,15 +325,38 @@ class DenoisePairs(SyntheticPairs):
         planes = (pack(dark.astype(np.float32), dark_meta) - np.float32(512.0) - bias) / np.float32(
             span
         )
-        # The told level is the Poisson-Gaussian one with the same total variance: read, row
-        # and quantisation noise together, as a profile fitted to real frames measures it.
-        read_var = tukey_variance(params.tukey_lambda, params.read_scale)
-        if params.read_model is ReadNoise.GAUSSIAN:
-            read_var = params.read_scale**2
-        read_var += params.row_scale**2 + 1.0 / 12.0
-        shot = params.k / span
-        noise = RawNoise((shot,) * 4, (read_var / span**2,) * 4, f"{profile.name} calibration")
+        noise = _told_calibrated(params, span, profile.name)
         return planes * np.float32(ratio), noise.amplified(ratio)
+
+    def _calibrated_xtrans(
+        self, mosaic: np.ndarray, tile: np.ndarray, ratio: float, rng: np.random.Generator
+    ) -> tuple[np.ndarray, RawNoise]:
+        """:meth:`_calibrated`'s noise on an X-Trans mosaic (white 1): shot noise through the
+        system gain, Tukey-lambda read noise and one offset per sensor row, rounded to whole
+        DN and clipped as a black level of 512 DN clips, without the colour bias."""
+        cfg = self.denoise
+        profile = self._camera(cfg.cameras[int(rng.integers(len(cfg.cameras)))])
+        params = sample_calibrated_params(profile, rng, read_model=ReadNoise.TUKEY)
+        span = profile.white_level
+        signal = np.clip(mosaic, 0.0, None).astype(np.float64) * (span / ratio)
+        colours = cfa_colours(tile, *mosaic.shape)
+        dark = calibrated_mosaic_noise(
+            signal, colours, params, rng, quantization=False, color_bias=False
+        )
+        dark = np.clip(np.rint(dark), -512.0, span)
+        planes = pack_xtrans((dark / span).astype(np.float32), tile)
+        noise = _told_calibrated(params, span, profile.name)
+        return planes * np.float32(ratio), noise.amplified(ratio)
+
+
+def _told_calibrated(params: CalibratedNoiseParams, span: float, camera: str) -> RawNoise:
+    """The Poisson-Gaussian level with the same total variance as a calibrated camera's noise
+    (read, row and quantisation together), as a profile fitted to real frames measures it."""
+    read_var = tukey_variance(params.tukey_lambda, params.read_scale)
+    if params.read_model is ReadNoise.GAUSSIAN:
+        read_var = params.read_scale**2
+    read_var += params.row_scale**2 + 1.0 / 12.0
+    return RawNoise((params.k / span,) * 4, (read_var / span**2,) * 4, f"{camera} calibration")
 
 
 def _val_ratio(index: int, cfg: DenoisePairConfig) -> float:

@@ -228,6 +228,12 @@ class DenoiserTrainConfig:
                 raise ValueError(f"{name} must be a number >= 0, got {value}")
         if self.coarse_pool < 1:
             raise ValueError(f"coarse_pool must be >= 1, got {self.coarse_pool}")
+        want = 9 if self.pairs.cfa == "xtrans" else 4
+        if self.data.kind is DataKind.SYNTHETIC and self.model.planes != want:
+            raise ValueError(
+                f"pairs.cfa {self.pairs.cfa} makes {want} packed planes; model.planes is "
+                f"{self.model.planes}"
+            )
         if self.mean_weight > 0 and not self.model.mean_window:
             raise ValueError("mean_weight needs a network with a mean window (model.mean_window)")
         if self.workers < 0 or self.keep_every < 0:
@@ -253,8 +259,11 @@ def learning_rate(config: DenoiserTrainConfig, step: int) -> float:
 def render_planes_torch(
     planes: torch.Tensor, gains: torch.Tensor, matrix: torch.Tensor, *, clip_black: bool = True
 ) -> torch.Tensor:
-    """``(N, 4, h, w)`` RGGB planes as the picture shows them: white balance, colour matrix,
-    sRGB curve, each green with the red and blue of its tile.
+    """Packed planes as the picture shows them: white balance, colour matrix, sRGB curve.
+
+    Bayer ``(N, 4, h, w)`` RGGB planes: each green with the red and blue of its tile. X-Trans
+    ``(N, 9, h, w)`` planes (R, R, G, G, G, G, G, B, B): each green with a red and a blue of its
+    3x3 block, so that every sample is judged in colour.
 
     Args:
         clip_black: clip below black as the picture does; ``False`` continues the curve below
@@ -262,12 +271,21 @@ def render_planes_torch(
             errors there count as much as just above it.
 
     Returns:
-        ``(N, 6, h, w)``: the (R, G1, B) and (R, G2, B) triplets rendered.
+        ``(N, 6, h, w)``: the (R, G1, B) and (R, G2, B) triplets rendered; for X-Trans
+        ``(N, 15, h, w)``, five triplets.
     """
-    r, g1, b, g2 = planes.float().unbind(1)
+    channels = planes.float().unbind(1)
+    if len(channels) == 4:
+        r, g1, b, g2 = channels
+        triplets = [(r, g1, b), (r, g2, b)]
+    elif len(channels) == 9:
+        reds, greens, blues = channels[:2], channels[2:7], channels[7:]
+        triplets = [(reds[k % 2], g, blues[k % 2]) for k, g in enumerate(greens)]
+    else:
+        raise ValueError(f"expected 4 (Bayer) or 9 (X-Trans) planes, got {len(channels)}")
     out = []
-    for g in (g1, g2):
-        rgb = torch.stack([r, g, b], 1) * gains[:, :, None, None]
+    for triplet in triplets:
+        rgb = torch.stack(triplet, 1) * gains[:, :, None, None]
         rgb = torch.einsum("nij,njhw->nihw", matrix, rgb)
         # Clipped as the picture clips (below black only if asked); the linear-raw term keeps
         # what lies outside anchored.
