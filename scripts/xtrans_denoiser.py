@@ -2,17 +2,18 @@
 
 An X-Trans frame packs into nine planes (R, R, G, G, G, G, G, B, B; :func:`darkraw.raw.cfa.
 pack_xtrans`), a Bayer frame into four (R, G1, B, G2). Everything between the first and the last
-convolution keeps its shape and is copied. The first convolution reads each X-Trans plane (and
-its noise map) with the Bayer weights of its colour, shared among the planes of that colour (a
-red weight halved over the two red planes, the two greens' weights summed and spread over the
-five green planes), so that on a flat field of any colour it computes what the Bayer network
-computes; the output convolution writes each X-Trans plane with its colour's Bayer weights (the
-greens' mean). The result then denoises each 3x3 block's colour means as the Bayer network
-denoises a 2x2 tile's, and training teaches it the rest. It is a starting point for ``darkraw
-train`` (``init_from``, ``configs/denoiser_xtrans.yaml``), not a finished network.
+convolution keeps its shape and is copied from the Bayer network. The first convolution is
+fresh (He-uniform from ``--seed``) and the output layer zero, so the network starts as the
+identity, as a new one does. ``--shared`` instead reads each X-Trans plane (and its noise map)
+with the Bayer weights of its colour, shared among the planes of that colour, and writes each
+plane with its colour's Bayer output weights: on a flat field it then computes what the Bayer
+network computes, but each plane's correction starts as its colour's, which leaves most of a
+sample's own noise in it, and training from there was slow (``configs/denoiser_xtrans.yaml``).
+The result is a starting point for ``darkraw train`` (``init_from``), not a finished network.
 
 Usage:
     python scripts/xtrans_denoiser.py -o runs/xtrans_init.safetensors [--model default]
+        [--shared] [--seed 0]
 """
 
 from __future__ import annotations
@@ -40,11 +41,19 @@ def colour_shares() -> torch.Tensor:
     return shares
 
 
-def to_xtrans(bayer: RawDenoiser) -> RawDenoiser:
-    """The X-Trans network made from ``bayer`` as the module docstring says."""
+def to_xtrans(bayer: RawDenoiser, *, shared: bool = False, seed: int = 0) -> RawDenoiser:
+    """The X-Trans network made from ``bayer`` as the module docstring says: ``shared`` takes
+    the first and last layers from the Bayer weights by colour, else they are fresh (from
+    ``seed``) and zero."""
     config = dataclasses.replace(bayer.config, planes=9)
-    xtrans = RawDenoiser(config)
+    xtrans = RawDenoiser(config, torch.Generator().manual_seed(seed))
     state = {k: v.clone() for k, v in bayer.state_dict().items()}
+    if not shared:
+        own = xtrans.state_dict()
+        for name in ("encoder.0.0.weight", "encoder.0.0.bias", "out.weight", "out.bias"):
+            state[name] = own[name]
+        xtrans.load_state_dict(state)
+        return xtrans
     shares = colour_shares()
     first = "encoder.0.0.weight"
     w = state[first]  # (width, 4 planes [+ 4 maps], 3, 3)
@@ -65,12 +74,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-o", "--output", type=Path, required=True)
     parser.add_argument("--model", default="default", help="the Bayer denoiser to start from")
+    parser.add_argument(
+        "--shared", action="store_true", help="first and last layers from the Bayer weights"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seeds a fresh first convolution")
     args = parser.parse_args()
     bayer = load_model(model_source(args.model))
     if not isinstance(bayer, RawDenoiser) or bayer.config.planes != 4:
         raise SystemExit(f"{args.model}: not a Bayer raw denoiser")
-    xtrans = to_xtrans(bayer)
-    note = f"{args.model} made X-Trans by scripts/xtrans_denoiser.py; to be trained"
+    xtrans = to_xtrans(bayer, shared=args.shared, seed=args.seed)
+    how = "first and last layers shared by colour" if args.shared else "inner levels"
+    note = f"{args.model}'s {how} made X-Trans by scripts/xtrans_denoiser.py; to be trained"
     save_model_file(args.output, xtrans, dtype=torch.float32, card={"notes": [note]})
     print(f"wrote {args.output}: {xtrans.config}")
 

@@ -425,6 +425,31 @@ def test_enhance_network_single_file_and_xtrans_refused(
     assert not (tmp_path / "xt.png").exists()
 
 
+def test_enhance_an_xtrans_file_with_the_default_models_xtrans_twin(tmp_path, capsys):
+    """The default model runs its X-Trans twin on an X-Trans file: a picture rendered by LibRaw
+    (the frame is LibRaw's least X-Trans size), and as a DNG the clean X-Trans mosaic."""
+    from darkraw.raw.rawio import read_raw
+
+    from conftest import XTRANS, smooth_scene, xtrans_meta
+
+    rgb = smooth_scene(516, 522, seed=3)
+    colours = np.tile(XTRANS, (86, 87))
+    linear = np.take_along_axis(rgb, colours[None], axis=0)[0]
+    rng = np.random.default_rng(0)
+    mosaic = 1024 + rng.poisson(linear * (16383 - 1024) / 50) + rng.normal(0, 2, linear.shape)
+    meta = xtrans_meta(516, 522, wb_gains=(1.8, 1.0, 1.5))
+    xt = write_dng(tmp_path / "xt.dng", np.clip(np.rint(mosaic), 0, 16383).astype(np.uint16), meta)
+    png, dng = tmp_path / "xt.png", tmp_path / "xt-clean.dng"
+    assert main(["enhance", str(xt), "-o", str(png), "--ratio", "50"]) == 0
+    line = capsys.readouterr().out
+    assert f"{xt} -> {png}" in line and "model default" in line and "passes" not in line
+    assert read_image(png).shape == (3, 516, 522)
+    assert main(["enhance", str(xt), "-o", str(dng), "--ratio", "50"]) == 0
+    back = read_raw(dng)
+    assert back.meta.is_xtrans and back.mosaic.shape == (516, 522)
+    assert back.meta.cfa_tile == meta.cfa_tile
+
+
 @pytest.mark.parametrize(
     "extra",
     [

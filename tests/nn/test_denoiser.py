@@ -191,9 +191,7 @@ def test_a_config_of_a_huge_network_is_refused_before_building():
         DenoiserConfig(width=128, levels=6)
 
 
-def test_the_xtrans_starting_point_denoises_a_flat_field_as_the_bayer_network_does():
-    """scripts/xtrans_denoiser.py: each X-Trans plane read and written with its colour's Bayer
-    weights, so on a flat field of any colour the two networks agree."""
+def xtrans_script():
     import importlib.util
     from pathlib import Path
 
@@ -201,9 +199,29 @@ def test_the_xtrans_starting_point_denoises_a_flat_field_as_the_bayer_network_do
     spec = importlib.util.spec_from_file_location("xtrans_denoiser", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_the_xtrans_starting_point_keeps_the_inner_levels_and_starts_as_the_identity():
     bayer = build_denoiser(DenoiserConfig(width=4, levels=3, mean_window=7), torch.Generator())
     torch.nn.init.normal_(bayer.out.weight, std=0.1, generator=torch.Generator().manual_seed(1))
-    xtrans = module.to_xtrans(bayer)
+    xtrans = xtrans_script().to_xtrans(bayer)
+    ours, theirs = xtrans.state_dict(), bayer.state_dict()
+    inner = [k for k in theirs if not k.startswith(("encoder.0.0.", "out."))]
+    assert inner and all(torch.equal(ours[k], theirs[k]) for k in inner)
+    assert ours["encoder.0.0.weight"].shape[1] == 18 and not ours["out.weight"].any()
+    x = torch.rand(1, 18, 24, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(xtrans(x), x[:, :9])
+
+
+def test_the_xtrans_starting_point_denoises_a_flat_field_as_the_bayer_network_does():
+    """scripts/xtrans_denoiser.py --shared: each X-Trans plane read and written with its
+    colour's Bayer weights, so on a flat field of any colour the two networks agree."""
+    module = xtrans_script()
+    bayer = build_denoiser(DenoiserConfig(width=4, levels=3, mean_window=7), torch.Generator())
+    torch.nn.init.normal_(bayer.out.weight, std=0.1, generator=torch.Generator().manual_seed(1))
+    xtrans = module.to_xtrans(bayer, shared=True)
     assert xtrans.config.planes == 9 and xtrans.config.in_channels == 18
     r, g1, b, g2 = 0.1, 0.45, 0.7, 0.35
     level = torch.tensor([r, g1, b, g2])

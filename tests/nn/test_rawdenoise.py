@@ -216,6 +216,27 @@ def test_an_xtrans_frame_goes_through_an_xtrans_network(tmp_path, renderer, heig
     assert np.abs(result.mosaic_dn - plain.mosaic_dn).max() > 10  # the network ran on it
 
 
+@pytest.mark.parametrize("shift", [(0, 0), (1, 1), (4, 3)])
+def test_an_xtrans_tile_starting_anywhere_comes_back_in_place(shift):
+    """Strength 0 gives the file's own mosaic, amplified, whatever the tile's phase (16 of the
+    pattern's 36 need rows and columns put before them to pack)."""
+    from conftest import XTRANS
+
+    mosaic, meta = xtrans_scene(72, 96)
+    tile = np.roll(XTRANS, shift, (0, 1))
+    meta = meta.replace(cfa_tile=tuple(map(tuple, tile.tolist())))
+    zero = replace(FP32, strength=0, renderer="darkraw")
+    result = enhance_with_denoiser(mosaic, meta, random_model(XTRANS_CONFIG), 2.0, zero)
+    black = 1024.0
+    np.testing.assert_allclose(
+        result.mosaic_dn, np.minimum(black + (mosaic - black) * 2.0, 16383), rtol=1e-6
+    )
+    denoised = enhance_with_denoiser(
+        mosaic, meta, random_model(XTRANS_CONFIG), 2.0, FP32, noise=NOISE
+    )
+    assert denoised.image.shape == (3, 72, 96)
+
+
 def test_an_xtrans_frames_network_sees_each_colours_noise_and_its_planes(monkeypatch):
     """Each of the nine planes reaches the network with its colour's samples and its colour's
     noise level: the nine planes of a frame whose red, green and blue differ."""

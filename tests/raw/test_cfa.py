@@ -81,6 +81,44 @@ def test_xtrans_rejects_bayer_like_tile():
         pack_xtrans(np.zeros((6, 8)), XTRANS)
 
 
+@pytest.mark.parametrize("shift", [(r, c) for r in range(6) for c in range(6)])
+def test_an_xtrans_tile_starting_anywhere_packs_and_unpacks_exactly(shift):
+    """A camera's visible area may start anywhere in the X-Trans pattern; rows and columns put
+    before the mosaic bring its 3x3 blocks to 2 R, 5 G, 2 B, and unpacking takes them off."""
+    from darkraw.classic.pipeline import pack, unpack
+    from darkraw.raw.cfa import put_before, xtrans_phase
+    from darkraw.raw.metadata import RawMetadata
+
+    tile = np.roll(XTRANS, shift, (0, 1))
+    rows, cols = xtrans_phase(tile)
+    check_xtrans_tile(np.roll(tile, (rows, cols), (0, 1)))
+    colours = np.tile(tile, (4, 5))[:20, :27]
+    before = put_before(colours, rows, cols)
+    np.testing.assert_array_equal(
+        before, np.tile(np.roll(tile, (rows, cols), (0, 1)), (5, 6))[: 20 + rows, : 27 + cols]
+    )
+    meta = RawMetadata(
+        cfa_tile=tuple(map(tuple, tile.tolist())),
+        black_tile=tuple((0.0,) * 6 for _ in range(6)),
+        white_level=1.0,
+        height=20,
+        width=27,
+    )
+    for plane, colour in zip(
+        pack(colours.astype(np.float32), meta), XTRANS_PLANE_COLORS, strict=True
+    ):
+        assert np.all(plane == colour)
+    mosaic = np.random.default_rng(sum(shift)).random((20, 27)).astype(np.float32)
+    np.testing.assert_array_equal(unpack(pack(mosaic, meta), meta), mosaic)
+
+
+def test_a_six_by_six_tile_that_no_shift_makes_x_trans_is_refused():
+    from darkraw.raw.cfa import xtrans_phase
+
+    with pytest.raises(ValueError, match="no shift of it"):
+        xtrans_phase(np.tile([[0, 1], [1, 2]], (3, 3)))
+
+
 @pytest.mark.parametrize("period", [2, 6])
 def test_padding_keeps_colour_filters(period):
     tile = XTRANS if period == 6 else BayerPattern.GBRG.tile

@@ -25,8 +25,10 @@ from darkraw.raw.cfa import (
     pack_xtrans,
     pad_to_multiple,
     plane_colors,
+    put_before,
     unpack_bayer,
     unpack_xtrans,
+    xtrans_phase,
 )
 from darkraw.raw.metadata import RawMetadata, tile_tuple
 
@@ -93,10 +95,16 @@ def black_level_map(meta: RawMetadata) -> np.ndarray:
 
 
 def pack(raw_lin: np.ndarray, meta: RawMetadata) -> np.ndarray:
-    """Pad a ``(H, W)`` mosaic to whole CFA tiles and pack it: ``(4, h, w)`` or ``(9, h, w)``."""
-    padded, _ = pad_to_multiple(raw_lin, meta.period)
+    """Pad a ``(H, W)`` mosaic to whole CFA tiles and pack it: ``(4, h, w)`` or ``(9, h, w)``.
+
+    An X-Trans mosaic whose tile starts where its 3x3 blocks are not packable gets the rows and
+    columns it lacks put before it first (:func:`~darkraw.raw.cfa.xtrans_phase`);
+    :func:`unpack` takes them off again."""
     if meta.is_xtrans:
-        return pack_xtrans(padded, meta.cfa_tile)
+        rows, cols = xtrans_phase(meta.cfa_tile)
+        padded, _ = pad_to_multiple(put_before(raw_lin, rows, cols), 6)
+        return pack_xtrans(padded, np.roll(meta.cfa_tile, (rows, cols), (0, 1)))
+    padded, _ = pad_to_multiple(raw_lin, meta.period)
     return pack_bayer(padded, meta.bayer_pattern)
 
 
@@ -163,9 +171,10 @@ def rggb_view(mosaic: np.ndarray, meta: RawMetadata) -> RGGBView:
 def unpack(planes: np.ndarray, meta: RawMetadata) -> np.ndarray:
     """Inverse of :func:`pack`, cropped back to the metadata's ``(H, W)``."""
     if meta.is_xtrans:
-        mosaic = unpack_xtrans(planes, meta.cfa_tile)
-    else:
-        mosaic = unpack_bayer(planes, meta.bayer_pattern)
+        rows, cols = xtrans_phase(meta.cfa_tile)
+        mosaic = unpack_xtrans(planes, np.roll(meta.cfa_tile, (rows, cols), (0, 1)))
+        return mosaic[..., rows : rows + meta.height, cols : cols + meta.width]
+    mosaic = unpack_bayer(planes, meta.bayer_pattern)
     return mosaic[: meta.height, : meta.width]
 
 

@@ -205,6 +205,39 @@ def check_xtrans_tile(tile: npt.ArrayLike) -> np.ndarray:
     return arr
 
 
+def xtrans_phase(tile: npt.ArrayLike) -> tuple[int, int]:
+    """Rows and columns to put before a mosaic whose top-left tile is ``tile`` so that each of
+    its 3x3 blocks holds 2 R, 5 G and 2 B, as :func:`pack_xtrans` needs: ``(0, 0)`` for such a
+    tile. A camera reports the tile at its visible area's corner, which may start anywhere in
+    Fujifilm's pattern (16 of its 36 shifts split the blocks otherwise).
+
+    Raises:
+        ValueError: ``tile`` is not 6x6, or no shift of it is an X-Trans tile.
+    """
+    arr = np.asarray(tile, dtype=np.int8)
+    if arr.shape != (6, 6):
+        raise ValueError(f"expected a 6x6 X-Trans tile, got shape {arr.shape}")
+    for rows in range(6):
+        for cols in range(6):
+            try:
+                check_xtrans_tile(np.roll(arr, (rows, cols), (0, 1)))
+            except ValueError:
+                continue
+            return rows, cols
+    raise ValueError("not an X-Trans tile: no shift of it holds 2 R, 5 G and 2 B in each 3x3 block")
+
+
+def put_before(mosaic: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """``(*, H, W)`` with ``rows`` rows and ``cols`` columns put before it, each a copy of the
+    row (column) one 6-pixel period after it, so under the same colour filter: the mosaic then
+    starts its tile ``(rows, cols)`` earlier (:func:`xtrans_phase`). Needs H, W >= 6."""
+    if rows:
+        mosaic = np.concatenate([mosaic[..., 6 - rows : 6, :], mosaic], axis=-2)
+    if cols:
+        mosaic = np.concatenate([mosaic[..., :, 6 - cols : 6], mosaic], axis=-1)
+    return mosaic
+
+
 def _xtrans_slots(tile: np.ndarray) -> list[list[tuple[int, int]]]:
     """For each of the four 3x3 blocks (raster order), its pixel offsets sorted into planes."""
     slots = []

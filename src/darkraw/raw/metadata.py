@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from darkraw.raw.cfa import BayerPattern, check_xtrans_tile
+from darkraw.raw.cfa import BayerPattern, xtrans_phase
 
 Matrix3 = tuple[tuple[float, float, float], tuple[float, float, float], tuple[float, float, float]]
 
@@ -73,7 +73,7 @@ class RawMetadata:
         if tile.shape == (2, 2):
             BayerPattern.from_tile(tile)
         elif tile.shape == (6, 6):
-            check_xtrans_tile(tile)
+            xtrans_phase(tile)
         else:
             raise ValueError(f"expected a 2x2 (Bayer) or 6x6 (X-Trans) CFA tile, got {tile.shape}")
         black = np.asarray(self.black_tile, dtype=float)
