@@ -2,14 +2,16 @@
 
 An X-Trans frame packs into nine planes (R, R, G, G, G, G, G, B, B; :func:`darkraw.raw.cfa.
 pack_xtrans`), a Bayer frame into four (R, G1, B, G2). Everything between the first and the last
-convolution keeps its shape and is copied from the Bayer network. The first convolution is
-fresh (He-uniform from ``--seed``) and the output layer zero, so the network starts as the
-identity, as a new one does. ``--shared`` instead reads each X-Trans plane (and its noise map)
-with the Bayer weights of its colour, shared among the planes of that colour, and writes each
-plane with its colour's Bayer output weights: on a flat field it then computes what the Bayer
-network computes, but each plane's correction starts as its colour's, which leaves most of a
-sample's own noise in it, and training from there was slow (``configs/denoiser_xtrans.yaml``).
-The result is a starting point for ``darkraw train`` (``init_from``), not a finished network.
+convolution keeps its shape and is copied from the Bayer network. The first convolution (which
+also reads the kind of each packed pixel's 3x3 block, :func:`darkraw.nn.inputs.
+xtrans_block_kind`) is fresh (He-uniform from ``--seed``) and the output layer zero, so the
+network starts as the identity, as a new one does. ``--shared`` instead reads each X-Trans
+plane (and its noise map) with the Bayer weights of its colour, shared among the planes of that
+colour, and writes each plane with its colour's Bayer output weights: on a flat field it then
+computes what the Bayer network computes, but each plane's correction starts as its colour's,
+which leaves most of a sample's own noise in it, and training from there was slow
+(``configs/denoiser_xtrans.yaml``). The result is a starting point for ``darkraw train``
+(``init_from``), not a finished network.
 
 Usage:
     python scripts/xtrans_denoiser.py -o runs/xtrans_init.safetensors [--model default]
@@ -60,7 +62,9 @@ def to_xtrans(bayer: RawDenoiser, *, shared: bool = False, seed: int = 0) -> Raw
     groups = [w[:, :4]]
     if bayer.config.noise_input == "map":
         groups.append(w[:, 4:8])
-    state[first] = torch.cat([torch.einsum("oikl,xi->oxkl", g, shares) for g in groups], 1)
+    shared = [torch.einsum("oikl,xi->oxkl", g, shares) for g in groups]
+    # The block-kind channel (darkraw.nn.inputs.xtrans_block_kind) starts unread.
+    state[first] = torch.cat([*shared, torch.zeros_like(w[:, :1])], 1)
     # Each X-Trans plane is written as its colour's Bayer plane(s) are: their mean.
     means = (shares > 0).float()
     means = means / means.sum(dim=1, keepdim=True)

@@ -209,8 +209,8 @@ def test_the_xtrans_starting_point_keeps_the_inner_levels_and_starts_as_the_iden
     ours, theirs = xtrans.state_dict(), bayer.state_dict()
     inner = [k for k in theirs if not k.startswith(("encoder.0.0.", "out."))]
     assert inner and all(torch.equal(ours[k], theirs[k]) for k in inner)
-    assert ours["encoder.0.0.weight"].shape[1] == 18 and not ours["out.weight"].any()
-    x = torch.rand(1, 18, 24, 24)
+    assert ours["encoder.0.0.weight"].shape[1] == 19 and not ours["out.weight"].any()
+    x = torch.rand(1, 19, 24, 24)
     with torch.no_grad():
         torch.testing.assert_close(xtrans(x), x[:, :9])
 
@@ -222,7 +222,7 @@ def test_the_xtrans_starting_point_denoises_a_flat_field_as_the_bayer_network_do
     bayer = build_denoiser(DenoiserConfig(width=4, levels=3, mean_window=7), torch.Generator())
     torch.nn.init.normal_(bayer.out.weight, std=0.1, generator=torch.Generator().manual_seed(1))
     xtrans = module.to_xtrans(bayer, shared=True)
-    assert xtrans.config.planes == 9 and xtrans.config.in_channels == 18
+    assert xtrans.config.planes == 9 and xtrans.config.in_channels == 19
     r, g1, b, g2 = 0.1, 0.45, 0.7, 0.35
     level = torch.tensor([r, g1, b, g2])
     sigma = torch.tensor([0.02, 0.03, 0.04, 0.05])
@@ -230,7 +230,8 @@ def test_the_xtrans_starting_point_denoises_a_flat_field_as_the_bayer_network_do
     colours = [0, 0, 1, 1, 1, 1, 1, 2, 2]
     mean_level = torch.tensor([r, (g1 + g2) / 2, b])[colours]
     mean_sigma = torch.tensor([0.02, 0.04, 0.04])[colours]
-    x_xtrans = torch.cat([mean_level, mean_sigma]).reshape(1, 18, 1, 1).expand(1, 18, 24, 24)
+    kind = torch.ones(1)
+    x_xtrans = torch.cat([mean_level, mean_sigma, kind]).reshape(1, 19, 1, 1).expand(1, 19, 24, 24)
     # Each colour's weights shared among its planes see the Bayer planes' sum: equal greens.
     x_bayer = x_bayer.clone()
     x_bayer[:, [1, 3]] = (g1 + g2) / 2

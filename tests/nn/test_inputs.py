@@ -87,7 +87,12 @@ def test_each_xtrans_plane_takes_its_colours_noise():
     planes = np.full((9, 12, 12), 0.25, dtype=np.float32)
     noise = RawNoise((1e-3, 2e-3, 3e-3, 4e-3), (1e-5, 2e-5, 3e-5, 4e-5), "test")
     x = denoiser_input(planes, noise)
-    assert x.shape == (18, 12, 12)
+    assert x.shape == (19, 12, 12)
     want = [np.sqrt(noise.shot[e] * 0.25 + noise.read[e]) for e in noise_entries(9)]
-    np.testing.assert_allclose(x[9:, 5, 5], want, rtol=1e-5)
+    np.testing.assert_allclose(x[9:18, 5, 5], want, rtol=1e-5)
     np.testing.assert_array_equal(x[:9], planes)
+    # The last channel says which kind of 3x3 block each packed pixel is: a checkerboard, the
+    # tile's top-left kind 1.
+    np.testing.assert_array_equal(x[18, :2, :2], [[1, -1], [-1, 1]])
+    assert denoiser_input(planes, noise, with_map=False).shape == (10, 12, 12)
+    assert denoiser_input(planes[:4], noise).shape == (8, 12, 12)

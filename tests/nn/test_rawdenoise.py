@@ -258,7 +258,10 @@ def test_an_xtrans_frames_network_sees_each_colours_noise_and_its_planes(monkeyp
     colours = [0, 0, 1, 1, 1, 1, 1, 2, 2]
     np.testing.assert_allclose(x[:9].mean(axis=(1, 2)), levels[colours], atol=1e-4)
     shot = np.array([1e-3, 2e-3, 3e-3])[colours]
-    np.testing.assert_allclose(x[9:].mean(axis=(1, 2)), np.sqrt(shot * levels[colours]), rtol=1e-3)
+    np.testing.assert_allclose(
+        x[9:18].mean(axis=(1, 2)), np.sqrt(shot * levels[colours]), rtol=1e-3
+    )
+    assert x.shape[0] == 19 and set(np.unique(x[18])) == {-1.0, 1.0}
 
 
 def test_libraw_renders_an_xtrans_frame_from_its_least_size(tmp_path):
@@ -505,6 +508,24 @@ def test_the_first_window_is_prepared_beside_the_noise_measurement(
     asked.clear()
     denoise_frame(mosaic, meta, onnx, 4.0, DenoiseOptions(strength=0), noise=NOISE)
     assert asked == []
+
+
+@pytest.mark.parametrize("shift", [(0, 0), (1, 0), (2, 5), (3, 3)])
+@pytest.mark.parametrize(("height", "width"), [(72, 96), (71, 97), (40, 51)])
+def test_the_packed_size_is_known_before_the_planes_are_made(shift, height, width):
+    from darkraw.nn.rawdenoise import packed_size, prepare_frame
+
+    from conftest import XTRANS
+
+    mosaic, meta = xtrans_scene(72, 102)
+    tile = tuple(map(tuple, np.roll(XTRANS, shift, (0, 1)).tolist()))
+    meta = meta.replace(cfa_tile=tile, height=height, width=width)
+    planes = prepare_frame(mosaic[:height, :width], meta).planes
+    assert planes.shape[1:] == packed_size((height, width), meta)
+    bayer, bayer_meta = scene_mosaic("GBRG", 40, 52)
+    bayer_meta = bayer_meta.replace(height=39, width=51)
+    planes = prepare_frame(bayer[:39, :51], bayer_meta).planes
+    assert planes.shape[1:] == packed_size((39, 51), bayer_meta)
 
 
 # --- The self-ensemble: the frame and its transpose -------------------------------------------

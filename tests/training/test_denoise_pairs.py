@@ -157,8 +157,8 @@ def test_xtrans_items_have_nine_planes_of_one_colour_each(photo_folder, monkeypa
     data = pairs(photo_folder, cfa="xtrans", calibrated_fraction=0.5)
     for i in range(6):
         item = data[i]
-        assert item["input"].shape == (18, 16, 16)
-        assert (item["input"][9:] >= 0).all()
+        assert item["input"].shape == (19, 16, 16)
+        assert (item["input"][9:18] >= 0).all()
         target = item["target"].numpy()
         assert target.shape == (9, 16, 16)
         np.testing.assert_allclose(
@@ -175,7 +175,7 @@ def test_xtrans_calibrated_items_are_told_their_total_variance(photo_folder):
     ratios = []
     for i in range(30):
         x, target = data[i]["input"].numpy(), data[i]["target"].numpy()
-        told, resid = x[9:] ** 2, (x[:9] - target) ** 2
+        told, resid = x[9:18] ** 2, (x[:9] - target) ** 2
         unclipped = x[:9] < 0.95
         ratios.append(resid[unclipped].mean() / told[unclipped].mean())
     assert 0.7 < float(np.median(ratios)) < 1.5

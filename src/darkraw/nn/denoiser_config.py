@@ -39,7 +39,7 @@ class DenoiserConfig:
             ``width``). The first level runs at the packed planes' full resolution: at width 16
             it is a third of the default's multiply-accumulates and, with few channels per
             convolution, the part the CPU runs least efficiently.
-        planes: packed raw planes in and out (4 for Bayer).
+        planes: packed raw planes in and out (4 for Bayer, 9 for X-Trans).
         noise_input: ``map`` (the noise map is ``planes`` extra input channels) or ``none``.
         mean_window: side (odd, packed pixels) of the box within which the network's correction
             is made to average zero, so that it removes noise but cannot shift a region's mean
@@ -97,8 +97,10 @@ class DenoiserConfig:
 
     @property
     def in_channels(self) -> int:
-        """Planes, and as many noise-map planes when the network takes the map."""
-        return self.planes * (2 if self.noise_input == "map" else 1)
+        """Planes, as many noise-map planes when the network takes the map, and for X-Trans (9
+        planes) one more: which of the tile's two kinds of 3x3 block each packed pixel is
+        (:func:`darkraw.nn.inputs.xtrans_block_kind`)."""
+        return self.planes * (2 if self.noise_input == "map" else 1) + (self.planes == 9)
 
     @property
     def pad_multiple(self) -> int:

@@ -186,6 +186,23 @@ def _fill_noise_map(planes: np.ndarray, noise: RawNoise, out: np.ndarray) -> Non
     thread_map(one, range(planes.shape[0]), size=planes.size)
 
 
+def xtrans_block_kind(height: int, width: int) -> np.ndarray:
+    """``(height, width)`` float32: 1 where a packed X-Trans pixel is a 3x3 block of the kind at
+    the tile's top-left corner, -1 where it is of the other kind (red and blue swapped).
+
+    Fujifilm's tile is two kinds of block in a checkerboard, and packing sorts each block's
+    samples by colour, so a red or blue plane's sample sits at one place in the first kind and at
+    another in the second. A convolution cannot tell the two apart by itself (it does the same
+    everywhere); told, it can put each sample where it belongs. :func:`darkraw.classic.pipeline.
+    pack` brings every file to the tile of :data:`darkraw.raw.cfa.XTRANS_TILE`, so the kinds mean
+    the same in every file and in training.
+    """
+    rows = np.arange(height)[:, None]
+    cols = np.arange(width)[None, :]
+    kind: np.ndarray = np.where((rows + cols) % 2 == 0, 1.0, -1.0).astype(np.float32)
+    return kind
+
+
 def denoiser_input(
     planes: np.ndarray, noise: RawNoise, *, with_map: bool = True, ratio: float | None = None
 ) -> np.ndarray:
@@ -198,17 +215,21 @@ def denoiser_input(
             same values as ``denoiser_input(amplify(planes, ratio), ...)`` without a copy.
 
     Returns:
-        ``(2P, h, w)`` float32 for ``P`` planes (or the planes alone for a blind network); its
-        first ``P`` channels are the (amplified) planes.
+        ``(2P, h, w)`` float32 for ``P`` planes (the planes alone for a blind network), and for
+        X-Trans one more channel, :func:`xtrans_block_kind`; its first ``P`` channels are the
+        (amplified) planes.
     """
     planes = np.asarray(planes, dtype=np.float32)
-    if not with_map:
-        return planes if ratio is None else amplify(planes, ratio)
     count = planes.shape[0]
-    out = np.empty((2 * count, *planes.shape[1:]), dtype=np.float32)
+    kinds = int(count == 9)
+    channels = count * (2 if with_map else 1) + kinds
+    out = np.empty((channels, *planes.shape[1:]), dtype=np.float32)
     if ratio is None:
         out[:count] = planes
     else:
         amplify(planes, ratio, out=out[:count])
-    _fill_noise_map(out[:count], noise, out[count:])
+    if with_map:
+        _fill_noise_map(out[:count], noise, out[count : 2 * count])
+    if kinds:
+        out[-1] = xtrans_block_kind(*planes.shape[1:])
     return out

@@ -51,7 +51,7 @@ from darkraw.nn.precision import Precision
 from darkraw.nn.runtime import OnnxDenoiser, add_correction
 from darkraw.nn.tiling import ENSEMBLE_AUTO_PIXELS, Span, tile_grid
 from darkraw.parallel import bands, thread_map
-from darkraw.raw.cfa import transpose_bayer_planes
+from darkraw.raw.cfa import transpose_bayer_planes, xtrans_phase
 from darkraw.raw.metadata import RawMetadata
 from darkraw.raw.rawio import (
     LIBRAW_BT709_GAMMA,
@@ -302,6 +302,20 @@ def _windows(
     return tile_grid(h, w, options.tile, overlap, grid)
 
 
+def packed_size(shape: tuple[int, ...], meta: RawMetadata) -> tuple[int, int]:
+    """The size of the planes :func:`prepare_frame` packs a mosaic of ``shape`` into: padded
+    to whole 2x2 tiles (Bayer); or padded to whole 6x6 tiles (its view,
+    :func:`~darkraw.classic.pipeline.rggb_view`), then again after the rows and columns an
+    X-Trans tile's phase puts before it (:func:`~darkraw.raw.cfa.xtrans_phase`), a third a
+    side."""
+    rows, cols = shape[0], shape[1]
+    if not meta.is_xtrans:
+        return (rows + 1) // 2, (cols + 1) // 2
+    before_rows, before_cols = xtrans_phase(meta.cfa_tile)
+    rows, cols = 6 * -(-rows // 6) + before_rows, 6 * -(-cols // 6) + before_cols
+    return 2 * -(-rows // 6), 2 * -(-cols // 6)
+
+
 def _prepare_first_window(
     model: RawDenoiser | OnnxDenoiser, h: int, w: int, options: DenoiseOptions
 ) -> None:
@@ -473,11 +487,10 @@ def denoise_frame(
     if ratio is not None and not (ratio > 0 and math.isfinite(ratio)):
         raise ValueError(f"ratio must be a positive number, got {ratio}")
     if options.strength != 0:
-        # The packed planes' size (the mosaic padded to whole 2x2 tiles), known before they are
-        # made: the runtime's preparation (0.3 s for the int8 version held to AVX2) then runs
-        # beside the planes' making too, not only beside the noise measurement.
-        rows, cols = np.shape(mosaic_dn)
-        _prepare_first_window(model, (rows + 1) // 2, (cols + 1) // 2, options)
+        # The packed planes' size, known before they are made: the runtime's preparation (0.3 s
+        # for the int8 version held to AVX2) then runs beside the planes' making too, not only
+        # beside the noise measurement.
+        _prepare_first_window(model, *packed_size(np.shape(mosaic_dn), meta), options)
     prepared = prepare_frame(
         mosaic_dn, meta, black_offset=options.black_offset, black_range=black_range
     )

@@ -207,9 +207,10 @@ def check_xtrans_tile(tile: npt.ArrayLike) -> np.ndarray:
 
 def xtrans_phase(tile: npt.ArrayLike) -> tuple[int, int]:
     """Rows and columns to put before a mosaic whose top-left tile is ``tile`` so that each of
-    its 3x3 blocks holds 2 R, 5 G and 2 B, as :func:`pack_xtrans` needs: ``(0, 0)`` for such a
-    tile. A camera reports the tile at its visible area's corner, which may start anywhere in
-    Fujifilm's pattern (16 of its 36 shifts split the blocks otherwise).
+    its 3x3 blocks holds 2 R, 5 G and 2 B, as :func:`pack_xtrans` needs: for a shift of
+    Fujifilm's pattern the one that makes it :data:`XTRANS_TILE` (``(0, 0)`` for that tile),
+    otherwise the first that packs. A camera reports the tile at its visible area's corner,
+    which may start anywhere in the pattern (16 of its 36 shifts split the blocks otherwise).
 
     Raises:
         ValueError: ``tile`` is not 6x6, or no shift of it is an X-Trans tile.
@@ -217,6 +218,12 @@ def xtrans_phase(tile: npt.ArrayLike) -> tuple[int, int]:
     arr = np.asarray(tile, dtype=np.int8)
     if arr.shape != (6, 6):
         raise ValueError(f"expected a 6x6 X-Trans tile, got shape {arr.shape}")
+    # Fujifilm's pattern, wherever the file's tile starts in it, is brought to XTRANS_TILE
+    # itself, so that its blocks are of the same kinds in the same places in every file.
+    for rows in range(6):
+        for cols in range(6):
+            if np.array_equal(np.roll(arr, (rows, cols), (0, 1)), XTRANS_TILE):
+                return rows, cols
     for rows in range(6):
         for cols in range(6):
             try:

@@ -88,8 +88,8 @@ class DenoisePairConfig:
         told_factor_fraction: share of pairs told with a ``told_factor``; 0 (the default) draws
             nothing, so pairs are exactly those of a config without it.
         cfa: ``bayer`` (RGGB crops of ``2 * crop.patch`` pixels, four planes) or ``xtrans``
-            (crops of ``3 * crop.patch`` pixels on Fujifilm's X-Trans layout, shifted by whole
-            3x3 blocks and transposed at random, nine planes; photos only).
+            (crops of ``3 * crop.patch`` pixels on Fujifilm's X-Trans layout as every file is
+            packed, nine planes and the block kinds; photos only).
         target: clean ``(P, p, p)`` planes, amplified like the input.
     """
 
@@ -248,13 +248,9 @@ class DenoisePairs(SyntheticPairs):
         crop = self.photo_crop(path, rng, 3 * cfg.crop.patch, 6)
         params = sample_unprocess_params(cfg.crop.sources.unprocess, rng)
         cam = np.clip(camera_rgb(crop, params), 0.0, 1.0)
+        # Every file is packed from this tile (darkraw.raw.cfa.xtrans_phase), so that the two
+        # kinds of block the network is told apart are the same ones everywhere.
         tile = np.asarray(XTRANS_TILE)
-        if self.train:
-            # Real files start the tile at any whole block (the crop of their visible area),
-            # and a transposed X-Trans tile is an X-Trans tile too.
-            tile = np.roll(tile, (3 * int(rng.integers(2)), 3 * int(rng.integers(2))), (0, 1))
-            if rng.random() < 0.5:
-                tile = np.ascontiguousarray(tile.T)
         colours = cfa_colours(tile, *cam.shape[1:])
         mosaic = np.take_along_axis(cam, colours[None], axis=0)[0].astype(np.float32)
         target = pack_xtrans(mosaic, tile)
