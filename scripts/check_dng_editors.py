@@ -175,9 +175,10 @@ def check(
     name: str, dark: Path, clean: Path, original: Path, ratio: float, work: Path
 ) -> dict[str, Any]:
     """Enhance ``dark`` to DNG and PNG and check both against ``clean``."""
-    from darkraw.nn.infer import resolve_model
+    from darkraw.nn.enhance import load_network
 
-    model = resolve_model("default")
+    # As darkraw enhance loads it: the Bayer network, or its X-Trans twin for an X-Trans file.
+    model = load_network("default")
     options = ClassicOptions(ratio=ratio)
     dng = work / f"{dark.stem}-darkraw.dng"
     png = work / f"{dark.stem}.png"

@@ -160,6 +160,19 @@ def test_the_bundled_export_is_of_the_bundled_weights():
     np.testing.assert_allclose(torch_net(x[None]), expected, atol=1e-5)
 
 
+def test_the_bundled_xtrans_export_is_of_the_bundled_xtrans_weights():
+    from darkraw.nn.infer import resolve_model
+
+    weights = bundled_model_path("xtrans")
+    digest = json_entry(weights, read_metadata(weights), "sha256")
+    onnx = load_onnx_denoiser(bundled_onnx_path("xtrans"), expect_weights=digest)
+    assert onnx.config.planes == 9 and onnx.config.in_channels == 19
+    x = np.random.default_rng(6).random((1, 19, 40, 44), dtype=np.float32)
+    with torch.inference_mode():
+        expected = resolve_model("xtrans")(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(onnx(x), expected, atol=1e-5)
+
+
 def test_the_bundled_int8_version_is_current_and_close_to_fp32():
     """Quantisation-aware trained from the bundled weights (its digest matches), and on a
     smooth noisy frame its clean planes are within a small share of an 8-bit level of fp32's."""
