@@ -30,6 +30,12 @@ from darkraw.synth.noiselevel import RawNoise
 TINY = DenoiserConfig(width=4, levels=3, mean_window=7)
 
 
+def bayer_of(network):
+    """The Bayer network of what ``load_network("default")`` gives (its X-Trans twin beside it,
+    ``darkraw.nn.enhance.DefaultDenoiser``), or the network itself."""
+    return getattr(network, "bayer", network)
+
+
 def trained_like(config: DenoiserConfig = TINY, seed: int = 0) -> RawDenoiser:
     """A denoiser whose output layer is not zero (a fresh one returns its input unchanged)."""
     model = RawDenoiser(config, torch.Generator().manual_seed(seed))
@@ -148,7 +154,7 @@ def test_cuda_without_a_cuda_provider_says_what_to_install(exported, monkeypatch
 def test_the_bundled_export_is_of_the_bundled_weights():
     weights = bundled_model_path("default")
     digest = json_entry(weights, read_metadata(weights), "sha256")
-    network = load_network("default", device="cpu", precision="fp32")
+    network = bayer_of(load_network("default", device="cpu", precision="fp32"))
     assert isinstance(network, OnnxDenoiser)
     assert network.path == bundled_onnx_path("default")
     torch_net = load_onnx_denoiser(network.path, expect_weights=digest)
@@ -203,7 +209,7 @@ def test_a_stale_bundled_export_falls_back_to_torch(tmp_path, monkeypatch):
     monkeypatch.setattr(modelfiles, "bundled_model_path", lambda name: weights)
     import darkraw.nn.enhance as enhance
 
-    network = load_network("default")
+    network = bayer_of(load_network("default"))
     assert isinstance(network, RawDenoiser)
     monkeypatch.setattr(enhance, "torch_available", lambda: False)
     with pytest.raises(CheckpointError, match="other weights"):
@@ -558,13 +564,13 @@ def test_auto_runs_int8_in_openvino_on_an_x86_cpu_without_bf16_or_vnni(bf16_choi
 
     bf16_choice(bf16=False, vnni=False)
     monkeypatch.setattr(enhance, "x86_cpu", lambda: True)
-    network = load_network("default", device="cpu")
+    network = bayer_of(load_network("default", device="cpu"))
     assert network.precision == "int8" and network.providers == ("OpenVINO CPU",)
     assert network.path == bundled_int8_path("default")
     assert load_network("default", precision="int8").providers == ("OpenVINO CPU",)
     # Its rounding is not ONNX Runtime's, but as close to fp32 (docs/inference.md).
     x = planes((40, 56), seed=7)[None]
-    fp32 = load_network("default", device="cpu", precision="fp32")(x)
+    fp32 = bayer_of(load_network("default", device="cpu", precision="fp32"))(x)
     onnx_int8 = load_onnx_denoiser(bundled_int8_path("default"))(x)
     error, onnx_error = (np.sqrt(np.mean((y - fp32) ** 2)) for y in (network(x), onnx_int8))
     assert 0 < error < 1.5 * onnx_error
@@ -594,11 +600,11 @@ def test_auto_runs_fp32_in_openvino_on_an_x86_cpu_without_bf16_or_int8(
     bf16_choice(bf16=False, vnni=False)
     monkeypatch.setattr(enhance, "x86_cpu", lambda: True)
     monkeypatch.setattr(enhance, "bundled_int8_path", lambda name: tmp_path / "none.onnx")
-    network = load_network("default", device="cpu")
+    network = bayer_of(load_network("default", device="cpu"))
     assert network.precision == "fp32" and network.providers == ("OpenVINO CPU",)
     assert network.path == bundled_onnx_path("default")
     # The same arithmetic as ONNX Runtime's fp32, which --precision fp32 still takes.
-    onnx = load_network("default", device="cpu", precision="fp32")
+    onnx = bayer_of(load_network("default", device="cpu", precision="fp32"))
     assert onnx.providers == ("CPUExecutionProvider",)
     x = planes((40, 56), seed=7)[None]
     np.testing.assert_allclose(network(x), onnx(x), rtol=0, atol=1e-5)
