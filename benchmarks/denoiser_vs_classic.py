@@ -55,7 +55,13 @@ from pathlib import Path
 import numpy as np
 
 from darkraw.classic.denoise import Denoiser
-from darkraw.classic.pipeline import ClassicOptions, GammaCurve, run_classic, subtract_black_level
+from darkraw.classic.pipeline import (
+    ClassicOptions,
+    ClassicResult,
+    GammaCurve,
+    run_classic,
+    subtract_black_level,
+)
 from darkraw.nn.denoiser import RawDenoiser
 from darkraw.nn.infer import InferenceOptions, enhance_raw_network, resolve_model, sid_network
 from darkraw.nn.rawdenoise import LIBRAW_CURVES, DenoiseOptions, enhance_with_denoiser
@@ -225,6 +231,13 @@ def scores(image: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     }
 
 
+def timed_classic(dark: RawImage, ratio: float, gamma: GammaCurve) -> tuple[ClassicResult, float]:
+    """The classic pipeline (BM3D where it runs) on a dark frame, and the seconds it took."""
+    start = time.perf_counter()
+    options = ClassicOptions(ratio=ratio, denoiser=Denoiser.AUTO, gamma=gamma)
+    return run_classic(dark.mosaic, dark.meta, options), time.perf_counter() - start
+
+
 def run_frame(
     frame: Frame,
     group: str,
@@ -237,10 +250,8 @@ def run_frame(
     dark = as_user_file(frame.raw_lin, frame.meta, group, seed, tmp)
     images: dict[str, np.ndarray] = {}
     times: dict[str, float] = {}
-    start = time.perf_counter()
-    options = ClassicOptions(ratio=ratio, denoiser=Denoiser.AUTO, gamma=frame.gamma)
-    classic = run_classic(dark.mosaic, dark.meta, options)
-    images["classic"], times["classic"] = classic.image, time.perf_counter() - start
+    classic, times["classic"] = timed_classic(dark, ratio, frame.gamma)
+    images["classic"] = classic.image
     start = time.perf_counter()
     images["sid"] = enhance_raw_network(
         dark.mosaic,
@@ -292,12 +303,14 @@ def run_frame(
 METHODS = ("classic", "sid", "denoiser", "denoiser_libraw")
 
 
-def group_means(rows: list[dict[str, object]]) -> dict[str, dict[str, float]]:
+def group_means(
+    rows: list[dict[str, object]], methods: tuple[str, ...] = METHODS
+) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for group in dict.fromkeys(str(r["group"]) for r in rows):
         mine = [r for r in rows if r["group"] == group]
         means: dict[str, float] = {"frames": len(mine)}
-        for method in METHODS:
+        for method in methods:
             for key in ("psnr", "ssim", "de2000"):
                 values = [float(str(r[f"{method}_{key}"])) for r in mine]
                 means[f"{method}_{key}"] = round(float(np.mean(values)), 4)

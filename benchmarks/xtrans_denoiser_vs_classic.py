@@ -58,7 +58,7 @@ from darkraw.synth.unprocess import UnprocessConfig, sample_unprocess_params
 from darkraw.training.train import split_sources
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from denoiser_vs_classic import DATA, GROUPS, crop, scores
+from denoiser_vs_classic import DATA, GROUPS, crop, group_means, scores, timed_classic
 
 #: Centre crops of the photos: whole 6x6 tiles, at least LibRaw's X-Trans minimum a side.
 PHOTO_SIDE = (516, 768)
@@ -145,10 +145,8 @@ def run_frame(
     dark = darkened(x_lin, x_meta, group, seed, tmp / "x.dng")
     images: dict[str, np.ndarray] = {}
     times: dict[str, float] = {}
-    start = time.perf_counter()
-    options = ClassicOptions(ratio=ratio, denoiser=Denoiser.AUTO, gamma=GammaCurve.SRGB)
-    classic = run_classic(dark.mosaic, dark.meta, options)
-    images["classic"], times["classic"] = classic.image, time.perf_counter() - start
+    classic, times["classic"] = timed_classic(dark, ratio, GammaCurve.SRGB)
+    images["classic"] = classic.image
     start = time.perf_counter()
     settings = DenoiseOptions(gamma=GammaCurve.SRGB, precision="fp32", renderer="darkraw")
     result = enhance_with_denoiser(dark.mosaic, dark.meta, xtrans, ratio, settings)
@@ -189,19 +187,6 @@ def run_frame(
             row[f"{method}_{key}"] = value
     images["reference"] = reference
     return row, images
-
-
-def group_means(rows: list[dict[str, object]]) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for group in dict.fromkeys(str(r["group"]) for r in rows):
-        mine = [r for r in rows if r["group"] == group]
-        means: dict[str, float] = {"frames": len(mine)}
-        for method in METHODS:
-            for key in ("psnr", "ssim", "de2000"):
-                values = [float(str(r[f"{method}_{key}"])) for r in mine]
-                means[f"{method}_{key}"] = round(float(np.mean(values)), 4)
-        out[group] = means
-    return out
 
 
 def main() -> None:
@@ -246,7 +231,7 @@ def main() -> None:
                         captions=captions,
                     )
                     write_image(images / f"xtrans_{group}.png", sheet)
-    means = group_means(rows)
+    means = group_means(rows, METHODS)
     result = {
         "model": args.model,
         "bayer": args.bayer,
