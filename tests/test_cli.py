@@ -151,6 +151,7 @@ def test_info_runtime_says_what_runs_the_default_model(dark_dng, capsys, monkeyp
     data = json.loads(capsys.readouterr().out)
     assert data["default_model"] == "fp32 (CPUExecutionProvider)"
     assert data["default_passes"].startswith("2 (the frame and its transpose) up to 6.25 Mpixel")
+    assert data["default_xtrans"].startswith("its X-Trans twin (--model xtrans)")
     assert isinstance(data["native_bf16"], bool) and data["onnxruntime"]
     # With files too, the machine comes first, then the files' table; in JSON one document.
     assert main(["info", "--runtime", str(dark_dng)]) == 0

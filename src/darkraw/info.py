@@ -113,7 +113,7 @@ def describe_runtime(device: str = "auto") -> dict[str, Any]:
     import platform
 
     from darkraw.errors import MissingExtraError
-    from darkraw.nn.enhance import load_network
+    from darkraw.nn.enhance import DefaultDenoiser, load_network
     from darkraw.nn.precision import cpuinfo
     from darkraw.nn.runtime import (
         OPENVINO_EXTRA,
@@ -152,6 +152,11 @@ def describe_runtime(device: str = "auto") -> dict[str, Any]:
         precision = getattr(network, "precision", "fp32")
         providers = ", ".join(getattr(network, "providers", ()) or ("torch",))
         out["default_model"] = f"{precision} ({providers})"
+        out["default_xtrans"] = (
+            "its X-Trans twin (--model xtrans), loaded for the first one"
+            if isinstance(network, DefaultDenoiser)
+            else "no X-Trans twin is bundled: use --method classic"
+        )
     # --ensemble auto's rule for the default model (darkraw.nn.rawdenoise.ensemble_passes).
     limit = ENSEMBLE_AUTO_PIXELS / 2 / 1e6
     out["default_passes"] = f"2 (the frame and its transpose) up to {limit:g} Mpixel, 1 above"
@@ -177,6 +182,7 @@ _RUNTIME_ROWS = (
     ("torch", "torch"),
     ("default_model", "default model runs in"),
     ("default_passes", "its passes (--ensemble auto)"),
+    ("default_xtrans", "X-Trans (Fujifilm) files"),
 )
 
 
