@@ -147,3 +147,40 @@ def test_editors_open_the_dng(tmp_path, program, one_torch_thread):
         assert done.stdout.split("\n")[:2] == ["Acme 35mm f/1.8", "6400"]
     else:
         assert out.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("program", ["darktable-cli", "rawtherapee-cli"])
+def test_editors_open_the_dng_of_an_xtrans_file(tmp_path, program, one_torch_thread):
+    """The default model's X-Trans twin gives an X-Trans CFA DNG that the editors render."""
+    if shutil.which(program) is None:
+        pytest.skip(f"{program} is not installed (Debian: darktable, rawtherapee)")
+    from conftest import XTRANS, smooth_scene, xtrans_meta
+
+    rgb = smooth_scene(516, 522, seed=4)
+    linear = np.take_along_axis(rgb, np.tile(XTRANS, (86, 87))[None], axis=0)[0]
+    rng = np.random.default_rng(1)
+    noisy = 1024 + rng.poisson(linear * (16383 - 1024) / 20) + rng.normal(0, 2, linear.shape)
+    meta = xtrans_meta(516, 522, wb_gains=(1.8, 1.0, 1.5), make="FUJIFILM", model="X-T3")
+    src = write_dng(tmp_path / "xt.dng", np.clip(np.rint(noisy), 0, 16383).astype(np.uint16), meta)
+    dng = tmp_path / "xt-out.dng"
+    enhance(src, dng, options=ClassicOptions(ratio=20.0), model="default")
+    with rawpy.imread(str(dng)) as raw:
+        assert raw.raw_type == rawpy.RawType.Flat and raw.raw_pattern.shape == (6, 6)
+    out = tmp_path / "render.jpg"
+    commands = {
+        "darktable-cli": [
+            program,
+            str(dng),
+            str(out),
+            "--core",
+            "--configdir",
+            str(tmp_path / "dt"),
+            "--library",
+            ":memory:",
+        ],
+        "rawtherapee-cli": [program, "-o", str(out), "-Y", "-c", str(dng)],
+    }
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(commands[program], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-400:]
+    assert out.stat().st_size > 1000
