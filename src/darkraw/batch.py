@@ -590,7 +590,7 @@ def _describe(result: Result, model: str) -> str:
     if isinstance(result, DenoisedResult | DenoisedFrame):
         text = f"model {model}, strength {result.strength:g}, noise {result.noise.describe()}"
         if result.passes == 2:
-            text += ", 2 passes (the frame and its transpose)"
+            text += f", 2 passes (the frame and {result.second_pass})"
         if any(result.black_offset):
             offsets = "/".join(f"{v:.1f}" for v in result.black_offset)
             text += f", black offset {offsets} DN (R/G1/B/G2)"

@@ -209,7 +209,7 @@ def test_an_xtrans_frame_goes_through_an_xtrans_network(tmp_path, renderer, heig
     result = enhance_with_denoiser(raw.mosaic, raw.meta, net, 2.0, options, source=path)
     assert result.image.shape == (3, height, width)
     assert result.mosaic_dn.shape == (height, width)
-    assert result.passes == 1  # a transposed X-Trans frame is not the same layout
+    assert result.passes == 2  # the frame and it turned half round
     plain = enhance_with_denoiser(
         raw.mosaic, raw.meta, net, 2.0, replace(options, strength=0), source=path
     )
@@ -262,6 +262,32 @@ def test_an_xtrans_frames_network_sees_each_colours_noise_and_its_planes(monkeyp
         x[9:18].mean(axis=(1, 2)), np.sqrt(shot * levels[colours]), rtol=1e-3
     )
     assert x.shape[0] == 19 and set(np.unique(x[18])) == {-1.0, 1.0}
+
+
+@pytest.mark.parametrize(("height", "width"), [(72, 96), (70, 95), (61, 49)])
+@pytest.mark.parametrize("shift", [(0, 0), (1, 2)])
+def test_the_xtrans_half_turn_goes_there_and_back_exactly(monkeypatch, height, width, shift):
+    """With a network that returns its input, averaging the frame's pass with the half-turned
+    frame's gives the one pass's planes: the turned frame packs to the training tile, and its
+    result goes back to each sample's own place; a network that is not symmetric gives another
+    average."""
+    from conftest import XTRANS
+
+    mosaic, meta = xtrans_scene(72, 96)
+    tile = tuple(map(tuple, np.roll(XTRANS, shift, (0, 1)).tolist()))
+    meta = meta.replace(cfa_tile=tile, height=height, width=width)
+    mosaic = mosaic[:height, :width]
+    net = random_model(XTRANS_CONFIG)
+    one_pass, two = replace(FP32, ensemble=1), replace(FP32, ensemble=2)
+    monkeypatch.setattr(rawdenoise, "run_denoiser", lambda model, x, options: x[:9].copy())
+    one = enhance_with_denoiser(mosaic, meta, net, 2.0, one_pass, noise=NOISE)
+    both = enhance_with_denoiser(mosaic, meta, net, 2.0, two, noise=NOISE)
+    assert (one.passes, both.passes) == (1, 2) and both.second_pass == "it turned half round"
+    np.testing.assert_allclose(both.mosaic_dn, one.mosaic_dn, rtol=1e-6, atol=1e-3)
+    monkeypatch.undo()
+    one = enhance_with_denoiser(mosaic, meta, net, 2.0, one_pass, noise=NOISE)
+    both = enhance_with_denoiser(mosaic, meta, net, 2.0, two, noise=NOISE)
+    assert np.abs(both.mosaic_dn - one.mosaic_dn).max() > 1
 
 
 def test_libraw_renders_an_xtrans_frame_from_its_least_size(tmp_path):
