@@ -117,14 +117,9 @@ def test_no_output_overwrites_an_input(tmp_path):
     assert src.read_bytes() == data
 
 
-@pytest.mark.parametrize("program", ["darktable-cli", "rawtherapee-cli", "exiftool"])
-def test_editors_open_the_dng(tmp_path, program, one_torch_thread):
-    if shutil.which(program) is None:
-        pytest.skip(f"{program} is not installed (Debian: darktable, rawtherapee, exiftool)")
-    # RawTherapee refuses frames under about 256 pixels a side (200x200 too); 256x256 it opens.
-    src = dark_dng(tmp_path / "dark.dng", size=(256, 256))
-    dng = tmp_path / "out.dng"
-    enhance(src, dng, options=ClassicOptions(ratio=4.0), model="default")
+def run_editor(program: str, dng, tmp_path) -> tuple[subprocess.CompletedProcess, object]:
+    """Run ``program`` on ``dng`` as a user would (its own HOME): darktable-cli and
+    rawtherapee-cli render it to a JPEG, exiftool reads its lens model and ISO."""
     out = tmp_path / "render.jpg"
     commands = {
         "darktable-cli": [
@@ -142,6 +137,18 @@ def test_editors_open_the_dng(tmp_path, program, one_torch_thread):
     }
     env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
     done = subprocess.run(commands[program], capture_output=True, text=True, env=env, timeout=300)
+    return done, out
+
+
+@pytest.mark.parametrize("program", ["darktable-cli", "rawtherapee-cli", "exiftool"])
+def test_editors_open_the_dng(tmp_path, program, one_torch_thread):
+    if shutil.which(program) is None:
+        pytest.skip(f"{program} is not installed (Debian: darktable, rawtherapee, exiftool)")
+    # RawTherapee refuses frames under about 256 pixels a side (200x200 too); 256x256 it opens.
+    src = dark_dng(tmp_path / "dark.dng", size=(256, 256))
+    dng = tmp_path / "out.dng"
+    enhance(src, dng, options=ClassicOptions(ratio=4.0), model="default")
+    done, out = run_editor(program, dng, tmp_path)
     assert done.returncode == 0, done.stderr[-400:]
     if program == "exiftool":
         assert done.stdout.split("\n")[:2] == ["Acme 35mm f/1.8", "6400"]
@@ -166,21 +173,6 @@ def test_editors_open_the_dng_of_an_xtrans_file(tmp_path, program, one_torch_thr
     enhance(src, dng, options=ClassicOptions(ratio=20.0), model="default")
     with rawpy.imread(str(dng)) as raw:
         assert raw.raw_type == rawpy.RawType.Flat and raw.raw_pattern.shape == (6, 6)
-    out = tmp_path / "render.jpg"
-    commands = {
-        "darktable-cli": [
-            program,
-            str(dng),
-            str(out),
-            "--core",
-            "--configdir",
-            str(tmp_path / "dt"),
-            "--library",
-            ":memory:",
-        ],
-        "rawtherapee-cli": [program, "-o", str(out), "-Y", "-c", str(dng)],
-    }
-    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(commands[program], capture_output=True, text=True, env=env, timeout=300)
+    done, out = run_editor(program, dng, tmp_path)
     assert done.returncode == 0, done.stderr[-400:]
     assert out.stat().st_size > 1000
