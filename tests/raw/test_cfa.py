@@ -86,7 +86,7 @@ def test_an_xtrans_tile_starting_anywhere_packs_and_unpacks_exactly(shift):
     """A camera's visible area may start anywhere in the X-Trans pattern; rows and columns put
     before the mosaic bring its 3x3 blocks to 2 R, 5 G, 2 B, and unpacking takes them off."""
     from darkraw.classic.pipeline import pack, unpack
-    from darkraw.raw.cfa import XTRANS_TILE, put_before, xtrans_phase
+    from darkraw.raw.cfa import XTRANS_TILE, xtrans_canvas, xtrans_phase
     from darkraw.raw.metadata import RawMetadata
 
     tile = np.roll(XTRANS, shift, (0, 1))
@@ -94,10 +94,11 @@ def test_an_xtrans_tile_starting_anywhere_packs_and_unpacks_exactly(shift):
     # Every shift of Fujifilm's pattern is brought to the one tile training uses.
     np.testing.assert_array_equal(np.roll(tile, (rows, cols), (0, 1)), XTRANS_TILE)
     colours = np.tile(tile, (4, 5))[:20, :27]
-    before = put_before(colours, rows, cols)
-    np.testing.assert_array_equal(
-        before, np.tile(np.roll(tile, (rows, cols), (0, 1)), (5, 6))[: 20 + rows, : 27 + cols]
-    )
+    canvas = xtrans_canvas(colours, rows, cols)
+    assert canvas.shape == (-(-(20 + rows) // 6) * 6, -(-(27 + cols) // 6) * 6)
+    earlier = np.tile(np.roll(tile, (rows, cols), (0, 1)), (6, 7))
+    np.testing.assert_array_equal(canvas, earlier[: canvas.shape[0], : canvas.shape[1]])
+    np.testing.assert_array_equal(canvas[rows : rows + 20, cols : cols + 27], colours)
     meta = RawMetadata(
         cfa_tile=tuple(map(tuple, tile.tolist())),
         black_tile=tuple((0.0,) * 6 for _ in range(6)),

@@ -25,9 +25,9 @@ from darkraw.raw.cfa import (
     pack_xtrans,
     pad_to_multiple,
     plane_colors,
-    put_before,
     unpack_bayer,
     unpack_xtrans,
+    xtrans_canvas,
     xtrans_phase,
 )
 from darkraw.raw.metadata import RawMetadata, tile_tuple
@@ -102,8 +102,8 @@ def pack(raw_lin: np.ndarray, meta: RawMetadata) -> np.ndarray:
     :func:`unpack` takes them off again."""
     if meta.is_xtrans:
         rows, cols = xtrans_phase(meta.cfa_tile)
-        padded, _ = pad_to_multiple(put_before(raw_lin, rows, cols), 6)
-        return pack_xtrans(padded, np.roll(meta.cfa_tile, (rows, cols), (0, 1)))
+        canvas = xtrans_canvas(raw_lin, rows, cols)
+        return pack_xtrans(canvas, np.roll(meta.cfa_tile, (rows, cols), (0, 1)))
     padded, _ = pad_to_multiple(raw_lin, meta.period)
     return pack_bayer(padded, meta.bayer_pattern)
 

@@ -33,9 +33,8 @@ BAYER_PLANE_ROWS: tuple[int, ...] = (0, 0, 1, 1)
 #: Colour index of each packed X-Trans plane.
 XTRANS_PLANE_COLORS: tuple[int, ...] = (0, 0, 1, 1, 1, 1, 1, 2, 2)
 
-#: Fujifilm's X-Trans tile (colour indices, 0 R, 1 G, 2 B) as LibRaw reports it for the X-Trans
-#: II to V sensors at the visible area's top-left corner; training mosaics use it and its
-#: shifts by whole 3x3 blocks.
+#: Fujifilm's X-Trans tile (colour indices, 0 R, 1 G, 2 B): the phase of the pattern every
+#: X-Trans mosaic is packed from (:func:`xtrans_phase`) and training mosaics are laid out on.
 XTRANS_TILE: tuple[tuple[int, ...], ...] = (
     (1, 1, 0, 1, 1, 2),
     (1, 1, 2, 1, 1, 0),
@@ -234,15 +233,31 @@ def xtrans_phase(tile: npt.ArrayLike) -> tuple[int, int]:
     raise ValueError("not an X-Trans tile: no shift of it holds 2 R, 5 G and 2 B in each 3x3 block")
 
 
-def put_before(mosaic: np.ndarray, rows: int, cols: int) -> np.ndarray:
+def xtrans_canvas(mosaic: np.ndarray, rows: int, cols: int) -> np.ndarray:
     """``(*, H, W)`` with ``rows`` rows and ``cols`` columns put before it, each a copy of the
-    row (column) one 6-pixel period after it, so under the same colour filter: the mosaic then
-    starts its tile ``(rows, cols)`` earlier (:func:`xtrans_phase`). Needs H, W >= 6."""
-    if rows:
-        mosaic = np.concatenate([mosaic[..., 6 - rows : 6, :], mosaic], axis=-2)
-    if cols:
-        mosaic = np.concatenate([mosaic[..., :, 6 - cols : 6], mosaic], axis=-1)
-    return mosaic
+    row (column) one 6-pixel period after it, so under the same colour filter (the mosaic then
+    starts its tile ``(rows, cols)`` earlier, :func:`xtrans_phase`), and padded at the bottom
+    and right to whole 6x6 tiles as :func:`pad_to_multiple` pads. One new array, filled in
+    place: a concatenation for each side made four copies of a frame (0.6 s each for 24
+    Mpixels of fresh memory).
+
+    Raises:
+        ValueError: H or W below 6.
+    """
+    h, w = mosaic.shape[-2:]
+    if h < 6 or w < 6:
+        raise ValueError(f"mosaic {h}x{w} is smaller than one 6x6 CFA tile")
+    height, width = -(-(rows + h) // 6) * 6, -(-(cols + w) // 6) * 6
+    out = np.empty((*mosaic.shape[:-2], height, width), dtype=mosaic.dtype)
+    inside = slice(cols, cols + w)
+    out[..., rows : rows + h, inside] = mosaic
+    out[..., :rows, inside] = out[..., 6 : 6 + rows, inside]
+    for row in range(rows + h, height):
+        out[..., row, inside] = out[..., row - 6, inside]
+    out[..., :, :cols] = out[..., :, 6 : 6 + cols]
+    for col in range(cols + w, width):
+        out[..., :, col] = out[..., :, col - 6]
+    return out
 
 
 def _xtrans_slots(tile: np.ndarray) -> list[list[tuple[int, int]]]:
