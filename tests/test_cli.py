@@ -547,12 +547,12 @@ def test_the_raw_denoiser_runs_two_passes_on_a_small_frame_and_says_so(tmp_path,
     assert np.abs(got - read_image(once).transpose(1, 2, 0)).max() > 1e-3
 
 
-def test_the_raw_denoiser_refuses_the_sid_networks_larger_ensembles(tmp_path, dark_dng, capsys):
+def test_the_raw_denoiser_runs_four_passes_when_asked(tmp_path, dark_dng, capsys):
     out = tmp_path / "o.png"
-    assert main(["enhance", str(dark_dng), "-o", str(out), "--ensemble", "4"]) == 2
-    err = capsys.readouterr().err
-    assert "ensemble is 1, 2 or 'auto'" in err and len(err.strip().splitlines()) == 1
-    assert not out.exists()
+    assert main(["enhance", str(dark_dng), "-o", str(out), "--ensemble", "4"]) == 0
+    line = capsys.readouterr().out
+    assert "4 passes (the frame, its transpose and both turned half round)" in line
+    assert read_image(out).shape == (3, 64, 96)
 
 
 def test_enhance_uses_the_bundled_network_by_default(tmp_path, dark_dng, capsys):

@@ -589,8 +589,8 @@ def _describe(result: Result, model: str) -> str:
 
     if isinstance(result, DenoisedResult | DenoisedFrame):
         text = f"model {model}, strength {result.strength:g}, noise {result.noise.describe()}"
-        if result.passes == 2:
-            text += f", 2 passes (the frame and {result.second_pass})"
+        if result.passes > 1:
+            text += f", {result.passes} passes ({result.passes_note})"
         if any(result.black_offset):
             offsets = "/".join(f"{v:.1f}" for v in result.black_offset)
             text += f", black offset {offsets} DN (R/G1/B/G2)"

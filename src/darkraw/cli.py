@@ -249,12 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_ensemble,
         default=None,
         metavar="{auto,1,2,4,8}",
-        help="network: run N flipped and transposed copies and average them, N times slower; "
-        "auto takes as many as fit in the work of one 12-Mpixel frame. The raw denoiser runs 1 "
-        "or 2 (the frame and its transpose, 0.05-0.17 dB better; for X-Trans the frame turned "
-        "half round; auto: 2 up to 6.25 Mpixel); "
-        "the SID network 1, 2, 4 or 8 (8 cleans flat areas a little more; auto: 8 up to 1.5 "
-        "Mpixel). A full-size camera frame gets 1 (default: auto)",
+        help="network: run N mirrored, turned and transposed copies and average them, N times "
+        "slower; auto takes as many as fit in the work of one 12-Mpixel frame. The raw "
+        "denoiser: 2 is the frame and its transpose (0.05-0.17 dB better; for X-Trans the "
+        "frame turned half round), 4 and 8 add the other mirrorings and turns; auto: 2 up to "
+        "6.25 Mpixel. The SID network: auto 8 up to 1.5 Mpixel. A full-size camera frame gets "
+        "1 (default: auto)",
     )
     enh.add_argument(
         "--strength",

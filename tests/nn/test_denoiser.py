@@ -67,7 +67,7 @@ def test_blind_network_takes_the_planes_alone():
         {"levels": 9},
         {"width": True},
         {"noise_input": "sigma"},
-        {"first_width": 17},
+        {"first_width": 129},
         {"first_width": -1},
         {"first_width": 2.0},
     ],
@@ -96,6 +96,15 @@ def test_a_narrower_first_level_round_trips_and_older_configs_read_as_before():
     assert DenoiserConfig(first_width=16).widths == DenoiserConfig().widths
 
 
+def test_a_wider_first_level_keeps_the_levels_below():
+    wide = DenoiserConfig(width=8, levels=3, planes=9, first_width=24)
+    assert wide.widths == (24, 16, 32)
+    assert DenoiserConfig.from_dict(wide.to_dict()) == wide
+    net = model(wide)
+    x = torch.rand(1, wide.in_channels, 12, 20)
+    torch.testing.assert_close(net(x), x[:, :9])
+
+
 def test_a_narrower_first_level_is_cheaper_and_still_starts_as_the_identity():
     config = DenoiserConfig(width=4, levels=3, first_width=2)
     net = model(config)
@@ -110,6 +119,7 @@ MAC_CONFIGS = [
     DenoiserConfig(width=8, levels=3),
     DenoiserConfig(first_width=8),
     DenoiserConfig(width=8, levels=1, first_width=3),
+    DenoiserConfig(width=8, levels=3, planes=9, first_width=24),
 ]
 
 

@@ -282,7 +282,9 @@ def test_the_xtrans_half_turn_goes_there_and_back_exactly(monkeypatch, height, w
     monkeypatch.setattr(rawdenoise, "run_denoiser", lambda model, x, options: x[:9].copy())
     one = enhance_with_denoiser(mosaic, meta, net, 2.0, one_pass, noise=NOISE)
     both = enhance_with_denoiser(mosaic, meta, net, 2.0, two, noise=NOISE)
-    assert (one.passes, both.passes) == (1, 2) and both.second_pass == "it turned half round"
+    assert (one.passes, both.passes) == (1, 2) and both.passes_note == (
+        "the frame and it turned half round"
+    )
     np.testing.assert_allclose(both.mosaic_dn, one.mosaic_dn, rtol=1e-6, atol=1e-3)
     monkeypatch.undo()
     one = enhance_with_denoiser(mosaic, meta, net, 2.0, one_pass, noise=NOISE)
@@ -564,9 +566,9 @@ def test_auto_runs_two_passes_on_frames_up_to_a_full_frames_work():
     assert ensemble_passes(1, 100) == 1 and ensemble_passes(2, 10**8) == 2
 
 
-@pytest.mark.parametrize("ensemble", [0, 3, 4, 8, True, "2", None])
+@pytest.mark.parametrize("ensemble", [0, 3, 5, 16, True, "2", None])
 def test_other_ensembles_are_refused(ensemble):
-    with pytest.raises(ValueError, match="ensemble is 1, 2 or 'auto'"):
+    with pytest.raises(ValueError, match="ensemble is 1, 2, 4, 8 or 'auto'"):
         DenoiseOptions(ensemble=ensemble)
 
 
@@ -633,3 +635,101 @@ def test_two_passes_stay_exact_across_tiles():
     ]
     # torch runs a tile with other float sums than the whole frame: 1e-6 of white.
     np.testing.assert_allclose(results[1], results[0], rtol=0, atol=0.02)
+
+
+# --- Ensembles of 4 and 8: the frame mirrored and turned --------------------------------------
+
+
+@pytest.mark.parametrize("passes", [4, 8])
+@pytest.mark.parametrize(
+    ("layout", "height", "width"),
+    [("RGGB", 40, 52), ("BGGR", 41, 52), ("GRBG", 40, 53), ("GBRG", 39, 47), ("xtrans", 70, 95)],
+)
+def test_every_pass_goes_there_and_back_exactly(monkeypatch, passes, layout, height, width):
+    """With a network that returns its input, every mirrored and turned pass gives back the one
+    pass's mosaic: each moved frame goes back to each sample's own place."""
+    if layout == "xtrans":
+        from conftest import XTRANS
+
+        mosaic, meta = xtrans_scene(72, 96)
+        tile = tuple(map(tuple, np.roll(XTRANS, (1, 2), (0, 1)).tolist()))
+        meta = meta.replace(cfa_tile=tile, height=height, width=width)
+        mosaic = mosaic[:height, :width]
+        planes = 9
+    else:
+        mosaic, meta = scene_mosaic(layout, height, width)
+        planes = 4
+    calls = []
+
+    def identity(model, x, options):
+        calls.append(x.shape)
+        return x[:planes].copy()
+
+    monkeypatch.setattr(rawdenoise, "run_denoiser", identity)
+    net = random_model(XTRANS_CONFIG if planes == 9 else DenoiserConfig(width=4, levels=3))
+    one = enhance_with_denoiser(mosaic, meta, net, 2.0, replace(FP32, ensemble=1), noise=NOISE)
+    many = enhance_with_denoiser(
+        mosaic, meta, net, 2.0, replace(FP32, ensemble=passes), noise=NOISE
+    )
+    assert many.passes == passes and len(calls) == 1 + passes
+    assert many.passes_note == rawdenoise.ensemble_note(passes, planes == 9)
+    np.testing.assert_allclose(many.mosaic_dn, one.mosaic_dn, rtol=1e-6, atol=1e-3)
+
+
+@pytest.mark.parametrize("passes", [4, 8])
+@pytest.mark.parametrize("layout", ["RGGB", "xtrans"])
+def test_every_pass_is_a_frame_the_network_was_trained_on(monkeypatch, passes, layout):
+    """On a flat field of three colours, every pass's planes hold the colours of the training
+    layout (R, G1, B, G2; or R, R, G x 5, B, B): the moved frames are packed one pixel away or
+    on a shift of Fujifilm's pattern, never with the colours swapped."""
+    levels = np.array([0.6, 0.3, 0.1])
+    if layout == "xtrans":
+        from conftest import XTRANS, xtrans_meta
+
+        height, width = 70, 95
+        colours = np.tile(XTRANS, (13, 17))[:height, :width]
+        meta = xtrans_meta(height, width, wb_gains=(1.8, 1.0, 1.5))
+        order = [0, 0, 1, 1, 1, 1, 1, 2, 2]
+    else:
+        height, width = 41, 53
+        colours = np.tile([[0, 1], [1, 2]], (21, 27))[:height, :width]
+        _, meta = scene_mosaic("RGGB", height, width)
+        order = [0, 1, 2, 1]
+    black, white = float(np.mean(meta.black_tile)), float(meta.white_level)
+    mosaic = (black + levels[colours] * (white - black)).astype(np.float32)
+    seen = []
+
+    def record(model, x, options):
+        seen.append(x[: len(order)].mean(axis=(1, 2)))
+        return x[: len(order)].copy()
+
+    monkeypatch.setattr(rawdenoise, "run_denoiser", record)
+    net = random_model(XTRANS_CONFIG if layout == "xtrans" else DenoiserConfig(width=4, levels=3))
+    options = replace(FP32, ensemble=passes, black_offset=False)
+    enhance_with_denoiser(mosaic, meta, net, 1.0, options, noise=NOISE)
+    assert len(seen) == passes
+    for means in seen:
+        np.testing.assert_allclose(means, levels[order], atol=1e-4)
+
+
+def test_with_eight_passes_a_mirrored_or_turned_frame_gives_the_same_moved_result():
+    """All eight passes make the ensemble exactly symmetric: the same picture however the
+    frame is mirrored or turned (to float rounding)."""
+    net = random_model()
+    mosaic, meta = scene_mosaic(height=40, width=56)
+    options = DenoiseOptions(precision="fp32", renderer="darkraw", black_offset=False, ensemble=8)
+    upright = denoise_frame(mosaic, meta, net, 4.0, options, noise=NOISE).mosaic_dn
+    once = denoise_frame(mosaic, meta, net, 4.0, replace(options, ensemble=1), noise=NOISE)
+    assert np.abs(upright - once.mosaic_dn).max() > 0.5  # the other passes changed it
+    for move in rawdenoise.BAYER_PASSES[1:]:
+        moved = np.ascontiguousarray(rawdenoise._moved(mosaic, move))
+        pattern = rawdenoise._moved(np.array([["R", "G"], ["G", "B"]]), move)
+        moved_meta = meta.replace(
+            cfa_tile=tuple(
+                tuple({"R": 0, "G": 1, "B": 2}[c] for c in row) for row in pattern.tolist()
+            ),
+            height=moved.shape[0],
+            width=moved.shape[1],
+        )
+        result = denoise_frame(moved, moved_meta, net, 4.0, options, noise=NOISE).mosaic_dn
+        np.testing.assert_allclose(result, rawdenoise._moved(upright, move), rtol=0, atol=0.02)

@@ -86,7 +86,7 @@ def test_an_xtrans_tile_starting_anywhere_packs_and_unpacks_exactly(shift):
     """A camera's visible area may start anywhere in the X-Trans pattern; rows and columns put
     before the mosaic bring its 3x3 blocks to 2 R, 5 G, 2 B, and unpacking takes them off."""
     from darkraw.classic.pipeline import pack, unpack
-    from darkraw.raw.cfa import XTRANS_TILE, xtrans_canvas, xtrans_phase
+    from darkraw.raw.cfa import XTRANS_TILE, cfa_canvas, xtrans_phase
     from darkraw.raw.metadata import RawMetadata
 
     tile = np.roll(XTRANS, shift, (0, 1))
@@ -94,7 +94,7 @@ def test_an_xtrans_tile_starting_anywhere_packs_and_unpacks_exactly(shift):
     # Every shift of Fujifilm's pattern is brought to the one tile training uses.
     np.testing.assert_array_equal(np.roll(tile, (rows, cols), (0, 1)), XTRANS_TILE)
     colours = np.tile(tile, (4, 5))[:20, :27]
-    canvas = xtrans_canvas(colours, rows, cols)
+    canvas = cfa_canvas(colours, rows, cols)
     assert canvas.shape == (-(-(20 + rows) // 6) * 6, -(-(27 + cols) // 6) * 6)
     earlier = np.tile(np.roll(tile, (rows, cols), (0, 1)), (6, 7))
     np.testing.assert_array_equal(canvas, earlier[: canvas.shape[0], : canvas.shape[1]])
@@ -156,3 +156,17 @@ def test_transposed_planes_keep_each_group_of_four():
 def test_transposed_planes_refuse_other_shapes(shape):
     with pytest.raises(ValueError, match="packed Bayer planes"):
         transpose_bayer_planes(np.zeros(shape, np.float32))
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_a_bayer_canvas_puts_rows_and_columns_of_the_same_colours_before(rows, cols):
+    from darkraw.raw.cfa import cfa_canvas
+
+    colours = np.tile([[0, 1], [1, 2]], (4, 5))[:7, :9]
+    canvas = cfa_canvas(colours, rows, cols, period=2)
+    assert canvas.shape == (-(-(7 + rows) // 2) * 2, -(-(9 + cols) // 2) * 2)
+    earlier = np.tile(np.roll([[0, 1], [1, 2]], (rows, cols), (0, 1)), (5, 6))
+    np.testing.assert_array_equal(canvas, earlier[: canvas.shape[0], : canvas.shape[1]])
+    np.testing.assert_array_equal(canvas[rows : rows + 7, cols : cols + 9], colours)
+    with pytest.raises(ValueError, match=r"0\.\.1"):
+        cfa_canvas(colours, 2, 0, period=2)

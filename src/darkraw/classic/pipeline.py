@@ -21,13 +21,13 @@ from darkraw.classic.denoise import Denoiser, denoise_planes, resolve_denoiser
 from darkraw.classic.filters import filter2d
 from darkraw.raw.cfa import (
     BayerPattern,
+    cfa_canvas,
     pack_bayer,
     pack_xtrans,
     pad_to_multiple,
     plane_colors,
     unpack_bayer,
     unpack_xtrans,
-    xtrans_canvas,
     xtrans_phase,
 )
 from darkraw.raw.metadata import RawMetadata, tile_tuple
@@ -102,7 +102,7 @@ def pack(raw_lin: np.ndarray, meta: RawMetadata) -> np.ndarray:
     :func:`unpack` takes them off again."""
     if meta.is_xtrans:
         rows, cols = xtrans_phase(meta.cfa_tile)
-        canvas = xtrans_canvas(raw_lin, rows, cols)
+        canvas = cfa_canvas(raw_lin, rows, cols)
         return pack_xtrans(canvas, np.roll(meta.cfa_tile, (rows, cols), (0, 1)))
     padded, _ = pad_to_multiple(raw_lin, meta.period)
     return pack_bayer(padded, meta.bayer_pattern)

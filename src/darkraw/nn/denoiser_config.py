@@ -35,10 +35,12 @@ class DenoiserConfig:
     Attributes:
         width: channels of the first level; level ``i`` has ``width * 2**i``.
         levels: resolutions of the U-Net (``levels - 1`` poolings).
-        first_width: channels of the first level where it is narrower than ``width`` (0: it is
-            ``width``). The first level runs at the packed planes' full resolution: at width 16
-            it is a third of the default's multiply-accumulates and, with few channels per
-            convolution, the part the CPU runs least efficiently.
+        first_width: channels of the first level where they differ from ``width`` (0: it is
+            ``width``), at most :data:`MAX_WIDTH`. The first level runs at the packed planes' full
+            resolution: at width 16 it is a third of the Bayer network's multiply-accumulates
+            and, with few channels per convolution, the part the CPU runs least efficiently; an
+            X-Trans network's first level carries nine planes where a Bayer network's carries
+            four, and may be wider.
         planes: packed raw planes in and out (4 for Bayer, 9 for X-Trans).
         noise_input: ``map`` (the noise map is ``planes`` extra input channels) or ``none``.
         mean_window: side (odd, packed pixels) of the box within which the network's correction
@@ -65,10 +67,9 @@ class DenoiserConfig:
                     f"denoiser {name} must be a whole number in {low}..{high}, got {value!r}"
                 )
         first = self.first_width
-        if not isinstance(first, int) or isinstance(first, bool) or not 0 <= first <= self.width:
+        if not isinstance(first, int) or isinstance(first, bool) or not 0 <= first <= MAX_WIDTH:
             raise ValueError(
-                f"denoiser first_width must be a whole number in 0..{self.width} (its width), "
-                f"got {first!r}"
+                f"denoiser first_width must be a whole number in 0..{MAX_WIDTH}, got {first!r}"
             )
         window = self.mean_window
         if not isinstance(window, int) or isinstance(window, bool) or window < 0:

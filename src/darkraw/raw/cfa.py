@@ -233,30 +233,35 @@ def xtrans_phase(tile: npt.ArrayLike) -> tuple[int, int]:
     raise ValueError("not an X-Trans tile: no shift of it holds 2 R, 5 G and 2 B in each 3x3 block")
 
 
-def xtrans_canvas(mosaic: np.ndarray, rows: int, cols: int) -> np.ndarray:
+def cfa_canvas(mosaic: np.ndarray, rows: int, cols: int, period: int = 6) -> np.ndarray:
     """``(*, H, W)`` with ``rows`` rows and ``cols`` columns put before it, each a copy of the
-    row (column) one 6-pixel period after it, so under the same colour filter (the mosaic then
-    starts its tile ``(rows, cols)`` earlier, :func:`xtrans_phase`), and padded at the bottom
-    and right to whole 6x6 tiles as :func:`pad_to_multiple` pads. One new array, filled in
-    place: a concatenation for each side made four copies of a frame (0.6 s each for 24
-    Mpixels of fresh memory).
+    row (column) one CFA period after it, so under the same colour filter (the mosaic then
+    starts its tile ``(rows, cols)`` earlier: :func:`xtrans_phase` for X-Trans, the red sample's
+    place for a Bayer mosaic made to start with red), and padded at the bottom and right to whole
+    tiles as :func:`pad_to_multiple` pads. One new array, filled in place: a concatenation for
+    each side made four copies of a frame (0.6 s each for 24 Mpixels of fresh memory).
+
+    Args:
+        period: the CFA tile's side: 6 for X-Trans, 2 for Bayer.
 
     Raises:
-        ValueError: H or W below 6.
+        ValueError: H or W below ``period``, or ``rows`` or ``cols`` not below it.
     """
     h, w = mosaic.shape[-2:]
-    if h < 6 or w < 6:
-        raise ValueError(f"mosaic {h}x{w} is smaller than one 6x6 CFA tile")
-    height, width = -(-(rows + h) // 6) * 6, -(-(cols + w) // 6) * 6
+    if h < period or w < period:
+        raise ValueError(f"mosaic {h}x{w} is smaller than one {period}x{period} CFA tile")
+    if not (0 <= rows < period and 0 <= cols < period):
+        raise ValueError(f"rows and cols put before must be in 0..{period - 1}, got {rows}, {cols}")
+    height, width = -(-(rows + h) // period) * period, -(-(cols + w) // period) * period
     out = np.empty((*mosaic.shape[:-2], height, width), dtype=mosaic.dtype)
     inside = slice(cols, cols + w)
     out[..., rows : rows + h, inside] = mosaic
-    out[..., :rows, inside] = out[..., 6 : 6 + rows, inside]
+    out[..., :rows, inside] = out[..., period : period + rows, inside]
     for row in range(rows + h, height):
-        out[..., row, inside] = out[..., row - 6, inside]
-    out[..., :, :cols] = out[..., :, 6 : 6 + cols]
+        out[..., row, inside] = out[..., row - period, inside]
+    out[..., :, :cols] = out[..., :, period : period + cols]
     for col in range(cols + w, width):
-        out[..., :, col] = out[..., :, col - 6]
+        out[..., :, col] = out[..., :, col - period]
     return out
 
 
