@@ -444,7 +444,7 @@ def test_enhance_an_xtrans_file_with_the_default_models_xtrans_twin(tmp_path, ca
     assert main(["enhance", str(xt), "-o", str(png), "--ratio", "50"]) == 0
     line = capsys.readouterr().out
     assert f"{xt} -> {png}" in line and "model default" in line
-    assert line.rstrip().endswith("2 passes (the frame and it turned half round))")
+    assert line.rstrip().endswith("8 passes (the frame in all eight mirrorings and turns))")
     assert read_image(png).shape == (3, 516, 522)
     assert main(["enhance", str(xt), "-o", str(dng), "--ratio", "50"]) == 0
     back = read_raw(dng)
@@ -530,17 +530,19 @@ def test_enhance_runs_the_whole_ensemble_on_a_small_photo_by_default(
     assert np.abs(read_image(out).transpose(1, 2, 0) - expected).max() <= 0.5 / 65535 + 1e-7
 
 
-def test_the_raw_denoiser_runs_two_passes_on_a_small_frame_and_says_so(tmp_path, dark_dng, capsys):
+def test_the_raw_denoiser_runs_eight_passes_on_a_small_frame_and_says_so(
+    tmp_path, dark_dng, capsys
+):
     import darkraw
     from darkraw.nn.rawdenoise import DenoiseOptions
 
     args = ["enhance", str(dark_dng), "--ratio", "50", "--precision", "fp32"]
     both, once = tmp_path / "auto.tif", tmp_path / "once.tif"
     assert main([*args, "-o", str(both)]) == 0
-    assert "2 passes (the frame and its transpose)" in capsys.readouterr().out
+    assert "8 passes (the frame in all eight mirrorings and turns)" in capsys.readouterr().out
     assert main([*args, "-o", str(once), "--ensemble", "1"]) == 0
     assert "passes" not in capsys.readouterr().out
-    options = DenoiseOptions(precision="fp32", ensemble=2)
+    options = DenoiseOptions(precision="fp32", ensemble=8)
     expected = darkraw.enhance(dark_dng, ratio=50, denoise=options)
     got = read_image(both).transpose(1, 2, 0)
     assert np.abs(got - expected).max() <= 0.5 / 65535 + 1e-7

@@ -149,8 +149,9 @@ def enhance(
             ``noiseprofiles.json`` format, or ``"darktable"`` for darktable's own); ``None``
             estimates the noise from the frame itself, as for cameras the profiles lack.
         denoise: how the raw denoiser runs (strength, renderer, tone curve, tiles,
-            self-ensemble); defaults if ``None``, which average the frame's and its transpose's
-            passes on frames up to 6.25 Mpixel and run one pass on larger ones
+            self-ensemble); defaults if ``None``, which average as many mirrored and turned
+            passes as fit in the work of one 12-Mpixel frame (8 up to 1.56 Mpixel, 2 up to
+            6.25) and run one pass on larger frames
             (:func:`darkraw.nn.rawdenoise.ensemble_passes`).
         classic: the classic pipeline's settings (its ``ratio`` is replaced by ``ratio``).
         device: where the raw denoiser runs in ONNX Runtime: ``auto`` (an NVIDIA GPU where

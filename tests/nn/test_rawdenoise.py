@@ -559,7 +559,11 @@ def test_the_packed_size_is_known_before_the_planes_are_made(shift, height, widt
 # --- The self-ensemble: the frame and its transpose -------------------------------------------
 
 
-def test_auto_runs_two_passes_on_frames_up_to_a_full_frames_work():
+def test_auto_runs_as_many_passes_as_fit_in_a_full_frames_work():
+    assert ensemble_passes("auto", 1_562_500) == 8
+    assert ensemble_passes("auto", 1_562_501) == 4
+    assert ensemble_passes("auto", 3_125_000) == 4
+    assert ensemble_passes("auto", 3_125_001) == 2
     assert ensemble_passes("auto", 6_250_000) == 2
     assert ensemble_passes("auto", 6_250_001) == 1
     assert ensemble_passes("auto", 4256 * 2848) == 1  # a 12-Mpixel frame: one pass, as timed
@@ -575,7 +579,9 @@ def test_other_ensembles_are_refused(ensemble):
 def test_two_passes_average_the_frame_and_its_transpose():
     net = random_model()
     mosaic, meta = scene_mosaic(height=48, width=64)
-    options = DenoiseOptions(precision="fp32", renderer="darkraw", black_offset=False)
+    options = DenoiseOptions(
+        precision="fp32", renderer="darkraw", black_offset=False, ensemble=2
+    )
     two = denoise_frame(mosaic, meta, net, 4.0, options, noise=NOISE)
     one = denoise_frame(mosaic, meta, net, 4.0, replace(options, ensemble=1), noise=NOISE)
     assert (two.passes, one.passes) == (2, 1)
@@ -612,7 +618,7 @@ def test_auto_takes_one_pass_above_its_budget(monkeypatch):
     monkeypatch.setattr(rawdenoise, "ENSEMBLE_AUTO_PIXELS", 40 * 56 * 2 - 1)
     large = denoise_frame(mosaic, meta, net, 4.0, options, noise=NOISE)
     once = denoise_frame(mosaic, meta, net, 4.0, replace(options, ensemble=1), noise=NOISE)
-    assert (small.passes, large.passes, once.passes) == (2, 1, 1)
+    assert (small.passes, large.passes, once.passes) == (8, 1, 1)
     np.testing.assert_array_equal(large.mosaic_dn, once.mosaic_dn)
     stopped = denoise_frame(mosaic, meta, net, 4.0, DenoiseOptions(strength=0), noise=NOISE)
     assert stopped.passes == 0

@@ -116,19 +116,22 @@ ENSEMBLE_PASSES = (1, 2, 4, 8)
 
 def ensemble_passes(ensemble: int | Literal["auto"], pixels: int) -> int:
     """How many passes an ensemble setting runs for a mosaic of ``pixels`` pixels: ``auto``
-    runs 2 where both stay within :data:`~darkraw.nn.tiling.ENSEMBLE_AUTO_PIXELS` (frames up to
-    6.25 Mpixel, which then take about as long as one pass of a 12-Mpixel frame) and 1 on
-    larger ones.
+    runs as many of 8, 4, 2 as stay within :data:`~darkraw.nn.tiling.ENSEMBLE_AUTO_PIXELS`
+    (the work of one pass over a 12-Mpixel frame): 8 up to 1.56 Mpixel, 4 up to 3.125, 2 up to
+    6.25, and 1 on larger frames, as camera frames are.
 
-    Measured (``benchmarks/checkpoint_compare.py``, fp32, the acceptance benchmark's three small
-    raw files and six photos, LibRaw's rendering): 2 passes against 1 gained 0.05-0.17 dB of
-    PSNR in every group (Sony x100 +0.05, x300 +0.10, Nikon +0.05, Poisson-Gaussian x100 +0.17,
-    x4 +0.11) and 0.11 dB on the demo crop, with SSIM higher and the colour error lower in
-    every group, and left 3-6 % less noise on the flat frames of the deep-shadow check.
+    Measured (``benchmarks/ensemble_passes.py``, torch fp32, LibRaw's rendering, the acceptance
+    benchmark's three small raw files and six photos; ``benchmarks/results/ensemble_passes.json``),
+    Bayer, 2 / 4 / 8 passes against 1: Sony x100 +0.05 / +0.09 / +0.10 dB, x300 +0.10 / +0.23 /
+    +0.26, Nikon +0.05 / +0.09 / +0.11, Poisson-Gaussian x100 +0.17 / +0.30 / +0.34, x4 +0.11 /
+    +0.19 / +0.22, SSIM higher and the colour error lower at each step.
     """
     if isinstance(ensemble, int):
         return ensemble
-    return 2 if 2 * pixels <= ENSEMBLE_AUTO_PIXELS else 1
+    for passes in (8, 4, 2):
+        if passes * pixels <= ENSEMBLE_AUTO_PIXELS:
+            return passes
+    return 1
 
 
 #: LibRaw's ``gamma=(power, toe slope)`` for each of darkraw's curves.
@@ -170,8 +173,9 @@ class DenoiseOptions:
             file's black level as it is.
         ensemble: 1 runs the network once; 2, 4 or 8 also run it on the frame mirrored and
             turned, and average the passes (:func:`_ensemble_mean`; each pass the network's
-            time again): 2 on a Bayer frame and its transpose gained 0.05-0.17 dB; ``auto``
-            runs 2 on frames up to 6.25 Mpixel and 1 on larger ones (:func:`ensemble_passes`).
+            time again; 0.10-0.34 dB more with 8 on Bayer frames); ``auto`` runs as many as fit
+            in the work of one 12-Mpixel frame: 8 up to 1.56 Mpixel, 4 up to 3.125, 2 up to
+            6.25 and 1 on larger frames (:func:`ensemble_passes`).
     """
 
     strength: float = 1.0

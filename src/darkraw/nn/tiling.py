@@ -10,7 +10,7 @@ from __future__ import annotations
 #: A self-ensemble set to ``auto`` runs as many copies as keep the work within this many output
 #: pixels: about one SID-size frame (4256x2848, 12.1 Mpixel, the speed target's frame), which
 #: takes one copy. Smaller photos get more copies for about the same time (the SID network's 8
-#: up to 1.56 Mpixel, :func:`darkraw.nn.infer.ensemble_copies`; the raw denoiser's 2 up to 6.25,
+#: up to 1.56 Mpixel, :func:`darkraw.nn.infer.ensemble_copies`; the raw denoiser's too,
 #: :func:`darkraw.nn.rawdenoise.ensemble_passes`).
 ENSEMBLE_AUTO_PIXELS = 12_500_000
 
