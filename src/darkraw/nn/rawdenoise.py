@@ -542,10 +542,8 @@ def denoise_frame(
         with_map = model.config.noise_input == "map"
         x = denoiser_input(planes, told, with_map=with_map, ratio=float(ratio))
         del planes  # the unamplified planes: 48 MB for 12 Mpixels, not needed any more
-        clean = run_denoiser(model, x, options)
         passes = ensemble_passes(options.ensemble, meta.height * meta.width)
-        if passes > 1:
-            clean = _ensemble_mean(model, x, clean, view.meta, told, options, passes)
+        clean = _ensemble_mean(model, x, view.meta, told, options, passes)
         # A view of x would keep its noise map too through the rendering.
         gray_source = None if libraw else x[: len(clean)].copy()
         del x
@@ -642,38 +640,51 @@ def _moved_back(frame: np.ndarray, move: Dihedral) -> np.ndarray:
 def _ensemble_mean(
     model: RawDenoiser | OnnxDenoiser,
     x: np.ndarray,
-    clean: np.ndarray,
     view_meta: RawMetadata,
     told: RawNoise,
     options: DenoiseOptions,
     passes: int,
 ) -> np.ndarray:
-    """``clean`` (the network's planes for input ``x``) averaged with the network's planes for
+    """The network's planes for input ``x`` (:func:`run_denoiser`), averaged with its planes for
     the frame moved the other ``passes - 1`` ways (:data:`BAYER_PASSES`,
-    :data:`XTRANS_PASSES`), each moved back; in place where it can, and returned.
+    :data:`XTRANS_PASSES`), each moved back: a new array the caller owns.
 
     Each moved frame is unpacked from ``x``, moved, packed as a frame the network was trained on,
     run, unpacked, moved back and packed as ``x`` is; the Bayer transpose is made on the planes
     themselves (an RGGB frame's planes transposed, the greens swapped), without unpacking.
 
-    Measured on X-Trans frames of group (c) of its benchmark (three photos): 2 passes gained
-    0.42 dB, 4 0.61, 8 0.73 over one; on a 24-Mpixel frame each pass beyond the first adds about
-    2.2 s to the command's 8.6-8.7 s.
+    Packing a moved frame may add a packed row or column (the rows put before it), so its size
+    varies with the move; OpenVINO compiles the network for each size it meets (0.1 s for a
+    small frame) and keeps two. Beyond two passes, every moved frame is therefore padded
+    (mirrored at its bottom and right, which keeps each plane's colour and an X-Trans block's
+    kind) to one size for each orientation, the frame's own pass too (so the ensemble stays
+    exactly symmetric), and the upright ones run before those lying on their side: the 8
+    passes of the demo crop took 1.4 s with a size for each, 0.8-0.9 s so.
     """
-    planes = len(clean)
     xtrans = view_meta.is_xtrans
+    h, w = x.shape[1:]
+    grow = 0 if passes <= 2 else (2 if xtrans else 1)
+    clean = run_denoiser(model, _padded(x, (h + grow, w + grow)), options)
+    if grow:
+        clean = np.ascontiguousarray(clean[:, :h, :w])
+    if passes == 1:
+        return clean
+    planes = len(clean)
     moves = (XTRANS_PASSES if xtrans else BAYER_PASSES)[1:passes]
     with_map = model.config.noise_input == "map"
     frame: np.ndarray | None = None
-    for move in moves:
+    # Upright moves first, then those that transpose: each orientation's size compiled once.
+    for move in sorted(moves, key=lambda m: m[0]):
+        size = (w + grow, h + grow) if move[0] else (h + grow, w + grow)
         if not xtrans and move == (True, False, False):
-            other = transpose_bayer_planes(run_denoiser(model, transpose_bayer_planes(x), options))
+            lying = _padded(transpose_bayer_planes(x), size)
+            other = transpose_bayer_planes(run_denoiser(model, lying, options)[:, :w, :h])
+            del lying
         else:
             if frame is None:
                 frame = unpack(x[:planes], view_meta)
-            other = pack(
-                _moved_pass(model, frame, view_meta, move, told, with_map, options), view_meta
-            )
+            moved = _moved_pass(model, frame, view_meta, move, told, with_map, options, size)
+            other = pack(moved, view_meta)
 
         def add(i: int, other: np.ndarray = other) -> None:
             np.add(clean[i], other[i], out=clean[i])
@@ -684,6 +695,22 @@ def _ensemble_mean(
     return clean
 
 
+def _padded(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``(C, h, w)`` mirrored (reflect-101) at its bottom and right to ``size`` where it is
+    smaller; ``x`` itself where it is not. Reflect-101 keeps a packed plane's colour and,
+    moving a row or column two on, the parity of an X-Trans block's kind."""
+    h, w = x.shape[1:]
+    more_h, more_w = max(size[0] - h, 0), max(size[1] - w, 0)
+    if not (more_h or more_w):
+        return x
+    widths = ((0, 0), (0, more_h), (0, more_w))
+    if min(h, w) > max(more_h, more_w):
+        out: np.ndarray = np.pad(x, widths, mode="reflect")
+    else:
+        out = np.pad(x, widths, mode="edge")
+    return out
+
+
 def _moved_pass(
     model: RawDenoiser | OnnxDenoiser,
     frame: np.ndarray,
@@ -692,9 +719,11 @@ def _moved_pass(
     told: RawNoise,
     with_map: bool,
     options: DenoiseOptions,
+    size: tuple[int, int],
 ) -> np.ndarray:
     """The network's clean mosaic for ``frame`` (the amplified mosaic of ``meta``) moved by
-    ``move``, moved back: ``(H, W)`` like ``frame``."""
+    ``move``, moved back: ``(H, W)`` like ``frame``. The moved frame's planes run padded to
+    ``size`` where they are smaller (:func:`_padded`)."""
     moved = np.ascontiguousarray(_moved(frame, move))
     h, w = moved.shape
     tile = _moved(cfa_colours(meta.cfa_tile, *frame.shape), move)
@@ -704,20 +733,19 @@ def _moved_pass(
             height=h,
             width=w,
         )
-        y = run_denoiser(
-            model, denoiser_input(pack(moved, moved_meta), told, with_map=with_map), options
-        )
+        packed = pack(moved, moved_meta)
+    else:
+        # Red's place in the moved tile: as many rows and columns put before make it a corner.
+        rows, cols = (int(v[0]) for v in np.nonzero(tile[:2, :2] == 0))
+        packed = pack_bayer(cfa_canvas(moved, rows, cols, period=2), BayerPattern.RGGB)
+    ph, pw = packed.shape[1:]
+    x = denoiser_input(_padded(packed, size), told, with_map=with_map)
+    del packed
+    y = run_denoiser(model, x, options)[:, :ph, :pw]
+    if meta.is_xtrans:
         return _moved_back(unpack(y, moved_meta), move)
-    # Red's place in the moved tile: as many rows and columns put before make it a corner.
-    rows, cols = (int(v[0]) for v in np.nonzero(tile[:2, :2] == 0))
-    canvas = cfa_canvas(moved, rows, cols, period=2)
-    y = run_denoiser(
-        model,
-        denoiser_input(pack_bayer(canvas, BayerPattern.RGGB), told, with_map=with_map),
-        options,
-    )
-    back = unpack_bayer(y, BayerPattern.RGGB)[rows : rows + h, cols : cols + w]
-    return _moved_back(back, move)
+    back = unpack_bayer(np.ascontiguousarray(y), BayerPattern.RGGB)
+    return _moved_back(back[rows : rows + h, cols : cols + w], move)
 
 
 def _render_with_darkraw(
