@@ -12,7 +12,7 @@ classic pipeline's figures for the same frames are in those benchmarks' results.
 
 Usage:
     python benchmarks/ensemble_passes.py [--layouts bayer,xtrans] [--passes 1,2,4,8]
-        [--groups ...] [--bayer default] [--xtrans xtrans]
+        [--groups ...] [--bayer default] [--xtrans xtrans] [--demo]
         [--out benchmarks/results/ensemble_passes.json]
 """
 
@@ -34,10 +34,11 @@ import denoiser_vs_classic as bayer_bench  # noqa: E402
 import xtrans_denoiser_vs_classic as xtrans_bench  # noqa: E402
 from checkpoint_compare import SMALL_FILES  # noqa: E402
 
+from darkraw.demo import SAMPLE_RATIO, sample_path  # noqa: E402
 from darkraw.nn.denoiser import RawDenoiser  # noqa: E402
 from darkraw.nn.infer import resolve_model  # noqa: E402
 from darkraw.nn.rawdenoise import DenoiseOptions, enhance_with_denoiser  # noqa: E402
-from darkraw.raw.rawio import render_mosaic_with_libraw  # noqa: E402
+from darkraw.raw.rawio import read_raw, render_mosaic_with_libraw  # noqa: E402
 
 
 def options(passes: int, gamma: object = None) -> DenoiseOptions:
@@ -75,6 +76,22 @@ def bayer_scores(
                     per[n].append([s["psnr"], s["ssim"], s["de2000"]])
             out[group] = {str(n): summary(per[n], seconds[n]) for n in passes}
             print("bayer", group, json.dumps(out[group]), flush=True)
+    return out
+
+
+def demo_scores(net: RawDenoiser, passes: list[int]) -> dict[str, list[float]]:
+    """The demo crop against LibRaw's rendering of the clean crop (the acceptance benchmark's)."""
+    reference = bayer_bench.demo_reference()
+    dark = read_raw(sample_path())
+    out = {}
+    for n in passes:
+        start = time.perf_counter()
+        result = enhance_with_denoiser(dark.mosaic, dark.meta, net, SAMPLE_RATIO, options(n))
+        seconds = time.perf_counter() - start
+        rendered = render_mosaic_with_libraw(sample_path(), result.mosaic_dn, dark.meta)
+        s = bayer_bench.scores(rendered, reference)
+        out[str(n)] = summary([[s["psnr"], s["ssim"], s["de2000"]]], seconds)
+    print("bayer demo", json.dumps(out), flush=True)
     return out
 
 
@@ -119,10 +136,11 @@ def main() -> None:
     parser.add_argument("--bayer", default="default")
     parser.add_argument("--xtrans", default="xtrans")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--demo", action="store_true", help="the demo crop too (Bayer)")
     parser.add_argument("--out", default="benchmarks/results/ensemble_passes.json")
     args = parser.parse_args()
     passes = [int(p) for p in args.passes.split(",")]
-    groups = args.groups.split(",")
+    groups = [g for g in args.groups.split(",") if g]
     result: dict[str, object] = {
         "what": "mean PSNR, SSIM, CIEDE2000 over the frames, and the denoiser's seconds for all "
         "of them (torch fp32, LibRaw rendering), for each number of passes",
@@ -139,6 +157,8 @@ def main() -> None:
         if not isinstance(net, RawDenoiser):
             raise SystemExit(f"{spec} is not a raw denoiser")
         result[layout] = {"model": spec, "groups": run(net, passes, groups, args.seed)}
+        if layout == "bayer" and args.demo:
+            result["bayer"]["demo"] = demo_scores(net, passes)  # type: ignore[index]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -38,9 +38,7 @@ def widen(model: RawDenoiser, first_width: int, seed: int = 0) -> RawDenoiser:
     sd = model.state_dict()
     fresh = wide.state_dict()
     # Below the first level every shape is the same: those weights are the trained ones.
-    new = {
-        k: (sd[k] if sd[k].shape == v.shape else v).detach().clone() for k, v in fresh.items()
-    }
+    new = {k: (sd[k] if sd[k].shape == v.shape else v).detach().clone() for k, v in fresh.items()}
     last = len(model.decoder) - 1
     up, dec0, dec1 = f"upsample.{last}", f"decoder.{last}.0", f"decoder.{last}.2"
     n = old

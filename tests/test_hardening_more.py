@@ -458,7 +458,7 @@ def test_return_info_of_the_networks(tmp_path, bare):
     assert info.strength == 0.5 and info.noise is not None and info.noise_told is not None
     assert info.noise_told == info.noise.scaled(0.5)
     assert info.noise_told.read[1] == pytest.approx(info.noise.read[1] * 0.25)
-    assert info.passes == 2  # a small frame: the frame and its transpose
+    assert info.passes == 8  # a small frame: all eight mirrorings and turns
 
 
 @pytest.mark.parametrize("ratio", [0.5, 0.0, -3.0, 10_000.5, 1e30, float("inf"), float("nan")])

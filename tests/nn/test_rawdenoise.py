@@ -579,9 +579,7 @@ def test_other_ensembles_are_refused(ensemble):
 def test_two_passes_average_the_frame_and_its_transpose():
     net = random_model()
     mosaic, meta = scene_mosaic(height=48, width=64)
-    options = DenoiseOptions(
-        precision="fp32", renderer="darkraw", black_offset=False, ensemble=2
-    )
+    options = DenoiseOptions(precision="fp32", renderer="darkraw", black_offset=False, ensemble=2)
     two = denoise_frame(mosaic, meta, net, 4.0, options, noise=NOISE)
     one = denoise_frame(mosaic, meta, net, 4.0, replace(options, ensemble=1), noise=NOISE)
     assert (two.passes, one.passes) == (2, 1)
