@@ -158,8 +158,8 @@ def describe_runtime(device: str = "auto") -> dict[str, Any]:
             else "no X-Trans twin is bundled: use --method classic"
         )
     # --ensemble auto's rule for the default model (darkraw.nn.rawdenoise.ensemble_passes).
-    limit = ENSEMBLE_AUTO_PIXELS / 2 / 1e6
-    out["default_passes"] = f"2 (the frame and its transpose) up to {limit:g} Mpixel, 1 above"
+    limits = ", ".join(f"{n} up to {ENSEMBLE_AUTO_PIXELS / n / 1e6:g}" for n in (8, 4, 2))
+    out["default_passes"] = f"{limits} Mpixel (the frame mirrored and turned), 1 above"
     return out
 
 
