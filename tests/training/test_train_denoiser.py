@@ -319,6 +319,11 @@ def test_the_phase_configs_load_with_their_options():
     xtrans = load_denoiser_config(yaml.safe_load((configs / "denoiser_xtrans.yaml").read_text()))
     assert xtrans.pairs.cfa == "xtrans" and xtrans.model.planes == 9
     assert xtrans.mean_weight == phase5.mean_weight and xtrans.model.mean_window == 31
+    # Its first level widened: the same recipe, 32 channels where the planes are packed.
+    for name in ("denoiser_xtrans_wide.yaml", "denoiser_xtrans_wide2.yaml"):
+        wide = load_denoiser_config(yaml.safe_load((configs / name).read_text()))
+        assert wide.model.widths[0] == 32 and wide.model.widths[1:] == xtrans.model.widths[1:]
+        assert wide.pairs == xtrans.pairs
 
 
 def test_teacher_loss_is_zero_at_the_teachers_output_and_grows_away_from_it():
