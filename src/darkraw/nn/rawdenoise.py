@@ -55,7 +55,6 @@ from darkraw.parallel import bands, thread_map
 from darkraw.raw.cfa import (
     BayerPattern,
     cfa_canvas,
-    cfa_colours,
     pack_bayer,
     transpose_bayer_planes,
     unpack_bayer,
@@ -122,9 +121,9 @@ def ensemble_passes(ensemble: int | Literal["auto"], pixels: int) -> int:
 
     Measured (``benchmarks/ensemble_passes.py``, torch fp32, LibRaw's rendering, the acceptance
     benchmark's three small raw files and six photos; ``benchmarks/results/ensemble_passes.json``),
-    Bayer, 2 / 4 / 8 passes against 1: Sony x100 +0.05 / +0.09 / +0.10 dB, x300 +0.10 / +0.23 /
-    +0.26, Nikon +0.05 / +0.09 / +0.11, Poisson-Gaussian x100 +0.17 / +0.30 / +0.34, x4 +0.11 /
-    +0.19 / +0.22, SSIM higher and the colour error lower at each step.
+    Bayer, 2 / 4 / 8 passes against 1: Sony x100 +0.05 / +0.09 / +0.10 dB, x300 +0.10 / +0.25 /
+    +0.27, Nikon +0.05 / +0.09 / +0.11, Poisson-Gaussian x100 +0.17 / +0.30 / +0.35, x4 +0.11 /
+    +0.20 / +0.22, SSIM higher and the colour error lower at each step.
     """
     if isinstance(ensemble, int):
         return ensemble
@@ -173,7 +172,7 @@ class DenoiseOptions:
             file's black level as it is.
         ensemble: 1 runs the network once; 2, 4 or 8 also run it on the frame mirrored and
             turned, and average the passes (:func:`_ensemble_mean`; each pass the network's
-            time again; 0.10-0.34 dB more with 8 on Bayer frames); ``auto`` runs as many as fit
+            time again; 0.10-0.35 dB more with 8 on Bayer frames); ``auto`` runs as many as fit
             in the work of one 12-Mpixel frame: 8 up to 1.56 Mpixel, 4 up to 3.125, 2 up to
             6.25 and 1 on larger frames (:func:`ensemble_passes`).
     """
@@ -637,6 +636,24 @@ def _moved_back(frame: np.ndarray, move: Dihedral) -> np.ndarray:
     return out.T if transpose else out
 
 
+def _moved_tile(meta: RawMetadata, move: Dihedral) -> np.ndarray:
+    """The colours at the top-left tile of ``meta``'s frame moved by ``move``: each of its
+    pixels traced back to the frame (no frame-sized colour map is made)."""
+    period = meta.period
+    rows, cols = np.mgrid[:period, :period]
+    transpose, flip_rows, flip_cols = move
+    height, width = (meta.width, meta.height) if transpose else (meta.height, meta.width)
+    if flip_cols:
+        cols = width - 1 - cols
+    if flip_rows:
+        rows = height - 1 - rows
+    if transpose:
+        rows, cols = cols, rows
+    tile = np.asarray(meta.cfa_tile)
+    moved: np.ndarray = tile[rows % period, cols % period]
+    return moved
+
+
 def _ensemble_mean(
     model: RawDenoiser | OnnxDenoiser,
     x: np.ndarray,
@@ -659,7 +676,7 @@ def _ensemble_mean(
     (mirrored at its bottom and right, which keeps each plane's colour and an X-Trans block's
     kind) to one size for each orientation, the frame's own pass too (so the ensemble stays
     exactly symmetric), and the upright ones run before those lying on their side: the 8
-    passes of the demo crop took 1.4 s with a size for each, 0.8-0.9 s so.
+    passes of the demo crop took 1.4 s with a size for each, 0.8-1.0 s so.
     """
     xtrans = view_meta.is_xtrans
     h, w = x.shape[1:]
@@ -726,17 +743,15 @@ def _moved_pass(
     ``size`` where they are smaller (:func:`_padded`)."""
     moved = np.ascontiguousarray(_moved(frame, move))
     h, w = moved.shape
-    tile = _moved(cfa_colours(meta.cfa_tile, *frame.shape), move)
+    tile = _moved_tile(meta, move)
     if meta.is_xtrans:
         moved_meta = meta.replace(
-            cfa_tile=tuple(tuple(int(v) for v in row) for row in tile[:6, :6]),
-            height=h,
-            width=w,
+            cfa_tile=tuple(tuple(int(v) for v in row) for row in tile), height=h, width=w
         )
         packed = pack(moved, moved_meta)
     else:
         # Red's place in the moved tile: as many rows and columns put before make it a corner.
-        rows, cols = (int(v[0]) for v in np.nonzero(tile[:2, :2] == 0))
+        rows, cols = (int(v[0]) for v in np.nonzero(tile == 0))
         packed = pack_bayer(cfa_canvas(moved, rows, cols, period=2), BayerPattern.RGGB)
     ph, pw = packed.shape[1:]
     x = denoiser_input(_padded(packed, size), told, with_map=with_map)
