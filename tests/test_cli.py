@@ -484,6 +484,32 @@ def test_options_of_the_other_method_or_tile_too_small_exit_2(tmp_path, dark_dng
     assert not out.exists()
 
 
+def test_demosaic_reaches_libraws_rendering(tmp_path, dark_dng):
+    def enhanced(*extra):
+        out = tmp_path / f"o{'_'.join(extra)}.tif"
+        assert main(["enhance", str(dark_dng), "-o", str(out), "--ratio", "50", *extra]) == 0
+        return read_image(out)
+
+    auto, best, fast = enhanced(), enhanced("--demosaic", "best"), enhanced("--demosaic", "fast")
+    np.testing.assert_array_equal(auto, best)  # AHD on a Bayer file
+    assert np.abs(fast - best).max() > 1e-3  # PPG
+
+
+def test_demosaic_is_refused_where_libraw_does_not_render(tmp_path, dark_dng, capsys):
+    out = tmp_path / "o.png"
+    args = ["enhance", str(dark_dng), "-o", str(out), "--demosaic", "fast"]
+    assert main([*args, "--render", "darkraw"]) == 2
+    assert "--demosaic chooses LibRaw's demosaicking; it needs --render libraw" in (
+        capsys.readouterr().err
+    )
+    assert main([*args, "--method", "classic"]) == 2
+    assert "--demosaic applies to --method network only" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main([*args[:-1], "amaze"])
+    assert exc.value.code == 2
+    assert not out.exists()
+
+
 def test_enhance_precision_fp32_gives_the_exact_network_result(tmp_path, dark_dng, tiny_model_file):
     import darkraw
     from darkraw.nn.infer import InferenceOptions

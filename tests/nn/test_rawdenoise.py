@@ -292,20 +292,38 @@ def test_the_xtrans_half_turn_goes_there_and_back_exactly(monkeypatch, height, w
     assert np.abs(both.mosaic_dn - one.mosaic_dn).max() > 1
 
 
-def test_libraw_renders_an_xtrans_frame_from_its_least_size(tmp_path):
-    from darkraw.raw.rawio import LIBRAW_MIN_XTRANS_SIDE, libraw_renders, render_with_libraw
+@pytest.mark.parametrize("demosaic", ["auto", "best"])
+def test_libraw_renders_an_xtrans_frame_from_its_least_size(tmp_path, demosaic):
+    from darkraw.raw.rawio import (
+        LIBRAW_MIN_XTRANS_SIDE,
+        libraw_renders,
+        render_mosaic_with_libraw,
+        render_with_libraw,
+    )
 
     side = LIBRAW_MIN_XTRANS_SIDE
     mosaic, meta = xtrans_scene(side, side + 6)
     assert libraw_renders(meta) and not libraw_renders(meta.replace(height=side - 1))
     path = write_dng(tmp_path / "x.dng", mosaic, meta)
     raw = read_raw(path)
-    options = replace(FP32, strength=0, renderer="libraw")
+    options = replace(FP32, strength=0, renderer="libraw", demosaic=demosaic)
     result = enhance_with_denoiser(
         raw.mosaic, raw.meta, random_model(XTRANS_CONFIG), 1.0, options, source=path
     )
     assert result.rgb16 is not None  # LibRaw rendered it
-    np.testing.assert_array_equal(result.image, render_with_libraw(path, adjust_maximum=False))
+    best = render_with_libraw(path, adjust_maximum=False)  # LibRaw's own demosaicking
+    if demosaic == "best":
+        np.testing.assert_array_equal(result.image, best)
+    else:  # auto: Markesteijn's single pass, another picture than the three passes
+        fast = render_mosaic_with_libraw(path, raw.mosaic, raw.meta, demosaic="fast")
+        np.testing.assert_array_equal(result.image, fast)
+        assert np.abs(result.image - best).max() > 1e-3
+
+
+def test_demosaic_must_be_named():
+    with pytest.raises(ValueError, match="demosaic must be one of auto, best, fast, got 'ahd'"):
+        DenoiseOptions(demosaic="ahd")
+    assert DenoiseOptions(demosaic="fast").demosaic.value == "fast"
 
 
 def test_strength_must_be_a_number_at_least_zero():

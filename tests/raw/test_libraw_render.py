@@ -11,9 +11,15 @@ from darkraw.errors import DarkrawError, RawReadError
 from darkraw.raw.cfa import BayerPattern
 from darkraw.raw.dng import write_dng
 from darkraw.raw.metadata import RawMetadata
-from darkraw.raw.rawio import read_raw, render_mosaic_with_libraw, render_with_libraw
+from darkraw.raw.rawio import (
+    LIBRAW_MIN_XTRANS_SIDE,
+    Demosaic,
+    read_raw,
+    render_mosaic_with_libraw,
+    render_with_libraw,
+)
 
-from conftest import mosaic_from_rgb, psnr, shared_data, smooth_scene
+from conftest import XTRANS, mosaic_from_rgb, psnr, shared_data, smooth_scene, xtrans_meta
 
 PATTERNS = [p.value for p in BayerPattern]
 
@@ -241,3 +247,40 @@ def test_white_point_adjustment_is_off_unless_asked():
     adjusted = render_mosaic_with_libraw(path, capped, raw.meta, adjust_maximum=True)
     assert adjusted.mean() > 1.03 * plain.mean()
     np.testing.assert_array_equal(plain, render_mosaic_with_libraw(path, capped, raw.meta))
+
+
+def xtrans_dng(tmp_path):
+    """An X-Trans DNG of a smooth scene, of the least size LibRaw renders, read back."""
+    side = LIBRAW_MIN_XTRANS_SIDE
+    rgb = smooth_scene(side, side + 6)
+    colours = np.tile(XTRANS, (side // 6 + 1, side // 6 + 2))[:side, : side + 6]
+    linear = np.take_along_axis(rgb, colours[None], axis=0)[0]
+    mosaic = np.rint(1024 + linear * (16383 - 1024)).astype(np.uint16)
+    meta = xtrans_meta(side, side + 6, wb_gains=(1.8, 1.0, 1.5))
+    path = write_dng(tmp_path / "x.dng", mosaic, meta)
+    return path, read_raw(path)
+
+
+@pytest.mark.parametrize("layout", ["bayer", "xtrans"])
+def test_auto_demosaic_is_ahd_on_bayer_files_and_one_pass_on_xtrans(tmp_path, layout):
+    path, raw = scene_dng(tmp_path) if layout == "bayer" else xtrans_dng(tmp_path)
+    rendered = {
+        d.value: render_mosaic_with_libraw(path, raw.mosaic, raw.meta, demosaic=d) for d in Demosaic
+    }
+    # best is LibRaw's own choice (AHD; Markesteijn's three passes on X-Trans).
+    np.testing.assert_array_equal(rendered["best"], render_with_libraw(path, adjust_maximum=False))
+    assert np.abs(rendered["fast"] - rendered["best"]).max() > 1e-3  # another algorithm ran
+    assert psnr(rendered["fast"], rendered["best"]) > 30  # of the same picture
+    same = "best" if layout == "bayer" else "fast"
+    np.testing.assert_array_equal(rendered["auto"], rendered[same])
+
+
+def test_demosaic_names_are_checked():
+    assert (
+        Demosaic.parse("fast") is Demosaic.FAST and Demosaic.parse(Demosaic.BEST) is Demosaic.BEST
+    )
+    with pytest.raises(ValueError, match="one of auto, best, fast, got 'amaze'"):
+        Demosaic.parse("amaze")
+    assert Demosaic.AUTO.resolved(xtrans=True) is Demosaic.FAST
+    assert Demosaic.AUTO.resolved(xtrans=False) is Demosaic.BEST
+    assert Demosaic.FAST.resolved(xtrans=False) is Demosaic.FAST

@@ -63,6 +63,7 @@ from darkraw.raw.cfa import (
 from darkraw.raw.metadata import RawMetadata
 from darkraw.raw.rawio import (
     LIBRAW_BT709_GAMMA,
+    Demosaic,
     libraw_renders,
     planar_float,
     render_mosaic_with_libraw,
@@ -175,6 +176,10 @@ class DenoiseOptions:
             time again; 0.10-0.35 dB more with 8 on Bayer frames); ``auto`` runs as many as fit
             in the work of one 12-Mpixel frame: 8 up to 1.56 Mpixel, 4 up to 3.125, 2 up to
             6.25 and 1 on larger frames (:func:`ensemble_passes`).
+        demosaic: LibRaw's demosaicking when it renders (:class:`~darkraw.raw.rawio.Demosaic`):
+            ``auto`` (AHD on Bayer mosaics, Markesteijn's single pass on X-Trans ones, as
+            darktable chooses there), ``best`` (AHD; Markesteijn's 3 passes, 2.5 s more of a
+            24-Mpixel X-Trans frame) or ``fast`` (PPG; a single pass).
     """
 
     strength: float = 1.0
@@ -186,6 +191,7 @@ class DenoiseOptions:
     threads: int = 0
     black_offset: bool = True
     ensemble: int | Literal["auto"] = "auto"
+    demosaic: Demosaic = Demosaic.AUTO
 
     def __post_init__(self) -> None:
         if self.ensemble != "auto" and (
@@ -195,6 +201,7 @@ class DenoiseOptions:
                 f"the raw denoiser's ensemble is 1, 2, 4, 8 or 'auto', got {self.ensemble!r}"
             )
         object.__setattr__(self, "renderer", Renderer.parse(self.renderer))
+        object.__setattr__(self, "demosaic", Demosaic.parse(self.demosaic))
         object.__setattr__(self, "gamma", GammaCurve.parse(self.gamma))
         object.__setattr__(self, "precision", Precision(self.precision))
         if not (0 <= self.strength <= MAX_STRENGTH):
@@ -556,7 +563,13 @@ def denoise_frame(
         del clean  # LibRaw renders from the mosaic: the planes need not wait for it
         curve = LIBRAW_CURVES[options.gamma]
         picture = functools.partial(
-            render_mosaic_with_libraw, source, mosaic_out, meta, gamma=curve, planar=False
+            render_mosaic_with_libraw,
+            source,
+            mosaic_out,
+            meta,
+            gamma=curve,
+            planar=False,
+            demosaic=options.demosaic,
         )
     else:
         assert gray_source is not None
