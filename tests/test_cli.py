@@ -152,6 +152,8 @@ def test_info_runtime_says_what_runs_the_default_model(dark_dng, capsys, monkeyp
     assert data["default_model"] == "fp32 (CPUExecutionProvider)"
     assert data["default_passes"].startswith("8 up to 1.5625, 4 up to 3.125, 2 up to 6.25 Mpixel")
     assert data["default_xtrans"].startswith("its X-Trans twin (--model xtrans)")
+    assert data["demosaic"] == "AHD on Bayer files, Markesteijn 1-pass on X-Trans ones"
+    assert data["libraw"].count(".") == 2
     assert isinstance(data["native_bf16"], bool) and data["onnxruntime"]
     # With files too, the machine comes first, then the files' table; in JSON one document.
     assert main(["info", "--runtime", str(dark_dng)]) == 0

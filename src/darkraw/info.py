@@ -124,6 +124,7 @@ def describe_runtime(device: str = "auto") -> dict[str, Any]:
         torch_available,
     )
     from darkraw.nn.tiling import ENSEMBLE_AUTO_PIXELS
+    from darkraw.raw.rawio import Demosaic, libraw_version
 
     def version(package: str) -> str | None:
         try:
@@ -160,6 +161,8 @@ def describe_runtime(device: str = "auto") -> dict[str, Any]:
     # --ensemble auto's rule for the default model (darkraw.nn.rawdenoise.ensemble_passes).
     limits = ", ".join(f"{n} up to {ENSEMBLE_AUTO_PIXELS / n / 1e6:g}" for n in (8, 4, 2))
     out["default_passes"] = f"{limits} Mpixel (the frame mirrored and turned), 1 above"
+    out["libraw"] = libraw_version()
+    out["demosaic"] = Demosaic.AUTO.describe()
     return out
 
 
@@ -183,6 +186,8 @@ _RUNTIME_ROWS = (
     ("default_model", "default model runs in"),
     ("default_passes", "its passes (--ensemble auto)"),
     ("default_xtrans", "X-Trans (Fujifilm) files"),
+    ("libraw", "LibRaw"),
+    ("demosaic", "its demosaicking (--demosaic auto)"),
 )
 
 

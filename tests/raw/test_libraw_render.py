@@ -284,3 +284,5 @@ def test_demosaic_names_are_checked():
     assert Demosaic.AUTO.resolved(xtrans=True) is Demosaic.FAST
     assert Demosaic.AUTO.resolved(xtrans=False) is Demosaic.BEST
     assert Demosaic.FAST.resolved(xtrans=False) is Demosaic.FAST
+    assert Demosaic.BEST.describe() == "AHD on Bayer files, Markesteijn 3-pass on X-Trans ones"
+    assert Demosaic.FAST.describe() == "PPG on Bayer files, Markesteijn 1-pass on X-Trans ones"

@@ -52,6 +52,11 @@ def libraw_renders(meta: RawMetadata) -> bool:
     return min(meta.height, meta.width) >= least
 
 
+def libraw_version() -> str:
+    """The version of the LibRaw that reads and renders files here (rawpy's build of it)."""
+    return ".".join(str(part) for part in rawpy.libraw_version)
+
+
 #: TIFF PhotometricInterpretation values of raw image data: CFA and LinearRaw.
 _RAW_PHOTOMETRIC = (32803, 34892)
 
@@ -835,6 +840,11 @@ class Demosaic(Enum):
             choices = ", ".join(d.value for d in cls)
             raise ValueError(f"demosaic must be one of {choices}, got {value!r}") from None
 
+    def describe(self) -> str:
+        """What it runs on each layout, for people."""
+        bayer, xtrans = (_LIBRAW_NAMES[self.resolved(x)][x] for x in (False, True))
+        return f"{bayer} on Bayer files, {xtrans} on X-Trans ones"
+
     def resolved(self, xtrans: bool) -> Demosaic:
         """:attr:`BEST` or :attr:`FAST`: what :attr:`AUTO` means for the layout."""
         if self is not Demosaic.AUTO:
@@ -847,6 +857,12 @@ class Demosaic(Enum):
 _LIBRAW_QUALITY = {
     Demosaic.BEST: rawpy.DemosaicAlgorithm.AHD,
     Demosaic.FAST: rawpy.DemosaicAlgorithm.PPG,
+}
+
+#: What LibRaw runs for each, on (Bayer, X-Trans) mosaics.
+_LIBRAW_NAMES = {
+    Demosaic.BEST: ("AHD", "Markesteijn 3-pass"),
+    Demosaic.FAST: ("PPG", "Markesteijn 1-pass"),
 }
 
 
