@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "darkraw.choices": 0,
     "darkraw.config": 0,
     "darkraw.parallel": 0,
+    "darkraw.progress": 0,
     "darkraw.raw": 1,
     "darkraw.classic": 2,
     "darkraw.synth": 3,

@@ -7,6 +7,7 @@ are imported only when a network is asked for, so the classic method starts fast
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import sys
@@ -28,6 +29,7 @@ from darkraw.classic.pipeline import (
     run_classic,
 )
 from darkraw.errors import DarkrawError, OutputError
+from darkraw.progress import listening, part, step
 from darkraw.raw.dng import write_dng, write_linear_dng
 from darkraw.raw.exif import SourceMetadata, output_tags, read_source_metadata
 from darkraw.raw.fileio import (
@@ -465,14 +467,20 @@ def _enhance_pairs(
     at a time is rendered, so memory stays bounded; outputs are written in this thread, which
     Ctrl-C and SIGTERM interrupt, and lines and errors come in the files' order.
     """
+    # The bar counts files finished (written, skipped or failed), not files begun.
     bar = tqdm(
-        pairs,
+        total=len(pairs),
         desc="enhance",
         unit="file",
         disable=(not progress) if progress is not None else None,
     )
     # Messages go through the bar while it is drawn, so they do not tear it.
     emit = log if bar.disable else bar.write
+    # Beside the bar, where the file being worked on has got to: a file can take tens of
+    # seconds (a large X-Trans frame, many passes, BM3D), too long for a bar that does not move.
+    steps_shown = (
+        contextlib.nullcontext() if bar.disable else listening(lambda t: bar.set_postfix_str(t))
+    )
     written_now, following = set(todo), dict(itertools.pairwise(todo))
     # Like the reader, the rendering is waited for, never abandoned, however this ends; it
     # writes no file, so a stop loses at most the picture it was rendering.
@@ -488,52 +496,65 @@ def _enhance_pairs(
         pending = None
         try:
             result = rendering.result()
+            with part(src.name):
+                step("writing")
             started.write(result)
         except Exception as err:  # a file's failure is reported; anything else raised again
             _report_failure(report, src, err)
+            bar.update()
             return
         report.written.append(dst)
         chosen = "auto " if options.ratio is None else ""
         emit(f"{src} -> {dst}  (ratio {chosen}{result.ratio:.1f}, {_describe(result, name)})")
+        bar.update()
 
     try:
-        for i, (src, dst) in enumerate(bar):
-            if i not in written_now:
+        with steps_shown:
+            for i, (src, dst) in enumerate(pairs):
+                if i not in written_now:
+                    settle()
+                    report.skipped.append(dst)
+                    emit(f"{dst}: exists, skipped (use --overwrite to replace it)")
+                    bar.update()
+                    continue
+                reading = reads.pop(i, None) or read_ahead(src)
+                if i in following:
+                    ahead = following[i]
+                    reads[ahead] = read_ahead(pairs[ahead][0])
+                try:
+                    with part(src.name):
+                        if not reading.done():
+                            step("reading")
+                        started = start_file(
+                            src,
+                            dst,
+                            options,
+                            bare,
+                            model=network,
+                            inference=inference,
+                            denoise=denoise,
+                            database=database,
+                            jpeg_quality=jpeg_quality,
+                            raw=reading.result(),
+                        )
+                except Exception as err:  # as in settle
+                    settle()
+                    _report_failure(report, src, err)
+                    bar.update()
+                    continue
                 settle()
-                report.skipped.append(dst)
-                emit(f"{dst}: exists, skipped (use --overwrite to replace it)")
-                continue
-            reading = reads.pop(i, None) or read_ahead(src)
-            if i in following:
-                ahead = following[i]
-                reads[ahead] = read_ahead(pairs[ahead][0])
-            try:
-                started = start_file(
-                    src,
-                    dst,
-                    options,
-                    bare,
-                    model=network,
-                    inference=inference,
-                    denoise=denoise,
-                    database=database,
-                    jpeg_quality=jpeg_quality,
-                    raw=reading.result(),
-                )
-            except Exception as err:  # as in settle
-                settle()
-                _report_failure(report, src, err)
-                continue
+                # The last file's picture has no network work to overlap: it is rendered here,
+                # where LibRaw's input and the checks spread over the cores (thread_map runs in
+                # order in darkraw's own threads).
+                if i in following:
+                    rendering = renderer.submit(started.render)
+                else:
+                    with part(src.name):
+                        step("rendering")
+                    rendering = _run_now(started.render)
+                pending = (src, dst, started, rendering)
             settle()
-            # The last file's picture has no network work to overlap: it is rendered here,
-            # where LibRaw's input and the checks spread over the cores (thread_map runs in
-            # order in darkraw's own threads).
-            if i in following:
-                rendering = renderer.submit(started.render)
-            else:
-                rendering = _run_now(started.render)
-            pending = (src, dst, started, rendering)
-        settle()
+            bar.set_postfix_str("", refresh=False)  # the last line without a stale step
     finally:
         if pending is not None:
             wait([pending[3]])

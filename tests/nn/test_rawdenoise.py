@@ -766,3 +766,25 @@ def test_with_eight_passes_a_mirrored_or_turned_frame_gives_the_same_moved_resul
         )
         result = denoise_frame(moved, moved_meta, net, 4.0, options, noise=NOISE).mosaic_dn
         np.testing.assert_allclose(result, rawdenoise._moved(upright, move), rtol=0, atol=0.02)
+
+
+def test_the_raw_denoiser_says_its_passes_and_windows():
+    import re
+
+    from darkraw import progress
+
+    mosaic, meta = scene_mosaic("RGGB", 96, 128)
+    options = replace(FP32, tile=48, overlap=16, ensemble=2, renderer="darkraw")
+    lines: list[str] = []
+    with progress.listening(lines.append):
+        enhance_with_denoiser(mosaic, meta, random_model(), 4.0, options)
+        one = replace(options, ensemble=1, tile=0)
+        enhance_with_denoiser(mosaic, meta, random_model(), 4.0, one, noise=NOISE)
+    assert lines[0] == "measuring the noise" and lines[-1] == "network"
+    windows = lines[1:-1]
+    first = [line for line in windows if line.startswith("pass 1/2, ")]
+    n = len(first)
+    assert n > 1 and windows == [
+        f"pass {p}/2, network, window {k}/{n}" for p in (1, 2) for k in range(1, n + 1)
+    ]
+    assert all(re.fullmatch(r"pass [12]/2, network, window \d/\d", line) for line in windows)

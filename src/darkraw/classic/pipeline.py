@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from darkraw import progress
 from darkraw.choices import parse_choice
 from darkraw.classic.denoise import Denoiser, denoise_planes, resolve_denoiser
 from darkraw.classic.filters import filter2d
@@ -520,6 +521,8 @@ def run_classic(
     ratio = auto_ratio(raw_lin) if options.ratio is None else float(options.ratio)
     planes = pack(amplify(raw_lin, ratio), meta)
     denoiser = resolve_denoiser(options.denoiser, planes.size)
+    if denoiser is not Denoiser.NONE:
+        progress.step(f"denoising ({denoiser.value.upper()})")
     planes = denoise_planes(planes, denoiser)
     gains = choose_gains(planes, meta, options.white_balance)
     image = render_planes(planes, meta, gains, options.gamma)

@@ -42,6 +42,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from darkraw import progress
 from darkraw.classic.pipeline import (
     GammaCurve,
     auto_ratio,
@@ -487,11 +488,12 @@ def run_network(
         if model.config.output == "srgb" and c == 4:
             return _bayer_ensemble(net, planes, copies, device, options)
         total = np.zeros((out_planes, s * planes.shape[1], s * planes.shape[2]), dtype=np.float32)
-        for flip_v, flip_h, transpose in _ENSEMBLE_TRANSFORMS[:copies]:
+        for n, (flip_v, flip_h, transpose) in enumerate(_ENSEMBLE_TRANSFORMS[:copies], 1):
             copy = planes[:, ::-1] if flip_v else planes
             copy = copy[:, :, ::-1] if flip_h else copy
             copy = copy.transpose(0, 2, 1) if transpose else copy
-            out = _run_tiles(net, copy, s, out_planes, device, options)
+            with progress.part(f"pass {n}/{copies}"):
+                out = _run_tiles(net, copy, s, out_planes, device, options)
             out = out.transpose(0, 2, 1) if transpose else out
             out = out[:, :, ::-1] if flip_h else out
             total += out[:, ::-1] if flip_v else out
@@ -539,14 +541,15 @@ def _bayer_ensemble(
     mosaic = unpack_bayer(planes, BayerPattern.RGGB)
     total = np.zeros((3, 2 * h, 2 * w), dtype=np.float32)
     count = np.zeros((1, 2 * h, 2 * w), dtype=np.float32)
-    for flip_v, flip_h, transpose in _ENSEMBLE_TRANSFORMS[:copies]:
+    for n, (flip_v, flip_h, transpose) in enumerate(_ENSEMBLE_TRANSFORMS[:copies], 1):
         copy = mosaic.T if transpose else mosaic
         # Mirrored and shifted by one pixel: pixel i of the copy is pixel n - 2 - i of the
         # original; the copy's last row (column) only pads it to whole tiles.
         copy = copy[-2::-1] if flip_v else copy
         copy = copy[:, -2::-1] if flip_h else copy
         copy, _ = pad_to_multiple(np.ascontiguousarray(copy), 2)
-        out = _run_tiles(net, pack_bayer(copy, BayerPattern.RGGB), 2, 3, device, options)
+        with progress.part(f"pass {n}/{copies}"):
+            out = _run_tiles(net, pack_bayer(copy, BayerPattern.RGGB), 2, 3, device, options)
         seen = np.ones((1, *out.shape[1:]), dtype=np.float32)
         if flip_h:
             out[:, :, :-1], out[:, :, -1] = out[:, :, -2::-1].copy(), 0.0
@@ -572,16 +575,16 @@ def _run_tiles(
     out = np.empty((out_planes, s * h, s * w), dtype=np.float32)
     rows = tile_spans(h, options.tile, options.overlap, PAD_MULTIPLE)
     cols = tile_spans(w, options.tile, options.overlap, PAD_MULTIPLE)
-    for y0, y1, ky0, ky1 in rows:
-        for x0, x1, kx0, kx1 in cols:
-            x = torch.from_numpy(np.ascontiguousarray(planes[:, y0:y1, x0:x1]))[None]
-            x = x.to(device)
-            if options.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = net(x)[0]
-            keep = y[:, s * (ky0 - y0) : s * (ky1 - y0), s * (kx0 - x0) : s * (kx1 - x0)]
-            block = keep.float().clamp_(0.0, 1.0).cpu().numpy()
-            out[:, s * ky0 : s * ky1, s * kx0 : s * kx1] = block
+    for k, ((y0, y1, ky0, ky1), (x0, x1, kx0, kx1)) in enumerate(itertools.product(rows, cols), 1):
+        progress.step(f"network, window {k}/{len(rows) * len(cols)}")
+        x = torch.from_numpy(np.ascontiguousarray(planes[:, y0:y1, x0:x1]))[None]
+        x = x.to(device)
+        if options.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = net(x)[0]
+        keep = y[:, s * (ky0 - y0) : s * (ky1 - y0), s * (kx0 - x0) : s * (kx1 - x0)]
+        block = keep.float().clamp_(0.0, 1.0).cpu().numpy()
+        out[:, s * ky0 : s * ky1, s * kx0 : s * kx1] = block
     return out
 
 

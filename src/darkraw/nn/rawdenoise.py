@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import functools
+import itertools
 import math
 import threading
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from darkraw import progress
 from darkraw.choices import parse_choice
 from darkraw.classic.pipeline import (
     GammaCurve,
@@ -297,23 +299,32 @@ def run_denoiser(
         # One buffer serves every window of a size: a fresh 28 MB window each time cost its
         # page faults again (most of a frame's windows have one size).
         window = np.empty(0, dtype=np.float32)
-        for y0, y1, ky0, ky1 in rows:
-            for x0, x1, kx0, kx1 in cols:
-                view = x[None, :, y0:y1, x0:x1]
-                if window.shape != view.shape:
-                    window = np.empty(view.shape, dtype=np.float32)
-                np.copyto(window, view)
-                y = model.raw_correction(window)[0]
-                out[:, ky0:ky1, kx0:kx1] = y[:, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
+        for k, ((y0, y1, ky0, ky1), (x0, x1, kx0, kx1)) in enumerate(
+            itertools.product(rows, cols), 1
+        ):
+            _say_window(k, len(rows) * len(cols))
+            view = x[None, :, y0:y1, x0:x1]
+            if window.shape != view.shape:
+                window = np.empty(view.shape, dtype=np.float32)
+            np.copyto(window, view)
+            y = model.raw_correction(window)[0]
+            out[:, ky0:ky1, kx0:kx1] = y[:, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
         if not add_correction(out, x[:p], model.config.mean_window):
             raise _broken(model)
         return out
     with _window_runner(model, options) as run:
-        for y0, y1, ky0, ky1 in rows:
-            for x0, x1, kx0, kx1 in cols:
-                y = run(np.ascontiguousarray(x[None, :, y0:y1, x0:x1]))[0]
-                out[:, ky0:ky1, kx0:kx1] = y[:, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
+        for k, ((y0, y1, ky0, ky1), (x0, x1, kx0, kx1)) in enumerate(
+            itertools.product(rows, cols), 1
+        ):
+            _say_window(k, len(rows) * len(cols))
+            y = run(np.ascontiguousarray(x[None, :, y0:y1, x0:x1]))[0]
+            out[:, ky0:ky1, kx0:kx1] = y[:, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
     return out
+
+
+def _say_window(k: int, windows: int) -> None:
+    """Tell a listener (the batch's bar) which window the network runs."""
+    progress.step(f"network, window {k}/{windows}" if windows > 1 else "network")
 
 
 def _windows(
@@ -532,6 +543,7 @@ def denoise_frame(
             raw_lin = raw_lin - _mosaic_of(per_plane, view).ravel()[::step]
         ratio = auto_ratio(raw_lin)
     if noise is None:
+        progress.step("measuring the noise")
         noise = frame_noise(planes, meta, database)
     amplified = noise.amplified(float(ratio))
     told = amplified.scaled(options.strength)
@@ -694,7 +706,8 @@ def _ensemble_mean(
     xtrans = view_meta.is_xtrans
     h, w = x.shape[1:]
     grow = 0 if passes <= 2 else (2 if xtrans else 1)
-    clean = run_denoiser(model, _padded(x, (h + grow, w + grow)), options)
+    with progress.part(f"pass 1/{passes}") if passes > 1 else contextlib.nullcontext():
+        clean = run_denoiser(model, _padded(x, (h + grow, w + grow)), options)
     if grow:
         clean = np.ascontiguousarray(clean[:, :h, :w])
     if passes == 1:
@@ -704,17 +717,18 @@ def _ensemble_mean(
     with_map = model.config.noise_input == "map"
     frame: np.ndarray | None = None
     # Upright moves first, then those that transpose: each orientation's size compiled once.
-    for move in sorted(moves, key=lambda m: m[0]):
+    for n, move in enumerate(sorted(moves, key=lambda m: m[0]), 2):
         size = (w + grow, h + grow) if move[0] else (h + grow, w + grow)
-        if not xtrans and move == (True, False, False):
-            lying = _padded(transpose_bayer_planes(x), size)
-            other = transpose_bayer_planes(run_denoiser(model, lying, options)[:, :w, :h])
-            del lying
-        else:
-            if frame is None:
-                frame = unpack(x[:planes], view_meta)
-            moved = _moved_pass(model, frame, view_meta, move, told, with_map, options, size)
-            other = pack(moved, view_meta)
+        with progress.part(f"pass {n}/{passes}"):
+            if not xtrans and move == (True, False, False):
+                lying = _padded(transpose_bayer_planes(x), size)
+                other = transpose_bayer_planes(run_denoiser(model, lying, options)[:, :w, :h])
+                del lying
+            else:
+                if frame is None:
+                    frame = unpack(x[:planes], view_meta)
+                moved = _moved_pass(model, frame, view_meta, move, told, with_map, options, size)
+                other = pack(moved, view_meta)
 
         def add(i: int, other: np.ndarray = other) -> None:
             np.add(clean[i], other[i], out=clean[i])
