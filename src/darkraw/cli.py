@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="network: run N mirrored, turned and transposed copies and average them, N times "
         "slower; auto takes as many as fit in the work of one 12-Mpixel frame: 8 up to 1.56 "
         "Mpixel, 4 up to 3.1, 2 up to 6.25, and a full-size camera frame 1. The raw "
-        "denoiser with 8: 0.10-0.35 dB better than 1 on Bayer frames, 0.14-0.64 on X-Trans "
+        "denoiser with 8: 0.10-0.35 dB better than 1 on Bayer frames, 0.13-0.63 on X-Trans "
         "(default: auto)",
     )
     enh.add_argument(
