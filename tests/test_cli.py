@@ -206,7 +206,21 @@ def test_demo(tmp_path, capsys):
     assert network.shape == classic.shape
     assert comparison.shape[2] > 2 * classic.shape[2] * comparison.shape[1] / classic.shape[1]
     assert classic.mean() > 0.15 and network.mean() > 0.15
-    assert "sample_network.png" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "sample_network.png" in captured.out
+    assert "demo:" not in captured.err  # the step line shows on a terminal only
+
+
+def test_demo_says_which_step_runs(tmp_path):
+    from darkraw import progress
+    from darkraw.demo import run_demo
+
+    lines: list[str] = []
+    with progress.listening(lines.append):
+        run_demo(tmp_path, "nlm")
+    assert lines[0] == "the network, measuring the noise"
+    assert "the classic pipeline, denoising (NLM), plane 4/4" in lines
+    assert lines[-1] == "writing"
 
 
 def test_module_entry_point_runs():

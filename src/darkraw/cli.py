@@ -886,9 +886,16 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from darkraw.demo import run_demo
+    from tqdm import tqdm
 
-    paths = run_demo(args.output, args.denoise)
+    from darkraw.demo import run_demo
+    from darkraw.progress import listening
+
+    # On a terminal, a line that says which step runs: the classic pipeline's BM3D takes most
+    # of the demo's 40 s, which would otherwise pass without a sign.
+    line = tqdm(bar_format="demo: {desc} [{elapsed}]", leave=False, disable=None)
+    with line, listening(lambda text: line.set_description_str(text)):
+        paths = run_demo(args.output, args.denoise)
     print(f"network result: {paths['network']}")
     print(f"classic result: {paths['classic']}")
     print(f"comparison:     {paths['comparison']}  (as shot | classic pipeline | network)")

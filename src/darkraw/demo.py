@@ -6,6 +6,7 @@ import warnings
 from importlib import resources
 from pathlib import Path
 
+from darkraw import progress
 from darkraw.classic.denoise import CLASSIC_EXTRA, Denoiser, denoiser_available
 from darkraw.classic.pipeline import ClassicOptions, run_classic
 from darkraw.nn.enhance import enhance_mosaic, load_network
@@ -58,10 +59,13 @@ def run_demo(
         )
         denoiser = Denoiser.NONE
     options = ClassicOptions(ratio=SAMPLE_RATIO, denoiser=denoiser)
-    classic = run_classic(raw.mosaic, raw.meta, options)
-    enhanced = enhance_mosaic(
-        raw.mosaic, raw.meta, network, SAMPLE_RATIO, source=sample_path()
-    ).image
+    with progress.part("the network"):
+        enhanced = enhance_mosaic(
+            raw.mosaic, raw.meta, network, SAMPLE_RATIO, source=sample_path()
+        ).image
+    with progress.part("the classic pipeline"):
+        classic = run_classic(raw.mosaic, raw.meta, options)
+    progress.step("writing")
     return {
         "network": write_image(out / "sample_network.png", enhanced),
         "classic": write_image(out / "sample_classic.png", classic.image),

@@ -18,6 +18,7 @@ from types import ModuleType
 import numpy as np
 from tqdm import tqdm
 
+from darkraw import progress
 from darkraw.choices import parse_choice
 from darkraw.classic.filters import box_mean, filter2d, opencv
 from darkraw.errors import DarkrawError
@@ -274,6 +275,7 @@ def denoise_planes(
     slow = method is Denoiser.BM3D and planes.size > BM3D_AUTO_LIMIT
     bar = tqdm(planes, desc="bm3d", unit="plane", leave=False, disable=None if slow else True)
     for c, plane in enumerate(bar):
+        progress.step(f"plane {c + 1}/{len(planes)}")
         stable = anscombe(plane.astype(np.float32), noise).astype(np.float32)
         out[c] = inverse_anscombe(_gaussian_denoise(stable, method), noise)
     return out

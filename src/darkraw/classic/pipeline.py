@@ -521,9 +521,8 @@ def run_classic(
     ratio = auto_ratio(raw_lin) if options.ratio is None else float(options.ratio)
     planes = pack(amplify(raw_lin, ratio), meta)
     denoiser = resolve_denoiser(options.denoiser, planes.size)
-    if denoiser is not Denoiser.NONE:
-        progress.step(f"denoising ({denoiser.value.upper()})")
-    planes = denoise_planes(planes, denoiser)
+    with progress.part(f"denoising ({denoiser.value.upper()})"):
+        planes = denoise_planes(planes, denoiser)
     gains = choose_gains(planes, meta, options.white_balance)
     image = render_planes(planes, meta, gains, options.gamma)
     return ClassicResult(image=image, ratio=ratio, wb_gains=gains, denoiser=denoiser)
