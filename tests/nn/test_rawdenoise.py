@@ -321,7 +321,7 @@ def test_libraw_renders_an_xtrans_frame_from_its_least_size(tmp_path, demosaic):
 
 
 def test_demosaic_must_be_named():
-    with pytest.raises(ValueError, match="demosaic must be one of auto, best, fast, got 'ahd'"):
+    with pytest.raises(ValueError, match="demosaicking 'ahd'; expected one of auto, best, fast"):
         DenoiseOptions(demosaic="ahd")
     assert DenoiseOptions(demosaic="fast").demosaic.value == "fast"
 

@@ -279,7 +279,7 @@ def test_demosaic_names_are_checked():
     assert (
         Demosaic.parse("fast") is Demosaic.FAST and Demosaic.parse(Demosaic.BEST) is Demosaic.BEST
     )
-    with pytest.raises(ValueError, match="one of auto, best, fast, got 'amaze'"):
+    with pytest.raises(ValueError, match="demosaicking 'amaze'; expected one of auto, best, fast"):
         Demosaic.parse("amaze")
     assert Demosaic.AUTO.resolved(xtrans=True) is Demosaic.FAST
     assert Demosaic.AUTO.resolved(xtrans=False) is Demosaic.BEST

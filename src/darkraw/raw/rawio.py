@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import rawpy
 
+from darkraw.choices import parse_choice
 from darkraw.errors import DarkrawError, RawReadError, UnsupportedSensorError
 from darkraw.parallel import bands, thread_map
 from darkraw.raw.cfa import BayerPattern, unpack_bayer
@@ -819,7 +820,7 @@ class Demosaic(Enum):
     Measured on a 2-core AMD EPYC (Zen 4), LibRaw 0.22 (``docs/inference.md``, "Demosaicking"):
     a 24-Mpixel X-Trans frame took 6.2-7.1 s with Markesteijn's 3 passes and 3.8-4.1 s with 1,
     on the X-Trans benchmark's photos 0.00-0.10 dB apart (denoised) and alike at 1:1; a
-    12-Mpixel Bayer frame 0.45 s with AHD, 0.21 s with PPG.
+    12-Mpixel Bayer frame 0.50-0.55 s with AHD, 0.26 s with PPG (0.01-0.49 dB worse).
     """
 
     #: ``best`` on Bayer mosaics and ``fast`` on X-Trans ones, as darktable chooses for X-Trans:
@@ -832,13 +833,7 @@ class Demosaic(Enum):
 
     @classmethod
     def parse(cls, value: Demosaic | str) -> Demosaic:
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(value)
-        except ValueError:
-            choices = ", ".join(d.value for d in cls)
-            raise ValueError(f"demosaic must be one of {choices}, got {value!r}") from None
+        return parse_choice(cls, value, "demosaicking")
 
     def describe(self) -> str:
         """What it runs on each layout, for people."""
