@@ -500,6 +500,16 @@ def test_options_of_the_other_method_or_tile_too_small_exit_2(tmp_path, dark_dng
     assert not out.exists()
 
 
+def test_the_command_lines_choices_are_the_libraries():
+    from darkraw.nn.rawdenoise import Renderer
+    from darkraw.raw.rawio import Demosaic
+
+    enhance = build_parser()._subparsers._group_actions[0].choices["enhance"]
+    choices = {action.dest: action.choices for action in enhance._actions}
+    assert choices["demosaic"] == [d.value for d in Demosaic]
+    assert sorted(choices["render"]) == sorted(r.value for r in Renderer)
+
+
 def test_demosaic_reaches_libraws_rendering(tmp_path, dark_dng):
     def enhanced(*extra):
         out = tmp_path / f"o{'_'.join(extra)}.tif"
