@@ -798,13 +798,9 @@ def render_with_libraw(
     try:
         with _libraw_stderr_captured(), rawpy.imread(str(path)) as raw:
             _checked_header(raw, path, path.stat().st_size)
-            rgb = raw.postprocess(
-                use_camera_wb=True,
-                no_auto_bright=True,
-                output_bps=16,
-                half_size=half_size,
-                adjust_maximum_thr=0.75 if adjust_maximum else 0.0,
-            )
+            # LibRaw's defaults spelt out: its BT.709 curve and AHD (Markesteijn's 3 passes).
+            settings = _libraw_render_settings(LIBRAW_BT709_GAMMA, half_size, adjust_maximum)
+            rgb = raw.postprocess(settings)
     except rawpy.LibRawError as err:
         raise RawReadError(path, f"LibRaw could not render it ({type(err).__name__})") from None
     return planar_float(rgb)
