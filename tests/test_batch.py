@@ -4,10 +4,12 @@ the raw denoiser did to each file."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from darkraw.batch import enhance_batch
 from darkraw.classic.denoise import Denoiser
 from darkraw.classic.pipeline import ClassicOptions
+from darkraw.errors import OutputError
 from darkraw.raw.dng import write_dng
 from darkraw.synth.simulate import darken_mosaic
 
@@ -187,3 +189,39 @@ def test_the_denoisers_pictures_render_from_the_decoding_that_was_read(
     assert all(rawio._DECODED.take(f) is None for f in files)
     enhance_batch(files, tmp_path / "classic", FAST, log=lambda _: None, progress=False)
     assert all(rawio._DECODED.take(f) is None for f in files)
+
+
+def test_a_folders_subfolders_are_mirrored_under_the_output_folder(tmp_path):
+    shoot = tmp_path / "shoot"
+    shoot.mkdir()
+    days = [dark_dngs(shoot / day, 1)[0] for day in ("day1", "day2")]
+    top = dark_dngs(shoot / "top", 1)[0].rename(shoot / "top.dng")
+    out = tmp_path / "out"
+    report = enhance_batch([shoot], out, FAST, log=lambda _: None, progress=False)
+    assert report.written == [out / "day1" / "f0.png", out / "day2" / "f0.png", out / "top.png"]
+    assert not report.failed
+    # A file given as itself goes to the output folder's top, wherever it lies.
+    again = enhance_batch([days[1], top], tmp_path / "flat", FAST, log=lambda _: None)
+    assert again.written == [tmp_path / "flat" / "f0.png", tmp_path / "flat" / "top.png"]
+
+
+def test_a_mirrored_subfolder_that_cannot_be_made_fails_before_any_frame(tmp_path):
+    shoot = tmp_path / "shoot"
+    shoot.mkdir()
+    dark_dngs(shoot / "day1", 1)
+    dark_dngs(shoot / "day2", 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "day2").write_bytes(b"a file where a folder is needed")
+    with pytest.raises(OutputError, match=r"day2: cannot create output folder \(it is a file\)"):
+        enhance_batch([shoot], out, FAST, log=lambda _: None, progress=False)
+    assert not list(out.rglob("*.png"))
+
+
+def test_a_folders_only_file_in_a_subfolder_is_written_in_that_subfolder(tmp_path):
+    shoot = tmp_path / "shoot"
+    shoot.mkdir()
+    dark_dngs(shoot / "day1", 1)
+    out = tmp_path / "out"
+    report = enhance_batch([shoot], out, FAST, log=lambda _: None, progress=False)
+    assert report.written == [out / "day1" / "f0.png"]

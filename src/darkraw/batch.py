@@ -12,7 +12,7 @@ import functools
 import itertools
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,13 +79,21 @@ _NOT_WRITTEN = (OTHER_IMAGE_EXTENSIONS | RAW_EXTENSIONS) - {DNG_EXTENSION}
 OUTPUT_EXTENSIONS = frozenset(IMAGE_FORMATS) | {DNG_EXTENSION}
 
 
-def plan_outputs(inputs: Sequence[Path], output: str | Path, fmt: str = "png") -> list[Path]:
+def plan_outputs(
+    inputs: Sequence[Path],
+    output: str | Path,
+    fmt: str = "png",
+    subfolders: Mapping[Path, Path] | None = None,
+) -> list[Path]:
     """Where each input's output goes.
 
     One input and an ``output`` with an image or ``.dng`` extension: that file. Otherwise
     ``output`` is a folder and each input becomes ``<folder>/<stem>.<fmt>``, or
     ``<folder>/<stem>-darkraw.dng`` for DNG: a DNG is a raw file too, and the suffix tells it
-    from its original wherever both end up (the same folder, one catalogue).
+    from its original wherever both end up (the same folder, one catalogue). An input found
+    below a scanned folder (``subfolders``, from :func:`darkraw.raw.fileio.scan_inputs`) goes
+    to the same subfolder of ``<folder>``: cameras number their files again from 1, so a
+    shoot's days often hold the same names.
 
     Raises:
         OutputError: two inputs would write the same file, an output is an input, an unknown
@@ -115,7 +123,8 @@ def plan_outputs(inputs: Sequence[Path], output: str | Path, fmt: str = "png") -
             )
             raise OutputError(output, f"is a file; {problem}")
     tail = DNG_OUTPUT_SUFFIX + suffix if suffix == DNG_EXTENSION else suffix
-    targets = [output / f"{p.stem}{tail}" for p in inputs]
+    below = subfolders or {}
+    targets = [output / below.get(p, Path()) / f"{p.stem}{tail}" for p in inputs]
     check_distinct_outputs(inputs, targets)
     check_outputs_are_not_inputs(inputs, targets)
     return targets
@@ -123,7 +132,8 @@ def plan_outputs(inputs: Sequence[Path], output: str | Path, fmt: str = "png") -
 
 def prepare_outputs(targets: Sequence[Path], output: str | Path, overwrite: bool = False) -> None:
     """Check every output location before any frame is computed: create the folder (a single
-    output's too), and refuse a folder that cannot be written or a target that is a folder.
+    output's too, and the subfolders where outputs will be written), and refuse a folder that
+    cannot be written or a target that is a folder.
 
     Raises:
         OutputError: the first location that cannot be written.
@@ -131,10 +141,21 @@ def prepare_outputs(targets: Sequence[Path], output: str | Path, overwrite: bool
     for dst in targets:
         if dst.is_dir():
             raise OutputError(dst, "is a folder, not an image file")
-    folder = targets[0].parent
-    single = None if folder == Path(output) else targets[0]
-    write = overwrite or not all(dst.exists() for dst in targets)
-    prepare_output_folder(folder, single, write=write)
+    output = Path(output)
+    if list(targets) == [output]:
+        # An output named as a file: its folder, named by the messages through the file.
+        write = overwrite or not targets[0].exists()
+        prepare_output_folder(targets[0].parent, targets[0], write=write)
+        return
+    # The output folder first (named as given), then the subfolders mirrored from the inputs',
+    # each made only where something will be written in it.
+    folders: dict[Path, bool] = {output: False}
+    for dst in targets:
+        folders[dst.parent] = folders.get(dst.parent, False) or overwrite or not dst.exists()
+    folders[output] = folders[output] or any(folders.values())
+    for folder, write in folders.items():
+        if folder == output or write:
+            prepare_output_folder(folder, write=write)
 
 
 #: What enhancing a file gives: the classic pipeline's result, the SID network's, the raw
@@ -326,7 +347,8 @@ def enhance_batch(
         inputs: raw files and folders of raw files (hidden files and ``output``, where it lies
             inside a folder, are left out of a folder and counted in the report).
         output: an image file (single input) or a folder; a missing folder (a single image's
-            too) is created. Every output location is checked before the first frame.
+            too) is created. Files found below a folder given as input are written in the same
+            subfolders of it. Every output location is checked before the first frame.
         options: the classic pipeline's settings; with a ``model`` only ``options.ratio``.
         fmt: format of outputs in a folder: ``png`` (8-bit), ``jpg``, ``tiff`` (16-bit) or
             ``dng`` (``<stem>-darkraw.dng``; see :func:`enhance_file`).
@@ -359,7 +381,7 @@ def enhance_batch(
     scan: InputScan = scan_inputs(given, input_extensions(bare is not None), output)
     files = scan.files
     report = BatchReport(hidden=scan.hidden, in_output=scan.in_output, ours=scan.ours)
-    targets = plan_outputs(files, output, fmt) if files else []
+    targets = plan_outputs(files, output, fmt, scan.subfolders) if files else []
     pairs = list(zip(files, targets, strict=True))
     todo = [i for i, (_, dst) in enumerate(pairs) if overwrite or not dst.exists()]
     # The next file is read (LibRaw's decoding runs on one core) in a second thread while this

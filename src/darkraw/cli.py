@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         required=True,
         help="output file (one input; .png, .jpg, .tif or .dng) or folder (several); a missing "
-        "folder is created",
+        "folder is created, and files in an input folder's subfolders are written in the same "
+        "subfolders of it",
     )
     enh.add_argument(
         "--method",

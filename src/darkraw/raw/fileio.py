@@ -421,6 +421,12 @@ class InputScan:
     """The inputs of a batch, folders expanded (:func:`scan_inputs`)."""
 
     files: list[Path] = field(default_factory=list)
+    #: Where each file found below a scanned folder lies under it (``2026-12-01`` for
+    #: ``shoot/2026-12-01/DSC1.ARW`` when ``shoot`` was scanned), so that a batch writes its
+    #: output in the same place under the output folder (a file already in the output folder:
+    #: where it lies in it); files given as themselves, and those at a scanned folder's top,
+    #: are not here.
+    subfolders: dict[Path, Path] = field(default_factory=dict)
     #: Files with an input's extension that a folder scan left out: hidden ones (a name, or a
     #: folder's name below the scanned folder, starting with ``.``, like macOS's ``._x.ARW``)...
     hidden: list[Path] = field(default_factory=list)
@@ -470,6 +476,13 @@ def scan_inputs(
                 scan.in_output.append(file)
             else:
                 found.append(file)
+                place = inside.parent
+                if skip is not None and skip in (root / inside).parents:
+                    # A raw file already in the output folder: its output goes beside it, not
+                    # to a copy of the output folder's path made inside the output folder.
+                    place = (root / inside).parent.relative_to(skip)
+                if place != Path("."):
+                    scan.subfolders[file] = place
         scan.files.extend(sorted(found))
     scan.hidden.sort()
     scan.in_output.sort()
