@@ -310,8 +310,10 @@ def test_another_source_under_the_same_scene_id_is_refused(tmp_path):
 def test_two_inputs_with_one_stem_are_refused(tmp_path):
     a = photo(tmp_path / "x", "p.png")
     b = photo(tmp_path / "y", "p.png", seed=3)
-    with pytest.raises(DarkrawError, match="would be written here"):
-        run([a, b], tmp_path / "out", options())
+    out = tmp_path / "out"
+    with pytest.raises(DarkrawError, match="would be written here") as caught:
+        run([a, b], out, options())
+    assert caught.value.path == out / "p_clean.dng"
 
 
 def test_raw_file_input(tmp_path, scene):

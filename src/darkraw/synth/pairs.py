@@ -632,12 +632,13 @@ def _expand_inputs(inputs: Iterable[str | Path], report: SimulateReport) -> list
     return files
 
 
-def _check_unique_names(plans: Sequence[_Plan]) -> None:
+def _check_unique_names(folder: Path, plans: Sequence[_Plan]) -> None:
     seen: dict[Path, Path] = {}
     for plan in plans:
         for out in plan.outputs:
             if out in seen and seen[out] != plan.source:
-                raise OutputError(out, f"both {seen[out]} and {plan.source} would be written here")
+                problem = f"both {seen[out]} and {plan.source} would be written here"
+                raise OutputError(folder / out, problem)
             seen[out] = plan.source
 
 
@@ -712,7 +713,7 @@ def simulate_batch(
         options.simulation.profile() if options.simulation.model is NoiseModel.CALIBRATED else None
     )
     plans = [_plan(i, src, options) for i, src in enumerate(files)]
-    _check_unique_names(plans)
+    _check_unique_names(folder, plans)
     _make_folder(folder)
     if options.layout is Layout.SID:
         for sub in ("short", "long", "reference"):
