@@ -112,6 +112,18 @@ def test_a_narrower_margin_is_approximate_within_the_measured_bound(size):
     assert diff.mean() < 1e-2
 
 
+def test_the_sid_network_says_its_windows_as_the_raw_denoiser_does():
+    from darkraw import progress
+
+    model, x = tiny_model(), planes((4, 150, 70))
+    lines: list[str] = []
+    with progress.listening(lines.append):
+        run_network(model, x, InferenceOptions(tile=96, overlap=16, precision="fp32", ensemble=1))
+        run_network(model, x, FP32)
+    n = len(tile_spans(150, 96, 16, 16))
+    assert n > 1 and lines == [f"network, window {k}/{n}" for k in range(1, n + 1)] + ["network"]
+
+
 @pytest.mark.parametrize("size", [(1, 1), (5, 7), (13, 21), (16, 16)])
 def test_image_smaller_than_a_tile_is_one_exact_pass(size):
     model = tiny_model()

@@ -77,6 +77,7 @@ from darkraw.nn.modelfiles import (
 from darkraw.nn.precision import Precision, autocast_dtype
 from darkraw.nn.tiling import ENSEMBLE_AUTO_PIXELS as ENSEMBLE_AUTO_PIXELS
 from darkraw.nn.tiling import tile_spans as tile_spans
+from darkraw.nn.tiling import windows
 from darkraw.raw.cfa import BayerPattern, pack_bayer, pad_to_multiple, unpack_bayer
 from darkraw.raw.metadata import RawMetadata
 
@@ -575,8 +576,7 @@ def _run_tiles(
     out = np.empty((out_planes, s * h, s * w), dtype=np.float32)
     rows = tile_spans(h, options.tile, options.overlap, PAD_MULTIPLE)
     cols = tile_spans(w, options.tile, options.overlap, PAD_MULTIPLE)
-    for k, ((y0, y1, ky0, ky1), (x0, x1, kx0, kx1)) in enumerate(itertools.product(rows, cols), 1):
-        progress.step(f"network, window {k}/{len(rows) * len(cols)}")
+    for (y0, y1, ky0, ky1), (x0, x1, kx0, kx1) in windows(rows, cols):
         x = torch.from_numpy(np.ascontiguousarray(planes[:, y0:y1, x0:x1]))[None]
         x = x.to(device)
         if options.channels_last:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import functools
-import itertools
 import math
 import threading
 from collections.abc import Callable, Iterator
@@ -52,7 +51,7 @@ from darkraw.nn.denoiser_config import receptive_radius
 from darkraw.nn.inputs import amplify, denoiser_input, denoiser_planes, noise_entries
 from darkraw.nn.precision import Precision
 from darkraw.nn.runtime import OnnxDenoiser, add_correction
-from darkraw.nn.tiling import ENSEMBLE_AUTO_PIXELS, Span, tile_grid
+from darkraw.nn.tiling import ENSEMBLE_AUTO_PIXELS, Span, tile_grid, windows
 from darkraw.parallel import bands, thread_map
 from darkraw.raw.cfa import (
     BayerPattern,
@@ -299,10 +298,7 @@ def run_denoiser(
         # One buffer serves every window of a size: a fresh 28 MB window each time cost its
         # page faults again (most of a frame's windows have one size).
         window = np.empty(0, dtype=np.float32)
-        for k, ((y0, y1, ky0, ky1), (x0, x1, kx0, kx1)) in enumerate(
-            itertools.product(rows, cols), 1
-        ):
-            _say_window(k, len(rows) * len(cols))
+        for (y0, y1, ky0, ky1), (x0, x1, kx0, kx1) in windows(rows, cols):
             view = x[None, :, y0:y1, x0:x1]
             if window.shape != view.shape:
                 window = np.empty(view.shape, dtype=np.float32)
@@ -313,18 +309,10 @@ def run_denoiser(
             raise _broken(model)
         return out
     with _window_runner(model, options) as run:
-        for k, ((y0, y1, ky0, ky1), (x0, x1, kx0, kx1)) in enumerate(
-            itertools.product(rows, cols), 1
-        ):
-            _say_window(k, len(rows) * len(cols))
+        for (y0, y1, ky0, ky1), (x0, x1, kx0, kx1) in windows(rows, cols):
             y = run(np.ascontiguousarray(x[None, :, y0:y1, x0:x1]))[0]
             out[:, ky0:ky1, kx0:kx1] = y[:, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
     return out
-
-
-def _say_window(k: int, windows: int) -> None:
-    """Tell a listener (the batch's bar) which window the network runs."""
-    progress.step(f"network, window {k}/{windows}" if windows > 1 else "network")
 
 
 def _windows(

@@ -7,6 +7,11 @@ whole-frame pass.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+
+from darkraw import progress
+
 #: A self-ensemble set to ``auto`` runs as many copies as keep the work within this many output
 #: pixels: about one SID-size frame (4256x2848, 12.1 Mpixel, the speed target's frame), which
 #: takes one copy. Smaller photos get more copies for about the same time (the SID network's 8
@@ -107,3 +112,13 @@ def _spans(length: int, count: int, overlap: int, grid: int) -> list[Span]:
         )
         for start in range(0, length, core)
     ]
+
+
+def windows(rows: list[Span], cols: list[Span]) -> Iterator[tuple[Span, Span]]:
+    """Every window of a grid (row spans by column spans), row by row, each announced to a
+    listener (the batch's bar) as it starts: ``network, window k/n``, or ``network`` for a frame
+    run in one window."""
+    count = len(rows) * len(cols)
+    for k, (row, col) in enumerate(itertools.product(rows, cols), 1):
+        progress.step(f"network, window {k}/{count}" if count > 1 else "network")
+        yield row, col
