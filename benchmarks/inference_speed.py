@@ -333,7 +333,7 @@ _PATH_PRECISION = {"denoiser_onnx": "fp32", "denoiser_int8": "int8", "denoiser_b
 def denoiser_child(name: str, runs: int) -> dict[str, Any]:
     """Time one path of the bundled raw denoiser on a whole frame's input in this process."""
     from darkraw.nn.denoiser_config import macs_per_packed_pixel
-    from darkraw.nn.enhance import load_network
+    from darkraw.nn.enhance import DefaultDenoiser, load_network
     from darkraw.nn.inputs import denoiser_input
     from darkraw.nn.rawdenoise import DenoiseOptions, default_overlap, run_denoiser
     from darkraw.synth.noiselevel import RawNoise
@@ -349,6 +349,8 @@ def denoiser_child(name: str, runs: int) -> dict[str, Any]:
         if name == "denoiser_bf16" and not openvino_available():
             return {"skipped": "OpenVINO is not installed (pip install 'darkraw[openvino]')"}
         network = load_network("default", device="cpu", precision=_PATH_PRECISION[name])
+        # "default" is the pair of the Bayer network and its X-Trans twin: the frame is Bayer.
+        network = network.bayer if isinstance(network, DefaultDenoiser) else network
         options = DenoiseOptions()
     config = network.config
     grid = config.pad_multiple

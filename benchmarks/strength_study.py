@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import denoiser_vs_classic as bench  # noqa: E402
 
 from darkraw.demo import SAMPLE_RATIO, sample_path  # noqa: E402
-from darkraw.nn.enhance import load_network  # noqa: E402
+from darkraw.nn.enhance import DefaultDenoiser, load_network  # noqa: E402
 from darkraw.nn.rawdenoise import DenoiseOptions, enhance_with_denoiser  # noqa: E402
 from darkraw.nn.runtime import OnnxDenoiser  # noqa: E402
 from darkraw.raw.rawio import read_raw  # noqa: E402
@@ -66,6 +66,8 @@ def main() -> None:
     args = parser.parse_args()
     strengths = [float(s) for s in args.strengths.split(",")]
     network = load_network("default", device="cpu", precision=args.precision)
+    # "default" is the pair of the Bayer network and its X-Trans twin: the frames are Bayer.
+    network = network.bayer if isinstance(network, DefaultDenoiser) else network
     if not isinstance(network, OnnxDenoiser):
         raise SystemExit("the bundled denoiser's ONNX export is missing or stale")
     frames = [
