@@ -484,7 +484,7 @@ def _enhance_pairs(
     The network's stage and LibRaw's rendering each leave part of the cores idle (LibRaw's
     serial steps, the network's synchronisation); together they keep both busy: batches of 8
     12-Mpixel frames took a median 14.62 s against 15.00 s one stage after the other (11
-    alternating pairs), the cores 92-93 % busy against 88 % (``docs/inference.md``); the
+    alternating pairs), the cores 92-93 % busy against 88 % (``docs/speed-log.md``); the
     network runs slower beside LibRaw, so the gain is less than the idle time filled. One file
     at a time is rendered, so memory stays bounded; outputs are written in this thread, which
     Ctrl-C and SIGTERM interrupt, and lines and errors come in the files' order.

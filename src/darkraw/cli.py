@@ -927,7 +927,7 @@ def _numpy_without_huge_pages() -> None:
     With the kernel's usual ``defrag=madvise``, each such request may stall on memory
     compaction. A 12-Mpixel ``darkraw enhance`` took 2.86 s (median of 8, alternating, twice)
     without the requests against 3.05-3.11 s with them, its system time 0.82-0.84 s against
-    1.07-1.23 s, though it took twice the page faults (``docs/inference.md``). Only the command
+    1.07-1.23 s, though it took twice the page faults (``docs/speed-log.md``). Only the command
     line does this: a program that imports darkraw keeps its own numpy settings.
     """
     if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
@@ -979,7 +979,7 @@ def _malloc_keeping_freed_memory() -> None:
     234,000-238,000, its system time fell by about 0.1 s, its wall time by 0.06 s (median of 6
     alternating pairs) and its peak RSS by 20-40 MB; a batch of eight took 224,000-237,000
     instead of 945,000-1,100,000, 0.8-1.1 s of system time instead of 2.4-2.8 s, and 7-9 %
-    less wall time (``docs/inference.md``). Only the command line does this; a program that
+    less wall time (``docs/speed-log.md``). Only the command line does this; a program that
     imports darkraw keeps its allocator as it is.
     """
     if any(name in os.environ for name in _MALLOC_SETTINGS):
