@@ -536,6 +536,26 @@ def test_demosaic_is_refused_where_libraw_does_not_render(tmp_path, dark_dng, ca
     assert not out.exists()
 
 
+def test_rendering_options_are_refused_for_the_denoisers_dngs(tmp_path, dark_dng, capsys):
+    single = ["enhance", str(dark_dng), "-o", str(tmp_path / "o.dng")]
+    folder = ["enhance", str(dark_dng), "-o", str(tmp_path / "out"), "--format", "dng"]
+    for args, extra in [
+        (single, ["--gamma", "srgb"]),
+        (single, ["--render", "libraw", "--demosaic", "best"]),
+        (folder, ["--demosaic", "fast"]),
+    ]:
+        assert main([*args, *extra]) == 2
+        flags = ", ".join(extra[::2])
+        assert f"{flags} appl" in capsys.readouterr().err
+    assert not (tmp_path / "o.dng").exists() and not (tmp_path / "out").exists()
+    # A picture in a folder named like a DNG still takes them; so does the classic pipeline's DNG.
+    named = tmp_path / "pictures.dng"
+    named.mkdir()
+    assert main(["enhance", str(dark_dng), "-o", str(named), "--gamma", "srgb"]) == 0
+    classic = [*single, "--method", "classic", "--denoise", "none", "--gamma", "srgb"]
+    assert main(classic) == 0
+
+
 def test_enhance_precision_fp32_gives_the_exact_network_result(tmp_path, dark_dng, tiny_model_file):
     import darkraw
     from darkraw.nn.infer import InferenceOptions

@@ -602,9 +602,28 @@ def _applies(flags: list[str]) -> str:
     return "applies" if len(flags) == 1 else "apply"
 
 
+def _given(args: argparse.Namespace, flag: str) -> bool:
+    """Whether ``flag`` was on the command line (its default is ``None``)."""
+    return getattr(args, flag[2:].replace("-", "_")) is not None
+
+
+def _writes_dng(args: argparse.Namespace) -> bool:
+    """Whether ``enhance`` writes DNGs: an output named ``.dng``, or a folder with ``--format
+    dng`` (as :func:`darkraw.batch.plan_outputs` reads the output)."""
+    from pathlib import Path
+
+    from darkraw.batch import OUTPUT_EXTENSIONS
+
+    output = Path(args.output)
+    suffix = output.suffix.lower()
+    if not output.is_dir() and suffix in OUTPUT_EXTENSIONS:
+        return suffix == ".dng"
+    return bool(args.format == "dng")
+
+
 def _refuse(args: argparse.Namespace, flags: list[str], owner: str) -> None:
     """A flag for another kind of network would be silently ignored: say so instead."""
-    given = [flag for flag in flags if getattr(args, flag[2:].replace("-", "_")) is not None]
+    given = [flag for flag in flags if _given(args, flag)]
     if given:
         raise ValueError(f"{', '.join(given)} {_applies(given)} to {owner} only")
 
@@ -618,7 +637,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     denoiser_flags = ["--strength", "--render", "--demosaic", "--noise-profile"]
     classic_flags = ["--denoise", "--wb"]
     wrong = [*network_flags, *denoiser_flags] if method == "classic" else classic_flags
-    given = [flag for flag in wrong if getattr(args, flag[2:].replace("-", "_")) is not None]
+    given = [flag for flag in wrong if _given(args, flag)]
     if given:
         other = "network" if method == "classic" else "classic"
         raise ValueError(f"{', '.join(given)} {_applies(given)} to --method {other} only")
@@ -651,6 +670,12 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
             if args.demosaic is not None and denoise.renderer is not Renderer.LIBRAW:
                 raise ValueError(
                     "--demosaic chooses LibRaw's demosaicking; it needs --render libraw"
+                )
+            rendering = [f for f in ("--render", "--demosaic", "--gamma") if _given(args, f)]
+            if rendering and _writes_dng(args):
+                raise ValueError(
+                    f"{', '.join(rendering)} {_applies(rendering)} to rendered pictures (PNG, "
+                    "JPEG, TIFF); a DNG holds the denoised raw, which its editor renders"
                 )
         else:
             from darkraw.nn.runtime import require_torch
