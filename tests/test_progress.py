@@ -60,3 +60,24 @@ def test_a_batchs_bar_shows_where_its_file_has_got_to(tmp_path, capsys):
     # Without a bar (not a terminal, or asked) nobody listens.
     report = enhance_batch([path], tmp_path / "out2", options, progress=False, log=lambda _: None)
     assert len(report.written) == 1 and "frame.dng," not in capsys.readouterr().err
+
+
+def test_a_file_found_in_a_subfolder_is_named_with_it_beside_the_bar(tmp_path, capsys):
+    from darkraw.batch import enhance_batch
+    from darkraw.classic.pipeline import ClassicOptions
+    from darkraw.raw.dng import write_dng
+
+    from conftest import mosaic_from_rgb, smooth_scene
+
+    for day in ("day1", "day2"):
+        (tmp_path / "shoot" / day).mkdir(parents=True)
+        write_dng(
+            tmp_path / "shoot" / day / "f.dng", *mosaic_from_rgb(smooth_scene(48, 64), "RGGB")
+        )
+    options = ClassicOptions(ratio=2.0, denoiser="none")
+    report = enhance_batch(
+        [tmp_path / "shoot"], tmp_path / "out", options, progress=True, log=lambda _: None
+    )
+    assert len(report.written) == 2
+    err = capsys.readouterr().err
+    assert "day1/f.dng, writing" in err and "day2/f.dng, writing" in err

@@ -423,6 +423,9 @@ def enhance_batch(
             denoise=denoise,
             database=database,
             jpeg_quality=jpeg_quality,
+            # Beside the bar, a file found in a subfolder is named with it (day2/DSC1.ARW):
+            # a shoot's days repeat the camera's names.
+            labels={src: (below / src.name).as_posix() for src, below in scan.subfolders.items()},
         )
     finally:
         reader.shutdown(wait=True, cancel_futures=True)
@@ -477,6 +480,7 @@ def _enhance_pairs(
     denoise: DenoiseOptions | None,
     database: NoiseDatabase | None,
     jpeg_quality: int,
+    labels: Mapping[Path, str],
 ) -> None:
     """The batch's loop: each pair in turn, the next file read ahead, and each file's picture
     but the last rendered in a second thread while the next goes through the network.
@@ -518,7 +522,7 @@ def _enhance_pairs(
         pending = None
         try:
             result = rendering.result()
-            with part(src.name):
+            with part(labels.get(src, src.name)):
                 step("writing")
             started.write(result)
         except Exception as err:  # a file's failure is reported; anything else raised again
@@ -544,7 +548,7 @@ def _enhance_pairs(
                     ahead = following[i]
                     reads[ahead] = read_ahead(pairs[ahead][0])
                 try:
-                    with part(src.name):
+                    with part(labels.get(src, src.name)):
                         if not reading.done():
                             step("reading")
                         started = start_file(
@@ -571,7 +575,7 @@ def _enhance_pairs(
                 if i in following:
                     rendering = renderer.submit(started.render)
                 else:
-                    with part(src.name):
+                    with part(labels.get(src, src.name)):
                         step("rendering")
                     rendering = _run_now(started.render)
                 pending = (src, dst, started, rendering)
