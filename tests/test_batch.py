@@ -225,3 +225,16 @@ def test_a_folders_only_file_in_a_subfolder_is_written_in_that_subfolder(tmp_pat
     out = tmp_path / "out"
     report = enhance_batch([shoot], out, FAST, log=lambda _: None, progress=False)
     assert report.written == [out / "day1" / "f0.png"]
+
+
+def test_a_file_reached_twice_is_enhanced_once(tmp_path):
+    shoot = tmp_path / "shoot"
+    shoot.mkdir()
+    (f0,) = dark_dngs(shoot / "day1", 1)
+    out = tmp_path / "out"
+    again = shoot / "day1" / ".." / "day1" / "f0.dng"
+    report = enhance_batch([shoot, again, f0], out, FAST, log=lambda _: None, progress=False)
+    assert report.written == [out / "day1" / "f0.png"] and not report.failed
+    # Named first, it goes where a file named goes: the output folder's top.
+    report = enhance_batch([f0, shoot], tmp_path / "o2", FAST, log=lambda _: None)
+    assert report.written == [tmp_path / "o2" / "f0.png"]

@@ -446,20 +446,22 @@ def scan_inputs(
     what darkraw writes) in ``output`` when that folder lies inside a scanned folder: a batch's
     outputs are never read back as its inputs (bare mosaics are ``.png`` and ``.tif`` files too).
     Raw files there are still read, except the DNGs darkraw wrote (``*-darkraw.dng``), which a
-    folder scan leaves out wherever they are.
+    folder scan leaves out wherever they are. A file reached twice is kept once.
     """
     exts = {ext.lower() for ext in extensions}
     out_dir = Path(output).resolve() if output is not None else None
     scan = InputScan()
+    # Each file found, with where it lies below its scanned folder (None: given by name).
+    reached: list[tuple[Path, Path | None]] = []
     for item in inputs:
         path = Path(item)
         if not path.is_dir():
-            scan.files.append(path)
+            reached.append((path, None))
             continue
         root = path.resolve()
         # The output folder itself may be scanned (``in/ -o in/``); only one inside it is left out.
         skip = out_dir if out_dir is not None and root in out_dir.parents else None
-        found: list[Path] = []
+        found: list[tuple[Path, Path | None]] = []
         for file in path.rglob("*"):
             if file.suffix.lower() not in exts or not file.is_file():
                 continue
@@ -475,15 +477,25 @@ def scan_inputs(
             ):
                 scan.in_output.append(file)
             else:
-                found.append(file)
                 place = inside.parent
                 if skip is not None and skip in (root / inside).parents:
                     # A raw file already in the output folder: its output goes beside it, not
                     # to a copy of the output folder's path made inside the output folder.
                     place = (root / inside).parent.relative_to(skip)
-                if place != Path("."):
-                    scan.subfolders[file] = place
-        scan.files.extend(sorted(found))
+                found.append((file, place))
+        reached.extend(sorted(found))
+    # A file reached twice (named twice by overlapping shell patterns, or named and inside a
+    # folder also given) is one input, placed where it was first reached.
+    seen: set[Path] = set()
+    for path, below in reached:
+        # realpath, not Path.resolve: a loop of links is an input that fails later, by name.
+        key = Path(os.path.realpath(path))
+        if key in seen:
+            continue
+        seen.add(key)
+        scan.files.append(path)
+        if below is not None and below != Path("."):
+            scan.subfolders[path] = below
     scan.hidden.sort()
     scan.in_output.sort()
     scan.ours.sort()
