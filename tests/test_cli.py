@@ -223,6 +223,20 @@ def test_demo_says_which_step_runs(tmp_path):
     assert lines[-1] == "writing"
 
 
+def test_demo_hands_each_file_over_as_soon_as_it_is_written(tmp_path):
+    from darkraw.demo import run_demo
+
+    seen: list[tuple[str, bool, bool]] = []
+
+    def written(name, path):
+        seen.append((name, path.exists(), (tmp_path / "sample_classic.png").exists()))
+
+    paths = run_demo(tmp_path, "nlm", on_written=written)
+    # The network's picture before the classic pipeline has run at all.
+    assert seen == [("network", True, False), ("classic", True, True), ("comparison", True, True)]
+    assert list(paths) == ["network", "classic", "comparison"]
+
+
 def test_module_entry_point_runs():
     result = subprocess.run(
         [sys.executable, "-m", "darkraw", "--version"], capture_output=True, text=True

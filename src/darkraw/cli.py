@@ -920,11 +920,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     # On a terminal, a line that says which step runs: the classic pipeline's BM3D takes most
     # of the demo's 40 s, which would otherwise pass without a sign.
     line = tqdm(bar_format="demo: {desc} [{elapsed}]", leave=False, disable=None)
+    said = {
+        "network": "network result: {}",
+        "classic": "classic result: {}",
+        "comparison": "comparison:     {}  (as shot | classic pipeline | network)",
+    }
+
+    def written(name: str, path: object) -> None:
+        # Each file as soon as it is there (the network's after a second, not after BM3D),
+        # through tqdm so that the step line is not torn.
+        tqdm.write(said[name].format(path))
+
     with line, listening(lambda text: line.set_description_str(text)):
-        paths = run_demo(args.output, args.denoise)
-    print(f"network result: {paths['network']}")
-    print(f"classic result: {paths['classic']}")
-    print(f"comparison:     {paths['comparison']}  (as shot | classic pipeline | network)")
+        run_demo(args.output, args.denoise, on_written=written)
     return 0
 
 
