@@ -403,7 +403,7 @@ def enhance_batch(
         network, database, name = _load_network(model, denoise, device, noise_profiles)
         if not files:
             for item in given:
-                report.failed.append((Path(item), "no raw files found here"))
+                _report_failure(report, Path(item), DarkrawError(item, "no raw files found here"))
             return report
         prepare_outputs(targets, output, overwrite)
         _enhance_pairs(

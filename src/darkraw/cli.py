@@ -707,7 +707,8 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
         device=args.device,
     )
     done = len(report.written) + len(report.skipped) + len(report.failed)
-    if done > 1 or report.failed or report.hidden or report.in_output or report.ours:
+    # One file's failure is its one-line error, already printed; a summary would repeat it.
+    if done > 1 or report.hidden or report.in_output or report.ours:
         print(report.summary(), file=sys.stderr)
         for path, why in report.failed:
             print(f"  failed: {path}: {why}", file=sys.stderr)
