@@ -321,6 +321,25 @@ def test_simulate_sid_layout(tmp_path, photos):
     assert (out / "Sony_train_list.txt").read_text() == ""
 
 
+def test_a_single_input_that_fails_is_one_line(tmp_path, photos, capsys):
+    bad = photos / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not really")
+    missing, empty = tmp_path / "missing.png", tmp_path / "empty"
+    empty.mkdir()
+    for command in ("simulate", "enhance"):
+        for item in (bad, missing, empty):
+            assert main([command, str(item), "-o", str(tmp_path / "out")]) == 1
+            lines = capsys.readouterr().err.splitlines()
+            assert len(lines) == 1 and lines[0].startswith(f"darkraw: error: {item}: "), lines
+    assert main(["simulate", str(missing), str(empty), "-o", str(tmp_path / "out")]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[2:] == [
+        "2 inputs, 2 failed: 0 files written, 0 skipped",
+        f"  failed: {missing}: no such file or folder",
+        f"  failed: {empty}: no photos or raw files found",
+    ]
+
+
 def test_simulate_bad_input_exit_1(tmp_path, photos, capsys):
     bad = photos / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 not really")

@@ -761,9 +761,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     report = simulate_batch(args.inputs, args.output, options, figure=args.figure)
-    print(report.summary(), file=sys.stderr)
-    for path, why in report.failed:
-        print(f"  failed: {path}: {why}", file=sys.stderr)
+    # One input's failure is its one-line error, already printed; a summary would repeat it.
+    if report.inputs > 1 or report.ok:
+        print(report.summary(), file=sys.stderr)
+        for path, why in report.failed:
+            print(f"  failed: {path}: {why}", file=sys.stderr)
     return 0 if report.ok else EXIT_FAILED
 
 

@@ -629,6 +629,7 @@ def _expand_inputs(inputs: Iterable[str | Path], report: SimulateReport) -> list
             files.extend(collect_sources([item]))
         except DarkrawError as err:
             report.failed.append((Path(item), err.problem))
+            tqdm.write(f"darkraw: error: {item}: {err.problem}", file=sys.stderr)
     return files
 
 
