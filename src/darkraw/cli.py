@@ -613,11 +613,12 @@ def _writes_dng(args: argparse.Namespace) -> bool:
     from pathlib import Path
 
     from darkraw.batch import OUTPUT_EXTENSIONS
+    from darkraw.raw.fileio import DNG_EXTENSION
 
     output = Path(args.output)
     suffix = output.suffix.lower()
     if not output.is_dir() and suffix in OUTPUT_EXTENSIONS:
-        return suffix == ".dng"
+        return suffix == DNG_EXTENSION
     return bool(args.format == "dng")
 
 
@@ -921,7 +922,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from darkraw.progress import listening
 
     # On a terminal, a line that says which step runs: the classic pipeline's BM3D takes most
-    # of the demo's 40 s, which would otherwise pass without a sign.
+    # of the demo's half minute, which would otherwise pass without a sign.
     line = tqdm(bar_format="demo: {desc} [{elapsed}]", leave=False, disable=None)
     said = {
         "network": "network result: {}",
