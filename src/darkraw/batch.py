@@ -79,6 +79,19 @@ _NOT_WRITTEN = (OTHER_IMAGE_EXTENSIONS | RAW_EXTENSIONS) - {DNG_EXTENSION}
 OUTPUT_EXTENSIONS = frozenset(IMAGE_FORMATS) | {DNG_EXTENSION}
 
 
+def names_a_file(output: str | Path) -> bool:
+    """Whether ``output`` is the output itself (named as an image or DNG, and not a folder)
+    rather than the folder the outputs go to."""
+    output = Path(output)
+    return not output.is_dir() and output.suffix.lower() in OUTPUT_EXTENSIONS
+
+
+def output_suffix(output: str | Path, fmt: str = "png") -> str:
+    """The extension the outputs get: ``output``'s own where it names the file
+    (:func:`names_a_file`), else ``fmt``'s, for the files of a folder (``.png``, ``.dng``)."""
+    return Path(output).suffix.lower() if names_a_file(output) else "." + fmt.lower().lstrip(".")
+
+
 def plan_outputs(
     inputs: Sequence[Path],
     output: str | Path,
@@ -105,13 +118,13 @@ def plan_outputs(
     if suffix not in OUTPUT_EXTENSIONS:
         raise OutputError(output, f"unknown output format {fmt!r}; use png, jpg, tiff or dng")
     out_suffix = output.suffix.lower()
+    if names_a_file(output):
+        if len(inputs) != 1:
+            problem = f"{len(inputs)} inputs need an output folder, not an image file"
+            raise OutputError(output, problem)
+        check_outputs_are_not_inputs(inputs, [output])
+        return [output]
     if not output.is_dir():
-        if out_suffix in OUTPUT_EXTENSIONS:
-            if len(inputs) != 1:
-                problem = f"{len(inputs)} inputs need an output folder, not an image file"
-                raise OutputError(output, problem)
-            check_outputs_are_not_inputs(inputs, [output])
-            return [output]
         if out_suffix in _NOT_WRITTEN:
             problem = f"darkraw does not write {out_suffix} images"
             raise OutputError(output, f"{problem}; name a {image_formats_text()} file, or a folder")

@@ -609,17 +609,11 @@ def _given(args: argparse.Namespace, flag: str) -> bool:
 
 def _writes_dng(args: argparse.Namespace) -> bool:
     """Whether ``enhance`` writes DNGs: an output named ``.dng``, or a folder with ``--format
-    dng`` (as :func:`darkraw.batch.plan_outputs` reads the output)."""
-    from pathlib import Path
-
-    from darkraw.batch import OUTPUT_EXTENSIONS
+    dng``."""
+    from darkraw.batch import output_suffix
     from darkraw.raw.fileio import DNG_EXTENSION
 
-    output = Path(args.output)
-    suffix = output.suffix.lower()
-    if not output.is_dir() and suffix in OUTPUT_EXTENSIONS:
-        return suffix == DNG_EXTENSION
-    return bool(args.format == "dng")
+    return output_suffix(args.output, args.format) == DNG_EXTENSION
 
 
 def _refuse(args: argparse.Namespace, flags: list[str], owner: str) -> None:

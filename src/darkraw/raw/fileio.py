@@ -451,38 +451,38 @@ def scan_inputs(
     exts = {ext.lower() for ext in extensions}
     out_dir = Path(output).resolve() if output is not None else None
     scan = InputScan()
-    # Each file found, with where it lies below its scanned folder (None: given by name).
-    reached: list[tuple[Path, Path | None]] = []
+    # Each file found, with where it lies below its scanned folder (a file given by name: at
+    # the top, as one at a scanned folder's top).
+    reached: list[tuple[Path, Path]] = []
     for item in inputs:
         path = Path(item)
         if not path.is_dir():
-            reached.append((path, None))
+            reached.append((path, Path()))
             continue
         root = path.resolve()
         # The output folder itself may be scanned (``in/ -o in/``); only one inside it is left out.
         skip = out_dir if out_dir is not None and root in out_dir.parents else None
-        found: list[tuple[Path, Path | None]] = []
+        found: list[tuple[Path, Path]] = []
         for file in path.rglob("*"):
             if file.suffix.lower() not in exts or not file.is_file():
                 continue
             inside = file.relative_to(path)
+            # Where the file lies in the output folder, if it lies there.
+            in_output = None
+            if skip is not None and skip in (root / inside).parents:
+                in_output = (root / inside).parent.relative_to(skip)
             if any(part.startswith(".") for part in inside.parts):
                 scan.hidden.append(file)
             elif is_darkraw_dng(file):
                 scan.ours.append(file)
-            elif (
-                skip is not None
-                and file.suffix.lower() in IMAGE_FORMATS
-                and skip in (root / inside).parents
-            ):
+            elif in_output is not None and file.suffix.lower() in IMAGE_FORMATS:
                 scan.in_output.append(file)
+            elif in_output is not None:
+                # A raw file already in the output folder: its output goes beside it, not to a
+                # copy of the output folder's path made inside the output folder.
+                found.append((file, in_output))
             else:
-                place = inside.parent
-                if skip is not None and skip in (root / inside).parents:
-                    # A raw file already in the output folder: its output goes beside it, not
-                    # to a copy of the output folder's path made inside the output folder.
-                    place = (root / inside).parent.relative_to(skip)
-                found.append((file, place))
+                found.append((file, inside.parent))
         reached.extend(sorted(found))
     # A file reached twice (named twice by overlapping shell patterns, or named and inside a
     # folder also given) is one input, placed where it was first reached.
@@ -494,7 +494,7 @@ def scan_inputs(
             continue
         seen.add(key)
         scan.files.append(path)
-        if below is not None and below != Path("."):
+        if below != Path():
             scan.subfolders[path] = below
     scan.hidden.sort()
     scan.in_output.sort()
