@@ -62,7 +62,9 @@ def frame_scores(
         for group in groups:
             _, ratio = bench.GROUPS[group]
             for frame in frames:
-                dark = bench.as_user_file(frame.raw_lin, frame.meta, group, seed, Path(tmp))
+                dark = bench.as_user_file(
+                    frame.raw_lin, frame.meta, group, seed, Path(tmp), frame.name
+                )
                 for name, net in models.items():
                     result = enhance_with_denoiser(
                         dark.mosaic,

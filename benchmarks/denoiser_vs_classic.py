@@ -10,7 +10,11 @@ phone mosaics) and development photos that training never saw (the validation sh
 - ``c_pg_x100``: Poisson-Gaussian noise at the demo's level (1 DN per electron, 2 DN read), x100;
 - ``d_pg_x4``: the same at x4, a well-lit frame.
 
-Each dark frame is written as a DNG and read back, as a user's file would be. References: a raw
+Each frame of a group draws its own camera setting from the calibration (gain, read and row
+noise scales, colour-bias row), so that a group's mean covers as many settings as it has frames;
+``--draw group`` draws one for the whole group, as results before the twelfth session did (seed 0
+then gave every frame of (a) x100 the Sony calibration's largest colour bias). Each dark frame is
+written as a DNG and read back, as a user's file would be. References: a raw
 file's clean rendering by LibRaw (camera white balance, no auto-brightening, its BT.709 curve), a
 photo itself. Methods, all at the true ratio:
 
@@ -36,7 +40,7 @@ Usage:
     python benchmarks/denoiser_vs_classic.py [--model default|PATH] [--sid sid|PATH]
         [--groups a_sony_x100,...] [--files ...] [--photos 6] [--seed 0] [--demo]
         [--out benchmarks/results/denoiser_vs_classic.json] [--images docs/images]
-        [--camera-profile]
+        [--camera-profile] [--draw frame|group]
     python benchmarks/denoiser_vs_classic.py --tables RESULT.json [RESULT.json ...]
 
 Groups can run in separate processes (``--groups``, each with its own ``--out``) and their
@@ -49,6 +53,7 @@ import argparse
 import json
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -64,7 +69,7 @@ from darkraw.classic.pipeline import (
 )
 from darkraw.nn.denoiser import RawDenoiser
 from darkraw.nn.infer import InferenceOptions, enhance_raw_network, resolve_model, sid_network
-from darkraw.nn.rawdenoise import LIBRAW_CURVES, DenoiseOptions, enhance_with_denoiser
+from darkraw.nn.rawdenoise import LIBRAW_CURVES, DenoiseOptions, Renderer, enhance_with_denoiser
 from darkraw.raw.dng import write_dng
 from darkraw.raw.figures import side_by_side
 from darkraw.raw.fileio import read_image, write_image
@@ -195,11 +200,32 @@ def black_range(group: str, dark: RawImage) -> BlackOffsetRange | None:
     return BlackOffsetRange.from_calibration(simulation.profile(), span)
 
 
+#: ``--draw``: ``frame`` draws each frame's camera setting (gain, read noise, colour-bias row)
+#: on its own, ``group`` one for the whole group, as the results before the twelfth session did.
+DRAW = "frame"
+
+
+def darkening_rng(group: str, seed: int, name: str) -> np.random.Generator:
+    """The generator that darkens frame ``name`` in ``group``.
+
+    With ``DRAW`` ``"frame"`` it is seeded with the frame's name too, so that a group's mean is
+    taken over as many of the calibration's settings as it has frames: with one draw for the
+    group, seed 0 gave every frame of (a) x100 the Sony calibration's largest colour bias (+3.9
+    to +4.3 DN) and every frame of (b) one of the Nikon's largest (+0.1 to +3.7).
+    """
+    _, ratio = GROUPS[group]
+    key = [seed, int(ratio), sum(map(ord, group))]
+    if DRAW == "frame":
+        key.append(zlib.crc32(name.encode()))
+    return np.random.default_rng(key)
+
+
 def as_user_file(
-    raw_lin: np.ndarray, meta: RawMetadata, group: str, seed: int, tmp: Path
+    raw_lin: np.ndarray, meta: RawMetadata, group: str, seed: int, tmp: Path, name: str = ""
 ) -> RawImage:
+    """Frame ``name`` darkened as ``group`` says, written as a DNG and read back."""
     simulation, ratio = GROUPS[group]
-    rng = np.random.default_rng([seed, int(ratio), sum(map(ord, group))])
+    rng = darkening_rng(group, seed, name)
     profile = None
     if WITHOUT_BIAS and simulation.model.value == "calibrated":
         profile = replace(simulation.profile(), color_bias=((0.0, 0.0, 0.0, 0.0),))
@@ -247,7 +273,7 @@ def run_frame(
     tmp: Path,
 ) -> tuple[dict[str, object], dict[str, np.ndarray]]:
     _, ratio = GROUPS[group]
-    dark = as_user_file(frame.raw_lin, frame.meta, group, seed, tmp)
+    dark = as_user_file(frame.raw_lin, frame.meta, group, seed, tmp, frame.name)
     images: dict[str, np.ndarray] = {}
     times: dict[str, float] = {}
     classic, times["classic"] = timed_classic(dark, ratio, frame.gamma)
@@ -267,7 +293,9 @@ def run_frame(
         dark.meta,
         denoiser,
         ratio,
-        DenoiseOptions(gamma=frame.gamma),
+        # darkraw's rendering here (LibRaw's, the default, is the next column's): left to the
+        # default, this column became LibRaw's too when LibRaw became the default renderer.
+        DenoiseOptions(gamma=frame.gamma, renderer=Renderer.DARKRAW),
         black_range=black_range(group, dark),
     )
     images["denoiser"], times["denoiser"] = result.image, time.perf_counter() - start
@@ -425,10 +453,18 @@ def main() -> None:
         action="store_true",
         help="give the denoiser the calibrated groups' camera calibration (its black offsets)",
     )
+    parser.add_argument(
+        "--draw",
+        choices=["frame", "group"],
+        default="frame",
+        help="draw the noise setting (gain, colour-bias row) per frame, or once per group as "
+        "results before the twelfth session did",
+    )
     args = parser.parse_args()
-    global WITHOUT_BIAS, CAMERA_PROFILE
+    global WITHOUT_BIAS, CAMERA_PROFILE, DRAW
     WITHOUT_BIAS = args.no_colour_bias
     CAMERA_PROFILE = args.camera_profile
+    DRAW = args.draw
     if args.tables:
         print(markdown([json.loads(Path(f).read_text()) for f in args.tables]))
         return
@@ -458,6 +494,7 @@ def main() -> None:
     result: dict[str, object] = {
         "colour_bias": not args.no_colour_bias,
         **({"camera_profile": True} if args.camera_profile else {}),
+        "draw": args.draw,
         "model": args.model,
         "sid": args.sid,
         "seed": args.seed,

@@ -19,13 +19,17 @@ Methods, all at the true ratio:
 - ``clean_libraw``: LibRaw's rendering of the clean X-Trans frame, no noise at all: what LibRaw's
   X-Trans demosaicking alone costs against the photo (the ceiling of ``denoiser_libraw``);
 - ``bayer_libraw``: for context, the bundled Bayer denoiser (LibRaw rendering) on the same photo
-  unprocessed onto an RGGB mosaic, darkened alike (its own noise draw).
+  unprocessed onto an RGGB mosaic, darkened alike (its own noise draw, the same camera setting).
+
+Each frame of a group draws its own camera setting (gain, noise scales, colour-bias row), as
+the Bayer benchmark does; ``--draw group`` draws one for the group, as results before the
+twelfth session did.
 
 Scores on 8-bit images: PSNR, SSIM and the mean CIEDE2000 colour difference.
 
 Usage:
     python benchmarks/xtrans_denoiser_vs_classic.py [--model xtrans|PATH] [--bayer default]
-        [--groups a_sony_x100,...] [--photos 6] [--seed 0]
+        [--groups a_sony_x100,...] [--photos 6] [--seed 0] [--draw frame|group]
         [--out benchmarks/results/xtrans_denoiser_vs_classic.json] [--images docs/images]
 """
 
@@ -58,7 +62,16 @@ from darkraw.synth.unprocess import UnprocessConfig, sample_unprocess_params
 from darkraw.training.train import split_sources
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from denoiser_vs_classic import DATA, GROUPS, crop, group_means, scores, timed_classic
+import denoiser_vs_classic
+from denoiser_vs_classic import (
+    DATA,
+    GROUPS,
+    crop,
+    darkening_rng,
+    group_means,
+    scores,
+    timed_classic,
+)
 
 #: Centre crops of the photos: whole 6x6 tiles, at least LibRaw's X-Trans minimum a side.
 PHOTO_SIDE = (516, 768)
@@ -114,10 +127,13 @@ def frames(count: int, seed: int) -> list[dict[str, object]]:
     return out
 
 
-def darkened(raw_lin: np.ndarray, meta: RawMetadata, group: str, seed: int, path: Path) -> RawImage:
-    """A frame darkened in ``group`` and read back from a DNG, as a user's file."""
+def darkened(
+    raw_lin: np.ndarray, meta: RawMetadata, group: str, seed: int, path: Path, name: str
+) -> RawImage:
+    """Frame ``name`` darkened in ``group`` and read back from a DNG, as a user's file (its
+    camera setting drawn for it: :func:`denoiser_vs_classic.darkening_rng`)."""
     simulation, ratio = GROUPS[group]
-    rng = np.random.default_rng([seed, int(ratio), sum(map(ord, group))])
+    rng = darkening_rng(group, seed, name)
     dark = simulate_dark(raw_lin, meta, ratio, simulation, rng)
     return read_raw(write_dng(path, dark.mosaic_dn, dark.meta))
 
@@ -142,7 +158,7 @@ def run_frame(
     assert isinstance(reference, np.ndarray)
     x_lin, x_meta = frame["xtrans"]  # type: ignore[misc]
     b_lin, b_meta = frame["bayer"]  # type: ignore[misc]
-    dark = darkened(x_lin, x_meta, group, seed, tmp / "x.dng")
+    dark = darkened(x_lin, x_meta, group, seed, tmp / "x.dng", str(frame["name"]))
     images: dict[str, np.ndarray] = {}
     times: dict[str, float] = {}
     classic, times["classic"] = timed_classic(dark, ratio, GammaCurve.SRGB)
@@ -156,7 +172,7 @@ def run_frame(
     )
     clean = clean_dng(x_lin, x_meta, tmp / "clean.dng")
     images["clean_libraw"] = render_mosaic_with_libraw(None, clean.mosaic, clean.meta, gamma=CURVE)
-    bayer_dark = darkened(b_lin, b_meta, group, seed, tmp / "b.dng")
+    bayer_dark = darkened(b_lin, b_meta, group, seed, tmp / "b.dng", str(frame["name"]))
     bayer_result = enhance_with_denoiser(
         bayer_dark.mosaic,
         bayer_dark.meta,
@@ -198,7 +214,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/xtrans_denoiser_vs_classic.json")
     parser.add_argument("--images", default="docs/images")
+    parser.add_argument(
+        "--draw",
+        choices=["frame", "group"],
+        default="frame",
+        help="draw the noise setting per frame, or once per group as results before the "
+        "twelfth session did",
+    )
     args = parser.parse_args()
+    denoiser_vs_classic.DRAW = args.draw
     xtrans = load_model(model_source(args.model))
     bayer = load_model(model_source(args.bayer))
     if not (isinstance(xtrans, RawDenoiser) and xtrans.config.planes == 9):
@@ -236,6 +260,7 @@ def main() -> None:
         "model": args.model,
         "bayer": args.bayer,
         "seed": args.seed,
+        "draw": args.draw,
         "rows": rows,
         "groups": means,
     }

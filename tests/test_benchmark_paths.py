@@ -36,3 +36,36 @@ def test_every_raw_denoiser_path_of_the_runtime_benchmark_runs(inference_speed):
         assert result["median_s"] > 0, (name, result)
         expected = "RawDenoiser" if name == "denoiser_torch" else "OnnxDenoiser"
         assert result["runtime"] == expected
+
+
+@pytest.fixture
+def accuracy(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    module = importlib.import_module("denoiser_vs_classic")
+    yield module
+    sys.modules.pop("denoiser_vs_classic", None)
+
+
+def test_each_frame_of_the_accuracy_benchmark_draws_its_own_camera_setting(accuracy, monkeypatch):
+    """One draw for a whole group once gave all eleven frames of (a) x100 the Sony calibration's
+    largest colour bias, so that the group's mean measured one setting, not the calibration."""
+    from darkraw.synth.noise import sample_calibrated_params
+
+    simulation, _ = accuracy.GROUPS["a_sony_x100"]
+    names = [f"frame{i}.dng" for i in range(8)]
+
+    def biases() -> set[tuple[float, ...]]:
+        return {
+            tuple(
+                sample_calibrated_params(
+                    simulation.profile(), accuracy.darkening_rng("a_sony_x100", 0, name)
+                ).color_bias
+            )
+            for name in names
+        }
+
+    assert len(biases()) > 1
+    again = accuracy.darkening_rng("a_sony_x100", 0, "frame0.dng").random()
+    assert again == accuracy.darkening_rng("a_sony_x100", 0, "frame0.dng").random()
+    monkeypatch.setattr(accuracy, "DRAW", "group")
+    assert len(biases()) == 1
