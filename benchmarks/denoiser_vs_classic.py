@@ -10,13 +10,13 @@ phone mosaics) and development photos that training never saw (the validation sh
 - ``c_pg_x100``: Poisson-Gaussian noise at the demo's level (1 DN per electron, 2 DN read), x100;
 - ``d_pg_x4``: the same at x4, a well-lit frame.
 
-Each frame of a group draws its own camera setting from the calibration (gain, read and row
-noise scales, colour-bias row), so that a group's mean covers as many settings as it has frames;
-``--draw group`` draws one for the whole group, as results before the twelfth session did (seed 0
-then gave every frame of (a) x100 the Sony calibration's largest colour bias). Each dark frame is
-written as a DNG and read back, as a user's file would be. References: a raw
-file's clean rendering by LibRaw (camera white balance, no auto-brightening, its BT.709 curve), a
-photo itself. Methods, all at the true ratio:
+Each frame of a group draws its own camera setting from the calibration (gain, read and row noise
+scales, colour-bias row), so that a group's mean covers as many settings as it has frames;
+``--draw group`` draws one for the whole group, as results before the twelfth session did (seed
+0 then gave every frame of (a) x100 the Sony calibration's largest colour bias). Each dark frame is
+written as a DNG and read back, as a user's file would be. References: a raw file's clean
+rendering by LibRaw (camera white balance, no auto-brightening, its BT.709 curve), a photo itself.
+Methods, all at the true ratio:
 
 - ``classic``: black level, BM3D where it runs (up to about 1 Mpixel of planes, NLM above), the
   file's white balance, demosaicing, colour matrix, the reference's tone curve;
