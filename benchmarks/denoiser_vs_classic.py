@@ -221,7 +221,7 @@ def darkening_rng(group: str, seed: int, name: str) -> np.random.Generator:
 
 
 def as_user_file(
-    raw_lin: np.ndarray, meta: RawMetadata, group: str, seed: int, tmp: Path, name: str = ""
+    raw_lin: np.ndarray, meta: RawMetadata, group: str, seed: int, tmp: Path, name: str
 ) -> RawImage:
     """Frame ``name`` darkened as ``group`` says, written as a DNG and read back."""
     simulation, ratio = GROUPS[group]

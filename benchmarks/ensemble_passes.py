@@ -59,7 +59,9 @@ def bayer_scores(
             per: dict[int, list[list[float]]] = {n: [] for n in passes}
             seconds: dict[int, float] = dict.fromkeys(passes, 0.0)
             for frame in frames:
-                dark = bayer_bench.as_user_file(frame.raw_lin, frame.meta, group, seed, Path(tmp))
+                dark = bayer_bench.as_user_file(
+                    frame.raw_lin, frame.meta, group, seed, Path(tmp), frame.name
+                )
                 for n in passes:
                     start = time.perf_counter()
                     result = enhance_with_denoiser(

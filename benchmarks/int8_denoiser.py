@@ -169,7 +169,9 @@ def quality(
         for group in groups:
             _, ratio = bench.GROUPS[group]
             for frame in frames:
-                dark = bench.as_user_file(frame.raw_lin, frame.meta, group, seed, Path(tmp))
+                dark = bench.as_user_file(
+                    frame.raw_lin, frame.meta, group, seed, Path(tmp), frame.name
+                )
                 options = DenoiseOptions(gamma=frame.gamma, ensemble=1)
                 row: dict[str, Any] = {"group": group, "frame": frame.name, "kind": frame.kind}
                 images = {}
@@ -269,7 +271,9 @@ def frame_input(models: dict[str, OnnxDenoiser], seed: int) -> np.ndarray:
 
     frame = bench.raw_frame("HERO7_GOPR9231.DNG")
     with tempfile.TemporaryDirectory() as tmp:
-        dark = bench.as_user_file(frame.raw_lin, frame.meta, "a_sony_x100", seed, Path(tmp))
+        dark = bench.as_user_file(
+            frame.raw_lin, frame.meta, "a_sony_x100", seed, Path(tmp), frame.name
+        )
     x = network_input(dark.mosaic, dark.meta, models["fp32"], 100.0)
     h, w = FRAME_PACKED
     pad_h, pad_w = max(0, h - x.shape[1]), max(0, w - x.shape[2])

@@ -79,7 +79,9 @@ def main() -> None:
         for group in args.groups.split(","):
             _, ratio = bench.GROUPS[group]
             for frame in frames:
-                dark = bench.as_user_file(frame.raw_lin, frame.meta, group, args.seed, Path(tmp))
+                dark = bench.as_user_file(
+                    frame.raw_lin, frame.meta, group, args.seed, Path(tmp), frame.name
+                )
                 row: dict[str, object] = {"group": group, "frame": frame.name}
                 for strength in strengths:
                     options = DenoiseOptions(gamma=frame.gamma, strength=strength, ensemble=1)
