@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from darkraw.classic.pipeline import subtract_black_level
 from darkraw.nn.infer import resolve_model
 from darkraw.nn.rawdenoise import DenoiseOptions, enhance_with_denoiser
 from darkraw.raw.cfa import pack_bayer
@@ -58,9 +59,9 @@ KINDS = ("calibrated, biased", "calibrated, no bias", "Poisson-Gaussian")
 
 def features(mosaic_dn: np.ndarray, meta: RawMetadata, ratio: float) -> np.ndarray:
     """Each packed plane's block-mean quantiles and mean, amplified (white 1 after the ratio)."""
-    black = float(np.mean(meta.black_tile))
-    span = meta.white_level - black
-    planes = pack_bayer((mosaic_dn.astype(np.float32) - black) / span * ratio, meta.bayer_pattern)
+    planes = pack_bayer(
+        subtract_black_level(mosaic_dn, meta) * np.float32(ratio), meta.bayer_pattern
+    )
     out: list[float] = []
     for plane in planes:
         h, w = plane.shape[0] // 8 * 8, plane.shape[1] // 8 * 8
