@@ -82,7 +82,7 @@ from darkraw.raw.rawio import (
     render_with_libraw,
 )
 from darkraw.synth.noiselevel import BlackOffsetRange
-from darkraw.synth.simulate import SimulationConfig, simulate_dark
+from darkraw.synth.simulate import DarkFrame, SimulationConfig, simulate_dark
 from darkraw.synth.sources import collect_sources, unit_levels, unprocess_photo
 from darkraw.synth.unprocess import UnprocessConfig, sample_unprocess_params
 from darkraw.training.evaluate import mean_ciede2000, score
@@ -224,13 +224,18 @@ def as_user_file(
     raw_lin: np.ndarray, meta: RawMetadata, group: str, seed: int, tmp: Path, name: str
 ) -> RawImage:
     """Frame ``name`` darkened as ``group`` says, written as a DNG and read back."""
+    dark = darkened(raw_lin, meta, group, seed, name)
+    return read_raw(write_dng(tmp / "dark.dng", dark.mosaic_dn, dark.meta))
+
+
+def darkened(raw_lin: np.ndarray, meta: RawMetadata, group: str, seed: int, name: str) -> DarkFrame:
+    """Frame ``name`` darkened as ``group`` says (:func:`as_user_file` before its DNG)."""
     simulation, ratio = GROUPS[group]
     rng = darkening_rng(group, seed, name)
     profile = None
     if WITHOUT_BIAS and simulation.model.value == "calibrated":
         profile = replace(simulation.profile(), color_bias=((0.0, 0.0, 0.0, 0.0),))
-    dark = simulate_dark(raw_lin, meta, ratio, simulation, rng, profile=profile)
-    return read_raw(write_dng(tmp / "dark.dng", dark.mosaic_dn, dark.meta))
+    return simulate_dark(raw_lin, meta, ratio, simulation, rng, profile=profile)
 
 
 def libraw_of(frame: Frame, clean_dn: np.ndarray, dark: RawImage, tmp: Path) -> np.ndarray:

@@ -493,7 +493,7 @@ def test_enhance_an_xtrans_file_with_the_default_models_xtrans_twin(tmp_path, ca
     assert main(["enhance", str(xt), "-o", str(png), "--ratio", "50"]) == 0
     line = capsys.readouterr().out
     assert f"{xt} -> {png}" in line and "model default" in line
-    assert line.rstrip().endswith("8 passes (the frame in all eight mirrorings and turns))")
+    assert "8 passes (the frame in all eight mirrorings and turns)" in line
     assert read_image(png).shape == (3, 516, 522)
     assert main(["enhance", str(xt), "-o", str(dng), "--ratio", "50"]) == 0
     back = read_raw(dng)

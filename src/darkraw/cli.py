@@ -284,6 +284,17 @@ def build_parser() -> argparse.ArgumentParser:
         "ones, as darktable chooses) (default: auto)",
     )
     enh.add_argument(
+        "--black-offset",
+        # Listed here: the enum's module imports the runtime, which parsing should not.
+        choices=["learnt", "darkest", "none"],
+        default=None,
+        help="raw denoiser: how a black level that is a few DN off (it tints and lifts or "
+        "crushes the shadows once amplified) is found: learnt (a small model reads it from the "
+        "frame, within the camera's range), darkest (the frame's darkest level, only black read "
+        "low unless the camera is calibrated) or none (trust the file's black level) "
+        "(default: learnt)",
+    )
+    enh.add_argument(
         "--noise-profile",
         metavar="FILE",
         default=None,
@@ -629,7 +640,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     method = args.method or "network"
     # An option of the other method (or network) would be silently ignored; say so instead.
     network_flags = ["--model", "--tile", "--overlap", "--precision", "--ensemble"]
-    denoiser_flags = ["--strength", "--render", "--demosaic", "--noise-profile"]
+    denoiser_flags = ["--strength", "--render", "--demosaic", "--noise-profile", "--black-offset"]
     classic_flags = ["--denoise", "--wb"]
     wrong = [*network_flags, *denoiser_flags] if method == "classic" else classic_flags
     given = [flag for flag in wrong if _given(args, flag)]
@@ -661,6 +672,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
                 precision=args.precision or base.precision,
                 ensemble=args.ensemble or base.ensemble,
                 demosaic=args.demosaic or base.demosaic,
+                black_offset=args.black_offset or base.black_offset,
             )
             if args.demosaic is not None and denoise.renderer is not Renderer.LIBRAW:
                 raise ValueError(

@@ -103,7 +103,10 @@ def test_strength_zero_is_the_undenoised_rendering(pattern):
     mosaic, meta = scene_mosaic(pattern)
     black = float(np.mean(meta.black_tile))
     dark = ((mosaic.astype(np.float32) - black) / 8 + black).round().astype(np.uint16)
-    options = DenoiseOptions(strength=0, gamma=GammaCurve.BT709, renderer="darkraw")
+    # The black offset is its own step (tested apart): here the frame's level is trusted.
+    options = DenoiseOptions(
+        strength=0, gamma=GammaCurve.BT709, renderer="darkraw", black_offset="none"
+    )
     result = enhance_with_denoiser(dark, meta, random_model(), 8.0, options, noise=NOISE)
     plain = run_classic(dark, meta, ClassicOptions(ratio=8.0, denoiser=Denoiser.NONE)).image
     np.testing.assert_allclose(result.image, plain, atol=2e-6)
@@ -225,7 +228,7 @@ def test_an_xtrans_tile_starting_anywhere_comes_back_in_place(shift):
     mosaic, meta = xtrans_scene(72, 96)
     tile = np.roll(XTRANS, shift, (0, 1))
     meta = meta.replace(cfa_tile=tuple(map(tuple, tile.tolist())))
-    zero = replace(FP32, strength=0, renderer="darkraw")
+    zero = replace(FP32, strength=0, renderer="darkraw", black_offset="none")
     result = enhance_with_denoiser(mosaic, meta, random_model(XTRANS_CONFIG), 2.0, zero)
     black = 1024.0
     np.testing.assert_allclose(
@@ -253,7 +256,8 @@ def test_an_xtrans_frames_network_sees_each_colours_noise_and_its_planes(monkeyp
 
     noise = RawNoise((1e-3, 2e-3, 3e-3, 2e-3), (0.0,) * 4, "test")
     monkeypatch.setattr(rawdenoise, "run_denoiser", record)
-    enhance_with_denoiser(mosaic, meta, random_model(XTRANS_CONFIG), 1.0, FP32, noise=noise)
+    trusted = replace(FP32, black_offset="none")  # a flat frame with no noise has no black
+    enhance_with_denoiser(mosaic, meta, random_model(XTRANS_CONFIG), 1.0, trusted, noise=noise)
     x = seen["x"]
     colours = [0, 0, 1, 1, 1, 1, 1, 2, 2]
     np.testing.assert_allclose(x[:9].mean(axis=(1, 2)), levels[colours], atol=1e-4)
@@ -306,7 +310,7 @@ def test_libraw_renders_an_xtrans_frame_from_its_least_size(tmp_path, demosaic):
     assert libraw_renders(meta) and not libraw_renders(meta.replace(height=side - 1))
     path = write_dng(tmp_path / "x.dng", mosaic, meta)
     raw = read_raw(path)
-    options = replace(FP32, strength=0, renderer="libraw", demosaic=demosaic)
+    options = replace(FP32, strength=0, renderer="libraw", demosaic=demosaic, black_offset="none")
     result = enhance_with_denoiser(
         raw.mosaic, raw.meta, random_model(XTRANS_CONFIG), 1.0, options, source=path
     )
@@ -419,7 +423,7 @@ def test_a_black_offset_is_measured_and_taken_out_of_the_output():
     offset = (6.0, -4.0, 3.0, 0.0)
     biased, meta = frame_with_black_patch(offset)
     plain, _ = frame_with_black_patch()
-    options = DenoiseOptions(strength=0, renderer="darkraw")
+    options = DenoiseOptions(strength=0, renderer="darkraw", black_offset="darkest")
     out = enhance_with_denoiser(biased, meta, random_model(), 8.0, options, black_range=WIDE_RANGE)
     np.testing.assert_allclose(out.black_offset, offset, atol=1.0)
     off = DenoiseOptions(strength=0, renderer="darkraw", black_offset=False)
@@ -433,17 +437,20 @@ def test_a_black_offset_is_measured_and_taken_out_of_the_output():
     assert np.abs((kept.mosaic_dn - truth.mosaic_dn)[0::2, 32::2].mean() - 8 * 6.0) < 8.0
 
 
-def test_without_a_calibration_only_black_read_low_is_corrected():
+DARKEST = DenoiseOptions(strength=0, black_offset="darkest")
+
+
+def test_without_a_calibration_the_darkest_rule_corrects_only_black_read_low():
     biased, meta = frame_with_black_patch((5.0, 5.0, -1.5, -1.5))
-    out = enhance_with_denoiser(biased, meta, random_model(), 8.0, DenoiseOptions(strength=0))
+    out = enhance_with_denoiser(biased, meta, random_model(), 8.0, DARKEST)
     assert out.black_offset[:2] == (0.0, 0.0)
     np.testing.assert_allclose(out.black_offset[2:], -1.5, atol=1.0)
 
 
-def test_a_calibrated_camera_takes_its_calibrations_range():
+def test_the_darkest_rule_takes_a_calibrated_cameras_range():
     biased, meta = frame_with_black_patch((5.0, 5.0, 5.0, 5.0))
     meta = meta.replace(make="SONY", model="ILCE-7SM2")
-    out = enhance_with_denoiser(biased, meta, random_model(), 8.0, DenoiseOptions(strength=0))
+    out = enhance_with_denoiser(biased, meta, random_model(), 8.0, DARKEST)
     # The frame's black reads 5 DN high: above the calibration's mean, which is taken.
     limits = black_offset_range("SONY", "ILCE-7SM2", meta.white_level - 512.0)
     np.testing.assert_allclose(out.black_offset, np.array(limits.high) * 15871, atol=1e-3)

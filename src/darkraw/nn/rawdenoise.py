@@ -47,6 +47,7 @@ from darkraw.classic.pipeline import (
     unpack,
 )
 from darkraw.errors import NetworkOutputError
+from darkraw.nn.blackoffset import BlackOffsetModel, bundled_black_offset_model
 from darkraw.nn.denoiser_config import receptive_radius
 from darkraw.nn.inputs import amplify, denoiser_input, denoiser_planes, noise_entries
 from darkraw.nn.precision import Precision
@@ -75,11 +76,34 @@ from darkraw.synth.noiselevel import (
     RawNoise,
     black_offset_range,
     estimate_black_offset,
+    learnt_offset_range,
     noise_for_frame,
 )
 
 if TYPE_CHECKING:
     from darkraw.nn.denoiser import RawDenoiser
+
+
+class BlackOffset(enum.Enum):
+    """How the frame's black-level offset is found before amplifying (``docs/model-card.md``,
+    "Black offset")."""
+
+    #: Read from the frame by a small learnt model (:mod:`darkraw.nn.blackoffset`), within the
+    #: camera's range (:func:`~darkraw.synth.noiselevel.learnt_offset_range`).
+    LEARNT = "learnt"
+    #: The frame's darkest level, within the camera's range
+    #: (:func:`~darkraw.synth.noiselevel.estimate_black_offset`).
+    DARKEST = "darkest"
+    #: None: the file's black level is trusted as it is.
+    NONE = "none"
+
+    @classmethod
+    def parse(cls, value: BlackOffset | str | bool) -> BlackOffset:
+        """A member from its name; ``True`` is the default (:attr:`LEARNT`), ``False``
+        :attr:`NONE`."""
+        if isinstance(value, bool):
+            return cls.LEARNT if value else cls.NONE
+        return parse_choice(cls, value, "black offset")
 
 
 class Renderer(enum.Enum):
@@ -168,10 +192,10 @@ class DenoiseOptions:
             product, :func:`darkraw.nn.enhance.load_network`).
         threads: CPU threads for torch during the run; 0 keeps torch's setting (ONNX Runtime's
             are set when its model is loaded, :func:`~darkraw.nn.runtime.load_onnx_denoiser`).
-        black_offset: measure each plane's black-level offset from the frame's darkest regions
-            and subtract it before amplifying
-            (:func:`~darkraw.synth.noiselevel.estimate_black_offset`); ``False`` trusts the
-            file's black level as it is.
+        black_offset: how each plane's black-level offset is found and subtracted before
+            amplifying (:class:`BlackOffset`): ``learnt`` (the default), ``darkest`` (the frame's
+            darkest level) or ``none`` (the file's black level is trusted as it is); ``True`` and
+            ``False`` stand for ``learnt`` and ``none``.
         ensemble: 1 runs the network once; 2, 4 or 8 also run it on the frame mirrored and
             turned, and average the passes (:func:`_ensemble_mean`; each pass the network's
             time again; 0.10-0.35 dB more with 8 on Bayer frames); ``auto`` runs as many as fit
@@ -190,7 +214,7 @@ class DenoiseOptions:
     overlap: int | None = None
     precision: Precision = Precision.AUTO
     threads: int = 0
-    black_offset: bool = True
+    black_offset: BlackOffset | str | bool = BlackOffset.LEARNT
     ensemble: int | Literal["auto"] = "auto"
     demosaic: Demosaic = Demosaic.AUTO
 
@@ -202,6 +226,7 @@ class DenoiseOptions:
                 f"the raw denoiser's ensemble is 1, 2, 4, 8 or 'auto', got {self.ensemble!r}"
             )
         object.__setattr__(self, "renderer", Renderer.parse(self.renderer))
+        object.__setattr__(self, "black_offset", BlackOffset.parse(self.black_offset))
         object.__setattr__(self, "demosaic", Demosaic.parse(self.demosaic))
         object.__setattr__(self, "gamma", GammaCurve.parse(self.gamma))
         object.__setattr__(self, "precision", Precision(self.precision))
@@ -453,6 +478,7 @@ def enhance_with_denoiser(
     noise: RawNoise | None = None,
     database: NoiseDatabase | None = None,
     black_range: BlackOffsetRange | None = None,
+    black_model: BlackOffsetModel | None = None,
 ) -> DenoisedResult:
     """Denoise a raw mosaic in its raw space and render it: :func:`denoise_frame`, then its
     picture (:meth:`DenoisedFrame.render`); the arguments are :func:`denoise_frame`'s."""
@@ -466,6 +492,7 @@ def enhance_with_denoiser(
         noise=noise,
         database=database,
         black_range=black_range,
+        black_model=black_model,
     )
     return frame.render()
 
@@ -481,6 +508,7 @@ def denoise_frame(
     noise: RawNoise | None = None,
     database: NoiseDatabase | None = None,
     black_range: BlackOffsetRange | None = None,
+    black_model: BlackOffsetModel | None = None,
 ) -> DenoisedFrame:
     """Denoise a raw mosaic in its raw space; the picture is rendered when asked for
     (:meth:`DenoisedFrame.render`), so that a DNG writer, which stores the clean mosaic, need not
@@ -497,10 +525,9 @@ def denoise_frame(
             mosaic, which LibRaw renders through a temporary DNG.
         noise: the frame's noise before amplification; ``None`` looks it up in ``database`` or
             estimates it from the frame (after the black-level offset is taken out).
-        black_range: the black-level offsets the camera may carry; ``None``: its bundled
-            calibration's when ``meta`` names a calibrated camera, otherwise black read low by
-            at most :data:`~darkraw.synth.noiselevel.DEFAULT_OFFSET_BOUND_DN` DN of 14 bits
-            (:func:`~darkraw.synth.noiselevel.black_offset_range`).
+        black_range: the black-level offsets the camera may carry; ``None``: the range for the
+            file's camera and ``options.black_offset`` (:func:`prepare_frame`).
+        black_model: the learnt estimate of the black offset; ``None``: the bundled one.
 
     Raises:
         ValueError: an X-Trans mosaic (the denoiser is for Bayer), or a bad ratio.
@@ -520,7 +547,12 @@ def denoise_frame(
         # beside the noise measurement.
         _prepare_first_window(model, *packed_size(np.shape(mosaic_dn), meta), options)
     prepared = prepare_frame(
-        mosaic_dn, meta, black_offset=options.black_offset, black_range=black_range
+        mosaic_dn,
+        meta,
+        black_offset=options.black_offset,
+        black_range=black_range,
+        ratio=ratio,
+        black_model=black_model,
     )
     view, planes, offset = prepared.view, prepared.planes, prepared.offset
     del prepared  # so that its planes go when they are no longer needed
@@ -806,27 +838,46 @@ def prepare_frame(
     mosaic_dn: np.ndarray,
     meta: RawMetadata,
     *,
-    black_offset: bool = True,
+    black_offset: BlackOffset | str | bool = BlackOffset.LEARNT,
     black_range: BlackOffsetRange | None = None,
+    ratio: float | None = None,
+    black_model: BlackOffsetModel | None = None,
 ) -> PreparedFrame:
     """The first steps of :func:`enhance_with_denoiser`, shared with training on real pairs
     (:mod:`darkraw.training.denoise_real`) so that the network learns from what it will see.
 
     Args:
-        black_offset: measure and subtract each plane's black offset
-            (:func:`~darkraw.synth.noiselevel.estimate_black_offset`), within ``black_range``
-            (``None``: the range for the file's camera, :func:`black_offset_range`).
+        black_offset: how each plane's black offset is found (:class:`BlackOffset`) before it
+            is subtracted.
+        black_range: the offsets allowed; ``None``: the range for the file's camera and the
+            method (:func:`~darkraw.synth.noiselevel.learnt_offset_range` for ``learnt``,
+            :func:`~darkraw.synth.noiselevel.black_offset_range` for ``darkest``).
+        ratio: the amplification to come, which the learnt model reads the frame at; ``None``:
+            :func:`~darkraw.classic.pipeline.auto_ratio` of the planes.
+        black_model: the learnt estimate; ``None``: the bundled one
+            (:func:`~darkraw.nn.blackoffset.bundled_black_offset_model`).
     """
+    method = BlackOffset.parse(black_offset)
     view = rggb_view(mosaic_dn, meta)
     planes = denoiser_planes(view.mosaic, view.meta, 1.0)
     offset = np.zeros(len(planes), dtype=np.float32)
-    if black_offset and min(planes.shape[1:]) >= MIN_ESTIMATE_SIDE:
-        if black_range is None:
-            span = float(meta.white_level) - float(np.mean(meta.black_tile))
-            black_range = black_offset_range(meta.make, meta.model, span)
-        quad = np.asarray(
-            estimate_black_offset(measured_planes(planes), black_range), dtype=np.float32
-        )
+    if method is not BlackOffset.NONE and min(planes.shape[1:]) >= MIN_ESTIMATE_SIDE:
+        span = float(meta.white_level) - float(np.mean(meta.black_tile))
+        measured = measured_planes(planes)
+        if method is BlackOffset.LEARNT:
+            if black_range is None:
+                black_range = learnt_offset_range(meta.make, meta.model, span)
+            read_at = auto_ratio(measured) if ratio is None else float(ratio)
+            learnt = bundled_black_offset_model() if black_model is None else black_model
+            quad = np.clip(
+                learnt.offset(measured, read_at),
+                black_range.low,
+                black_range.high,
+            ).astype(np.float32)
+        else:
+            if black_range is None:
+                black_range = black_offset_range(meta.make, meta.model, span)
+            quad = np.asarray(estimate_black_offset(measured, black_range), dtype=np.float32)
         if len(planes) == 9:
             # One plane of each green measured it twice: both greens take their mean.
             quad[1] = quad[3] = (quad[1] + quad[3]) / 2

@@ -784,6 +784,33 @@ def black_offset_range(make: str | None, model: str | None, span_dn: float) -> B
     return BlackOffsetRange.from_calibration(profile, span_dn)
 
 
+#: The learnt estimate's largest offset, either way, for a camera with no calibration: DN of 14
+#: bits (:data:`OFFSET_DN_WHITE`). ELD's five cameras' colour biases reach 6 DN.
+LEARNT_OFFSET_BOUND_DN = 6.0
+
+
+def learnt_offset_range(make: str | None, model: str | None, span_dn: float) -> BlackOffsetRange:
+    """The offsets the learnt estimate (:mod:`darkraw.nn.blackoffset`) may give a file of this
+    camera: for one of the bundled cameras, from the lowest of its calibration's colour biases
+    to the highest, per plane; otherwise at most :data:`LEARNT_OFFSET_BOUND_DN` either way.
+
+    Args:
+        span_dn: the file's white level less its black level, DN.
+    """
+    profile = calibrated_camera(make, model)
+    if profile is None:
+        return BlackOffsetRange.fixed(LEARNT_OFFSET_BOUND_DN, lower_only=False)
+    if not (math.isfinite(span_dn) and span_dn > 0):
+        raise ValueError(f"span_dn must be a positive number, got {span_dn}")
+    rows = np.asarray(profile.color_bias, dtype=np.float64) / float(span_dn)
+    low, high = rows.min(axis=0), rows.max(axis=0)
+    return BlackOffsetRange(
+        (low[0], low[1], low[2], low[3]),
+        (high[0], high[1], high[2], high[3]),
+        f"{profile.name} calibration, lowest to highest",
+    )
+
+
 def estimate_black_offset(
     planes: np.ndarray,
     limits: BlackOffsetRange | None = None,
