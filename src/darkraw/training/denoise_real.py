@@ -49,7 +49,7 @@ from darkraw.training import sid
 from darkraw.training.sid import SIDPair
 
 #: Bumped when what is cached changes, so that older caches are not read.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -74,9 +74,12 @@ class RealFrame:
     ratio: float
 
 
-def short_planes(mosaic_dn: np.ndarray, meta: RawMetadata) -> tuple[np.ndarray, RawNoise]:
+def short_planes(
+    mosaic_dn: np.ndarray, meta: RawMetadata, ratio: float
+) -> tuple[np.ndarray, RawNoise]:
     """A dark frame's RGGB planes and noise, before amplification, exactly as
-    :func:`~darkraw.nn.rawdenoise.enhance_with_denoiser` prepares them by default.
+    :func:`~darkraw.nn.rawdenoise.enhance_with_denoiser` prepares them by default for
+    amplification by ``ratio`` (the learnt black offset reads the frame at it).
 
     Returns:
         ``(4, h, w)`` float32 planes (black and its offset subtracted, white 1) and their noise
@@ -84,7 +87,7 @@ def short_planes(mosaic_dn: np.ndarray, meta: RawMetadata) -> tuple[np.ndarray, 
     """
     if meta.is_xtrans:
         raise ValueError("the raw denoiser handles Bayer files; this pair is X-Trans")
-    prepared = prepare_frame(mosaic_dn, meta)
+    prepared = prepare_frame(mosaic_dn, meta, ratio=ratio)
     return prepared.planes, frame_noise(prepared.planes, meta)
 
 
@@ -141,7 +144,7 @@ class FrameCache:
         self.folder = None if folder is None or str(folder) == "" else Path(folder)
 
     def frame(self, pair: SIDPair) -> RealFrame:
-        planes, noise = self._short(pair.short)
+        planes, noise = self._short(pair.short, pair.ratio)
         target, gains, matrix = self._long(pair.long)
         if planes.shape != target.shape:
             raise DarkrawError(
@@ -151,15 +154,17 @@ class FrameCache:
             )
         return RealFrame(planes, noise, target, gains, matrix, pair.ratio)
 
-    def _short(self, path: Path) -> tuple[np.ndarray, RawNoise]:
-        stored = self._read(path, "short")
+    def _short(self, path: Path, ratio: float) -> tuple[np.ndarray, RawNoise]:
+        # The black offset taken out depends on the ratio the frame is read at.
+        kind = f"short-x{ratio:g}"
+        stored = self._read(path, kind)
         if stored is not None:
             planes, info = stored
             return planes, RawNoise(info["shot"], info["read"], info["source"])
         raw = read_raw(path)
-        planes, noise = short_planes(raw.mosaic, raw.meta)
+        planes, noise = short_planes(raw.mosaic, raw.meta, ratio)
         info = {"shot": list(noise.shot), "read": list(noise.read), "source": noise.source}
-        return self._write(path, "short", planes, info), noise
+        return self._write(path, kind, planes, info), noise
 
     def _long(self, path: Path) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
         stored = self._read(path, "long")
