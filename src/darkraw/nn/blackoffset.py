@@ -82,9 +82,16 @@ def offset_features(planes: np.ndarray, ratio: float) -> np.ndarray:
         raise ValueError(f"planes of {h}x{w} hold no {BLOCK}x{BLOCK} block")
     stride = max(1, math.ceil(nby * nbx / MAX_BLOCKS))
     tiles = planes[:, : nby * BLOCK, : nbx * BLOCK].reshape(4, nby, BLOCK, nbx, BLOCK)[:, ::stride]
-    samples = tiles.astype(np.float64).transpose(0, 1, 3, 2, 4).reshape(4, -1, BLOCK * BLOCK)
-    means = samples.mean(axis=2) * ratio
-    spread = samples.std(axis=2) * ratio
+    # In float32 and without copying the tiles into blocks: a float64 copy of a 12-Mpixel
+    # frame's sampled blocks took 25 ms and, in some runs, 300 ms more (fresh pages); these sums
+    # take 21 ms. The spread is read on the darkest blocks, whose small means leave E[x^2] - m^2
+    # exact enough in float32.
+    n = np.float32(BLOCK * BLOCK)
+    block_means = tiles.sum(axis=(2, 4), dtype=np.float32) / n
+    block_squares = np.square(tiles, dtype=np.float32).sum(axis=(2, 4)) / n
+    variance = np.maximum(block_squares - block_means * block_means, 0)
+    means = block_means.reshape(4, -1).astype(np.float64) * ratio
+    spread = np.sqrt(variance).reshape(4, -1).astype(np.float64) * ratio
     out: list[np.ndarray] = []
     for plane in means:
         out += [np.quantile(plane, QUANTILES), np.array([plane.mean()])]
