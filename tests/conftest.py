@@ -87,8 +87,11 @@ def shared_data(*parts: str) -> Path:
 
 @pytest.fixture(scope="module")
 def photo_folder(tmp_path_factory):
-    """A folder of eight small smooth PNG photos, training sources for tiny runs."""
-    return smooth_photos(tmp_path_factory.mktemp("photos"), 8, 40, 48)
+    """A folder of eight small smooth PNG photos, training sources for tiny runs.
+
+    Always named ``photos``: which sources a run holds out hangs on their folder's name, which
+    ``mktemp`` would number by how many such folders other tests made first."""
+    return smooth_photos(tmp_path_factory.mktemp("tiny") / "photos", 8, 40, 48)
 
 
 @contextlib.contextmanager

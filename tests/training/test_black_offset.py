@@ -19,7 +19,7 @@ from conftest import smooth_photos
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    folder = smooth_photos(tmp_path_factory.mktemp("photos"), 2, 96, 128)
+    folder = smooth_photos(tmp_path_factory.mktemp("offset_photos"), 2, 96, 128)
     return sorted(folder.glob("*.png"))
 
 
