@@ -84,8 +84,8 @@ def offset_features(planes: np.ndarray, ratio: float) -> np.ndarray:
     tiles = planes[:, : nby * BLOCK, : nbx * BLOCK].reshape(4, nby, BLOCK, nbx, BLOCK)[:, ::stride]
     # In float32 and without copying the tiles into blocks: a float64 copy of a 12-Mpixel
     # frame's sampled blocks took 25 ms, and 0.3-0.4 s in some fresh processes (new pages);
-    # these sums take 21 ms. The spread is read on the darkest blocks, whose small means leave E[x^2] - m^2
-    # exact enough in float32.
+    # these sums take 21 ms. The spread is read on the darkest blocks, whose small means leave
+    # E[x^2] - m^2 exact enough in float32.
     n = np.float32(BLOCK * BLOCK)
     block_means = tiles.sum(axis=(2, 4), dtype=np.float32) / n
     block_squares = np.square(tiles, dtype=np.float32).sum(axis=(2, 4)) / n
