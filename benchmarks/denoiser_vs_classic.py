@@ -30,8 +30,8 @@ denoiser is told is estimated from each frame (no camera profile is used). The d
 the black level as it does for a user's file (``DenoiseOptions.black_offset``); the frames carry
 their source's make and model, so no bundled calibration matches them. ``--camera-profile``
 plays a user whose camera is the calibrated group's: the denoiser is given that calibration's
-range of black-level offsets (``BlackOffsetRange.from_calibration``), and each row records the
-offset it subtracted.
+range of black-level offsets, as darkraw gives a file of that camera (the calibration's lowest to
+highest bias for the default, learnt offset), and each row records the offset it subtracted.
 
 The demo crop (``--demo``): the bundled sample against LibRaw's rendering of the same clean crop
 of the HERO7 file.
@@ -191,13 +191,15 @@ CAMERA_PROFILE = False
 
 
 def black_range(group: str, dark: RawImage) -> BlackOffsetRange | None:
-    """The calibrated group's range of black offsets under ``--camera-profile``, else ``None``
-    (the denoiser's own choice for the file's camera)."""
+    """The calibrated group's range of black offsets under ``--camera-profile`` (as darkraw
+    gives a file of that camera: for the default, learnt offset, the calibration's lowest to
+    highest bias, :func:`~darkraw.synth.noiselevel.learnt_offset_range`), else ``None`` (the
+    denoiser's own choice for the file's camera)."""
     simulation, _ = GROUPS[group]
     if not CAMERA_PROFILE or simulation.model.value != "calibrated":
         return None
     span = dark.meta.white_level - float(np.mean(dark.meta.black_tile))
-    return BlackOffsetRange.from_calibration(simulation.profile(), span)
+    return BlackOffsetRange.from_calibration(simulation.profile(), span, up_to="max")
 
 
 #: ``--draw``: ``frame`` draws each frame's camera setting (gain, read noise, colour-bias row)

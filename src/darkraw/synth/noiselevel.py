@@ -31,7 +31,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import Literal, NoReturn, TypeVar
 
 import numpy as np
 
@@ -739,9 +739,12 @@ class BlackOffsetRange:
         return cls((-bound,) * 4, (high,) * 4, f"at most {bound_dn:g} DN of 14 bits {what}")
 
     @classmethod
-    def from_calibration(cls, profile: NoiseProfile, span_dn: float) -> BlackOffsetRange:
+    def from_calibration(
+        cls, profile: NoiseProfile, span_dn: float, *, up_to: Literal["mean", "max"] = "mean"
+    ) -> BlackOffsetRange:
         """A calibrated camera's range: from the lowest of its measured colour biases up to
-        their mean, per plane.
+        their mean (``up_to="mean"``, the darkest-level rule's) or their highest (``"max"``,
+        the learnt estimate's), per plane.
 
         The frame's darkest level is an upper bound of its offset (the scene adds light, never
         takes it away): below the calibration's mean it is taken, above it the mean is (ELD's
@@ -755,11 +758,13 @@ class BlackOffsetRange:
         if not (math.isfinite(span_dn) and span_dn > 0):
             raise ValueError(f"span_dn must be a positive number, got {span_dn}")
         rows = np.asarray(profile.color_bias, dtype=np.float64) / float(span_dn)
-        low, mean = rows.min(axis=0), rows.mean(axis=0)
+        low = rows.min(axis=0)
+        high = rows.mean(axis=0) if up_to == "mean" else rows.max(axis=0)
+        what = "" if up_to == "mean" else ", lowest to highest"
         return cls(
             (low[0], low[1], low[2], low[3]),
-            (mean[0], mean[1], mean[2], mean[3]),
-            f"{profile.name} calibration",
+            (high[0], high[1], high[2], high[3]),
+            f"{profile.name} calibration{what}",
         )
 
 
@@ -800,15 +805,7 @@ def learnt_offset_range(make: str | None, model: str | None, span_dn: float) -> 
     profile = calibrated_camera(make, model)
     if profile is None:
         return BlackOffsetRange.fixed(LEARNT_OFFSET_BOUND_DN, lower_only=False)
-    if not (math.isfinite(span_dn) and span_dn > 0):
-        raise ValueError(f"span_dn must be a positive number, got {span_dn}")
-    rows = np.asarray(profile.color_bias, dtype=np.float64) / float(span_dn)
-    low, high = rows.min(axis=0), rows.max(axis=0)
-    return BlackOffsetRange(
-        (low[0], low[1], low[2], low[3]),
-        (high[0], high[1], high[2], high[3]),
-        f"{profile.name} calibration, lowest to highest",
-    )
+    return BlackOffsetRange.from_calibration(profile, span_dn, up_to="max")
 
 
 def estimate_black_offset(
