@@ -869,11 +869,7 @@ def prepare_frame(
                 black_range = learnt_offset_range(meta.make, meta.model, span)
             read_at = auto_ratio(measured) if ratio is None else float(ratio)
             learnt = bundled_black_offset_model() if black_model is None else black_model
-            quad = np.clip(
-                learnt.offset(measured, read_at),
-                black_range.low,
-                black_range.high,
-            ).astype(np.float32)
+            quad = np.asarray(black_range.clip(learnt.offset(measured, read_at)), np.float32)
         else:
             if black_range is None:
                 black_range = black_offset_range(meta.make, meta.model, span)

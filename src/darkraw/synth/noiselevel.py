@@ -727,6 +727,14 @@ class BlackOffsetRange:
         if any(lo > hi for lo, hi in zip(self.low, self.high, strict=True)):
             raise ValueError(f"low {self.low} above high {self.high}")
 
+    def clip(self, offsets: Sequence[float]) -> tuple[float, float, float, float]:
+        """Each plane's offset held within ``[low, high]``."""
+        out = [
+            min(max(float(m), lo), hi)
+            for m, lo, hi in zip(offsets, self.low, self.high, strict=True)
+        ]
+        return out[0], out[1], out[2], out[3]
+
     @classmethod
     def fixed(
         cls, bound_dn: float = DEFAULT_OFFSET_BOUND_DN, *, lower_only: bool = True
@@ -835,8 +843,7 @@ def estimate_black_offset(
     """
     measured = measure_black_level(planes, block=block, darkest=darkest)
     limits = BlackOffsetRange.fixed() if limits is None else limits
-    out = [min(max(m, lo), hi) for m, lo, hi in zip(measured, limits.low, limits.high, strict=True)]
-    return out[0], out[1], out[2], out[3]
+    return limits.clip(measured)
 
 
 def measure_black_level(
