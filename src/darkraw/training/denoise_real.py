@@ -49,7 +49,7 @@ from darkraw.training import sid
 from darkraw.training.sid import SIDPair
 
 #: Bumped when what is cached changes, so that older caches are not read.
-CACHE_VERSION = 2
+CACHE_VERSION = 1
 
 
 @dataclass(frozen=True)
