@@ -22,6 +22,7 @@ from darkraw.raw.exif import (
     rational_entry,
     read_source_metadata,
     short_entry,
+    srgb_icc_profile,
 )
 from darkraw.raw.metadata import RawMetadata
 
@@ -109,6 +110,25 @@ def test_output_tags_fill_make_exposure_and_iso_from_libraw_and_reset_orientatio
     assert exif[ISO_SPEED].numbers() == [400.0]
     assert exif[EXPOSURE_TIME].numbers() == [0.5]
     assert tags.icc[36:40] == b"acsp"  # an ICC profile's signature
+
+
+def test_bundled_icc_profile_is_littlecms_srgb():
+    """The bundled profile renders colours exactly as the sRGB profile Pillow makes (a
+    transform between the two changes no pixel), and says it is that profile."""
+    import io
+
+    from PIL import Image, ImageCms
+
+    data = srgb_icc_profile()
+    bundled = ImageCms.ImageCmsProfile(io.BytesIO(data))
+    assert ImageCms.getProfileDescription(bundled).strip() == "sRGB built-in"
+    assert data[12:20] == b"mntrRGB " and data[36:40] == b"acsp"
+    made = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    rng = np.random.default_rng(0)
+    pixels = Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    for source, target in ((bundled, made), (made, bundled)):
+        moved = ImageCms.profileToProfile(pixels, source, target)
+        assert np.array_equal(np.asarray(moved), np.asarray(pixels))
 
 
 def test_exif_block_is_read_by_pillow():
