@@ -52,6 +52,8 @@ from darkraw.nn.modelfiles import bundled_int8_path, bundled_onnx_path  # noqa: 
 CHILD = """
 import os, sys
 from pathlib import Path
+import darkraw.__main__ as entry
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", entry.OPENBLAS_IDLE_WAIT)
 import darkraw.nn.enhance as enhance
 enhance.cpu_bf16_fast = lambda: False
 enhance.cpu_int8_fast = lambda: False

@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="network: tile side in packed pixels (half the output pixels for Bayer), a multiple "
         "of 16; the raw denoiser takes windows of at most N x N pixels of whatever shape runs "
-        "the fewest; 0 runs the whole frame at once (more memory) (default: 1024)",
+        "the fewest; 0 runs the whole frame at once (more memory) (default: 1280 for the raw "
+        "denoiser, 1024 for the SID network)",
     )
     enh.add_argument(
         "--overlap",
@@ -1088,8 +1089,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> NoReturn:
-    """The ``darkraw`` command (and ``python -m darkraw``): :func:`main`, then the process ends
-    at once, without Python's finalisation.
+    """The ``darkraw`` command (and ``python -m darkraw``, both through
+    :func:`darkraw.__main__.run`): :func:`main`, then the process ends at once, without Python's
+    finalisation.
 
     Everything a command writes is complete and closed when :func:`main` returns (outputs are
     written atomically, threads are joined), and tearing down OpenVINO's compiled model and the
