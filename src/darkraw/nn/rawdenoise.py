@@ -179,9 +179,12 @@ class DenoiseOptions:
         gamma: tone curve of the picture (both renderers draw it): BT.709 by default, LibRaw's
             and the classic pipeline's, so the three render alike.
         tile: a window holds at most ``tile * tile`` packed pixels, a multiple of 8 (0: the
-            whole frame); :func:`~darkraw.nn.tiling.tile_grid` picks the windows' shape. 1024
-            cuts a 12-Mpixel frame into 2x2 windows of 776x1128: in ONNX Runtime 1.2-1.5x
-            faster than 512 (fewer margins run twice), peak RSS of the command 1.16 GiB.
+            whole frame); :func:`~darkraw.nn.tiling.tile_grid` picks the windows' shape. 1280
+            cuts a 12-Mpixel frame into 1x2 windows of 1424x1128, which run 6 % more pixels
+            than the frame has, where 1024 cut 2x2 windows of 776x1128 that ran 16 % more (a
+            window's time per pixel is the same for both): the command 1.97 against 2.02 s
+            (medians of 8 alternating runs), its peak RSS 0.71-0.88 against 0.62-0.69 GB
+            (``docs/speed-log.md``). 512 was 1.2-1.5x slower than 1024 in ONNX Runtime.
         overlap: margin cut from each tile where it meets another, a multiple of 8; ``None``
             (the default) takes the network's reach
             (:func:`~darkraw.nn.denoiser.receptive_radius`) rounded up to its pooling grid, so
@@ -210,7 +213,7 @@ class DenoiseOptions:
     strength: float = 1.0
     renderer: Renderer = Renderer.LIBRAW
     gamma: GammaCurve = GammaCurve.BT709
-    tile: int = 1024
+    tile: int = 1280
     overlap: int | None = None
     precision: Precision = Precision.AUTO
     threads: int = 0
