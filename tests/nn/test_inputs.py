@@ -96,3 +96,54 @@ def test_each_xtrans_plane_takes_its_colours_noise():
     np.testing.assert_array_equal(x[18, :2, :2], [[1, -1], [-1, 1]])
     assert denoiser_input(planes, noise, with_map=False).shape == (10, 12, 12)
     assert denoiser_input(planes[:4], noise).shape == (8, 12, 12)
+
+
+WINDOWS = [
+    (slice(0, 45), slice(0, 61)),  # the whole frame
+    (slice(0, 1), slice(60, 61)),  # a corner sample
+    (slice(7, 30), slice(13, 40)),  # inside: its 3x3 means reach beyond it
+    (slice(44, 45), slice(0, 61)),  # the last row
+    (slice(1, 44), slice(1, 60)),  # all but the border
+]
+
+
+@pytest.mark.parametrize("count", [4, 9])
+@pytest.mark.parametrize("with_map", [True, False])
+@pytest.mark.parametrize("with_opencv", [True, False])
+def test_frame_input_windows_are_the_whole_inputs_bit_for_bit(
+    count, with_map, with_opencv, monkeypatch
+):
+    """A frame run once takes its input window by window: each window's planes, noise map and
+    X-Trans block kinds are the whole input's at the same samples, exactly."""
+    from darkraw.classic import filters
+    from darkraw.nn.inputs import FrameInput, denoiser_input
+    from darkraw.synth.noiselevel import RawNoise
+
+    monkeypatch.setattr(filters, "USE_OPENCV", with_opencv)
+    rng = np.random.default_rng(5)
+    planes = rng.random((count, 45, 61), dtype=np.float32) * 0.05 - 0.002
+    noise = RawNoise((1e-3, 2e-3, 3e-3, 2e-3), (1e-5, 2e-5, 3e-5, 4e-5), "test").amplified(20.0)
+    want = denoiser_input(planes, noise, with_map=with_map, ratio=20.0)
+    given = planes.copy()
+    frame = FrameInput.amplified_in_place(given, noise, with_map=with_map, ratio=20.0)
+    np.testing.assert_array_equal(given, want[:count])  # the planes became the amplified ones
+    assert frame.planes is given and frame.shape == want.shape
+    np.testing.assert_array_equal(frame.whole(), want)
+    for rows, cols in WINDOWS:
+        out = np.empty((want.shape[0], rows.stop - rows.start, cols.stop - cols.start), np.float32)
+        frame.fill(rows, cols, out)
+        np.testing.assert_array_equal(out, want[:, rows, cols])
+
+
+def test_frame_input_refuses_what_it_cannot_take():
+    from darkraw.nn.inputs import FrameInput
+    from darkraw.synth.noiselevel import RawNoise
+
+    noise = RawNoise((1e-3,) * 4, (1e-5,) * 4, "test")
+    with pytest.raises(ValueError, match="float32"):
+        FrameInput.amplified_in_place(np.zeros((4, 8, 8)), noise, ratio=2.0)
+    with pytest.raises(ValueError, match="float32"):
+        FrameInput.amplified_in_place(np.zeros((3, 8, 8), np.float32), noise, ratio=2.0)
+    frame = FrameInput.amplified_in_place(np.zeros((4, 8, 8), np.float32), noise, ratio=2.0)
+    with pytest.raises(ValueError, match="out must be"):
+        frame.fill(slice(0, 4), slice(0, 4), np.empty((8, 4, 5), np.float32))

@@ -9,7 +9,7 @@ from darkraw.classic.pipeline import ClassicOptions, GammaCurve, run_classic
 from darkraw.nn import rawdenoise
 from darkraw.nn.denoiser import DenoiserConfig, build_denoiser
 from darkraw.nn.infer import load_model, save_model_file
-from darkraw.nn.inputs import denoiser_input
+from darkraw.nn.inputs import FrameInput, denoiser_input
 from darkraw.nn.modelfiles import bundled_model_path
 from darkraw.nn.rawdenoise import (
     DenoisedFrame,
@@ -32,6 +32,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FP32 = DenoiseOptions(precision="fp32")
 NOISE = RawNoise((1e-3,) * 4, (1e-5,) * 4, "test")
+
+
+def as_array(x):
+    """The network's input as one array, whether it was made whole or is made window by window
+    (:class:`~darkraw.nn.inputs.FrameInput`, a frame run in one pass)."""
+    return x.whole() if isinstance(x, FrameInput) else x
 
 
 def random_model(config=DenoiserConfig(width=4, levels=3), seed=0):
@@ -122,7 +128,7 @@ def test_every_layout_reaches_the_network_as_r_g1_b_g2(pattern, monkeypatch):
     import darkraw.nn.rawdenoise as rawdenoise
 
     def brighten_red(model, x, options):
-        out = x[:4].copy()
+        out = as_array(x)[:4].copy()
         out[0] *= 1.5
         return out
 
@@ -251,8 +257,8 @@ def test_an_xtrans_frames_network_sees_each_colours_noise_and_its_planes(monkeyp
     seen = {}
 
     def record(model, x, options):
-        seen["x"] = x.copy()
-        return x[:9].copy()
+        seen["x"] = as_array(x).copy()
+        return seen["x"][:9].copy()
 
     noise = RawNoise((1e-3, 2e-3, 3e-3, 2e-3), (0.0,) * 4, "test")
     monkeypatch.setattr(rawdenoise, "run_denoiser", record)
@@ -283,7 +289,9 @@ def test_the_xtrans_half_turn_goes_there_and_back_exactly(monkeypatch, height, w
     mosaic = mosaic[:height, :width]
     net = random_model(XTRANS_CONFIG)
     one_pass, two = replace(FP32, ensemble=1), replace(FP32, ensemble=2)
-    monkeypatch.setattr(rawdenoise, "run_denoiser", lambda model, x, options: x[:9].copy())
+    monkeypatch.setattr(
+        rawdenoise, "run_denoiser", lambda model, x, options: as_array(x)[:9].copy()
+    )
     one = enhance_with_denoiser(mosaic, meta, net, 2.0, one_pass, noise=NOISE)
     both = enhance_with_denoiser(mosaic, meta, net, 2.0, two, noise=NOISE)
     assert (one.passes, both.passes) == (1, 2) and both.passes_note == (
@@ -701,7 +709,7 @@ def test_every_pass_goes_there_and_back_exactly(monkeypatch, passes, layout, hei
 
     def identity(model, x, options):
         calls.append(x.shape)
-        return x[:planes].copy()
+        return as_array(x)[:planes].copy()
 
     monkeypatch.setattr(rawdenoise, "run_denoiser", identity)
     net = random_model(XTRANS_CONFIG if planes == 9 else DenoiserConfig(width=4, levels=3))
@@ -740,6 +748,7 @@ def test_every_pass_is_a_frame_the_network_was_trained_on(monkeypatch, passes, l
     seen = []
 
     def record(model, x, options):
+        x = as_array(x)
         seen.append(x[: len(order)].mean(axis=(1, 2)))
         return x[: len(order)].copy()
 

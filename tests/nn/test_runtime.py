@@ -87,6 +87,24 @@ def test_onnx_tiles_join_exactly(exported):
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
 
 
+@pytest.mark.parametrize("tile", [0, 96])
+def test_a_frame_input_made_by_window_runs_as_the_whole_input(exported, tile):
+    """The default's single pass takes its input window by window (FrameInput): the same
+    clean planes, bit for bit, as the whole input made first, in ONNX Runtime and in torch."""
+    from darkraw.nn.inputs import FrameInput, denoiser_input
+    from darkraw.synth.noiselevel import RawNoise
+
+    model, onnx = exported
+    raw = np.random.default_rng(6).random((4, 150, 170), dtype=np.float32) * 0.01
+    noise = RawNoise((1e-4,) * 4, (1e-6,) * 4, "test").amplified(30.0)
+    whole = denoiser_input(raw, noise, ratio=30.0)
+    by_window = FrameInput.amplified_in_place(raw.copy(), noise, ratio=30.0)
+    for network, precision in ((onnx, "auto"), (model, "fp32")):
+        options = DenoiseOptions(tile=tile, precision=precision)
+        want = run_denoiser(network, whole, options)
+        np.testing.assert_array_equal(run_denoiser(network, by_window, options), want)
+
+
 def test_onnx_and_torch_tiled_runs_agree(exported):
     model, onnx = exported
     x = planes((90, 120), seed=4)

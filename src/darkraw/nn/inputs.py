@@ -11,6 +11,7 @@ disagree.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -176,14 +177,19 @@ def _fill_noise_map(planes: np.ndarray, noise: RawNoise, out: np.ndarray) -> Non
     entries = noise_entries(planes.shape[0])
 
     def one(i: int) -> None:
-        mean = box_mean(planes[i], 3)
-        np.maximum(mean, 0.0, out=mean)
-        mean *= np.float32(noise.shot[entries[i]])
-        mean += np.float32(noise.read[entries[i]])
-        np.maximum(mean, 0.0, out=mean)
-        np.sqrt(mean, out=out[i])
+        _noise_std(box_mean(planes[i], 3), noise, entries[i], out[i])
 
     thread_map(one, range(planes.shape[0]), size=planes.size)
+
+
+def _noise_std(mean: np.ndarray, noise: RawNoise, entry: int, out: np.ndarray) -> None:
+    """``sqrt(shot * s + read)`` of a plane's 3x3 means ``s`` (taken as at least 0) into
+    ``out``; ``mean`` is overwritten."""
+    np.maximum(mean, 0.0, out=mean)
+    mean *= np.float32(noise.shot[entry])
+    mean += np.float32(noise.read[entry])
+    np.maximum(mean, 0.0, out=mean)
+    np.sqrt(mean, out=out)
 
 
 def xtrans_block_kind(height: int, width: int) -> np.ndarray:
@@ -201,6 +207,80 @@ def xtrans_block_kind(height: int, width: int) -> np.ndarray:
     cols = np.arange(width)[None, :]
     kind: np.ndarray = np.where((rows + cols) % 2 == 0, 1.0, -1.0).astype(np.float32)
     return kind
+
+
+@dataclass(frozen=True)
+class FrameInput:
+    """The network's input (:func:`denoiser_input`) made one window at a time, for a frame run
+    in windows: only the planes are held for the whole frame, each window's noise map (and an
+    X-Trans frame's block kinds) is made when the window is.
+
+    A 12-Mpixel frame's whole input is 97 MB and its noise map's making another 48 MB, all fresh
+    memory each command (``docs/speed-log.md``); a window's noise map is the whole frame's at the
+    same samples, bit for bit (its 3x3 means take the row and column beyond the window from the
+    frame, and the frame's own borders as :func:`noise_map` does; tests).
+
+    Attributes:
+        planes: ``(P, h, w)`` float32, the (amplified) planes: the input's first ``P`` channels.
+        noise: the noise of the planes, for their map; ``None`` for a blind network's input.
+        kinds: whether an X-Trans frame's block kinds (:func:`xtrans_block_kind`) come last.
+    """
+
+    planes: np.ndarray
+    noise: RawNoise | None
+    kinds: bool = False
+
+    @classmethod
+    def amplified_in_place(
+        cls, planes: np.ndarray, noise: RawNoise, *, with_map: bool = True, ratio: float
+    ) -> FrameInput:
+        """The input of ``planes`` amplified by ``ratio`` (:func:`amplify`), which are
+        overwritten with it: ``denoiser_input(planes, noise, with_map=with_map, ratio=ratio)``
+        made window by window, for a caller done with the unamplified planes."""
+        if planes.dtype != np.float32 or planes.ndim != 3 or planes.shape[0] not in (4, 9):
+            raise ValueError(
+                f"expected float32 (4, h, w) Bayer or (9, h, w) X-Trans planes, got "
+                f"{planes.dtype} {planes.shape}"
+            )
+        amplify(planes, ratio, out=planes)
+        return cls(planes, noise if with_map else None, kinds=planes.shape[0] == 9)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(C, h, w)``, the shape of the whole input :func:`denoiser_input` would make."""
+        count, h, w = self.planes.shape
+        return count * (2 if self.noise is not None else 1) + int(self.kinds), h, w
+
+    def fill(self, rows: slice, cols: slice, out: np.ndarray) -> None:
+        """Write the input's window ``[:, rows, cols]`` (slices with steps of 1) into ``out``, a
+        float32 ``(C, len(rows), len(cols))`` array: one plane and its map per thread."""
+        count, h, w = self.planes.shape
+        r0, r1, _ = rows.indices(h)
+        c0, c1, _ = cols.indices(w)
+        if out.shape != (self.shape[0], r1 - r0, c1 - c0) or out.dtype != np.float32:
+            raise ValueError(f"out must be float32 {(self.shape[0], r1 - r0, c1 - c0)}")
+        noise = self.noise
+        entries = noise_entries(count)
+        # The 3x3 means of the window's edge samples take one more row and column of the frame.
+        a0, a1, b0, b1 = max(r0 - 1, 0), min(r1 + 1, h), max(c0 - 1, 0), min(c1 + 1, w)
+
+        def one(i: int) -> None:
+            np.copyto(out[i], self.planes[i, r0:r1, c0:c1])
+            if noise is not None:
+                mean = box_mean(self.planes[i, a0:a1, b0:b1], 3)
+                inside = mean[r0 - a0 : r1 - a0, c0 - b0 : c1 - b0]
+                _noise_std(inside, noise, entries[i], out[count + i])
+
+        thread_map(one, range(count), size=out.size)
+        if self.kinds:
+            kind = xtrans_block_kind(r1 - r0, c1 - c0)
+            out[-1] = kind if (r0 + c0) % 2 == 0 else -kind
+
+    def whole(self) -> np.ndarray:
+        """The whole input as one array, as :func:`denoiser_input` makes it."""
+        out = np.empty(self.shape, dtype=np.float32)
+        self.fill(slice(None), slice(None), out)
+        return out
 
 
 def denoiser_input(

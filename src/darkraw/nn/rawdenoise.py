@@ -49,7 +49,13 @@ from darkraw.classic.pipeline import (
 from darkraw.errors import NetworkOutputError
 from darkraw.nn.blackoffset import BlackOffsetModel, bundled_black_offset_model
 from darkraw.nn.denoiser_config import receptive_radius
-from darkraw.nn.inputs import amplify, denoiser_input, denoiser_planes, noise_entries
+from darkraw.nn.inputs import (
+    FrameInput,
+    amplify,
+    denoiser_input,
+    denoiser_planes,
+    noise_entries,
+)
 from darkraw.nn.precision import Precision
 from darkraw.nn.runtime import OnnxDenoiser, add_correction
 from darkraw.nn.tiling import ENSEMBLE_AUTO_PIXELS, Span, tile_grid, windows
@@ -303,9 +309,12 @@ class DenoisedResult:
 
 
 def run_denoiser(
-    model: RawDenoiser | OnnxDenoiser, x: np.ndarray, options: DenoiseOptions = DenoiseOptions()
+    model: RawDenoiser | OnnxDenoiser,
+    x: np.ndarray | FrameInput,
+    options: DenoiseOptions = DenoiseOptions(),
 ) -> np.ndarray:
-    """Run the network over ``(C, h, w)`` input planes (:func:`denoiser_input`), tile by tile.
+    """Run the network over ``(C, h, w)`` input planes (:func:`denoiser_input`), or an input
+    made window by window (:class:`~darkraw.nn.inputs.FrameInput`), tile by tile.
 
     Returns:
         ``(P, h, w)`` float32 clean planes (not clamped), a new array the caller owns.
@@ -314,7 +323,7 @@ def run_denoiser(
         NetworkOutputError: the network gives NaN or infinite values (broken weights).
     """
     c, p = model.config.in_channels, model.config.planes
-    if x.ndim != 3 or x.shape[0] != c:
+    if len(x.shape) != 3 or x.shape[0] != c:
         raise ValueError(f"expected input of shape ({c}, h, w), got {x.shape}")
     _, h, w = x.shape
     out = np.empty((p, h, w), dtype=np.float32)
@@ -325,22 +334,36 @@ def run_denoiser(
         # mean's window, and costs one pass over the frame instead of one per tile.
         # One buffer serves every window of a size: a fresh 28 MB window each time cost its
         # page faults again (most of a frame's windows have one size).
-        window = np.empty(0, dtype=np.float32)
+        window: np.ndarray = np.empty(0, dtype=np.float32)
         for (y0, y1, ky0, ky1), (x0, x1, kx0, kx1) in windows(rows, cols):
-            view = x[None, :, y0:y1, x0:x1]
-            if window.shape != view.shape:
-                window = np.empty(view.shape, dtype=np.float32)
-            np.copyto(window, view)
+            if window.shape != (1, c, y1 - y0, x1 - x0):
+                window = np.empty((1, c, y1 - y0, x1 - x0), dtype=np.float32)
+            _fill_window(x, slice(y0, y1), slice(x0, x1), window[0])
             y = model.raw_correction(window)[0]
             out[:, ky0:ky1, kx0:kx1] = y[:, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
-        if not add_correction(out, x[:p], model.config.mean_window):
+        if not add_correction(out, _input_planes(x, p), model.config.mean_window):
             raise _broken(model)
         return out
     with _window_runner(model, options) as run:
         for (y0, y1, ky0, ky1), (x0, x1, kx0, kx1) in windows(rows, cols):
-            y = run(np.ascontiguousarray(x[None, :, y0:y1, x0:x1]))[0]
+            window = np.empty((1, c, y1 - y0, x1 - x0), dtype=np.float32)
+            _fill_window(x, slice(y0, y1), slice(x0, x1), window[0])
+            y = run(window)[0]
             out[:, ky0:ky1, kx0:kx1] = y[:, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
     return out
+
+
+def _fill_window(x: np.ndarray | FrameInput, rows: slice, cols: slice, out: np.ndarray) -> None:
+    """The input's ``[:, rows, cols]`` into ``out``."""
+    if isinstance(x, FrameInput):
+        x.fill(rows, cols, out)
+    else:
+        np.copyto(out, x[:, rows, cols])
+
+
+def _input_planes(x: np.ndarray | FrameInput, count: int) -> np.ndarray:
+    """The input's first ``count`` channels: the (amplified) planes."""
+    return x.planes if isinstance(x, FrameInput) else x[:count]
 
 
 def _windows(
@@ -581,12 +604,18 @@ def denoise_frame(
         del planes
     else:
         with_map = model.config.noise_input == "map"
-        x = denoiser_input(planes, told, with_map=with_map, ratio=float(ratio))
-        del planes  # the unamplified planes: 48 MB for 12 Mpixels, not needed any more
         passes = ensemble_passes(options.ensemble, meta.height * meta.width)
+        x: np.ndarray | FrameInput
+        if passes == 1:
+            # Made window by window, in the planes' place: the whole input (97 MB for 12
+            # Mpixels, and 48 MB more to make its noise map) is never made.
+            x = FrameInput.amplified_in_place(planes, told, with_map=with_map, ratio=float(ratio))
+        else:
+            x = denoiser_input(planes, told, with_map=with_map, ratio=float(ratio))
+        del planes  # the unamplified planes: 48 MB for 12 Mpixels, not needed any more
         clean = _ensemble_mean(model, x, view.meta, told, options, passes)
         # A view of x would keep its noise map too through the rendering.
-        gray_source = None if libraw else x[: len(clean)].copy()
+        gray_source = None if libraw else _input_planes(x, len(clean)).copy()
         del x
     # In place, a plane per thread: clean is this function's own array.
     thread_map(
@@ -704,7 +733,7 @@ def _moved_tile(meta: RawMetadata, move: Dihedral) -> np.ndarray:
 
 def _ensemble_mean(
     model: RawDenoiser | OnnxDenoiser,
-    x: np.ndarray,
+    x: np.ndarray | FrameInput,
     view_meta: RawMetadata,
     told: RawNoise,
     options: DenoiseOptions,
@@ -726,6 +755,10 @@ def _ensemble_mean(
     exactly symmetric), and the upright ones run before those lying on their side: the 8
     passes of the demo crop took 1.4 s with a size for each, 0.8-1.0 s so.
     """
+    if passes == 1:
+        return run_denoiser(model, x, options)
+    if isinstance(x, FrameInput):
+        x = x.whole()
     xtrans = view_meta.is_xtrans
     h, w = x.shape[1:]
     grow = 0 if passes <= 2 else (2 if xtrans else 1)
