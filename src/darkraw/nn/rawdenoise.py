@@ -188,7 +188,7 @@ class DenoiseOptions:
             whole frame); :func:`~darkraw.nn.tiling.tile_grid` picks the windows' shape. 1280
             cuts a 12-Mpixel frame into 1x2 windows of 1424x1128, which run 6 % more pixels
             than the frame has, where 1024 cut 2x2 windows of 776x1128 that ran 16 % more (a
-            window's time per pixel is the same for both): the command 1.97 against 2.02 s
+            window's time per pixel is the same for both): the command 1.97 against 2.01 s
             (medians of 8 alternating runs), its peak RSS 0.71-0.88 against 0.62-0.69 GB
             (``docs/speed-log.md``). 512 was 1.2-1.5x slower than 1024 in ONNX Runtime.
         overlap: margin cut from each tile where it meets another, a multiple of 8; ``None``
