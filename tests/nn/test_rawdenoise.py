@@ -62,8 +62,12 @@ def test_tile_spans_partition_the_axis_on_the_grid(length, tile, overlap, grid):
         assert tile == 0 or w1 - w0 <= tile
 
 
-@pytest.mark.parametrize(("height", "width"), [(1, 1), (7, 300), (150, 170), (1424, 2128)])
-@pytest.mark.parametrize(("tile", "overlap", "grid"), [(0, 0, 8), (64, 16, 8), (1024, 64, 8)])
+@pytest.mark.parametrize(
+    ("height", "width"), [(1, 1), (7, 300), (150, 170), (1424, 2128), (2000, 3000), (3168, 4752)]
+)
+@pytest.mark.parametrize(
+    ("tile", "overlap", "grid"), [(0, 0, 8), (64, 16, 8), (1024, 64, 8), (1280, 64, 8)]
+)
 def test_tile_grid_partitions_the_frame_within_the_area(height, width, tile, overlap, grid):
     rows, cols = tile_grid(height, width, tile, overlap, grid)
     for spans, length in ((rows, height), (cols, width)):
@@ -71,8 +75,10 @@ def test_tile_grid_partitions_the_frame_within_the_area(height, width, tile, ove
         assert kept == list(range(length))
         for w0, w1, k0, k1 in spans:
             assert w0 % grid == 0 and w0 <= k0 < k1 <= w1 <= length
-            # A window reaches the margin beyond what it keeps, or the frame's edge.
-            assert k0 - w0 == min(k0, overlap) and w1 - k1 == min(length - k1, overlap)
+            # A window reaches at least the margin beyond what it keeps, or the frame's edge.
+            assert k0 - w0 >= min(k0, overlap) and w1 - k1 >= min(length - k1, overlap)
+        # One length for every window of an axis, so that a frame's windows have one shape.
+        assert len({w1 - w0 for w0, w1, _, _ in spans}) == 1
     tallest = max(w1 - w0 for w0, w1, _, _ in rows)
     widest = max(w1 - w0 for w0, w1, _, _ in cols)
     assert tile == 0 or tallest * widest <= tile * tile

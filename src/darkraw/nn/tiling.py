@@ -91,7 +91,7 @@ def _count_options(
     options: list[tuple[int, int, list[Span]]] = []
     seen: set[int] = set()
     for count in range(1, min(-(-length // grid), 4 * square + 4) + 1):
-        spans = _spans(length, count, overlap, grid)
+        spans = _uniform_spans(length, count, overlap, grid)
         if len(spans) not in seen:
             seen.add(len(spans))
             lengths = [stop - start for start, stop, _, _ in spans]
@@ -112,6 +112,28 @@ def _spans(length: int, count: int, overlap: int, grid: int) -> list[Span]:
             min(length, start + core),
         )
         for start in range(0, length, core)
+    ]
+
+
+def _uniform_spans(length: int, count: int, overlap: int, grid: int) -> list[Span]:
+    """:func:`_spans`'s kept ranges, every window made as long as the longest: each reaches at
+    least ``overlap`` beyond its kept range on both sides within the axis.
+
+    One length, so that a frame's windows have one shape: OpenVINO compiles the network for each
+    shape it meets and keeps two, and a shape's first run pays for its fresh memory. A 61-Mpixel
+    frame's 3 x 4 windows had six shapes, 9 compilations and slow first runs: its network took
+    6.5 s, where 2 x 6 windows of one shape (6 % more pixels than the frame's) take 3.9 s, and
+    the command 12.3-13.0 s against 8.2-9.5 s (``docs/speed-log.md``). A 12-Mpixel frame's windows
+    had one shape already. The length is made congruent to ``length`` modulo ``grid``: the last
+    window ends at the axis's end and still starts on the grid, as every window does, so that the
+    pooling sees the whole frame's grid.
+    """
+    spans = _spans(length, count, overlap, grid)
+    size = max(stop - start for start, stop, _, _ in spans)
+    size += (length - size) % grid
+    return [
+        (min(start, length - size), min(start, length - size) + size, k0, k1)
+        for start, _, k0, k1 in spans
     ]
 
 
