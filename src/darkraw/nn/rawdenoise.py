@@ -333,7 +333,7 @@ def run_denoiser(
         # whole frame's is exact (as one whole-frame pass) with margins that need not cover the
         # mean's window, and costs one pass over the frame instead of one per tile.
         # One buffer serves every window of a size: a fresh 28 MB window each time cost its
-        # page faults again (most of a frame's windows have one size).
+        # page faults again (a frame's windows have one size, tile_grid).
         window: np.ndarray = np.empty(0, dtype=np.float32)
         for (y0, y1, ky0, ky1), (x0, x1, kx0, kx1) in windows(rows, cols):
             if window.shape != (1, c, y1 - y0, x1 - x0):
