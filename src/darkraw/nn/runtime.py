@@ -484,8 +484,10 @@ class _OpenVinoSession:
     Compiled for the window's static size, compiling and a 12-Mpixel frame's four 776x1128
     windows took 0.91-0.99 s against 1.03-1.10 s for the dynamic model, with the same output
     (``docs/inference.md``). The last
-    :data:`_SIZES_KEPT` sizes stay compiled (a frame's windows have one to four sizes, a batch's
-    frames mostly one). Calls are serialised: an infer request is not reentrant.
+    :data:`_SIZES_KEPT` sizes stay compiled (a frame's windows have one size,
+    :func:`~darkraw.nn.tiling.tile_grid`, and a batch's frames mostly one; a self-ensemble's
+    passes lying on their side another). Calls are serialised: an infer request is not
+    reentrant.
     """
 
     def __init__(self, core: Any, model: Any, settings: Mapping[str, Any], path: Path) -> None:
