@@ -15,7 +15,7 @@ leaves them, so that no run compiles them: from a source checkout run with
 0.04-0.05 s of each.
 
 Usage:
-    python benchmarks/enhance_speed.py [--models default,sid] [--runs 3]
+    python benchmarks/enhance_speed.py [--models default,sid] [--runs 3] [--size 2848x4256]
         [--out benchmarks/results/enhance_speed.json]
 """
 
@@ -68,17 +68,28 @@ def compile_package() -> str:
     return str(folder)
 
 
-def dark_frame(path: Path) -> Path:
+def dark_frame(path: Path, height: int = HEIGHT, width: int = WIDTH) -> Path:
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     scene = 0.3 + 0.25 * np.sin(xx / 97.0) * np.cos(yy / 131.0)
     electrons = scene * 15871 / 100.0
     dark = rng.poisson(electrons).astype(np.float32) + rng.normal(0, 2.0, scene.shape)
     mosaic = np.clip(np.rint(dark + 512), 0, 16383).astype(np.uint16)
     meta = RawMetadata.for_bayer(
-        "RGGB", HEIGHT, WIDTH, black_level=512, white_level=16383, wb_gains=(2.0, 1.0, 1.6)
+        "RGGB", height, width, black_level=512, white_level=16383, wb_gains=(2.0, 1.0, 1.6)
     )
     return write_dng(path, mosaic, meta)
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``HxW`` as two even positive sizes (a Bayer frame of whole 2x2 tiles)."""
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW, got {text!r}") from None
+    if height < 2 or width < 2 or height % 2 or width % 2:
+        raise argparse.ArgumentTypeError(f"expected even sizes of at least 2, got {text!r}")
+    return height, width
 
 
 def main() -> None:
@@ -86,13 +97,22 @@ def main() -> None:
     parser.add_argument("--models", default="default,sid")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/results/enhance_speed.json")
+    parser.add_argument(
+        "--size",
+        type=_size,
+        default=(HEIGHT, WIDTH),
+        metavar="HxW",
+        help=f"the frame's height and width in pixels (default {HEIGHT}x{WIDTH}; 6336x9504 is a "
+        "61-Mpixel frame)",
+    )
     args = parser.parse_args()
-    results: dict[str, object] = {"cpu": cpu_name(), "frame": f"{WIDTH}x{HEIGHT}", "models": {}}
+    height, width = args.size
+    results: dict[str, object] = {"cpu": cpu_name(), "frame": f"{width}x{height}", "models": {}}
     results["bytecode"] = f"compiled beforehand: {compile_package()}"
     names = args.models.split(",")
     times: dict[str, list[float]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
-        source = dark_frame(Path(tmp) / "dark.dng")
+        source = dark_frame(Path(tmp) / "dark.dng", height, width)
         # Interleaved (one run of each model in turn), so that the machine's drift over minutes
         # weighs on every model alike and each round gives a ratio of its own.
         for run in range(args.runs):
