@@ -6,8 +6,8 @@ enhances it through the whole command line (``python -m darkraw enhance ... --ra
 fresh process each time, so that the figure includes starting Python, importing torch, reading
 the file, the network, rendering and writing the PNG. The models run in turn, ``--runs`` rounds
 (so that the machine's drift over minutes weighs on each alike); the median of each model's runs
-is reported, their ratio, each round's ratio and the median of those, the peak RSS of the
-largest child (``resource.getrusage(RUSAGE_CHILDREN)``) and the CPU (``lscpu``'s model name).
+is reported, their ratio, each round's ratio and the median of those, each model's peak RSS (the
+largest of its runs, from ``os.wait4``) and the CPU (``lscpu``'s model name).
 
 darkraw's modules are compiled to bytecode first (:func:`compile_package`), as ``pip install``
 leaves them, so that no run compiles them: from a source checkout run with
@@ -25,6 +25,7 @@ import argparse
 import compileall
 import importlib.util
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -92,6 +93,22 @@ def _size(text: str) -> tuple[int, int]:
     return height, width
 
 
+def _timed(command: list[str], start: float) -> tuple[float, float]:
+    """Run ``command`` to its end: the seconds since ``start`` and its peak RSS in MiB.
+
+    Raises:
+        subprocess.CalledProcessError: it failed.
+    """
+    process = subprocess.Popen(command)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    process.returncode = code  # reaped here: Popen must not wait for it again
+    if code != 0:
+        raise subprocess.CalledProcessError(code, command)
+    return elapsed, usage.ru_maxrss / 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="default,sid")
@@ -111,6 +128,7 @@ def main() -> None:
     results["bytecode"] = f"compiled beforehand: {compile_package()}"
     names = args.models.split(",")
     times: dict[str, list[float]] = {name: [] for name in names}
+    peaks: dict[str, list[float]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
         source = dark_frame(Path(tmp) / "dark.dng", height, width)
         # Interleaved (one run of each model in turn), so that the machine's drift over minutes
@@ -120,11 +138,16 @@ def main() -> None:
                 out = Path(tmp) / f"{model}_{run}.png"
                 command = [sys.executable, "-m", "darkraw", "enhance", str(source), "-o", str(out)]
                 start = time.perf_counter()
-                subprocess.run([*command, "--model", model, "--ratio", "100"], check=True)
-                times[model].append(time.perf_counter() - start)
+                elapsed, peak_mib = _timed([*command, "--model", model, "--ratio", "100"], start)
+                times[model].append(elapsed)
+                peaks[model].append(peak_mib)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     for model in names:
-        entry = {"median_s": round(statistics.median(times[model]), 2), "runs_s": times[model]}
+        entry = {
+            "median_s": round(statistics.median(times[model]), 2),
+            "runs_s": times[model],
+            "peak_rss_mib": round(max(peaks[model])),
+        }
         results["models"][model] = entry  # type: ignore[index]
         print(model, json.dumps(entry), flush=True)
     results["peak_rss_mib_any_child"] = round(peak)
