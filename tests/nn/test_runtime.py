@@ -79,6 +79,13 @@ def test_a_narrower_first_level_exports_and_runs_as_in_torch(tmp_path):
     np.testing.assert_allclose(onnx(x[None]), expected, atol=1e-5)
 
 
+def test_onnx_runtime_plans_no_memory_pattern(exported):
+    """Its tensors come from the arena as needed, not from one fresh block planned per window
+    size: the command's peak RSS 0.1-0.2 GB lower, no slower (docs/speed-log.md)."""
+    _, onnx = exported
+    assert onnx._session.get_session_options().enable_mem_pattern is False
+
+
 def test_onnx_tiles_join_exactly(exported):
     _, onnx = exported
     x = planes((150, 170), seed=3)
