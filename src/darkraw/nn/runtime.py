@@ -397,8 +397,9 @@ def load_onnx_denoiser(
     # memory; without it the tensors come from its arena as they are needed and reuse each
     # other's. A 12-Mpixel frame in int8 (AMD EPYC, Zen 4): the command's peak RSS 1.11-1.20
     # against 1.31 GB, no slower (2.40-2.54 against 2.46-2.70 s); a batch of 8 14.8-15.4 against
-    # 15.5-16.7 s and 1.44 against 1.63-1.68 GB (docs/speed-log.md).
-    options.enable_mem_pattern = False
+    # 15.5-16.7 s and 1.44 against 1.63-1.68 GB (docs/speed-log.md). Measured on the CPU only,
+    # so a GPU session keeps ONNX Runtime's default.
+    options.enable_mem_pattern = _PROVIDERS["cuda"] in providers
     try:
         session = ort.InferenceSession(str(path), options, providers=list(providers))
     except Exception as err:  # onnxruntime raises its own untyped errors for bad files
