@@ -610,10 +610,12 @@ def denoise_frame(
             # Made window by window, in the planes' place: the whole input (97 MB for 12
             # Mpixels, and 48 MB more to make its noise map) is never made.
             x = FrameInput.amplified_in_place(planes, told, with_map=with_map, ratio=float(ratio))
+            del planes
+            clean = run_denoiser(model, x, options)
         else:
             x = denoiser_input(planes, told, with_map=with_map, ratio=float(ratio))
-        del planes  # the unamplified planes: 48 MB for 12 Mpixels, not needed any more
-        clean = _ensemble_mean(model, x, view.meta, told, options, passes)
+            del planes  # the unamplified planes: 48 MB for 12 Mpixels, not needed any more
+            clean = _ensemble_mean(model, x, view.meta, told, options, passes)
         # A view of x would keep its noise map too through the rendering.
         gray_source = None if libraw else _input_planes(x, len(clean)).copy()
         del x
@@ -733,7 +735,7 @@ def _moved_tile(meta: RawMetadata, move: Dihedral) -> np.ndarray:
 
 def _ensemble_mean(
     model: RawDenoiser | OnnxDenoiser,
-    x: np.ndarray | FrameInput,
+    x: np.ndarray,
     view_meta: RawMetadata,
     told: RawNoise,
     options: DenoiseOptions,
@@ -755,10 +757,6 @@ def _ensemble_mean(
     exactly symmetric), and the upright ones run before those lying on their side: the 8
     passes of the demo crop took 1.4 s with a size for each, 0.8-1.0 s so.
     """
-    if passes == 1:
-        return run_denoiser(model, x, options)
-    if isinstance(x, FrameInput):
-        x = x.whole()
     xtrans = view_meta.is_xtrans
     h, w = x.shape[1:]
     grow = 0 if passes <= 2 else (2 if xtrans else 1)
