@@ -93,20 +93,25 @@ def _size(text: str) -> tuple[int, int]:
     return height, width
 
 
-def _timed(command: list[str], start: float) -> tuple[float, float]:
-    """Run ``command`` to its end: the seconds since ``start`` and its peak RSS in MiB.
+def timed_command(args: list[str], log: Path) -> tuple[float, float, float]:
+    """``python -m darkraw ARGS`` as a user runs it (its own exit included): wall seconds, CPU
+    seconds (user + system) and peak RSS in MiB of that process alone (``wait4``), its output
+    in ``log``.
 
     Raises:
-        subprocess.CalledProcessError: it failed.
+        RuntimeError: the command failed (its output in the message).
     """
-    process = subprocess.Popen(command)
-    _, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - start
-    code = os.waitstatus_to_exitcode(status)
-    process.returncode = code  # reaped here: Popen must not wait for it again
-    if code != 0:
-        raise subprocess.CalledProcessError(code, command)
-    return elapsed, usage.ru_maxrss / 1024
+    start = time.perf_counter()
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "darkraw", *args], stdout=sink, stderr=subprocess.STDOUT
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"darkraw {' '.join(args)} failed:\n{log.read_text()[-2000:]}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def main() -> None:
@@ -136,9 +141,10 @@ def main() -> None:
         for run in range(args.runs):
             for model in names:
                 out = Path(tmp) / f"{model}_{run}.png"
-                command = [sys.executable, "-m", "darkraw", "enhance", str(source), "-o", str(out)]
-                start = time.perf_counter()
-                elapsed, peak_mib = _timed([*command, "--model", model, "--ratio", "100"], start)
+                command = ["enhance", str(source), "-o", str(out), "--model", model, "--ratio"]
+                log = Path(tmp) / "command.log"
+                elapsed, _, peak_mib = timed_command([*command, "100"], log)
+                print(log.read_text().strip(), flush=True)
                 times[model].append(elapsed)
                 peaks[model].append(peak_mib)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

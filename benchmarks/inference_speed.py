@@ -388,31 +388,10 @@ def denoiser_child(name: str, runs: int) -> dict[str, Any]:
     }
 
 
-def timed_command(args: list[str], log: Path) -> tuple[float, float, float]:
-    """``python -m darkraw ARGS`` as a user runs it (its own exit included): wall seconds, CPU
-    seconds (user + system) and peak RSS in MiB of that process alone (``wait4``), its output
-    in ``log``.
-
-    Raises:
-        RuntimeError: the command failed (its output in the message).
-    """
-    start = time.perf_counter()
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "darkraw", *args], stdout=sink, stderr=subprocess.STDOUT
-        )
-        _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"darkraw {' '.join(args)} failed:\n{log.read_text()[-2000:]}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
-
-
 def whole_command(runs: int, work: Path) -> dict[str, Any]:
     """``darkraw enhance`` on one 12-megapixel DNG in fresh processes, and on a batch of 8."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from enhance_speed import compile_package, dark_frame
+    from enhance_speed import compile_package, dark_frame, timed_command
 
     compile_package()  # as pip install leaves it: no command compiles darkraw's modules
     source = dark_frame(work / "frame.dng")
