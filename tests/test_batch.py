@@ -75,6 +75,21 @@ def test_a_black_offset_the_denoiser_takes_out_is_on_the_files_line(tmp_path):
     assert "black offset -" in lines[0]
 
 
+def test_the_network_is_kept_only_where_the_caller_asks(tmp_path):
+    from darkraw.nn.enhance import is_denoiser
+
+    files = dark_dngs(tmp_path / "in", 1)
+    kept: list[object] = []
+    report = enhance_batch(
+        files, tmp_path / "out", log=lambda _: None, progress=False, model="default", keep=kept
+    )
+    assert report.ok and len(kept) == 1 and is_denoiser(kept[0])
+    classic = enhance_batch(
+        files, tmp_path / "classic", FAST, log=lambda _: None, progress=False, keep=kept
+    )
+    assert classic.ok and len(kept) == 1  # the classic pipeline loads no network
+
+
 def test_a_picture_that_fails_to_render_fails_its_file_alone_in_order(tmp_path, monkeypatch):
     # The default network's pictures are rendered in a second thread while the next file goes
     # through the network; a failure there is the file's own, reported in the files' order.

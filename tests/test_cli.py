@@ -739,6 +739,28 @@ def test_the_command_line_stops_numpy_asking_for_huge_pages(monkeypatch, capsys)
         setter(original)
 
 
+def test_the_command_keeps_its_network_until_the_process_ends(tmp_path, dark_dng, monkeypatch):
+    from darkraw.nn.enhance import is_denoiser
+
+    # main() in a longer process (these tests) tears each batch's network down after it.
+    monkeypatch.setattr(cli, "_KEPT_UNTIL_EXIT", None)
+    assert main(["enhance", str(dark_dng), "-o", str(tmp_path / "a.png")]) == 0
+    assert cli._KEPT_UNTIL_EXIT is None
+    ended: list[int] = []
+
+    def exit_here(code):
+        ended.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(os, "_exit", exit_here)
+    monkeypatch.setattr(sys, "argv", ["darkraw", "enhance", str(dark_dng), "-o", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        cli.run()
+    assert ended == [0]
+    kept = cli._KEPT_UNTIL_EXIT
+    assert kept is not None and len(kept) == 1 and is_denoiser(kept[0])
+
+
 def test_the_command_exits_at_once_with_its_output_flushed_and_its_code(tmp_path):
     # darkraw.cli.run ends the process with os._exit after main: nothing buffered may be lost.
     done = subprocess.run(

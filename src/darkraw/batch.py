@@ -353,6 +353,7 @@ def enhance_batch(
     noise_profiles: str | Path | None = None,
     jpeg_quality: int = DEFAULT_JPEG_QUALITY,
     device: str = "auto",
+    keep: list[object] | None = None,
 ) -> BatchReport:
     """Enhance many files; a bad file is reported and the batch goes on.
 
@@ -381,6 +382,9 @@ def enhance_batch(
         jpeg_quality: 1 to 100, for JPEG outputs.
         device: where the raw denoiser runs in ONNX Runtime: ``auto`` (a GPU where
             onnxruntime-gpu sees one), ``cpu`` or ``cuda``.
+        keep: a list the loaded network is put in, so that it outlives the batch: a caller
+            that ends the process without Python's finalisation (the command line) spares its
+            teardown (0.03 s for the default network in OpenVINO).
 
     Raises:
         ValueError: a JPEG quality outside 1..100.
@@ -414,6 +418,8 @@ def enhance_batch(
         if todo:
             reads[todo[0]] = read_ahead(pairs[todo[0]][0])
         network, database, name = _load_network(model, denoise, device, noise_profiles)
+        if keep is not None and network is not None:
+            keep.append(network)
         if not files:
             for item in given:
                 _report_failure(report, Path(item), DarkrawError(item, "no raw files found here"))

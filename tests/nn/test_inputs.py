@@ -50,6 +50,17 @@ def test_auto_ratio_of_the_sampled_values_is_the_whole_frames(height, width):
     assert auto_ratio(values) == auto_ratio(subtract_black_level(mosaic, meta))
 
 
+@pytest.mark.parametrize(("height", "width"), [(8, 10), (1001, 1999)])
+def test_a_tile_taken_from_the_sampled_values_is_taken_at_each_samples_place(height, width):
+    meta = meta_of("GBRG", height, width)
+    mosaic = np.random.default_rng(3).integers(400, 3000, size=(height, width)).astype(np.uint16)
+    less = np.array([[0.01, 0.02], [0.03, 0.04]], dtype=np.float32)
+    values, step = sampled_raw_lin(mosaic, meta, less)
+    reps = (-(-height // 2), -(-width // 2))
+    full = subtract_black_level(mosaic, meta) - np.tile(less, reps)[:height, :width]
+    np.testing.assert_array_equal(values, full.ravel()[::step])
+
+
 @pytest.mark.parametrize("shape", [(4, 37, 53), (2, 4, 9, 8), (5,)])
 def test_amplify_is_times_ratio_clipped_at_white_into_any_buffer(shape):
     planes = np.random.default_rng(1).normal(0.2, 0.3, shape).astype(np.float32)

@@ -18,6 +18,7 @@ from darkraw.nn.rawdenoise import (
     denoise_frame,
     enhance_with_denoiser,
     ensemble_passes,
+    packed_size,
     run_denoiser,
 )
 from darkraw.nn.tiling import tile_grid, tile_spans
@@ -503,6 +504,40 @@ def test_clean_planes_go_back_to_the_files_dn_with_each_positions_black(pattern,
     want = full + linear * (np.float32(16383) - full)
     assert got.shape == shape and got.dtype == np.float32
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    ("layout", "shape"),
+    [
+        ("RGGB", (40, 52)),
+        ("BGGR", (37, 53)),
+        ("GRBG", (41, 50)),
+        ("GBRG", (39, 51)),
+        ((0, 0), (72, 96)),
+        ((1, 1), (71, 95)),
+        ((4, 3), (67, 100)),
+    ],
+)
+def test_the_offset_tile_repeats_to_the_offsets_mosaic(layout, shape):
+    """One period of the offsets' mosaic, repeated, is the full-size mosaic of the offsets:
+    every Bayer layout, X-Trans tiles at several phases, odd sizes."""
+    from darkraw.classic.pipeline import rggb_view
+
+    from conftest import XTRANS, xtrans_meta
+
+    if isinstance(layout, str):
+        meta = RawMetadata.for_bayer(layout, *shape, black_level=512, white_level=16383)
+    else:
+        tile = tuple(map(tuple, np.roll(XTRANS, layout, (0, 1)).tolist()))
+        meta = xtrans_meta(*shape).replace(cfa_tile=tile)
+    offset = np.arange(1, 10 if meta.is_xtrans else 5, dtype=np.float32) / 97
+    view = rggb_view(np.zeros(shape, dtype=np.uint16), meta)
+    planes = np.broadcast_to(offset[:, None, None], (len(offset), *packed_size(shape, meta)))
+    want = rawdenoise._mosaic_of(planes, view)
+    tile = rawdenoise._offset_tile(offset, meta)
+    reps = (-(-shape[0] // meta.period), -(-shape[1] // meta.period))
+    np.testing.assert_array_equal(np.tile(tile, reps)[: shape[0], : shape[1]], want)
+    assert len(np.unique(tile)) == len(offset)  # every plane's offset is there
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 3), (1, 7, 3), (64, 96, 3), (301, 203, 3)])

@@ -190,10 +190,16 @@ def auto_ratio_step(size: int) -> int:
     return max(1, size // AUTO_RATIO_SAMPLES) if size > AUTO_RATIO_SAMPLES else 1
 
 
-def sampled_raw_lin(mosaic_dn: np.ndarray, meta: RawMetadata) -> tuple[np.ndarray, int]:
+def sampled_raw_lin(
+    mosaic_dn: np.ndarray, meta: RawMetadata, less: np.ndarray | None = None
+) -> tuple[np.ndarray, int]:
     """:func:`subtract_black_level` of only the values :func:`auto_ratio` looks at, and their
     stride: ``auto_ratio(sampled_raw_lin(m, meta)[0]) == auto_ratio(subtract_black_level(m,
     meta))`` at a twelfth of the work for a 12-Mpixel mosaic.
+
+    Args:
+        less: a tile repeated over the mosaic, in shares of white, taken from each value after
+            the black level (a black-level offset per colour): ``tile[row % h, col % w]``.
     """
     if mosaic_dn.shape != (meta.height, meta.width):
         raise ValueError(
@@ -206,6 +212,8 @@ def sampled_raw_lin(mosaic_dn: np.ndarray, meta: RawMetadata) -> tuple[np.ndarra
     black = tile[rows % tile.shape[0], cols % tile.shape[1]]
     dn = np.asarray(mosaic_dn).ravel()[::step].astype(np.float32)
     values: np.ndarray = (dn - black) / (np.float32(meta.white_level) - black)
+    if less is not None:
+        values -= less[rows % less.shape[0], cols % less.shape[1]]
     return values, step
 
 

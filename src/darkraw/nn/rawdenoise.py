@@ -583,11 +583,8 @@ def denoise_frame(
     view, planes, offset = prepared.view, prepared.planes, prepared.offset
     del prepared  # so that its planes go when they are no longer needed
     if ratio is None:
-        raw_lin, step = sampled_raw_lin(mosaic_dn, meta)
-        if offset.any():
-            per_plane = np.broadcast_to(offset[:, None, None], planes.shape)
-            raw_lin = raw_lin - _mosaic_of(per_plane, view).ravel()[::step]
-        ratio = auto_ratio(raw_lin)
+        less = _offset_tile(offset, meta) if offset.any() else None
+        ratio = auto_ratio(sampled_raw_lin(mosaic_dn, meta, less)[0])
     if noise is None:
         progress.step("measuring the noise")
         noise = frame_noise(planes, meta, database)
@@ -950,6 +947,25 @@ def _mosaic_of(planes: np.ndarray, view: Any) -> np.ndarray:
     """RGGB planes back to the file's layout and size."""
     mosaic: np.ndarray = view.undo(unpack(planes, view.meta)[None])[0]
     return mosaic
+
+
+def _offset_tile(offset: np.ndarray, meta: RawMetadata) -> np.ndarray:
+    """Each plane's offset laid out as one period of the file's mosaic: ``_mosaic_of`` of the
+    offsets laid over the planes is this tile repeated, so the auto ratio's samples take their
+    offsets from it instead of from that full-size mosaic (0.035 s for 12 Mpixels, for a
+    million values).
+
+    A position's plane depends only on where it lies in the mosaic's period (the view pads to
+    whole periods, so its mirroring keeps each position's place in it): one period, cut from a
+    frame of two periods a side, holds every position's offset.
+    """
+    period = meta.period
+    small = meta.replace(height=2 * period, width=2 * period)
+    small_view = rggb_view(np.zeros((small.height, small.width), dtype=np.float32), small)
+    packed = packed_size((small.height, small.width), meta)
+    per_plane = np.broadcast_to(offset[:, None, None], (len(offset), *packed))
+    tile: np.ndarray = _mosaic_of(per_plane, small_view)[:period, :period]
+    return tile
 
 
 def _offset_dn(offset: np.ndarray, view_meta: RawMetadata) -> tuple[float, float, float, float]:
