@@ -496,13 +496,31 @@ def test_clean_planes_go_back_to_the_files_dn_with_each_positions_black(pattern,
     meta = RawMetadata.for_bayer(pattern, *shape, black_level=black, white_level=16383)
     view = rggb_view(np.zeros(shape, dtype=np.uint16), meta)
     rng = np.random.default_rng(sum(map(ord, pattern)))
-    clean = rng.random((4, *view.mosaic.shape), dtype=np.float32) / 3
+    packed = (view.mosaic.shape[0] // 2, view.mosaic.shape[1] // 2)
+    clean = rng.random((4, *packed), dtype=np.float32) / 3
     got = rawdenoise._mosaic_dn(clean, view, meta)
     # The same float32 arithmetic over a full-size map of the black level.
     linear = rawdenoise._mosaic_of(clean, view)
     full = black_level_map(meta)
     want = full + linear * (np.float32(16383) - full)
     assert got.shape == shape and got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("shift", [(0, 0), (4, 3)])
+def test_clean_xtrans_planes_go_back_to_the_files_dn(shift):
+    from darkraw.classic.pipeline import rggb_view
+
+    from conftest import XTRANS, xtrans_meta
+
+    tile = tuple(map(tuple, np.roll(XTRANS, shift, (0, 1)).tolist()))
+    meta = xtrans_meta(67, 100).replace(cfa_tile=tile)
+    view = rggb_view(np.zeros((67, 100), dtype=np.uint16), meta)
+    clean = np.random.default_rng(5).random((9, *packed_size((67, 100), meta)), np.float32)
+    got = rawdenoise._mosaic_dn(clean, view, meta)
+    linear = rawdenoise._mosaic_of(clean, view)
+    want = np.float32(1024) + linear * (np.float32(16383) - np.float32(1024))
+    assert got.shape == (67, 100)
     np.testing.assert_array_equal(got, want)
 
 
@@ -551,6 +569,34 @@ def test_a_constant_picture_is_found_in_libraws_pixels(shape):
         assert _is_constant_pixels(rgb) == _is_constant(np.moveaxis(rgb, -1, 0))
     assert _is_constant_pixels(flat) == (shape[0] * shape[1] > 1)
     assert not _is_constant_pixels(varied)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 2), (3, 5), (64, 96), (301, 1203)])
+def test_a_constant_mosaic_is_found_with_its_grid_or_without(shape):
+    from darkraw.nn.enhance import _is_constant_mosaic
+
+    flat = np.empty(shape, dtype=np.float32)
+    for r, c in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        flat[r::2, c::2] = 500 + 10 * r + c  # one value per position of the tile
+    varied = flat.copy()
+    varied[-1, -1] += 1  # off the sparse grid: only the whole read sees it
+    whole = all(flat[r::2, c::2].size > 1 for r in (0, 1) for c in (0, 1))
+    assert _is_constant_mosaic(flat) == whole
+    assert not _is_constant_mosaic(varied)
+    varied[0, 2 % shape[1]] += 1  # on the grid
+    assert not _is_constant_mosaic(varied)
+
+
+@pytest.mark.parametrize("shape", [(7,), (37, 53), (3, 301, 203), (1500, 2000)])
+def test_a_non_finite_value_is_found_anywhere(shape):
+    from darkraw.nn.enhance import _all_finite
+
+    values = np.zeros(shape, dtype=np.float32)
+    assert _all_finite(values)
+    for where, bad in ((0, np.nan), (-1, np.inf), (values.size // 2, -np.inf)):
+        broken = values.copy()
+        broken.flat[where] = bad
+        assert not _all_finite(broken)
 
 
 @pytest.mark.parametrize("renderer", ["darkraw", "libraw"])

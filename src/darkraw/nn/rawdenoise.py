@@ -340,7 +340,7 @@ def run_denoiser(
                 window = np.empty((1, c, y1 - y0, x1 - x0), dtype=np.float32)
             _fill_window(x, slice(y0, y1), slice(x0, x1), window[0])
             y = model.raw_correction(window)[0]
-            out[:, ky0:ky1, kx0:kx1] = y[:, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
+            _copy_planes(out[:, ky0:ky1, kx0:kx1], y[:, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0])
         if not add_correction(out, _input_planes(x, p), model.config.mean_window):
             raise _broken(model)
         return out
@@ -351,6 +351,13 @@ def run_denoiser(
             y = run(window)[0]
             out[:, ky0:ky1, kx0:kx1] = y[:, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
     return out
+
+
+def _copy_planes(out: np.ndarray, planes: np.ndarray) -> None:
+    """``out[...] = planes``, a plane per thread: the first window's copy is where the output's
+    pages are first touched, when they are fresh (a 12-Mpixel frame's first window took
+    0.017-0.024 s on one core)."""
+    thread_map(lambda i: np.copyto(out[i], planes[i]), range(len(planes)), size=planes.size)
 
 
 def _fill_window(x: np.ndarray | FrameInput, rows: slice, cols: slice, out: np.ndarray) -> None:
@@ -989,8 +996,11 @@ def _mosaic_dn(clean: np.ndarray, view: Any, meta: RawMetadata) -> np.ndarray:
     taken out of them, so the file's black level is where their zero goes: the offset stays out
     of the mosaic LibRaw renders and a DNG stores.
     """
-    linear = _mosaic_of(clean, view)
     black = np.asarray(meta.black_tile, dtype=np.float32)
+    packed = (view.meta.height // 2, view.meta.width // 2)
+    if not meta.is_xtrans and max(black.shape) <= 2 and clean.shape[1:] == packed:
+        return _bayer_mosaic_dn(clean, view)
+    linear = _mosaic_of(clean, view)
     white = np.float32(meta.white_level)
     ph, pw = black.shape
 
@@ -1007,6 +1017,36 @@ def _mosaic_dn(clean: np.ndarray, view: Any, meta: RawMetadata) -> np.ndarray:
 
     thread_map(band, bands(linear.shape[0]), size=linear.size)
     return linear
+
+
+def _bayer_mosaic_dn(clean: np.ndarray, view: Any) -> np.ndarray:
+    """:func:`_mosaic_dn` of a Bayer frame whose black level repeats within the 2x2 tile, in
+    one pass over row bands on every core: each plane's samples go, scaled, straight to their
+    places in the file's mosaic, where unpacking them (on one core), mirroring them back and
+    scaling them were three passes (0.030 against 0.017 s for 12 Mpixels, medians of 9).
+
+    The same float32 arithmetic: the view's black tile is the file's, mirrored as the view is
+    (:func:`~darkraw.classic.pipeline.rggb_view`), and the view has an even size, so each
+    sample takes the black level of its place in the file.
+    """
+    vmeta = view.meta
+    black = np.asarray(vmeta.black_tile, dtype=np.float32)
+    white = np.float32(vmeta.white_level)
+    full = np.empty((vmeta.height, vmeta.width), dtype=np.float32)
+    flip_v, flip_h = view.flips
+    # The view's frame over the file's: writing at the view's places fills the file's.
+    framed = full[:: -1 if flip_v else 1, :: -1 if flip_h else 1]
+
+    def band(rows: slice) -> None:
+        for i, (dy, dx) in enumerate(BayerPattern.RGGB.offsets):
+            level = black[dy % black.shape[0], dx % black.shape[1]]
+            samples = framed[2 * rows.start + dy : 2 * rows.stop : 2, dx::2]
+            np.multiply(clean[i, rows], white - level, out=samples)
+            np.add(level, samples, out=samples)
+
+    thread_map(band, bands(clean.shape[1]), size=clean.size)
+    h, w = view.shape
+    return full if full.shape == (h, w) else np.ascontiguousarray(full[:h, :w])
 
 
 __all__ = [
