@@ -6,8 +6,10 @@ enhances it through the whole command line (``python -m darkraw enhance ... --ra
 fresh process each time, so that the figure includes starting Python, importing torch, reading
 the file, the network, rendering and writing the PNG. The models run in turn, ``--runs`` rounds
 (so that the machine's drift over minutes weighs on each alike); the median of each model's runs
-is reported, their ratio, each round's ratio and the median of those, each model's peak RSS (the
-largest of its runs, from ``os.wait4``) and the CPU (``lscpu``'s model name).
+is reported, their ratio, each round's ratio and the median of those, each run's CPU time (user
+and system, from ``os.wait4``: the same command taking more CPU time in one run than another is
+the machine running slower, these virtual machines' hours differ by 10-45 %), each model's peak
+RSS (the largest of its runs) and the CPU (``lscpu``'s model name).
 
 darkraw's modules are compiled to bytecode first (:func:`compile_package`), as ``pip install``
 leaves them, so that no run compiles them: from a source checkout run with
@@ -134,6 +136,7 @@ def main() -> None:
     names = args.models.split(",")
     times: dict[str, list[float]] = {name: [] for name in names}
     peaks: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
         source = dark_frame(Path(tmp) / "dark.dng", height, width)
         # Interleaved (one run of each model in turn), so that the machine's drift over minutes
@@ -143,15 +146,17 @@ def main() -> None:
                 out = Path(tmp) / f"{model}_{run}.png"
                 command = ["enhance", str(source), "-o", str(out), "--model", model, "--ratio"]
                 log = Path(tmp) / "command.log"
-                elapsed, _, peak_mib = timed_command([*command, "100"], log)
+                elapsed, cpu_s, peak_mib = timed_command([*command, "100"], log)
                 print(log.read_text().strip(), flush=True)
                 times[model].append(elapsed)
+                cpu[model].append(round(cpu_s, 2))
                 peaks[model].append(peak_mib)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     for model in names:
         entry = {
             "median_s": round(statistics.median(times[model]), 2),
             "runs_s": times[model],
+            "cpu_s": cpu[model],
             "peak_rss_mib": round(max(peaks[model])),
         }
         results["models"][model] = entry  # type: ignore[index]
