@@ -195,6 +195,39 @@ def test_every_zlib_level_gives_zlibs_header_and_a_readable_file(tmp_path, defla
     np.testing.assert_array_equal(read_back(tmp_path / "x.png"), hwc)
 
 
+@pytest.mark.parametrize("strategy", ["huffman", "default"])
+@pytest.mark.parametrize("chunk_bytes", [CHUNK_BYTES, 7 * (1 + 3 * 120)])
+def test_flat_and_busy_rows_read_back_in_either_strategy(tmp_path, deflate, strategy, chunk_bytes):
+    hwc = random_image(90, 120)
+    hwc[20:70] = 0  # flat rows: their chunks are mostly zero bytes after the Up filter
+    hwc[40:50] = 255
+    path = tmp_path / "x.png"
+    write_png(path, hwc, icc=None, exif=None, strategy=strategy, chunk_bytes=chunk_bytes)
+    np.testing.assert_array_equal(read_back(path), hwc)
+
+
+def test_flat_chunks_are_coded_as_runs_and_busy_ones_by_huffman_codes(tmp_path):
+    flat = np.zeros((400, 500, 3), np.uint8)
+    write_png(tmp_path / "flat.png", flat, icc=None, exif=None, chunk_bytes=3001 * 20)
+    # Huffman codes alone spend at least a bit on each of the 600,400 filtered bytes.
+    assert (tmp_path / "flat.png").stat().st_size < 600_400 / 8 / 10
+    busy = smooth_image(400, 500) // 4 + random_image(400, 500) % 8
+    sizes = {}
+    for strategy in ("huffman", "default"):
+        path = tmp_path / f"{strategy}.png"
+        write_png(path, busy, icc=None, exif=None, strategy=strategy)
+        np.testing.assert_array_equal(read_back(path), busy)
+        sizes[strategy] = path.stat().st_size
+    # A photo-like picture's residuals repeat little: the fast level's short matches cost more.
+    assert sizes["huffman"] < sizes["default"]
+
+
+def test_an_unknown_strategy_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="strategy"):
+        write_png(tmp_path / "x.png", random_image(2, 2), icc=None, exif=None, strategy="lzma")
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_zlib_ng_deflates_where_it_is_installed_at_its_fast_level():
     pytest.importorskip("zlib_ng")
     assert png.DEFLATE.__name__ == "zlib_ng.zlib_ng" and png.DEFAULT_LEVEL == 2
