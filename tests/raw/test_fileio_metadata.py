@@ -53,6 +53,26 @@ def test_16_bit_tiff_carries_exif_gps_and_icc(tmp_path, image):
         np.testing.assert_array_equal(page.asarray()[..., 0] > 0, image[0] * 65535 >= 0.5)
 
 
+def test_16_bit_tiff_strips_are_deflated_after_the_horizontal_predictor(tmp_path):
+    from darkraw.raw.fileio import TIFF_ROWS_PER_STRIP, read_image
+
+    height = 2 * TIFF_ROWS_PER_STRIP + 5
+    yy, xx = np.mgrid[0:height, 0:300] / 40.0
+    image = np.stack([0.5 + 0.4 * np.sin(xx + k) * np.cos(yy - k) for k in range(3)])
+    path = write_image(tmp_path / "x.tiff", image.astype(np.float32))
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages.first
+        assert page.compression == 8 and page.predictor == 2  # Adobe Deflate, horizontal
+        assert len(page.dataoffsets) == 3
+        want = np.rint(np.moveaxis(image.astype(np.float32), 0, -1) * 65535).astype(np.uint16)
+        np.testing.assert_array_equal(page.asarray(), want)
+    np.testing.assert_array_equal(read_image(path), np.moveaxis(want, -1, 0) / np.float32(65535))
+    # Smooth samples: the differences the predictor leaves deflate better than the samples.
+    plain = tmp_path / "plain.tiff"
+    tifffile.imwrite(plain, want, photometric="rgb", compression="zlib", rowsperstrip=128)
+    assert path.stat().st_size < 0.9 * plain.stat().st_size
+
+
 def test_an_output_without_source_metadata_still_gets_the_profile(tmp_path, image):
     path = write_image(tmp_path / "x.png", image)
     with Image.open(path) as pil:

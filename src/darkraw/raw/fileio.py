@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from darkraw.errors import OutputError
-from darkraw.parallel import bands, thread_map
+from darkraw.parallel import bands, cpu_threads, thread_map
 from darkraw.raw.exif import (
     EXIF_IFD,
     GPS_IFD,
@@ -330,8 +330,20 @@ def write_image(
     return path
 
 
+#: zlib level of TIFF outputs' strips, and rows a strip: the strips are deflated on every core
+#: after the horizontal predictor (TIFF's predictor 2, each sample less the one to its left),
+#: which every reader of deflated TIFFs decodes. A 12-megapixel 16-bit rendering of the
+#: benchmark frame took 0.66 s and 47.0 MB (rows 128, 2 threads) against 3.09 s and 50.2 MB at
+#: zlib's default level in one strip without the predictor; the HERO7's 0.88 s and 61.9 MB
+#: against 1.84 s and 67.3 MB. Level 2 was 0.04-0.08 s slower for 0-0.3 MB less, level 6
+#: 2.8 s and 46.0 MB.
+TIFF_ZLIB_LEVEL = 1
+TIFF_ROWS_PER_STRIP = 128
+
+
 def _write_tiff(path: Path, hwc: np.ndarray, tags: OutputTags) -> None:
-    """A 16-bit RGB TIFF with the ICC profile (tag 34675), IFD0's tags and the EXIF and GPS IFDs."""
+    """A 16-bit RGB TIFF with the ICC profile (tag 34675), IFD0's tags and the EXIF and GPS IFDs:
+    deflated strips after the horizontal predictor (:data:`TIFF_ZLIB_LEVEL`)."""
     import tifffile
 
     extratags: list[tuple[int, int | str, int, object, bool]] = [
@@ -347,6 +359,10 @@ def _write_tiff(path: Path, hwc: np.ndarray, tags: OutputTags) -> None:
         hwc,
         photometric="rgb",
         compression="zlib",
+        compressionargs={"level": TIFF_ZLIB_LEVEL},
+        predictor=True,
+        rowsperstrip=TIFF_ROWS_PER_STRIP,
+        maxworkers=cpu_threads(),
         iccprofile=tags.icc,
         software="darkraw",
         metadata=None,
