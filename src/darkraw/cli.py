@@ -343,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_jpeg_quality,
         default=95,
         metavar="Q",
-        help="quality of JPEG outputs, 1 to 100 (default: 95)",
+        help="quality of JPEG outputs, 1 to 100; from 90 up the colour is kept at full "
+        "resolution (4:4:4), below at half (4:2:0) (default: 95)",
     )
     enh.add_argument("--overwrite", action="store_true", help="replace existing output files")
     _add_bare_options(enh)

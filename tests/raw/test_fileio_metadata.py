@@ -83,6 +83,15 @@ def test_an_output_without_source_metadata_still_gets_the_profile(tmp_path, imag
         assert pil.getexif()[ORIENTATION] == 1
 
 
+@pytest.mark.parametrize(("quality", "sampling"), [(95, 0), (90, 0), (89, 2), (60, 2)])
+def test_high_quality_jpegs_keep_the_colour_at_full_resolution(tmp_path, image, quality, sampling):
+    from PIL import JpegImagePlugin
+
+    path = write_image(tmp_path / "x.jpg", image, jpeg_quality=quality)
+    with Image.open(path) as pil:
+        assert JpegImagePlugin.get_sampling(pil) == sampling  # 0: 4:4:4, 2: 4:2:0
+
+
 def test_jpeg_quality_is_an_option(tmp_path, image):
     low = write_image(tmp_path / "low.jpg", image, jpeg_quality=20).stat().st_size
     high = write_image(tmp_path / "high.jpg", image, jpeg_quality=98).stat().st_size

@@ -262,6 +262,13 @@ PNG_COMPRESS_LEVEL = DEFAULT_LEVEL
 #: JPEG quality (1-95 useful; 100 turns some of libjpeg's compression off) when none is given.
 DEFAULT_JPEG_QUALITY = 95
 
+#: From this JPEG quality up the colour is kept at full resolution (4:4:4), as Photoshop and
+#: Lightroom export at high qualities; below it at half each way (4:2:0, libjpeg's default). On
+#: 1000x1500 crops of darkraw's results at quality 95, 4:4:4 gave 44.1 against 41.8 dB and a mean
+#: CIEDE2000 of 0.97 against 1.23 (the HERO7), 45.4 against 42.4 dB and 0.90 against 1.12 (the
+#: demo), for files a third larger.
+JPEG_FULL_CHROMA_QUALITY = 90
+
 #: The most bytes of EXIF a JPEG holds (one APP1 segment); a larger block is left out.
 _MAX_JPEG_EXIF = 65_000
 
@@ -322,6 +329,8 @@ def write_image(
                     tmp,
                     format="JPEG",
                     quality=jpeg_quality,
+                    # Pillow's 0 is 4:4:4, 2 is 4:2:0.
+                    subsampling=0 if jpeg_quality >= JPEG_FULL_CHROMA_QUALITY else 2,
                     icc_profile=tags.icc,
                     exif=exif if len(exif) <= _MAX_JPEG_EXIF else b"",
                 )
