@@ -62,7 +62,7 @@ DEFAULT_LEVEL = 2 if DEFLATE is not zlib else 1
 #: 10 % larger, darkraw's results 4-20 % smaller.
 DEFAULT_STRATEGY = "huffman"
 
-#: The strategies :func:`write_png` takes, as zlib's constants (``Z_DEFAULT_STRATEGY`` is 0).
+#: The strategies :func:`write_png` takes (:data:`DEFAULT_STRATEGY`).
 _STRATEGIES = ("huffman", "default")
 
 #: A chunk with more zero bytes than this share (after the Up filter) is run-length coded in the
