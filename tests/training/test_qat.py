@@ -10,6 +10,7 @@ import torch
 from darkraw.config import dump_yaml, from_dict
 from darkraw.nn.checkpoint import load_checkpoint
 from darkraw.nn.denoiser import DenoiserConfig, RawDenoiser
+from darkraw.nn.runtime import cpu_int8_fast, x86_cpu
 from darkraw.training.qat import (
     ActQuant,
     QATRun,
@@ -31,6 +32,14 @@ TOP_FP32 = QuantSettings()
 MIXED = QuantSettings(fp32_levels=0, fp32_convs=("encoder.0.2", "decoder.0.2"))
 SETTINGS = [ENDS_FP32, ALL_INT8, TOP_FP32, MIXED]
 IDS = ["fp32-ends", "all-int8", "top-level-fp32", "mixed"]
+
+#: Whether ONNX Runtime's int8 kernels compute this CPU's products exactly. Without an 8-bit dot
+#: product (an x86 CPU with AVX2 only) they add pairs of u8 x s8 products in 16 bits
+#: (``vpmaddubsw``), which saturate where large activations meet weights near +-127, as this
+#: tiny network's random weights do: on a Zen 3, 70-100 % of its outputs moved, by up to 0.11
+#: (OpenVINO's AVX2 kernels the same). The bundled network's trained weights rarely reach
+#: there (0.4 % of a window's outputs moved, by at most 2.2e-3).
+EXACT_INT8 = cpu_int8_fast() or not x86_cpu()
 
 
 def trained_like(config: DenoiserConfig = CONFIG) -> RawDenoiser:
@@ -134,7 +143,7 @@ def test_the_qdq_export_runs_in_onnxruntime_as_the_torch_network(settings, int8_
             # The QDQ graph's ONNX meaning: measured within 1.2e-7 of torch (the same integers
             # and scales; on a network this small no value sits at a rounding tie).
             assert error.max() < 1e-5
-        else:
+        elif EXACT_INT8:
             # ONNX Runtime's int8 kernels requantise their int32 sums in one multiply, which
             # can round a value at a tie the other way, which the layers after it spread
             # (measured: none, or 3 % of the outputs off by up to 2.4e-3, of a correction of
@@ -161,7 +170,10 @@ def test_the_export_loads_as_a_darkraw_denoiser(tmp_path):
     x = inputs(1, 20, 24, 3)
     with torch.no_grad():
         want = model(x).numpy()
-    assert np.abs(loaded(x.numpy()) - want).max() < 1e-5
+    error = np.abs(loaded(x.numpy()) - want)
+    # Where the kernels' 16-bit sums saturate (EXACT_INT8), only near: a few per cent of the
+    # planes' range.
+    assert error.max() < (1e-5 if EXACT_INT8 else 0.05)
 
 
 def test_a_tiny_run_calibrates_trains_and_resumes_to_the_same_weights(photo_folder, tmp_path):
