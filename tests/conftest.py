@@ -26,6 +26,13 @@ ENHANCE_CLASSIC = ["enhance", "--method", "classic"]
 
 
 @pytest.fixture(autouse=True)
+def _no_compiled_model_cache(monkeypatch):
+    """OpenVINO keeps compiled models in the user's cache folder (``darkraw.nn.runtime``); the
+    tests, and the commands they start, keep none unless a test asks for a folder of its own."""
+    monkeypatch.setenv("DARKRAW_CACHE_DIR", "")
+
+
+@pytest.fixture(autouse=True)
 def _test_process_allocator_left_alone(monkeypatch):
     """The command line tunes glibc's allocator for its own process (``darkraw.cli``); the tests
     call it in pytest's, which keeps its allocator as it is."""

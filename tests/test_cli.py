@@ -174,7 +174,24 @@ def test_info_runtime_names_the_extras_missing(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)
     assert not runtime.openvino_available()
     assert main(["info", "--runtime"]) == 0
-    assert "not installed (pip install 'darkraw[openvino]')" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "not installed (pip install 'darkraw[openvino]')" in out
+    assert "compiled models kept in" in out and "nowhere (OpenVINO is not installed)" in out
+
+
+def test_info_runtime_says_where_compiled_models_are_kept(capsys, monkeypatch, tmp_path):
+    import darkraw.nn.runtime as runtime
+
+    if not runtime.openvino_available():
+        pytest.skip("OpenVINO is not installed (darkraw[openvino])")
+    assert main(["info", "--runtime", "--json"]) == 0  # DARKRAW_CACHE_DIR empty (conftest)
+    assert json.loads(capsys.readouterr().out)["compiled_models"] == (
+        "nowhere (DARKRAW_CACHE_DIR is set empty)"
+    )
+    monkeypatch.setenv("DARKRAW_CACHE_DIR", str(tmp_path / "models"))
+    assert main(["info", "--runtime", "--json"]) == 0
+    kept = json.loads(capsys.readouterr().out)["compiled_models"]
+    assert kept.startswith(f"{tmp_path / 'models'} (set DARKRAW_CACHE_DIR to move it")
 
 
 def test_info_bad_file_exit_code(tmp_path, capsys):

@@ -116,8 +116,10 @@ def describe_runtime(device: str = "auto") -> dict[str, Any]:
     from darkraw.nn.enhance import DefaultDenoiser, load_network
     from darkraw.nn.precision import cpuinfo
     from darkraw.nn.runtime import (
+        CACHE_ENV,
         OPENVINO_EXTRA,
         TORCH_EXTRA,
+        compiled_model_folder,
         cpu_bf16_fast,
         cpu_int8_fast,
         openvino_available,
@@ -158,6 +160,13 @@ def describe_runtime(device: str = "auto") -> dict[str, Any]:
             if isinstance(network, DefaultDenoiser)
             else "no X-Trans twin is bundled: use --method classic"
         )
+    folder = compiled_model_folder()
+    if not out["openvino"]:
+        out["compiled_models"] = "nowhere (OpenVINO is not installed)"
+    elif folder is None:
+        out["compiled_models"] = f"nowhere ({CACHE_ENV} is set empty)"
+    else:
+        out["compiled_models"] = f"{folder} (set {CACHE_ENV} to move it, empty for none)"
     # --ensemble auto's rule for the default model (darkraw.nn.rawdenoise.ensemble_passes).
     limits = ", ".join(f"{n} up to {ENSEMBLE_AUTO_PIXELS / n / 1e6:g}" for n in (8, 4, 2))
     out["default_passes"] = f"{limits} Mpixel (the frame mirrored and turned), 1 above"
@@ -186,6 +195,7 @@ _RUNTIME_ROWS = (
     ("default_model", "default model runs in"),
     ("default_passes", "its passes (--ensemble auto)"),
     ("default_xtrans", "X-Trans (Fujifilm) files"),
+    ("compiled_models", "OpenVINO's compiled models kept in"),
     ("libraw", "LibRaw"),
     ("demosaic", "its demosaicking (--demosaic auto)"),
 )

@@ -3,6 +3,7 @@ export kept in step with its weights."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -431,12 +432,11 @@ def test_openvino_sends_and_writes_no_telemetry(tmp_path):
     import os
     import subprocess
 
-    # A bf16 load where the CPU has it, fp32 otherwise: both import OpenVINO through darkraw.
+    # bf16 runs in OpenVINO on every CPU (in fp32 where the CPU has no native bf16).
     code = (
         "import sys\n"
         "from darkraw.nn.enhance import load_network\n"
-        "from darkraw.nn.runtime import cpu_bf16_fast\n"
-        "load_network('default', precision='bf16' if cpu_bf16_fast() else 'fp32')\n"
+        "load_network('default', precision='bf16')\n"
         "assert 'openvino' in sys.modules, 'OpenVINO not used'\n"
         "assert 'openvino_telemetry' not in sys.modules, 'telemetry imported'\n"
         "import openvino.tools.ovc.telemetry_utils as used\n"
@@ -528,6 +528,82 @@ def test_openvino_prepared_size_runs_without_compiling_again(exported, shape, mo
     x = planes(shape, seed=5)[None]
     want = onnx.raw_correction(x)
     assert np.abs(bf16.raw_correction(x) - want).max() <= 0.03 * np.abs(want).max() + 1e-6
+
+
+def _blobs(folder):
+    return sorted(folder.glob("*.blob"))
+
+
+@needs_openvino
+def test_openvino_keeps_compiled_models_for_the_next_process(exported, tmp_path, monkeypatch):
+    """A window size compiled once is loaded from the cache folder after, with the same output;
+    a damaged file there is compiled again and replaced."""
+    _, onnx = exported
+    x = planes((40, 48), seed=7)[None]
+    want = runtime.load_openvino_denoiser(onnx.path).raw_correction(x)  # no folder (conftest)
+    folder = tmp_path / "made" / "here"
+    monkeypatch.setenv(runtime.CACHE_ENV, str(folder))
+    np.testing.assert_array_equal(runtime.load_openvino_denoiser(onnx.path).raw_correction(x), want)
+    (blob,) = _blobs(folder)
+    written = blob.read_bytes()
+    np.testing.assert_array_equal(runtime.load_openvino_denoiser(onnx.path).raw_correction(x), want)
+    assert _blobs(folder) == [blob] and blob.read_bytes() == written
+    blob.chmod(0o600)
+    damaged = b"not a compiled model" * 50
+    blob.write_bytes(damaged)
+    np.testing.assert_array_equal(runtime.load_openvino_denoiser(onnx.path).raw_correction(x), want)
+    # Compiled again: a whole file in its place (OpenVINO's header, the size of the first).
+    replaced = blob.read_bytes()
+    assert replaced != damaged and replaced[:16] == written[:16]
+    assert abs(len(replaced) - len(written)) <= 64
+
+
+@needs_openvino
+def test_openvino_compiles_without_a_cache_folder_it_cannot_use(exported, tmp_path, monkeypatch):
+    _, onnx = exported
+    x = planes((24, 32), seed=8)[None]
+    want = runtime.load_openvino_denoiser(onnx.path).raw_correction(x)
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    monkeypatch.setenv(runtime.CACHE_ENV, str(blocker / "cache"))  # cannot be made
+    np.testing.assert_array_equal(runtime.load_openvino_denoiser(onnx.path).raw_correction(x), want)
+    monkeypatch.setenv(runtime.CACHE_ENV, str(tmp_path / "refused"))
+    model = runtime.load_openvino_denoiser(onnx.path)
+    core = model._session._core
+
+    class RefusesTheFolder:
+        def compile_model(self, graph, device, settings):
+            if "CACHE_DIR" in settings:
+                raise RuntimeError("cannot write there")
+            return core.compile_model(graph, device, settings)
+
+    monkeypatch.setattr(model._session, "_core", RefusesTheFolder())
+    np.testing.assert_array_equal(model.raw_correction(x), want)
+
+
+def test_compiled_model_folder_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(runtime.CACHE_ENV, str(tmp_path / "mine"))
+    assert runtime.compiled_model_folder() == tmp_path / "mine"
+    monkeypatch.setenv(runtime.CACHE_ENV, " ")
+    assert runtime.compiled_model_folder() is None
+    monkeypatch.delenv(runtime.CACHE_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert runtime.compiled_model_folder() == tmp_path / "xdg" / "darkraw" / "openvino"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert runtime.compiled_model_folder() == tmp_path / "home" / ".cache" / "darkraw" / "openvino"
+
+
+def test_the_cache_folder_keeps_the_newest_compiled_models(tmp_path):
+    kept = runtime.CACHED_MODELS_KEPT
+    for i in range(kept + 5):
+        blob = tmp_path / f"{i}.blob"
+        blob.write_bytes(b"x")
+        os.utime(blob, (1_000_000 + i, 1_000_000 + i))
+    (tmp_path / "other.txt").write_text("not ours")
+    runtime._prune(tmp_path)
+    assert sorted(int(p.stem) for p in _blobs(tmp_path)) == list(range(5, kept + 5))
+    assert (tmp_path / "other.txt").exists()
 
 
 def test_prepare_is_nothing_to_onnx_runtime(exported):

@@ -25,8 +25,10 @@ whatever arithmetic a runtime uses inside cannot round the signal.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import os
 import platform
 import sys
 import threading
@@ -520,18 +522,89 @@ class _OpenVinoSession:
         request = self._requests.pop(shape, None)
         if request is None:
             self._model.reshape(list(shape))
-            try:
-                compiled = self._core.compile_model(self._model, "CPU", self._settings)
-            except Exception as err:  # OpenVINO raises its own untyped errors
-                reason = " ".join(str(err).split())[:200]
-                raise CheckpointError(
-                    self._path, f"OpenVINO cannot compile it for {shape} ({reason})"
-                ) from None
-            request = compiled.create_infer_request()
+            request = self._compiled(shape).create_infer_request()
             while len(self._requests) >= _SIZES_KEPT:
                 self._requests.popitem(last=False)
         self._requests[shape] = request
         return request
+
+    def _compiled(self, shape: tuple[int, ...]) -> Any:
+        """The model compiled for ``shape``: from the compiled-model folder where it holds it
+        (:func:`compiled_model_folder`), else compiled, and kept there for the next process."""
+        folder = _writable(compiled_model_folder())
+        try:
+            if folder is not None:
+                # A folder OpenVINO cannot use is no reason to fail: then it compiles without.
+                with contextlib.suppress(Exception):
+                    cached = {**self._settings, "CACHE_DIR": str(folder)}
+                    compiled = self._core.compile_model(self._model, "CPU", cached)
+                    _prune(folder)
+                    return compiled
+            return self._core.compile_model(self._model, "CPU", self._settings)
+        except Exception as err:  # OpenVINO raises its own untyped errors
+            reason = " ".join(str(err).split())[:200]
+            raise CheckpointError(
+                self._path, f"OpenVINO cannot compile it for {shape} ({reason})"
+            ) from None
+
+
+#: The environment variable naming the folder OpenVINO keeps the models it compiled in; set
+#: empty, it keeps none.
+CACHE_ENV = "DARKRAW_CACHE_DIR"
+
+#: Compiled models kept in that folder, newest first (1-2 MB each: one per network, window size
+#: and arithmetic; a frame's windows have one size, a camera's frames mostly one).
+CACHED_MODELS_KEPT = 16
+
+
+def compiled_model_folder() -> Path | None:
+    """Where OpenVINO keeps the models it compiled, so that the next command loads a window
+    size's compiled model instead of compiling it again; ``None`` where none is kept.
+
+    Compiling the int8 version for a 1424x1128 window took 0.41-0.54 s of CPU on a 2-core Zen 3
+    (AVX2 only), most of it OpenVINO's low-precision passes, against 0.18-0.21 s to load it
+    compiled; the fp32 one 0.22 against 0.15 s. The compilation runs beside the frame's noise
+    measurement, which waits for the CPU it takes (``docs/speed-log.md``).
+
+    ``$DARKRAW_CACHE_DIR`` names the folder (set empty: none is kept); otherwise it is
+    ``darkraw/openvino`` in ``$XDG_CACHE_HOME`` or ``~/.cache``. OpenVINO names each file by a
+    hash of the graph, its input shape and its settings, checks a file before loading it, and
+    compiles again (replacing it) where the file is damaged or from another version.
+    """
+    chosen = os.environ.get(CACHE_ENV)
+    if chosen is not None:
+        return Path(chosen).expanduser() if chosen.strip() else None
+    base = os.environ.get("XDG_CACHE_HOME", "").strip()
+    try:
+        root = Path(base) if base else Path.home() / ".cache"
+    except RuntimeError:  # no home folder to be found
+        return None
+    return root / "darkraw" / "openvino"
+
+
+def _writable(folder: Path | None) -> Path | None:
+    """``folder``, made where missing, if this process can write in it; else ``None``."""
+    if folder is None:
+        return None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return folder if os.access(folder, os.W_OK | os.X_OK) else None
+
+
+def _prune(folder: Path) -> None:
+    """Delete all but the :data:`CACHED_MODELS_KEPT` newest compiled models in ``folder``."""
+    try:
+        blobs = [(entry.stat().st_mtime, entry) for entry in folder.glob("*.blob")]
+    except OSError:
+        return
+    if len(blobs) <= CACHED_MODELS_KEPT:
+        return
+    blobs.sort(key=lambda item: item[0], reverse=True)
+    for _, entry in blobs[CACHED_MODELS_KEPT:]:
+        with contextlib.suppress(OSError):
+            entry.unlink()
 
 
 #: Window sizes an OpenVINO model keeps compiled (each holds its own buffers, about 0.2 GB for
