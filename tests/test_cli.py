@@ -147,6 +147,10 @@ def test_info_runtime_says_what_runs_the_default_model(dark_dng, capsys, monkeyp
     monkeypatch.setattr(enhance, "cpu_bf16_fast", lambda: False)
     monkeypatch.setattr(enhance, "cpu_int8_fast", lambda: False)
     monkeypatch.setattr(enhance, "openvino_available", lambda: False)
+    monkeypatch.setattr(enhance, "x86_cpu", lambda: True)
+    assert main(["info", "--runtime", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["default_model"] == "int8 (CPUExecutionProvider)"
+    monkeypatch.setattr(enhance, "x86_cpu", lambda: False)
     assert main(["info", "--runtime", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["default_model"] == "fp32 (CPUExecutionProvider)"

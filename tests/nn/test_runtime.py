@@ -289,9 +289,10 @@ def int8_beside(tmp_path, monkeypatch):
         monkeypatch.setattr(enhance, "cpu_int8_fast", lambda: present)
 
     # ONNX Runtime's int8 choice is under test: OpenVINO's bf16, which auto prefers, and its
-    # int8 are not on offer.
+    # int8 are not on offer; nor is the x86 rule (int8 without the dot product), tested below.
     monkeypatch.setattr(enhance, "cpu_bf16_fast", lambda: False)
     monkeypatch.setattr(enhance, "openvino_available", lambda: False)
+    monkeypatch.setattr(enhance, "x86_cpu", lambda: False)
 
     return path, vnni
 
@@ -647,7 +648,9 @@ def bf16_choice(monkeypatch):
 
 
 @needs_openvino
-def test_auto_takes_openvino_bf16_on_a_cpu_with_native_bf16(bf16_choice):
+def test_auto_takes_openvino_bf16_on_a_cpu_with_native_bf16(bf16_choice, monkeypatch):
+    import darkraw.nn.enhance as enhance
+
     bf16_choice(bf16=True, vnni=True)
     network = load_network("default", device="cpu")
     assert network.precision == "bf16" and network.path == bundled_onnx_path("default")
@@ -656,6 +659,7 @@ def test_auto_takes_openvino_bf16_on_a_cpu_with_native_bf16(bf16_choice):
     bf16_choice(bf16=False, vnni=True)
     assert load_network("default", device="cpu").precision == "int8"
     bf16_choice(bf16=True, installed=False, vnni=False)
+    monkeypatch.setattr(enhance, "x86_cpu", lambda: False)  # x86 takes int8: tested below
     assert load_network("default", device="cpu").precision == "fp32"
 
 
@@ -714,6 +718,23 @@ def test_auto_runs_fp32_in_openvino_on_an_x86_cpu_without_bf16_or_int8(
     bf16_choice(bf16=False, vnni=False, installed=False)
     monkeypatch.setattr(enhance, "x86_cpu", lambda: True)
     assert load_network("default", device="cpu").providers == ("CPUExecutionProvider",)
+
+
+def test_auto_runs_int8_in_onnx_runtime_on_an_x86_cpu_without_openvino(bf16_choice, monkeypatch):
+    """The plain install on an AVX2-only x86 CPU runs the int8 version in ONNX Runtime (faster
+    than its fp32 there, and as close to fp32: docs/inference.md); other CPUs keep fp32."""
+    import darkraw.nn.enhance as enhance
+
+    bf16_choice(bf16=False, vnni=False, installed=False)
+    monkeypatch.setattr(enhance, "x86_cpu", lambda: True)
+    network = bayer_of(load_network("default", device="cpu"))
+    assert network.precision == "int8" and network.providers == ("CPUExecutionProvider",)
+    assert network.path == bundled_int8_path("default")
+    monkeypatch.setattr(enhance, "x86_cpu", lambda: False)
+    network = bayer_of(load_network("default", device="cpu"))
+    assert network.precision == "fp32" and network.path == bundled_onnx_path("default")
+    bf16_choice(bf16=False, vnni=True, installed=False)  # an 8-bit dot product on any CPU
+    assert load_network("default", device="cpu").precision == "int8"
 
 
 def test_auto_keeps_onnx_runtime_where_it_would_use_a_gpu(bf16_choice, monkeypatch):

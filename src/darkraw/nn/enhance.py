@@ -189,12 +189,19 @@ def _bundled_int8(
     """The bundled model's int8 version where ``precision`` asks for it and the CPU runs it
     well; ``None`` for fp32. A missing or stale int8 file is an error only for ``int8``.
 
-    In ONNX Runtime on a CPU with an 8-bit dot product; on an x86 CPU without one, in OpenVINO
-    where it is installed (:func:`_int8_in_openvino`), which ``auto`` then takes too."""
+    ``auto`` takes it on a CPU with an 8-bit dot product and on any other x86 CPU: in ONNX
+    Runtime, or on an x86 CPU without the dot product (AVX2 only) in OpenVINO where it is
+    installed (:func:`_int8_in_openvino`). On a real AVX2-only Zen 3 (``docs/inference.md``,
+    "int8 on a real AVX2-only CPU") ONNX Runtime's int8 kernels' 16-bit sums moved 0.4 % of a
+    window's outputs off the graph's own arithmetic, by at most 2.2e-3 (OpenVINO's rounding
+    moves 16 %), both scored what the VNNI kernels score on the acceptance benchmark (within
+    0.19 dB of fp32 in every group), and the whole command took 5.03 s against 5.53 s in fp32
+    (6 alternating rounds, pairwise -0.68 s). Other CPUs (Arm) were not measured and keep
+    fp32."""
     if precision not in ("auto", "int8"):
         return None
     openvino = _int8_in_openvino(device)
-    if precision == "auto" and (cuda_in_use(device) or not (openvino or cpu_int8_fast())):
+    if precision == "auto" and (cuda_in_use(device) or not (x86_cpu() or cpu_int8_fast())):
         return None  # a GPU's fp32 is faster than its int8 emulation, and exact
     path = bundled_int8_path(name)
     if not path.is_file():
@@ -215,11 +222,12 @@ def _bundled_int8(
 
 def _int8_in_openvino(device: str) -> bool:
     """Whether the int8 version runs in OpenVINO: on an x86 CPU without an 8-bit dot product
-    (AVX2 only) where OpenVINO is installed. There ONNX Runtime's int8 products can saturate;
-    OpenVINO's, restricted to AVX2, equal its VNNI kernels' bit for bit, and the whole command
-    took 2.89 s against 3.25 s in fp32 (medians of 5 alternating pairs, pairwise -0.43 s;
-    ``docs/inference.md``). With VNNI, ONNX Runtime's int8 stays: the whole command was no
-    slower in it (2.66 against 2.75 s) though OpenVINO runs a window faster."""
+    (AVX2 only) where OpenVINO is installed. There its kernels are faster than ONNX Runtime's:
+    on a Zen 3 the whole command took 4.46 s against 5.03 s in ONNX Runtime's int8 and 5.53 s
+    in its fp32 (6 alternating rounds, pairwise -0.37 s against ONNX Runtime's int8), with the
+    same scores on the acceptance benchmark (``docs/inference.md``). With VNNI, ONNX Runtime's
+    int8 stays: the whole command was no slower in it (2.66 against 2.75 s) though OpenVINO
+    runs a window faster."""
     return x86_cpu() and not cuda_in_use(device) and openvino_available() and not cpu_int8_fast()
 
 

@@ -16,8 +16,8 @@ native bf16 arithmetic (AVX-512 BF16 on AMD, AMX on Intel: :func:`cpu_bf16_fast`
 fp32 export with bf16 arithmetic inside, measured 2.0x faster than ONNX Runtime's fp32 and 1.3x
 faster than its int8 on a 12-Mpixel frame, and 6x closer to fp32 than the int8 version
 (``docs/inference.md``). ONNX Runtime has no bf16 kernels on x86. On an x86 CPU with neither
-bf16 nor an 8-bit dot product (AVX2 only) it runs the int8 version, whose products ONNX
-Runtime's kernels there can saturate and OpenVINO's compute exactly.
+bf16 nor an 8-bit dot product (AVX2 only) it runs the int8 version, 1.2x faster than ONNX
+Runtime's int8 there (which the plain install runs) on a Zen 3.
 
 The graph returns the network's *correction*; the noisy planes are added here in fp32, so that
 whatever arithmetic a runtime uses inside cannot round the signal.
@@ -437,11 +437,12 @@ def load_openvino_denoiser(
     Runtime's fp32 (5e-9 RMS apart on a 776x1128 window), 12 % faster a window on the AVX-512
     EPYC (``docs/inference.md``), as OpenVINO was 15 % faster for the SID network on a Zen 3.
     ``"int8"`` takes the int8 export (its quantised convolutions in int8, the rest in fp32),
-    what ``auto`` runs on an x86 CPU without an 8-bit dot product: unlike ONNX Runtime's int8
-    it is exact there (restricted to AVX2 its output equals its VNNI kernels' bit for bit), a
-    776x1128 window 0.29-0.32 s against fp32's 0.39-0.43 s. Its rounding differs from ONNX
-    Runtime's by 8e-4 RMS on a window, as far from fp32 (1.7e-3 RMS both; the correction itself
-    is 1.3e-2), and scored the same on the acceptance benchmark (``docs/inference.md``).
+    what ``auto`` runs on an x86 CPU without an 8-bit dot product where OpenVINO is installed:
+    restricted to AVX2 its output equals its VNNI kernels' bit for bit; a 776x1128 window
+    0.29-0.32 s against fp32's 0.39-0.43 s (AVX-512 EPYC), and on a real Zen 3 the network 1.2x
+    faster than ONNX Runtime's int8. Its rounding differs from ONNX Runtime's by 8e-4 RMS on a
+    window, as far from fp32 (1.7e-3 RMS both; the correction itself is 1.3e-2), and scored the
+    same on the acceptance benchmark, on the EPYC and on the Zen 3 (``docs/inference.md``).
 
     Args and raises: as :func:`load_onnx_denoiser`, and CheckpointError for an export of
     the other kind (int8 for ``bf16``/``fp32``, fp32 for ``int8``); MissingExtraError names
@@ -646,9 +647,10 @@ def _checked_config(
     return config
 
 
-#: CPU flags of an 8-bit dot product instruction (``/proc/cpuinfo``), which ONNX Runtime's int8
-#: kernels need to be fast and exact: without them (AVX2 only) its u8 x s8 products go through
-#: ``vpmaddubsw``, whose 16-bit sums can saturate.
+#: CPU flags of an 8-bit dot product instruction (``/proc/cpuinfo``), with which ONNX Runtime's
+#: int8 kernels are fastest and exact. Without them (AVX2 only) pairs of its u8 x s8 products
+#: are added in 16 bits (``vpmaddubsw``), which can saturate: on a Zen 3 that moved 0.4 % of a
+#: window's outputs of the bundled int8 version, by at most 2.2e-3 (``docs/inference.md``).
 INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
