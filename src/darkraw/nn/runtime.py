@@ -569,8 +569,8 @@ def compiled_model_folder() -> Path | None:
 
     ``$DARKRAW_CACHE_DIR`` names the folder (set empty: none is kept); otherwise it is
     ``darkraw/openvino`` in ``$XDG_CACHE_HOME`` or ``~/.cache``. OpenVINO names each file by a
-    hash of the graph, its input shape and its settings, checks a file before loading it, and
-    compiles again (replacing it) where the file is damaged or from another version.
+    hash of the graph, its input shape and its settings, checks a file's header before loading
+    it, and compiles again (replacing the file) where it is damaged (a test writes one).
     """
     chosen = os.environ.get(CACHE_ENV)
     if chosen is not None:
